@@ -1,0 +1,30 @@
+# Two entry points: `make demo` and `make test`. Both build .venv themselves (pip, not uv:
+# pip takes the pinned torch/torchvision from local disk).
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint clean bench-synth
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH (set PY=python3.11 to another interpreter)"; exit 1; }
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/crossview demo --out demo_out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check crossview tests benchmarks
+
+bench-synth: $(STAMP)
+	$(BIN)/python benchmarks/bench_synth.py
+
+clean:
+	rm -rf demo_out .pytest_cache

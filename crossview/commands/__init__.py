@@ -1,0 +1,1 @@
+"""Sub-commands of the ``crossview`` CLI (one module each, see ``crossview.cli``)."""
