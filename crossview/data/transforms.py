@@ -1,0 +1,92 @@
+"""Image transforms for training and evaluation, on uint8 tensors (C×H×W).
+
+Synchronised geometric augmentation keeps a ground panorama and its aerial tile consistent:
+- a horizontal flip of both mirrors the scene east↔west in the tile and azimuth θ → −θ in a north-centred
+  panorama;
+- rotating the tile counter-clockwise by k·90° (``torch.rot90`` on H, W) brings what was east to the north,
+  which a panorama shows by rolling its columns by −k·W/4 (the centre column then shows what was at +90°).
+The sign is checked against the synthetic world's renderer in the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+
+def normalize(img: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 C×H×W (or B×C×H×W) → float32 normalised with ``mean``/``std`` given for [0, 1] pixels."""
+    x = img.float().div_(255.0)
+    m = torch.tensor(mean, dtype=x.dtype).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(-1, 1, 1)
+    return (x - m) / s
+
+
+def sync_flip(ground: torch.Tensor, aerial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return ground.flip(-1), aerial.flip(-1)
+
+
+def sync_rotate(ground: torch.Tensor, aerial: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate the aerial tile counter-clockwise by k·90° and roll the panorama by −k quarter-widths."""
+    w = ground.shape[-1]
+    if w % 4:
+        raise ValueError(f"panorama width {w} must be divisible by 4 for quarter-turn rolls")
+    return ground.roll(-k * w // 4, dims=-1), torch.rot90(aerial, k, dims=(-2, -1))
+
+
+@dataclass
+class PhotometricAug:
+    """The official chain in torchvision terms (MFRGN_SPEC c.3): JPEG, colour jitter, blur/sharpen, dropout."""
+
+    p_jpeg: float = 0.5
+    p_jitter: float = 0.5
+    p_blur_sharpen: float = 0.3
+    p_dropout: float = 0.3
+    grid_ratio: float = 0.4  # 0.4 aerial, 0.5 ground, as the official code
+
+    def __post_init__(self) -> None:
+        self.jitter = v2.ColorJitter(0.15, 0.15, 0.15, 0.15)
+        self.jpeg = v2.JPEG((90, 100))
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if torch.rand(()) < self.p_jpeg:
+            img = self.jpeg(img)
+        if torch.rand(()) < self.p_jitter:
+            img = self.jitter(img)
+        if torch.rand(()) < self.p_blur_sharpen:
+            if torch.rand(()) < 0.5:
+                k = int(torch.randint(1, 3, ())) * 2 + 1
+                img = TF.gaussian_blur(img, [k, k])
+            else:
+                img = TF.adjust_sharpness(img, 1.0 + float(torch.rand(())) * 1.5)
+        if torch.rand(()) < self.p_dropout:
+            img = grid_dropout(img, self.grid_ratio) if torch.rand(()) < 0.5 else coarse_dropout(img)
+        return img
+
+
+def grid_dropout(img: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Zero a ``ratio`` share of each cell of a random grid (albumentations' GridDropout idea)."""
+    h, w = img.shape[-2:]
+    cell = int(torch.randint(max(4, min(h, w) // 10), max(5, min(h, w) // 3), ()))
+    hole = max(1, round(cell * ratio**0.5))
+    oy, ox = int(torch.randint(0, cell, ())), int(torch.randint(0, cell, ()))
+    mask = torch.ones(h, w, dtype=torch.bool)
+    ys = (torch.arange(h) - oy) % cell < hole
+    xs = (torch.arange(w) - ox) % cell < hole
+    mask[ys[:, None] & xs[None, :]] = False
+    return img * mask
+
+
+def coarse_dropout(img: torch.Tensor, holes: tuple[int, int] = (10, 25), frac: tuple[float, float] = (0.1, 0.2)):
+    """Zero 10–25 rectangles, each 10–20 % of the image height on a side."""
+    h, w = img.shape[-2:]
+    img = img.clone()
+    for _ in range(int(torch.randint(holes[0], holes[1] + 1, ()))):
+        sh = max(1, int(h * (frac[0] + (frac[1] - frac[0]) * float(torch.rand(())))))
+        sw = sh
+        y, x = int(torch.randint(0, max(1, h - sh + 1), ())), int(torch.randint(0, max(1, w - sw + 1), ()))
+        img[..., y : y + sh, x : x + sw] = 0
+    return img

@@ -1,0 +1,335 @@
+"""The training loop: ``train(config, data, out)`` → run folder. Same code on CPU, one GPU or many (torchrun).
+
+A run folder holds ``config.json`` (resolved config, command line, package version), ``metrics.jsonl``
+(one line per step and per evaluation), ``checkpoints/last.pt`` (everything needed to resume: model,
+optimiser, scheduler, grad scaler, epoch/step, neighbour table, RNG states) and ``model.pt`` (the trained
+model in the ``{"config", "state_dict"}`` format that :func:`crossview.load_model` reads).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from crossview.errors import CrossviewError
+from crossview.io import write_json_atomic
+from crossview.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from crossview.train.distributed import DistInfo, init_distributed
+from crossview.train.losses import symmetric_infonce
+from crossview.train.sampling import location_batches, mine_similar_neighbours
+
+
+class TrainingError(CrossviewError):
+    """Training cannot go on (non-finite loss, inconsistent resume)."""
+
+
+class PairModule(torch.nn.Module):
+    """Wraps a retrieval model so one ``forward`` embeds both views (DDP hooks run on ``forward``)."""
+
+    def __init__(self, model: torch.nn.Module, query_view: str, reference_view: str):
+        super().__init__()
+        self.model, self.query_view, self.reference_view = model, query_view, reference_view
+
+    def forward(self, query: torch.Tensor, reference: torch.Tensor):
+        return self.model.embed(query, view=self.query_view), self.model.embed(reference, view=self.reference_view)
+
+
+def pick_device(name: str, info: DistInfo) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """None = fp32. ``auto``: bf16 on GPUs that support it, fp16 (with loss scaling) on older GPUs, fp32 on CPU."""
+    if name == "fp32" or (name == "auto" and device.type != "cuda"):
+        return None
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def cosine_with_warmup(warmup_steps: int, total_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+    return factor
+
+
+def _param_groups(model: torch.nn.Module, lr: float, backbone_scale: float):
+    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
+    ids = {id(p) for p in backbone}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": rest, "lr": lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": lr * backbone_scale})
+    return groups
+
+
+def _collate(items):
+    q, r, i = zip(*items)
+    return torch.stack(q), torch.stack(r), torch.as_tensor(i)
+
+
+class _Logger:
+    def __init__(self, path: Path, enabled: bool, tensorboard: bool):
+        self.enabled = enabled
+        self.file = path.open("a") if enabled else None
+        self.tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(path.parent / "tensorboard"))
+            except ImportError:
+                print("tensorboard is not installed (pip install tensorboard); logging to metrics.jsonl only")
+
+    def log(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, int | float) and k != "step":
+                    self.tb.add_scalar(f"{row.get('type', 'train')}/{k}", v, row.get("step", 0))
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool = False,
+          command: list[str] | None = None) -> Path:
+    """Train ``cfg`` (a resolved config, see :mod:`crossview.train.presets`) on the dataset at ``data``.
+
+    Writes the run folder ``out`` and returns it. With ``resume=True`` it continues from
+    ``out/checkpoints/last.pt`` with the same optimiser, scheduler, sampler and RNG state, so the result
+    equals an uninterrupted run.
+    """
+    from crossview import __version__
+    from crossview.data import read_dataset
+    from crossview.models import create_model, input_spec
+    from crossview.train.data import BatchList, ImageSource, PairDataset
+
+    info = init_distributed(cfg["device"] if cfg["device"] != "auto" else None)
+    device = pick_device(cfg["device"], info)
+    out, data = Path(out), Path(data)
+    ckpt_path = out / "checkpoints" / "last.pt"
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            write_json_atomic(out / "config.json", {
+                "config": cfg, "data": str(data), "command": command or sys.argv, "version": __version__,
+            })
+
+    seed = int(cfg["seed"])
+    torch.manual_seed(seed + info.rank)
+    np.random.seed(seed + info.rank)
+
+    split = read_dataset(cfg["dataset"], data, cfg["train_split"], area=cfg["area"], label_set=cfg["label_set"])
+    model = create_model(cfg["model"], pretrained=cfg["pretrained"], **cfg["model_kwargs"]).to(device)
+    query_view = split.records[0].query_view
+    ref_view = split.references[0].view
+    (q_size, _, _), (r_size, _, _) = input_spec(model, query_view), input_spec(model, ref_view)
+
+    cache_dir = (out / "cache") if cfg["cache"] else None
+    queries = ImageSource([str(r.query_path) for r in split.records], q_size, cache_dir)
+    references = ImageSource([str(r.path) for r in split.references], r_size, cache_dir)
+    dataset = PairDataset(split, queries, references, train=True, prob_flip=cfg["prob_flip"],
+                          prob_rotate=cfg["prob_rotate"], photometric=cfg["photometric"])
+    locations = dataset.positive
+
+    if cfg["channels_last"] and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if cfg["grad_checkpointing"] and hasattr(model, "set_grad_checkpointing"):
+        model.set_grad_checkpointing(True)
+    pair = PairModule(model, query_view, ref_view)
+    if info.enabled:
+        pair = torch.nn.parallel.DistributedDataParallel(
+            pair, device_ids=[device.index] if device.type == "cuda" else None)
+    forward = torch.compile(pair) if cfg["compile"] else pair
+
+    batch_size = int(cfg["batch_size"])
+    if batch_size % info.world_size:
+        raise CrossviewError(f"batch_size {batch_size} must be divisible by the {info.world_size} processes")
+    steps_per_epoch = len(split.records) // batch_size
+    if steps_per_epoch == 0:
+        raise CrossviewError(f"{len(split.records)} training pairs is fewer than one batch of {batch_size}")
+    total_steps = steps_per_epoch * int(cfg["epochs"])
+    if cfg["max_steps"]:
+        total_steps = min(total_steps, int(cfg["max_steps"]))
+
+    fused = device.type == "cuda"
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg["lr"], cfg["backbone_lr_scale"]), lr=cfg["lr"],
+                                  weight_decay=cfg["weight_decay"], fused=fused)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(
+        int(cfg["warmup_epochs"] * steps_per_epoch), steps_per_epoch * int(cfg["epochs"])))
+    amp_dtype = pick_precision(cfg["precision"], device)
+    scaler = torch.amp.GradScaler(device.type, init_scale=2.0**10, enabled=amp_dtype is torch.float16)
+
+    neighbours = None
+    if cfg["gps_sample"]:
+        from crossview.data import load_gps_neighbours
+
+        neighbours = load_gps_neighbours(cfg["dataset"], data, area=cfg["area"], split=split)
+    step, epoch, step_in_epoch = 0, 0, 0
+    if resume:
+        if not ckpt_path.exists():
+            raise TrainingError(f"no checkpoint to resume at {ckpt_path}; start the run without --resume")
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        step, epoch, step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
+        neighbours = state["neighbours"]
+        rank_rng = out / "checkpoints" / f"rng_rank{info.rank}.pt"
+        set_rng_state(load_checkpoint(rank_rng)["rng"] if info.rank and rank_rng.exists() else state["rng"])
+
+    logger = _Logger(out / "metrics.jsonl", info.is_main, cfg["tensorboard"])
+
+    def checkpoint() -> None:
+        if info.rank:
+            save_checkpoint(out / "checkpoints" / f"rng_rank{info.rank}.pt")
+            return
+        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), step=step, epoch=epoch,
+                        step_in_epoch=step_in_epoch, neighbours=neighbours, config=cfg)
+
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+    done = step >= total_steps
+    while not done and epoch < int(cfg["epochs"]):
+        rng = np.random.default_rng([seed, epoch])
+        batches = location_batches(locations, batch_size, rng, neighbours=neighbours,
+                                   neighbour_select=cfg["neighbour_select"],
+                                   neighbour_range=cfg["neighbour_range"])
+        sampler = BatchList(batches, seed, epoch, step_in_epoch, info.rank, info.world_size)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg["num_workers"],
+                            collate_fn=_collate, pin_memory=device.type == "cuda",
+                            persistent_workers=False, generator=torch.Generator())
+        pair.train()
+        t0, seen = time.perf_counter(), 0
+        for q, r, _ in loader:
+            norm = _normalizer(model, query_view, ref_view, device)
+            q, r = norm(q.to(device, non_blocking=True), r.to(device, non_blocking=True))
+            with autocast():
+                dq, dr = forward(q, r)
+            loss = symmetric_infonce(dq, dr, model.logit_scale.exp(), cfg["label_smoothing"])
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {loss.item()} at step {step}; the last good checkpoint is {ckpt_path}. "
+                    "Lower --set lr=..., use --set precision=fp32, or check the data.")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_value_(model.parameters(), cfg["clip_value"])
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            step_in_epoch += 1
+            seen += len(q) * info.world_size
+            if info.is_main and (step % 10 == 0 or step == total_steps or step_in_epoch == 1):
+                elapsed = time.perf_counter() - t0
+                logger.log({"type": "train", "step": step, "epoch": epoch, "loss": loss.item(),
+                            "lr": scheduler.get_last_lr()[0], "logit_scale": model.logit_scale.exp().item(),
+                            "pairs_per_s": seen / max(elapsed, 1e-9)})
+            if step % int(cfg["checkpoint_every"]) == 0:
+                checkpoint()
+            if step >= total_steps:
+                done = True
+                break
+        if not done or step_in_epoch >= len(batches):
+            epoch, step_in_epoch = epoch + 1, 0
+        last_epoch = done or epoch >= int(cfg["epochs"])
+        every = int(cfg["eval_every"])
+        if (every and epoch % every == 0) or last_epoch:
+            metrics = evaluate_in_training(model, cfg, data, out, device, autocast)
+            if info.is_main:
+                logger.log({"type": "eval", "step": step, "epoch": epoch, **metrics})
+                print(" ".join(f"{k}={v:.2f}" for k, v in metrics.items() if isinstance(v, float)))
+            if cfg["sim_sample"] and not last_epoch:
+                neighbours = mine_training_neighbours(model, split, queries, references, cfg, device, autocast)
+        checkpoint()
+    logger.close()
+    if info.is_main:
+        from crossview.models import save_model
+
+        save_model(model, out / "model.pt")
+    return out
+
+
+def _normalizer(model, query_view: str, ref_view: str, device: torch.device):
+    from crossview.models import input_spec
+
+    _, qm, qs = input_spec(model, query_view)
+    _, rm, rs = input_spec(model, ref_view)
+    qm, qs, rm, rs = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (qm, qs, rm, rs))
+
+    def norm(q: torch.Tensor, r: torch.Tensor):
+        q = (q.float() / 255.0 - qm) / qs
+        r = (r.float() / 255.0 - rm) / rs
+        if device.type == "cuda":
+            q, r = q.contiguous(memory_format=torch.channels_last), r.contiguous(memory_format=torch.channels_last)
+        return q, r
+
+    return norm
+
+
+@torch.no_grad()
+def embed_source(model, source, view: str, device, autocast, batch_size: int = 128) -> torch.Tensor:
+    """Descriptors (N, D) float32 for every image of an :class:`ImageSource`, in order."""
+    from crossview.models import input_spec
+
+    _, mean, std = input_spec(model, view)
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    model.eval()
+    out = []
+    for start in range(0, len(source), batch_size):
+        x = torch.stack([source.get(i) for i in range(start, min(start + batch_size, len(source)))]).to(device)
+        with autocast():
+            out.append(model.embed((x.float() / 255.0 - m) / s, view=view).float())
+    model.train()
+    return torch.cat(out)
+
+
+def evaluate_in_training(model, cfg, data, out, device, autocast) -> dict[str, float]:
+    """Retrieval metrics on the evaluation split (queries against its full reference set)."""
+    from crossview.data import read_dataset
+    from crossview.evaluate import evaluate_retrieval
+    from crossview.models import input_spec
+    from crossview.train.data import ImageSource
+
+    split = read_dataset(cfg["dataset"], data, cfg["eval_split"], area=cfg["area"], label_set=cfg["label_set"])
+    qv, rv = split.records[0].query_view, split.references[0].view
+    cache_dir = (Path(out) / "cache") if cfg["cache"] else None
+    qs = ImageSource([str(r.query_path) for r in split.records], input_spec(model, qv)[0], cache_dir)
+    rs = ImageSource([str(r.path) for r in split.references], input_spec(model, rv)[0], cache_dir)
+    dq = embed_source(model, qs, qv, device, autocast, cfg["eval_batch_size"])
+    dr = embed_source(model, rs, rv, device, autocast, cfg["eval_batch_size"])
+    semis = [list(r.semi_positives) for r in split.records]
+    return evaluate_retrieval(dq, dr, [r.positives[0] for r in split.records],
+                              semi_positives=semis if any(semis) else None)
+
+
+def mine_training_neighbours(model, split, queries, references, cfg, device, autocast) -> dict[int, np.ndarray]:
+    """Re-mine visual-similarity hard negatives on the training set (after an evaluation)."""
+    qv, rv = split.records[0].query_view, split.references[0].view
+    dq = embed_source(model, queries, qv, device, autocast, cfg["eval_batch_size"])
+    dr = embed_source(model, references, rv, device, autocast, cfg["eval_batch_size"])
+    positives = np.asarray([r.positives[0] for r in split.records])
+    return mine_similar_neighbours(dq, dr, positives, int(cfg["neighbour_range"]))

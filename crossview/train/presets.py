@@ -1,0 +1,130 @@
+"""Training presets as plain data, merged with command-line overrides in exactly one place.
+
+Hyper-parameters follow the official configurations (MFRGN_SPEC c.2): AdamW (weight decay 0.01), cosine
+schedule with linear warm-up stepped every batch, label smoothing 0.1, a learnable temperature, gradient
+clipping by value at 100, synchronised flip (p 0.5) and rotate/roll (p 0.75).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+
+from crossview.errors import ConfigError
+
+BASE: dict[str, Any] = {
+    "model": None,  # registered model name (crossview.models registry)
+    "model_kwargs": {},  # overrides passed to the model constructor (e.g. backbone_kwargs)
+    "pretrained": False,  # ImageNet backbone weights (timm name needs the internet, or backbone_weights)
+    "dataset": None,  # cvusa | cvact | vigor | university1652
+    "area": "same",  # VIGOR same | cross
+    "label_set": "original",
+    "train_split": "train",
+    "eval_split": "test",
+    "epochs": 1,
+    "max_steps": None,  # stop early after this many optimiser steps (quick runs, tests)
+    "batch_size": 64,  # pairs per optimiser step, over all processes
+    "lr": 1e-4,
+    "warmup_epochs": 1.0,
+    "weight_decay": 0.01,
+    "backbone_lr_scale": 1.0,  # MFRGN's same_lr=False uses 0.7
+    "label_smoothing": 0.1,
+    "clip_value": 100.0,
+    "prob_flip": 0.5,
+    "prob_rotate": 0.75,
+    "photometric": True,
+    "gps_sample": False,
+    "sim_sample": False,
+    "neighbour_select": 64,
+    "neighbour_range": 128,
+    "eval_every": 1,  # epochs; 0 = only at the end
+    "eval_batch_size": 128,
+    "precision": "auto",  # auto | bf16 | fp16 | fp32 (auto: bf16 on GPUs that have it, fp16 else; fp32 on CPU)
+    "channels_last": True,
+    "compile": False,
+    "grad_checkpointing": False,
+    "num_workers": 2,
+    "seed": 42,
+    "checkpoint_every": 500,  # optimiser steps between checkpoints (and at every epoch end)
+    "device": "auto",
+    "cache": True,  # decode + resize images once into a memory-mapped array
+    "tensorboard": False,
+}
+
+_MFRGN_COMMON = {"lr": 1e-4, "batch_size": 64, "warmup_epochs": 1.0}
+_S4G_COMMON = {"lr": 1e-3, "batch_size": 128, "warmup_epochs": 1.0, "gps_sample": True, "sim_sample": True}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # MFRGN, official configurations (sampling off as released; see the paper-kit presets for sampling).
+    "mfrgn-cvusa": {**_MFRGN_COMMON, "model": "mfrgn_cvusa", "dataset": "cvusa", "epochs": 50, "seed": 42,
+                    "pretrained": True, "eval_every": 4},
+    "mfrgn-cvact": {**_MFRGN_COMMON, "model": "mfrgn_cvact", "dataset": "cvact", "eval_split": "val",
+                    "epochs": 50, "seed": 42, "pretrained": True, "eval_every": 4,
+                    "neighbour_select": 32, "neighbour_range": 64},
+    "mfrgn-vigor-same": {**_MFRGN_COMMON, "model": "mfrgn_vigor", "dataset": "vigor", "area": "same",
+                         "epochs": 70, "seed": 40, "pretrained": True},
+    "mfrgn-vigor-cross": {**_MFRGN_COMMON, "model": "mfrgn_vigor", "dataset": "vigor", "area": "cross",
+                          "epochs": 70, "seed": 40, "pretrained": True},
+    "mfrgn-u1652": {"model": "mfrgn_u1652", "dataset": "university1652", "eval_split": "drone2sat",
+                    "epochs": 3, "batch_size": 96, "lr": 5e-4, "warmup_epochs": 0.1, "seed": 1,
+                    "pretrained": True, "prob_rotate": 0.0},
+    # Sample4Geo, official configurations.
+    "sample4geo-cvusa": {**_S4G_COMMON, "model": "sample4geo_cvusa", "dataset": "cvusa", "epochs": 40,
+                         "seed": 42, "pretrained": True, "eval_every": 4},
+    "sample4geo-cvact": {**_S4G_COMMON, "model": "sample4geo_cvact", "dataset": "cvact", "eval_split": "val",
+                         "epochs": 40, "seed": 1, "pretrained": True, "eval_every": 4},
+    "sample4geo-vigor-same": {**_S4G_COMMON, "model": "sample4geo_vigor", "dataset": "vigor", "area": "same",
+                              "epochs": 40, "seed": 1, "pretrained": True, "eval_every": 4},
+    "sample4geo-vigor-cross": {**_S4G_COMMON, "model": "sample4geo_vigor", "dataset": "vigor", "area": "cross",
+                               "epochs": 40, "seed": 1, "pretrained": True, "eval_every": 4},
+    "sample4geo-u1652": {"model": "sample4geo_u1652", "dataset": "university1652", "eval_split": "drone2sat",
+                         "epochs": 1, "batch_size": 128, "lr": 1e-3, "warmup_epochs": 0.1, "seed": 1,
+                         "pretrained": True, "prob_rotate": 0.0},
+    # The synthetic world (`crossview synth --layout vigor --scale small`).
+    "synthetic-cpu": {"model": "mfrgn_tiny", "dataset": "vigor", "area": "same", "epochs": 12,
+                      "batch_size": 32, "lr": 1e-3, "warmup_epochs": 0.5, "eval_every": 0,
+                      "num_workers": 0, "checkpoint_every": 50, "seed": 0, "photometric": True},
+    "synthetic-gpu": {"model": "mfrgn_vigor", "dataset": "vigor", "area": "same", "epochs": 10,
+                      "batch_size": 64, "lr": 1e-4, "warmup_epochs": 1.0, "eval_every": 2, "num_workers": 8},
+}
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value parsed as YAML (numbers, booleans, lists, dicts, null)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value (e.g. --set lr=3e-4)")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value) if value.strip() else None
+
+
+def resolve_config(preset: str | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one place where BASE, a preset and overrides are merged. Unknown keys are refused.
+
+    Dotted keys (``model_kwargs.aerial_size``) set nested dictionary entries.
+    """
+    cfg = copy.deepcopy(BASE)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(sorted(PRESETS))}")
+        cfg.update(copy.deepcopy(PRESETS[preset]))
+        cfg["preset"] = preset
+    for key, value in (overrides or {}).items():
+        head, _, rest = key.partition(".")
+        if head not in cfg and head != "preset":
+            raise ConfigError(f"unknown config key {head!r}; known keys: {', '.join(sorted(BASE))}")
+        if rest:
+            node = cfg.setdefault(head, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{head!r} is not a dictionary; cannot set {key!r}")
+            parts = rest.split(".")
+            for p in parts[:-1]:
+                node = node.setdefault(p, {})
+            node[parts[-1]] = value
+        else:
+            cfg[key] = value
+    for required in ("model", "dataset"):
+        if not cfg.get(required):
+            raise ConfigError(f"config needs {required!r}: pick a preset or pass --set {required}=...")
+    return cfg

@@ -1,0 +1,1 @@
+"""Pictures a person can look at: pair sheets, top-k grids, pose drawings."""
