@@ -13,9 +13,15 @@ import sys
 
 from crossview.errors import CrossviewError
 
-# One line per sub-command module, in the order shown by --help.
-COMMAND_MODULES: tuple[str, ...] = (
-)
+
+def command_modules() -> list[str]:
+    """Every ``crossview/commands/*.py`` module (sorted), each registering one or more sub-commands."""
+    import pkgutil
+
+    import crossview.commands as pkg
+
+    names = (m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+    return sorted(f"crossview.commands.{name}" for name in names)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"crossview {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in command_modules():
         importlib.import_module(name).register(sub)
     return parser
 

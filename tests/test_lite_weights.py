@@ -39,7 +39,8 @@ def test_lite_weights_load_into_features_only_model():
     load_lite_weights(model, 0)
     assert model.feature_info.reduction() == [8, 16, 32]
     full = load_lite_weights(timm.create_model("tf_efficientnet_lite0"), 0)
-    assert torch.equal(model.state_dict()["blocks.6.0.conv_pwl.weight"], full.state_dict()["blocks.6.0.conv_pwl.weight"])
+    key = "blocks.6.0.conv_pwl.weight"
+    assert torch.equal(model.state_dict()[key], full.state_dict()[key])
 
 
 def test_mapping_refuses_wrong_shapes_and_unknown_keys():

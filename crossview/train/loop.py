@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -26,6 +28,8 @@ from crossview.train.checkpoint import load_checkpoint, save_checkpoint, set_rng
 from crossview.train.distributed import DistInfo, init_distributed
 from crossview.train.losses import symmetric_infonce
 from crossview.train.sampling import location_batches, mine_similar_neighbours
+
+_KILL_AT_STEP = int(os.environ.get("CROSSVIEW_TEST_KILL_AT_STEP", "0"))
 
 
 class TrainingError(CrossviewError):
@@ -150,6 +154,8 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
     references = ImageSource([str(r.path) for r in split.references], r_size, cache_dir)
     dataset = PairDataset(split, queries, references, train=True, prob_flip=cfg["prob_flip"],
                           prob_rotate=cfg["prob_rotate"], photometric=cfg["photometric"])
+    if cfg["shuffle_labels"]:  # control: break the query/reference correspondence, keep everything else
+        dataset.positive = np.random.default_rng(seed + 1).permutation(dataset.positive)
     locations = dataset.positive
 
     if cfg["channels_last"] and device.type == "cuda":
@@ -249,6 +255,8 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
                             "pairs_per_s": seen / max(elapsed, 1e-9)})
             if step % int(cfg["checkpoint_every"]) == 0:
                 checkpoint()
+            if _KILL_AT_STEP and step == _KILL_AT_STEP:  # tests: die like a pre-empted job, no clean-up
+                os.kill(os.getpid(), signal.SIGKILL)
             if step >= total_steps:
                 done = True
                 break

@@ -51,6 +51,7 @@ BASE: dict[str, Any] = {
     "device": "auto",
     "cache": True,  # decode + resize images once into a memory-mapped array
     "tensorboard": False,
+    "shuffle_labels": False,  # control experiment: pair each query with a random wrong reference
 }
 
 _MFRGN_COMMON = {"lr": 1e-4, "batch_size": 64, "warmup_epochs": 1.0}
