@@ -47,6 +47,14 @@ class PairModule(torch.nn.Module):
         return self.model.embed(query, view=self.query_view), self.model.embed(reference, view=self.reference_view)
 
 
+def dataset_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Reader keywords from a run config (the crop is only passed when asked for: CVACT/CVUSA readers take it)."""
+    kwargs = {"area": cfg["area"], "label_set": cfg["label_set"]}
+    if cfg.get("crop"):
+        kwargs["crop"] = True
+    return kwargs
+
+
 def pick_device(name: str, info: DistInfo) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
@@ -143,7 +151,7 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
     torch.manual_seed(seed + info.rank)
     np.random.seed(seed + info.rank)
 
-    split = read_dataset(cfg["dataset"], data, cfg["train_split"], area=cfg["area"], label_set=cfg["label_set"])
+    split = read_dataset(cfg["dataset"], data, cfg["train_split"], **dataset_kwargs(cfg))
     model = create_model(cfg["model"], pretrained=cfg["pretrained"], **cfg["model_kwargs"]).to(device)
     query_view = split.records[0].query_view
     ref_view = split.references[0].view
@@ -322,7 +330,7 @@ def evaluate_in_training(model, cfg, data, out, device, autocast) -> dict[str, f
     from crossview.models import input_spec
     from crossview.train.data import ImageSource
 
-    split = read_dataset(cfg["dataset"], data, cfg["eval_split"], area=cfg["area"], label_set=cfg["label_set"])
+    split = read_dataset(cfg["dataset"], data, cfg["eval_split"], **dataset_kwargs(cfg))
     qv, rv = split.records[0].query_view, split.references[0].view
     cache_dir = (Path(out) / "cache") if cfg["cache"] else None
     qs = ImageSource([str(r.query_path) for r in split.records], input_spec(model, qv)[0], cache_dir)

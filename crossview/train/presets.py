@@ -21,6 +21,7 @@ BASE: dict[str, Any] = {
     "dataset": None,  # cvusa | cvact | vigor | university1652
     "area": "same",  # VIGOR same | cross
     "label_set": "original",
+    "crop": False,  # CVACT/CVUSA SAFA-like pre-crop of the panoramas (crossview prepare --crop), train and test
     "train_split": "train",
     "eval_split": "test",
     "epochs": 1,
