@@ -1,0 +1,61 @@
+"""Metres <-> tile pixels <-> latitude/longitude.
+
+Tile pixels: (x right, y down), origin at the top-left corner, north-up tile of ``size`` = (width, height) pixels
+at ``mpp`` metres per pixel; tile metres: x east, y north of the tile centre. Lat/lon: WGS84 degrees, converted
+through a local tangent plane at the reference point (accurate to millimetres over a tile).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+EARTH_RADIUS_M = 6371008.8  # mean radius (IUGG); HC-Net's reports use 6 371 004
+WEB_MERCATOR_EQUATOR_MPP = 156543.03392  # metres per pixel at zoom 0 on the equator, 256-px tiles
+VIGOR_MPP_640 = {"NewYork": 0.113248, "Seattle": 0.100817, "SanFrancisco": 0.118141, "Chicago": 0.111262}
+
+
+def tile_pixel_to_metres(px, py, size, mpp: float):
+    """Tile pixel (x right, y down) -> metres (east, north) of the tile centre."""
+    w, h = size
+    return (np.asarray(px, dtype=float) - w / 2) * mpp, (h / 2 - np.asarray(py, dtype=float)) * mpp
+
+
+def metres_to_tile_pixel(x_m, y_m, size, mpp: float):
+    """Metres (east, north) of the tile centre -> tile pixel (x right, y down)."""
+    w, h = size
+    return np.asarray(x_m, dtype=float) / mpp + w / 2, h / 2 - np.asarray(y_m, dtype=float) / mpp
+
+
+def offset_to_latlon(lat0: float, lon0: float, east_m, north_m):
+    """Tangent-plane offset (metres) from (lat0, lon0) -> (lat, lon) degrees."""
+    lat = lat0 + np.degrees(np.asarray(north_m, dtype=float) / EARTH_RADIUS_M)
+    lon = lon0 + np.degrees(np.asarray(east_m, dtype=float) / (EARTH_RADIUS_M * math.cos(math.radians(lat0))))
+    return lat, lon
+
+
+def latlon_to_offset(lat0: float, lon0: float, lat, lon):
+    """(lat, lon) degrees -> tangent-plane offset (east, north) metres from (lat0, lon0)."""
+    north = np.radians(np.asarray(lat, dtype=float) - lat0) * EARTH_RADIUS_M
+    east = np.radians(np.asarray(lon, dtype=float) - lon0) * EARTH_RADIUS_M * math.cos(math.radians(lat0))
+    return east, north
+
+
+def haversine_m(lat1, lon1, lat2, lon2, radius: float = EARTH_RADIUS_M):
+    """Great-circle distance in metres."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dp, dl = p2 - p1, np.radians(np.asarray(lon2, dtype=float) - np.asarray(lon1, dtype=float))
+    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * radius * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+def web_mercator_mpp(lat: float, zoom: int, scale: int = 1) -> float:
+    """Ground metres per pixel of a Web-Mercator tile at ``lat``, ``zoom`` (Google ``scale`` 2 = retina)."""
+    return WEB_MERCATOR_EQUATOR_MPP * math.cos(math.radians(lat)) / 2**zoom / scale
+
+
+def vigor_delta_to_pixel(dr: float, dc: float, size: int = 640):
+    """VIGOR label offsets (dr, dc) at 640 px -> tile pixel (x, y) at ``size`` px: row = 320 + dr, col = 320 − dc."""
+    k = size / 640.0
+    return (320.0 - dc) * k, (320.0 + dr) * k
