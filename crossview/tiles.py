@@ -26,41 +26,26 @@ from pathlib import Path
 from typing import Any
 
 from crossview.errors import ConfigError, CrossviewError, DatasetError
+from crossview.geometry.geo import VIGOR_MPP_640, haversine_m, offset_to_latlon
 from crossview.io import atomic_write, write_json_atomic
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
-EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG); the tangent-plane helpers below use it
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 GEOTIFF_SUFFIXES = (".tif", ".tiff", ".gtif", ".gtiff")
-# VIGOR's metres per pixel at 640 px (FINE_SPEC 1.1), used for folders of VIGOR tiles when nothing else says.
-VIGOR_MPP_640 = {"NewYork": 0.113248, "Seattle": 0.100817, "SanFrancisco": 0.118141, "Chicago": 0.111262}
 _TILE_NAME = re.compile(r"^satellite_(-?\d+(?:\.\d+)?)_(-?\d+(?:\.\d+)?)\.(?:png|jpe?g)$", re.IGNORECASE)
 
 LatLon = tuple[float, float]
 
 
-# --- tangent-plane helpers (local metres east/north <-> WGS84 lat/lon) -------------------------------------
-def offset_to_latlon(lat0: float, lon0: float, east_m: float, north_m: float) -> LatLon:
-    """The lat/lon ``east_m`` metres east and ``north_m`` metres north of (lat0, lon0) (local tangent plane)."""
-    lat = lat0 + math.degrees(north_m / EARTH_RADIUS_M)
-    lon = lon0 + math.degrees(east_m / (EARTH_RADIUS_M * math.cos(math.radians(lat0))))
-    return lat, lon
-
-
-def latlon_to_offset(lat0: float, lon0: float, lat: float, lon: float) -> tuple[float, float]:
-    """(east_m, north_m) of (lat, lon) on the tangent plane at (lat0, lon0); the inverse of offset_to_latlon."""
-    north = math.radians(lat - lat0) * EARTH_RADIUS_M
-    east = math.radians(lon - lon0) * EARTH_RADIUS_M * math.cos(math.radians(lat0))
-    return east, north
+def _offset(lat0: float, lon0: float, east_m: float, north_m: float) -> LatLon:
+    lat, lon = offset_to_latlon(lat0, lon0, east_m, north_m)
+    return float(lat), float(lon)
 
 
 def distance_m(a: LatLon, b: LatLon) -> float:
-    """Great-circle distance in metres between two (lat, lon) points (haversine)."""
-    p1, p2 = math.radians(a[0]), math.radians(b[0])
-    dp, dl = p2 - p1, math.radians(b[1] - a[1])
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
+    """Great-circle distance in metres between two (lat, lon) points."""
+    return float(haversine_m(a[0], a[1], b[0], b[1]))
 
 
 # --- the manifest ------------------------------------------------------------------------------------------
@@ -290,8 +275,8 @@ def _list_folder(folder: Path, out: Path, mpp: float | None, copy: bool) -> list
             data = f.read_bytes()
             path = atomic_write(out / "tiles" / group / f.name, lambda p, d=data: p.write_bytes(d))
         half_w, half_h = w * tile_mpp / 2, h * tile_mpp / 2
-        fp = {"nw": offset_to_latlon(lat, lon, -half_w, half_h), "ne": offset_to_latlon(lat, lon, half_w, half_h),
-              "se": offset_to_latlon(lat, lon, half_w, -half_h), "sw": offset_to_latlon(lat, lon, -half_w, -half_h)}
+        fp = {"nw": _offset(lat, lon, -half_w, half_h), "ne": _offset(lat, lon, half_w, half_h),
+              "se": _offset(lat, lon, half_w, -half_h), "sw": _offset(lat, lon, -half_w, -half_h)}
         rel = f.relative_to(folder).with_suffix("").as_posix()
         tiles.append(Tile(rel, path, lat, lon, tile_mpp, w, h, fp))
     if problems:

@@ -12,14 +12,8 @@ from PIL import Image
 
 from crossview.cli import main
 from crossview.errors import ConfigError, CrossviewError, DatasetError
-from crossview.tiles import (
-    EARTH_RADIUS_M,
-    build_tiles,
-    distance_m,
-    latlon_to_offset,
-    offset_to_latlon,
-    read_manifest,
-)
+from crossview.geometry.geo import EARTH_RADIUS_M, latlon_to_offset
+from crossview.tiles import build_tiles, distance_m, read_manifest
 
 LAT0, LON0 = 40.0, -74.0
 
@@ -118,12 +112,6 @@ def test_resume_and_errors(tmp_path, monkeypatch):
     with pytest.raises(CrossviewError, match="pip install rasterio"):
         build_tiles(tmp_path / "dem.tif", tmp_path / "x")
     assert not (tmp_path / "x" / "manifest.json").exists()
-
-
-def test_offsets_roundtrip():
-    lat, lon = offset_to_latlon(LAT0, LON0, 30.0, -40.0)
-    assert latlon_to_offset(LAT0, LON0, lat, lon) == pytest.approx((30.0, -40.0), abs=1e-9)
-    assert distance_m((LAT0, LON0), (lat, lon)) == pytest.approx(50.0, rel=1e-5)
 
 
 def test_cli(tmp_path, capsys):
