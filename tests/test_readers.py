@@ -234,11 +234,20 @@ def test_neighbours_use_radians():
 def test_neighbours_match_brute_force():
     rng = np.random.default_rng(0)
     pts = np.c_[rng.uniform(40, 41, 300), rng.uniform(-74, -73, 300)]
-    nb = nearest_neighbours(pts, k=10, block=37)  # several blocks, uneven last one
+    nb = nearest_neighbours(pts, k=10)
     for i in range(0, 300, 23):
         d = np.array([haversine_m(pts[i], p) if j != i else np.inf for j, p in enumerate(pts)])
         assert nb[i].tolist() == np.argsort(d, kind="stable")[:10].tolist()
     assert not np.any(nb == np.arange(300)[:, None])  # self excluded
+    # a regular grid of tiles (many equal distances) plus a duplicate point: distances match brute force
+    grid = np.array([(47.6 + 0.0005 * i, -122.33 + 0.0007 * j) for i in range(12) for j in range(12)])
+    grid = np.vstack([grid, grid[:1]])
+    nb = nearest_neighbours(grid, k=20)
+    for i in (0, 5, 77, len(grid) - 1):
+        want = sorted(haversine_m(grid[i], p) for j, p in enumerate(grid) if j != i)[:20]
+        assert np.allclose([haversine_m(grid[i], grid[j]) for j in nb[i]], want, atol=1e-6)
+        assert i not in nb[i]
+    assert nb[0][0] == len(grid) - 1 and nb[-1][0] == 0  # the duplicate is the nearest, self is not listed
     utm = rng.uniform(0, 1000, (50, 2))
     nb = nearest_neighbours(utm, k=5, metric="euclidean")
     d = np.linalg.norm(utm[:, None] - utm[None], axis=-1) + np.diag(np.full(50, np.inf))
