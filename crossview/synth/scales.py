@@ -1,0 +1,46 @@
+"""Sizes of the synthetic datasets per scale (plain data; one place to change them)."""
+
+from __future__ import annotations
+
+SCALES = ("tiny", "small", "medium")
+
+# VIGOR-like: tile grid n x n per city, tiles spaced half a tile apart (every interior point lies in 4 tiles).
+VIGOR = {
+    "tiny": {"grid": 4, "tile": 64, "panos": 12, "pano_hw": (64, 128), "pinholes": 4, "pinhole_hw": (48, 64),
+             "cell": 0.5, "ray_samples": 64},
+    "small": {"grid": 10, "tile": 128, "panos": 150, "pano_hw": (128, 256), "pinholes": 40,
+              "pinhole_hw": (96, 128), "cell": 0.25, "ray_samples": 160},
+    "medium": {"grid": 16, "tile": 320, "panos": 500, "pano_hw": (320, 640), "pinholes": 125,
+               "pinhole_hw": (240, 320), "cell": 0.25, "ray_samples": 256},
+}
+
+# CVUSA-like: pairs of (aerial tile centred on the camera, cropped-band panorama 1232:224).
+CVUSA = {
+    "tiny": {"pairs": 24, "tile": 64, "pano_hw": (28, 154), "cell": 0.5, "ray_samples": 64, "half_extent": 150},
+    "small": {"pairs": 400, "tile": 128, "pano_hw": (56, 308), "cell": 0.25, "ray_samples": 160,
+              "half_extent": 250},
+    "medium": {"pairs": 2000, "tile": 256, "pano_hw": (112, 616), "cell": 0.25, "ray_samples": 256,
+               "half_extent": 350},
+}
+
+# CVACT-like: one city, 2:1 panoramas; train / val from ANU_data_small, test from ANU_data_test.
+CVACT = {
+    "tiny": {"pairs": 24, "test": 8, "tile": 64, "pano_hw": (64, 128), "cell": 0.5, "ray_samples": 64,
+             "half_extent": 150},
+    "small": {"pairs": 400, "test": 100, "tile": 128, "pano_hw": (128, 256), "cell": 0.25, "ray_samples": 160,
+              "half_extent": 250},
+    "medium": {"pairs": 2000, "test": 500, "tile": 256, "pano_hw": (256, 512), "cell": 0.25, "ray_samples": 256,
+               "half_extent": 400},
+}
+
+# University-1652-like: a class = one target building; one satellite image and several drone views each.
+UNIVERSITY = {
+    "tiny": {"train": 6, "test": 4, "distractors": 2, "drones": 3, "sat": 64, "drone_hw": (64, 64), "cell": 0.5,
+             "half_extent": 150},
+    "small": {"train": 40, "test": 20, "distractors": 10, "drones": 8, "sat": 128, "drone_hw": (128, 128),
+              "cell": 0.25, "half_extent": 250},
+    "medium": {"train": 200, "test": 100, "distractors": 40, "drones": 16, "sat": 256, "drone_hw": (256, 256),
+               "cell": 0.25, "half_extent": 400},
+}
+
+EYE_HEIGHT_M = 2.0
