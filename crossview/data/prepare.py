@@ -62,7 +62,7 @@ def split_key(dataset: str, setting: dict) -> str:
     return "/".join(parts)
 
 
-def _check_image(path: Path, decode: bool) -> tuple[Path, str | None, tuple[int, int] | None]:
+def _check_image(path: str, decode: bool) -> tuple[str, str | None, tuple[int, int] | None]:
     try:
         with Image.open(path) as im:
             size = im.size
@@ -77,10 +77,10 @@ def _check_image(path: Path, decode: bool) -> tuple[Path, str | None, tuple[int,
         return path, f"undecodable image ({exc})", None
 
 
-def check_images(scan: Scan, decode: bool = False, workers: int = 8) -> dict[Path, tuple[int, int]]:
+def check_images(scan: Scan, decode: bool = False, workers: int = 8) -> dict[str, tuple[int, int]]:
     """Open every existing referenced image; adds a problem (with its referencing line) for each bad one."""
     paths = [p for p in scan.origins if scan.files.exists(p)]
-    sizes: dict[Path, tuple[int, int]] = {}
+    sizes: dict[str, tuple[int, int]] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for path, error, size in pool.map(lambda p: _check_image(p, decode), paths, chunksize=64):
             if error:
@@ -90,18 +90,19 @@ def check_images(scan: Scan, decode: bool = False, workers: int = 8) -> dict[Pat
     return sizes
 
 
-def _check_tile_sizes(splits: list[Split], sizes: dict[Path, tuple[int, int]], scan: Scan) -> None:
+def _check_tile_sizes(splits: list[Split], sizes: dict[str, tuple[int, int]], scan: Scan) -> None:
     """VIGOR: every tile of a city has the size the reader scaled the offsets with, and is square."""
-    seen: set[Path] = set()
+    seen: set[str] = set()
     for split in splits:
         if split.dataset != "vigor":
             continue
         tile_px = split.meta.get("tile_px", {})
         for ref in split.references:
-            size = sizes.get(ref.path)
-            if size is None or ref.path in seen:
+            key = str(ref.path)
+            size = sizes.get(key)
+            if size is None or key in seen:
                 continue
-            seen.add(ref.path)
+            seen.add(key)
             want = tile_px.get(ref.group)
             if size[0] != size[1] or (want and size[0] != want):
                 scan.problem(f"tile {ref.path} is {size[0]}x{size[1]} px; the other {ref.group} tiles are "

@@ -22,10 +22,10 @@ class FileIndex:
     """Answers "does this file exist" from one ``os.listdir`` per directory (fast on 100k-file trees)."""
 
     def __init__(self) -> None:
-        self._dirs: dict[Path, frozenset[str]] = {}
+        self._dirs: dict[str, frozenset[str]] = {}
 
-    def names(self, directory: Path) -> frozenset[str]:
-        directory = Path(directory)
+    def names(self, directory: str | os.PathLike) -> frozenset[str]:
+        directory = os.fspath(directory)
         names = self._dirs.get(directory)
         if names is None:
             try:
@@ -35,8 +35,9 @@ class FileIndex:
             self._dirs[directory] = names
         return names
 
-    def exists(self, path: Path) -> bool:
-        return path.name in self.names(path.parent)
+    def exists(self, path: str | os.PathLike) -> bool:
+        directory, name = os.path.split(os.fspath(path))
+        return name in self.names(directory)
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Scan:
 
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    origins: dict[Path, str] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)  # str(path) -> where
     files: FileIndex = field(default_factory=FileIndex)
 
     def problem(self, message: str) -> None:
@@ -62,10 +63,10 @@ class Scan:
 
     def image(self, path: Path, where: str, *, required: bool = True) -> bool:
         """Note that ``where`` references image ``path``; report it if missing (when ``required``)."""
-        self.origins.setdefault(path, where)
+        first = self.origins.setdefault(os.fspath(path), where)
         if self.files.exists(path):
             return True
-        if required:
+        if required and first == where:  # each missing file once, with the first line that needs it
             self.problem(f"missing image {path} (referenced by {where})")
         return False
 

@@ -50,7 +50,7 @@ def class_images(folder: Path, scan: Scan) -> dict[int, list[Path]]:
                 continue
             if p.is_file() and is_image_name(p.name):
                 images.append(p)
-                scan.origins.setdefault(p, f"class folder {cls_dir}")
+                scan.origins.setdefault(str(p), f"class folder {cls_dir}")
             else:
                 scan.problem(f"not an image: {p} (class folder {cls_dir}); remove it")
         if not images:

@@ -57,8 +57,7 @@ def default_cities(area: str, split: str, meta: dict | None = None) -> tuple[str
 
 def parse_satellite_name(name: str) -> tuple[float, float] | None:
     """``satellite_<lat>_<lon>.png`` → (lat, lon), or None if the name does not follow the pattern."""
-    stem = Path(name).stem
-    parts = stem.split("_")
+    parts = name.rsplit(".", 1)[0].split("_")
     if len(parts) != 3 or parts[0] != "satellite":
         return None
     try:
@@ -136,7 +135,7 @@ def read(
         lines = read_lines(list_file, scan, f"satellite tiles of {city}")
         if lines is None:
             continue
-        paths = []
+        tiles = []
         for lineno, line in lines:
             where = f"{list_file}:{lineno}"
             name = line.split()[0]
@@ -147,26 +146,24 @@ def read(
             if name in sat_index:
                 scan.problem(f"{where}: satellite {name} listed twice")
                 continue
+            sat_index[name] = -1
             path = sat_dir / name
             scan.image(path, where)
-            sat_index[name] = len(references)
-            references.append(Reference(index=len(references), path=path, view="aerial", gps=gps, group=city))
-            paths.append(path)
-        size = _tile_size(paths, scan)
-        tile_px[city] = size
-        if size is None and paths:
+            tiles.append((name, path, gps))
+        size = tile_px[city] = _tile_size([t[1] for t in tiles], scan)
+        if size is None and tiles:
             scan.problem(f"no readable satellite tile for {city} under {sat_dir}")
-    # Metres per pixel at each tile's native size.
-    for i, ref in enumerate(references):
-        size = tile_px.get(ref.group)
-        if ref.group in mpp_meta:
-            mpp = float(mpp_meta[ref.group])
-        elif ref.group in METRES_PER_PIXEL_640 and size:
-            mpp = METRES_PER_PIXEL_640[ref.group] * LABEL_TILE_PX / size
+        # metres per pixel at the tile's native size
+        if city in mpp_meta:
+            mpp = float(mpp_meta[city])
+        elif city in METRES_PER_PIXEL_640 and size:
+            mpp = METRES_PER_PIXEL_640[city] * LABEL_TILE_PX / size
         else:
             mpp = None
-        references[i] = Reference(index=ref.index, path=ref.path, view=ref.view, gps=ref.gps,
-                                  metres_per_pixel=mpp, group=ref.group)
+        for name, path, gps in tiles:
+            sat_index[name] = len(references)
+            references.append(Reference(index=len(references), path=path, view="aerial", gps=gps,
+                                        metres_per_pixel=mpp, group=city))
 
     records: list[Record] = []
     fname = label_file_name(area, split, label_set)
