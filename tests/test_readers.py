@@ -108,10 +108,14 @@ def test_vigor_official_release_layout_and_synthetic_meta(tmp_path):
     split = read_dataset("vigor", root, "train")
     assert split.records[0].query_path == root / "Chicago" / "panorama" / "chiA,41.88002,-87.63002,.jpg"
     assert split.references[0].path.parent == root / "Chicago" / "satellite"
-    (root / "crossview_meta.json").write_text(json.dumps({"metres_per_pixel": {"Chicago": 0.5, "NewYork": 0.25,
-                                                                               "SanFrancisco": 1, "Seattle": 2}}))
+    # a synthetic world declares m/px per city and gives offsets at its native tile size
+    mpp = {"Chicago": 0.5, "NewYork": 0.25, "SanFrancisco": 1, "Seattle": 2}
+    meta = {"cities": {c: {"metres_per_pixel": v} for c, v in mpp.items()}, "tile_size": VIGOR_TILE}
+    (root / "crossview_meta.json").write_text(json.dumps(meta))
     split = read_dataset("vigor", root, "train")
     assert [r.metres_per_pixel for r in split.references[::4]] == [0.5, 0.25, 1.0, 2.0]
+    dr, dc = vigor_offsets(0, 0)[0]
+    assert split.records[0].pixel_xy[0] == (VIGOR_TILE / 2 - dc, VIGOR_TILE / 2 + dr)
 
 
 def test_vigor_malformed_lines_are_all_reported(tmp_path):

@@ -12,7 +12,9 @@ Layout (MFRGN_SPEC e.3; the official release's ``<City>/panorama`` + ``<City>/sa
 A label line has 13 whitespace-separated columns: the panorama file name, then four ``satellite dr dc``
 triples (the positive, then three semi-positives). ``(dr, dc)`` is the camera's offset from the tile centre
 in pixels of the 640-px tile; every repository agrees on ``row = 320 + dr``, ``col = 320 - dc``
-(FINE_SPEC 1.1). Tiles stored at another size S are scaled by S/640.
+(FINE_SPEC 1.1). Tiles stored at another size S are scaled by S/640. A synthetic world
+(``crossview_meta.json`` present) gives its offsets at its native ``tile_size`` and its metres per pixel
+per city; both are taken from that file.
 
 City order: the satellite index is the row in the concatenation of the setting's ``satellite_list.txt``
 files, in Sample4Geo/MFRGN's order — same-area Chicago, NewYork, SanFrancisco, Seattle; cross-area train
@@ -46,13 +48,20 @@ def label_file_name(area: str, split: str, label_set: str = "original") -> str:
     return stem + LABEL_SETS[label_set][1] + ".txt"
 
 
-def default_cities(area: str, split: str, meta: dict | None = None) -> tuple[str, ...]:
-    """The cities of a setting, in the official concatenation order (or as a synthetic world declares)."""
-    meta = meta or {}
-    if area == "same":
-        return tuple(meta.get("cities") or SAME_AREA_CITIES)
-    cross = meta.get("cross_area") or CROSS_AREA_CITIES
-    return tuple(cross[split])
+def default_cities(area: str, split: str) -> tuple[str, ...]:
+    """The cities of a setting, in the official concatenation order."""
+    return SAME_AREA_CITIES if area == "same" else CROSS_AREA_CITIES[split]
+
+
+def metres_per_pixel(city: str, tile_px: int | None, meta: dict | None) -> float | None:
+    """m/px at the native tile size: the synthetic world's ``crossview_meta.json`` value, else FINE_SPEC 1.1's
+    640-px value scaled by 640/S."""
+    declared = ((meta or {}).get("cities") or {}).get(city)
+    if isinstance(declared, dict) and "metres_per_pixel" in declared:
+        return float(declared["metres_per_pixel"])
+    if city in METRES_PER_PIXEL_640 and tile_px:
+        return METRES_PER_PIXEL_640[city] * LABEL_TILE_PX / tile_px
+    return None
 
 
 def parse_satellite_name(name: str) -> tuple[float, float] | None:
@@ -112,7 +121,7 @@ def read(
         raise ConfigError(f"VIGOR label_set must be one of {tuple(LABEL_SETS)}, not {label_set!r}")
     meta = read_crossview_meta(root)
     explicit = cities is not None
-    cities = tuple(cities) if explicit else default_cities(area, split, meta)
+    cities = tuple(cities) if explicit else default_cities(area, split)
     label_dir = root / LABEL_SETS[label_set][0]
     absent = [c for c in cities if not (label_dir / c).is_dir()]
     if absent:
@@ -121,8 +130,8 @@ def read(
             f"VIGOR {area}-area {split} needs cities {', '.join(cities)} under {label_dir}",
             [f"missing folder {label_dir / c}: copy this city's split files there{hint}" for c in absent],
         )
-    mpp_meta = (meta or {}).get("metres_per_pixel") or {}
-    offset_px = (meta or {}).get("label_tile_px", LABEL_TILE_PX)
+    # Real labels give offsets at 640 px; the synthetic world's at its native tile size (``tile_size``).
+    offset_px = (meta or {}).get("tile_size", LABEL_TILE_PX)
 
     references: list[Reference] = []
     sat_index: dict[str, int] = {}
@@ -153,13 +162,7 @@ def read(
         size = tile_px[city] = _tile_size([t[1] for t in tiles], scan)
         if size is None and tiles:
             scan.problem(f"no readable satellite tile for {city} under {sat_dir}")
-        # metres per pixel at the tile's native size
-        if city in mpp_meta:
-            mpp = float(mpp_meta[city])
-        elif city in METRES_PER_PIXEL_640 and size:
-            mpp = METRES_PER_PIXEL_640[city] * LABEL_TILE_PX / size
-        else:
-            mpp = None
+        mpp = metres_per_pixel(city, size, meta)
         for name, path, gps in tiles:
             sat_index[name] = len(references)
             references.append(Reference(index=len(references), path=path, view="aerial", gps=gps,
