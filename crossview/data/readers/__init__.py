@@ -37,7 +37,7 @@ def scan_dataset(
     """Read one split, collecting problems into ``scan`` instead of raising (used by ``prepare``)."""
     if dataset not in READERS:
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(READERS)}")
-    root = Path(root)
+    root = Path(root).absolute()  # absolute paths in records: cache keys do not depend on the working directory
     if not root.is_dir():
         raise DatasetError(f"dataset root {root} is not a folder; point ROOT at the {dataset} tree")
     if label_set != "original" and dataset != "vigor":
