@@ -1,0 +1,54 @@
+"""``crossview locate``: where was this photo taken? And ``crossview locate-index``: the tile index it searches."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("locate", help="estimate where a photo was taken (lat/lon, heading) against a tile index",
+                       description="Retrieve the top-k aerial tiles for a photo, refine the position inside the "
+                                   "best ones with a fine model (if given), and print + write the answer as JSON "
+                                   "with a picture of the position and heading on the tile.")
+    p.add_argument("photo", help="JPEG or PNG: a 2:1 panorama, a pinhole photo (with --fov) or a drone image")
+    p.add_argument("--index", required=True, help="index from `crossview locate-index`")
+    p.add_argument("--camera", default="panorama", choices=["panorama", "pinhole", "drone"])
+    p.add_argument("--fov", type=float, help="horizontal field of view of a pinhole photo, degrees (else from EXIF)")
+    p.add_argument("--heading-prior", help="DEG±ERR: heading of the panorama centre / photo axis, clockwise from "
+                                           "north, and its uncertainty (e.g. 90±20)")
+    p.add_argument("--top-k", type=int, default=5, help="tiles retrieved (default 5)")
+    p.add_argument("--refine", type=int, default=3, help="best tiles refined by the fine model (default 3)")
+    p.add_argument("--fine-model", help="fine-localization run folder or checkpoint (default: tile centres only)")
+    p.add_argument("--model", help="retrieval run/checkpoint, when the index does not record it")
+    p.add_argument("--tiles", help="tile manifest, when the index does not record it")
+    p.add_argument("--out", help="folder for locate.json and locate.png")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run)
+
+    q = sub.add_parser("locate-index", help="embed a tile set (crossview tiles) into a search index for locate")
+    q.add_argument("tiles", help="tile folder or its manifest.json")
+    q.add_argument("--model", required=True, help="retrieval training run folder or checkpoint")
+    q.add_argument("--out", required=True, help="index file to write (plus INDEX.json)")
+    q.add_argument("--kind", default="flat", choices=["flat", "ivfpq"])
+    q.add_argument("--device", default="cpu")
+    q.set_defaults(func=run_index)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from crossview.locate import locate
+
+    result = locate(args.photo, args.index, camera=args.camera, fov_deg=args.fov, heading_prior=args.heading_prior,
+                    top_k=args.top_k, refine=args.refine, fine_model=args.fine_model, model=args.model,
+                    tiles=args.tiles, out=args.out, device=args.device)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from crossview.locate import index_tiles
+
+    path = index_tiles(args.tiles, args.model, args.out, kind=args.kind, device=args.device)
+    print(f"index: {path} (+ {path.name}.json)")
+    return 0

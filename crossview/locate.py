@@ -1,0 +1,489 @@
+"""Where was this photo taken? The photo -> pose pipeline.
+
+``photo -> check (image? aspect for the camera? EXIF?) -> embed with the index's retrieval model -> top-k tiles
+-> fine localization inside the best ``refine`` tiles (when a fine model is given) -> best by confidence ->
+lat/lon at the edge``. Stage functions:
+
+- :func:`read_photo` checks a photo against its camera model and applies the EXIF orientation;
+- :func:`index_tiles` embeds a tile set (``crossview tiles``) with a retrieval model and saves a search index
+  whose sidecar records the model's checkpoint and the tile manifest;
+- :class:`Locator` holds the loaded index, models and tiles (the web app keeps one); :func:`locate` is the
+  one-call form;
+- :func:`demo_locate` measures the whole chain on held-out photos of the synthetic world.
+
+Frames: positions inside a tile are metres east/north of its centre (``crossview.fine.Pose``), converted to
+WGS84 lat/lon only when the answer is written; headings are degrees clockwise from north.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crossview.errors import ConfigError, CrossviewError, DatasetError
+from crossview.io import write_json_atomic
+
+CAMERAS = ("panorama", "pinhole", "drone")
+PANORAMA_ASPECT = (1.9, 2.1)  # equirectangular panoramas are 2:1
+PINHOLE_ASPECT = (0.3, 3.0)
+_PRIOR = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?)\s*(?:±|\+-|\+/-|~)\s*(\d+(?:\.\d*)?)\s*$")
+_EXIF_FOCAL_35MM = 0xA405  # FocalLengthIn35mmFilm, in the Exif sub-IFD
+
+
+# --- input checks ------------------------------------------------------------------------------------------
+def parse_heading_prior(text: str | tuple | list | None) -> tuple[float, float] | None:
+    """``"DEG±ERR"`` (also ``DEG+-ERR``, ``DEG+/-ERR``) -> (heading clockwise from north in [0, 360), half-width)."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return None
+    if isinstance(text, tuple | list):
+        deg, err = (float(v) for v in text)
+    else:
+        m = _PRIOR.match(str(text))
+        if not m:
+            raise ConfigError(f"--heading-prior {text!r}: write it as DEG±ERR, e.g. 90±20 or 90+-20 (degrees "
+                              "clockwise from north, then the half-width of the range)")
+        deg, err = float(m.group(1)), float(m.group(2))
+    if not 0 <= err <= 180:
+        raise ConfigError(f"--heading-prior: the error {err}° must be between 0 and 180")
+    return deg % 360.0, err
+
+
+@dataclass
+class Photo:
+    """A checked photo: RGB pixels (EXIF orientation applied), its camera model and field of view."""
+
+    path: Path
+    image: Any = field(repr=False)  # PIL.Image.Image, RGB
+    camera: str
+    fov_deg: float | None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.size
+
+
+def _exif_fov(exif) -> float | None:
+    try:
+        f35 = exif.get_ifd(0x8769).get(_EXIF_FOCAL_35MM) or exif.get(_EXIF_FOCAL_35MM)
+    except Exception:  # noqa: BLE001 - a broken sub-IFD: no FoV from it
+        return None
+    if not f35:
+        return None
+    return math.degrees(2 * math.atan(36.0 / (2 * float(f35))))  # horizontal FoV of a 36 mm wide frame
+
+
+def _check_exif(raw: bytes) -> str | None:
+    """What is wrong with a raw EXIF block (TIFF header and first IFD), or None. Pillow skips such damage silently."""
+    data = raw[6:] if raw.startswith(b"Exif\x00\x00") else raw
+    if len(data) < 8:
+        return "the EXIF block is shorter than its 8-byte header"
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None or struct.unpack(order + "H", data[2:4])[0] != 42:
+        return "the EXIF header is not a TIFF header (II*/MM*)"
+    offset = struct.unpack(order + "I", data[4:8])[0]
+    if offset + 2 > len(data):
+        return f"the first EXIF directory points past the end of the block ({offset} > {len(data)})"
+    count = struct.unpack(order + "H", data[offset:offset + 2])[0]
+    if offset + 2 + 12 * count > len(data):
+        return f"the first EXIF directory claims {count} entries, more than the block holds"
+    return None
+
+
+def read_photo(path: str | os.PathLike, camera: str = "panorama", fov_deg: float | None = None) -> Photo:
+    """Open and check ``path`` for ``camera`` (``panorama`` | ``pinhole`` | ``drone``); raise a clear error if unfit.
+
+    Panoramas must be about 2:1 (equirectangular); a pinhole photo needs its horizontal field of view, from
+    ``fov_deg`` or the EXIF 35-mm focal length; the EXIF orientation is applied (except to panoramas).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if camera not in CAMERAS:
+        raise ConfigError(f"--camera {camera!r}: choose one of {', '.join(CAMERAS)}")
+    if not path.is_file():
+        raise CrossviewError(f"photo {path} does not exist or is not a file")
+    try:
+        im = Image.open(path)
+        im.load()
+    except UnidentifiedImageError as exc:
+        raise CrossviewError(f"{path} is not an image Pillow can read; give a JPEG or PNG photo") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise CrossviewError(f"{path}: the image is damaged or truncated ({exc}); re-export it") from exc
+    raw = im.info.get("exif")
+    problem = _check_exif(raw) if raw else None
+    if problem:
+        raise CrossviewError(f"{path}: its EXIF metadata is unreadable ({problem}); strip it (e.g. `exiftool -all= "
+                             "PHOTO` or re-save the image without metadata) and try again")
+    try:
+        exif = im.getexif()
+        exif_fov = _exif_fov(exif)
+        if camera != "panorama":
+            im = ImageOps.exif_transpose(im)
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds on malformed EXIF
+        raise CrossviewError(f"{path}: its EXIF metadata is unreadable ({type(exc).__name__}: {exc}); strip it "
+                             "(e.g. `exiftool -all= PHOTO` or re-save the image) and try again") from exc
+    im = im.convert("RGB")
+    w, h = im.size
+    aspect = w / h
+    if camera == "panorama" and not PANORAMA_ASPECT[0] <= aspect <= PANORAMA_ASPECT[1]:
+        raise CrossviewError(f"{path} is {w}x{h} (aspect {aspect:.2f}); a panorama must be equirectangular, about "
+                             "2:1. For an ordinary photo use --camera pinhole --fov DEG, for a drone image "
+                             "--camera drone")
+    if camera == "pinhole":
+        if not PINHOLE_ASPECT[0] <= aspect <= PINHOLE_ASPECT[1]:
+            raise CrossviewError(f"{path} is {w}x{h} (aspect {aspect:.2f}), too elongated for a pinhole photo; "
+                                 "for a 360° panorama use --camera panorama")
+        fov_deg = fov_deg if fov_deg is not None else exif_fov
+        if fov_deg is None:
+            raise CrossviewError(f"{path}: a pinhole photo needs its horizontal field of view: pass --fov DEG (its "
+                                 "EXIF has no 35-mm focal length to compute it from)")
+        if not 1 <= fov_deg < 180:
+            raise CrossviewError(f"--fov {fov_deg}: the horizontal field of view must be between 1 and 180 degrees")
+    return Photo(path, im, camera, float(fov_deg) if fov_deg is not None else None)
+
+
+def pinhole_to_panorama(image: np.ndarray, fov_deg: float, size: tuple[int, int],
+                        heading_deg: float = 0.0) -> np.ndarray:
+    """Paint a pinhole photo (H×W×3 uint8) into an equirectangular canvas of ``size`` = (h, w), black elsewhere.
+
+    The canvas's centre column looks north; the photo's optical axis looks ``heading_deg`` clockwise from north.
+    This lets a retrieval model trained on panoramas embed a limited-FoV photo (the CVUSA/VIGOR limited-FoV
+    protocol feeds a crop of the panorama in the same way).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from crossview.geometry.cameras import PanoramaCamera, PinholeCamera
+
+    h, w = size
+    ph, pw = image.shape[:2]
+    u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    rays = PanoramaCamera(w, h, 0.0).pixel_to_ray(torch.from_numpy(u), torch.from_numpy(v))
+    a = math.radians(heading_deg)  # turn the world rays into the photo's frame (rotate about the vertical)
+    x, y, z = rays.unbind(-1)
+    rays = torch.stack([x * math.cos(a) - y * math.sin(a), x * math.sin(a) + y * math.cos(a), z], -1)
+    pu, pv, valid = PinholeCamera(pw, ph, fov_deg).ray_to_pixel(rays)
+    grid = torch.stack([pu / pw * 2 - 1, pv / ph * 2 - 1], -1).float()[None]
+    src = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    out = out * valid.float()[None]
+    return out.permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
+
+
+# --- models and the index ----------------------------------------------------------------------------------
+def resolve_checkpoint(path: str | os.PathLike, names: tuple[str, ...] = ("model.pt",)) -> Path:
+    """A run folder (its ``model.pt``) or a checkpoint file -> the checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        for name in names:
+            if (path / name).is_file():
+                return path / name
+        raise ConfigError(f"{path} is a folder without {' or '.join(names)}; give a finished run folder or a "
+                          "checkpoint file")
+    if not path.is_file():
+        raise ConfigError(f"model {path} does not exist; give a run folder or a checkpoint file")
+    return path
+
+
+def _load_retrieval(path: Path, device: str):
+    from crossview.models import load_model
+
+    model = load_model(str(path))
+    return model.to(device).eval()
+
+
+def _identity(model) -> dict[str, Any]:
+    from crossview.search.embed import model_identity
+
+    views = tuple(v for v in ("ground", "aerial", "drone") if _has_view(model, v))
+    return model_identity(model, views=views)
+
+
+def _has_view(model, view: str) -> bool:
+    from crossview.models import input_spec
+
+    try:
+        input_spec(model, view)
+    except ConfigError:
+        return False
+    return True
+
+
+def index_tiles(tiles: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike, *, kind: str = "flat",
+                device: str = "cpu", batch: int = 32, **index_kwargs: Any) -> Path:
+    """Embed the tiles of a manifest (``crossview tiles``) with a retrieval model and save an index at ``out``.
+
+    ``model``: a training run folder or checkpoint. The sidecar records the checkpoint and the manifest (absolute
+    paths) so :class:`Locator` needs only the index. Returns ``out``; an index already built from the same
+    model and manifest is kept.
+    """
+    from crossview.search.embed import embed_images
+    from crossview.search.index import build_index, load_index, save_index
+    from crossview.tiles import MANIFEST, read_manifest
+
+    tiles, out = Path(tiles), Path(out)
+    manifest = (tiles / MANIFEST if tiles.is_dir() else tiles).resolve()
+    checkpoint = resolve_checkpoint(model).resolve()
+    net = _load_retrieval(checkpoint, device)
+    ident = _identity(net)
+    if out.exists():
+        try:
+            old = load_index(out, query_meta=ident)
+            if old.meta.get("tiles_manifest") == str(manifest) and old.meta.get("checkpoint") == str(checkpoint):
+                return out
+        except CrossviewError:
+            pass
+    records = read_manifest(manifest)
+    desc = embed_images(net, [t.path for t in records], "aerial", batch=batch, device=device)
+    meta = {**ident, "checkpoint": str(checkpoint), "tiles_manifest": str(manifest)}
+    index = build_index(desc, [t.id for t in records], [(t.lat, t.lon) for t in records], meta, kind=kind,
+                        **index_kwargs)
+    return save_index(index, out)
+
+
+def _load_fine(run: str | os.PathLike, device: str):
+    """A fine-grained localizer from a run folder or checkpoint (``crossview.fine``)."""
+    from crossview import fine
+
+    loader = getattr(fine, "load_localizer", None) or getattr(fine, "load_fine_model", None)
+    if loader is None:
+        raise ConfigError("this crossview has no fine-model loader (crossview.fine.load_localizer)")
+    model = loader(str(run))
+    return model.to(device).eval() if hasattr(model, "to") else model
+
+
+# --- the pipeline ------------------------------------------------------------------------------------------
+class Locator:
+    """Loaded once, locates many photos: the index, its retrieval model, the tiles, and optionally a fine model.
+
+    ``index``: a path saved by :func:`index_tiles` (or any crossview index whose ids are tile ids of ``tiles``);
+    ``model``: the retrieval checkpoint when the index does not record it; ``tiles``: a manifest when the index
+    does not record it; ``fine_model``: a fine-localization run or checkpoint; ``refine``: tiles refined per photo.
+    """
+
+    def __init__(self, index: str | os.PathLike, *, model: str | os.PathLike | None = None,
+                 tiles: str | os.PathLike | None = None, fine_model: str | os.PathLike | None = None,
+                 refine: int = 3, device: str = "cpu"):
+        from crossview.search.index import load_index
+        from crossview.tiles import read_manifest
+
+        self.index_path, self.device, self.refine = Path(index), device, int(refine)
+        self.index = load_index(self.index_path)
+        meta = self.index.meta
+        ckpt = model or meta.get("checkpoint")
+        if ckpt is None:
+            raise ConfigError(f"index {index} does not record its retrieval model: pass --model RUN (the run that "
+                              "embedded its tiles), or build it with `crossview locate-index`")
+        self.checkpoint = resolve_checkpoint(ckpt)
+        self.model = _load_retrieval(self.checkpoint, device)
+        self.index.check_query_model(_identity(self.model), what=f"the retrieval model {self.checkpoint}")
+        manifest = tiles or meta.get("tiles_manifest")
+        if manifest is None:
+            raise ConfigError(f"index {index} does not say where its tile images are: pass --tiles MANIFEST "
+                              "(from `crossview tiles`)")
+        self.tiles = {t.id: t for t in read_manifest(manifest)}
+        missing = [i for i in self.index.ids[:1000] if i not in self.tiles]
+        if missing:
+            raise DatasetError(f"index {index} and tile manifest {manifest} do not match: "
+                               f"{len(missing)} index ids are not tiles, e.g. {missing[0]!r}")
+        self.fine_path = Path(fine_model) if fine_model else None
+        self.fine = _load_fine(fine_model, device) if fine_model else None
+
+    def describe(self) -> dict[str, Any]:
+        return {"index": self.index_path.name, "tiles": len(self.index), "model": self.index.meta.get("name"),
+                "fine_model": self.fine_path.name if self.fine_path else None}
+
+    # -- stages --
+    def embed(self, photo: Photo, heading_prior: tuple[float, float] | None) -> np.ndarray:
+        import torch
+        from PIL import Image
+
+        from crossview.models import input_spec
+
+        view = "drone" if photo.camera == "drone" else "ground"
+        if not _has_view(self.model, view):
+            raise CrossviewError(f"the index's retrieval model ({self.index.meta.get('name')}) does not embed "
+                                 f"{photo.camera} images; use an index built with a model for that view")
+        (h, w), mean, std = input_spec(self.model, view)
+        if photo.camera == "pinhole":
+            pano = pinhole_to_panorama(np.asarray(photo.image), photo.fov_deg, (h, w),
+                                       heading_prior[0] if heading_prior else 0.0)
+            x = torch.from_numpy(pano).permute(2, 0, 1)
+        else:
+            x = torch.from_numpy(np.array(photo.image.resize((w, h), Image.BILINEAR), dtype=np.uint8))
+            x = x.permute(2, 0, 1)
+            if photo.camera == "panorama" and heading_prior:
+                # the models are trained on north-aligned panoramas: turn the centre column to face north
+                from crossview.geometry.cameras import roll_panorama
+
+                x, _ = roll_panorama(x, -heading_prior[0])
+        x = x[None].float().to(self.device) / 255.0
+        m = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        s = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        with torch.no_grad():
+            d = self.model.embed((x - m) / s, view=view)
+        return torch.nn.functional.normalize(d.float(), dim=1).cpu().numpy()
+
+    def refine_in(self, photo: Photo, tile, heading_prior):
+        """The fine model's Pose of ``photo`` inside ``tile`` (metres east/north of its centre)."""
+        from crossview.fine import localize
+        from crossview.fine.pose import CameraSpec
+
+        camera = CameraSpec("panorama") if photo.camera == "panorama" else CameraSpec("pinhole", photo.fov_deg)
+        return localize(np.asarray(photo.image), str(tile.path), camera, heading_prior=heading_prior,
+                        model=self.fine, metres_per_pixel=tile.mpp)
+
+    def locate(self, photo: str | os.PathLike | Photo, *, camera: str = "panorama", fov_deg: float | None = None,
+               heading_prior: str | tuple | None = None, top_k: int = 5, refine: int | None = None,
+               out: str | os.PathLike | None = None, thumbnails: bool = False) -> dict[str, Any]:
+        """Locate one photo; returns (and with ``out`` writes ``locate.json`` + ``locate.png``) the answer dict."""
+        prior = parse_heading_prior(heading_prior)
+        if not isinstance(photo, Photo):
+            photo = read_photo(photo, camera, fov_deg)
+        top_k = max(1, int(top_k))
+        refine = self.refine if refine is None else int(refine)
+        scores, ids = self.index.search(self.embed(photo, prior), min(top_k, len(self.index)))
+        cands = []
+        for rank, (score, tid) in enumerate(zip(scores[0], ids[0]), 1):
+            if tid is None:
+                continue
+            t = self.tiles[tid]
+            cands.append({"rank": rank, "tile": t.id, "score": float(score), "lat": t.lat, "lon": t.lon,
+                          "mpp": t.mpp, "file": str(t.path)})
+        if not cands:
+            raise CrossviewError(f"index {self.index_path} is empty")
+        use_fine = self.fine is not None and refine > 0 and photo.camera in ("panorama", "pinhole")
+        if use_fine:
+            for c in cands[:refine]:
+                pose = self.refine_in(photo, self.tiles[c["tile"]], prior)
+                lat, lon = pose.latlon(c["lat"], c["lon"])
+                c["pose"] = {"x_m": float(pose.x_m), "y_m": float(pose.y_m), "lat": lat, "lon": lon,
+                             "heading_deg": None if pose.heading_deg is None else float(pose.heading_deg),
+                             "confidence": float(pose.confidence)}
+                c["confidence"] = float(pose.confidence)
+            best = max(cands[:refine], key=lambda c: c["confidence"])
+            p = best["pose"]
+            result = {"method": "fine", "lat": p["lat"], "lon": p["lon"], "x_m": p["x_m"], "y_m": p["y_m"],
+                      "heading_deg": p["heading_deg"], "confidence": p["confidence"],
+                      "uncertainty_m": _fine_uncertainty(best, cands[:refine], self.tiles[best["tile"]])}
+        else:
+            best = cands[0]
+            t = self.tiles[best["tile"]]
+            result = {"method": "retrieval", "lat": best["lat"], "lon": best["lon"], "x_m": 0.0, "y_m": 0.0,
+                      "heading_deg": None, "confidence": best["score"],
+                      "uncertainty_m": 0.5 * max(t.width, t.height) * t.mpp}
+            if self.fine is not None and photo.camera == "drone":
+                result["note"] = "fine localization handles ground panoramas and photos, not drone images"
+        if result["heading_deg"] is None and prior is not None:
+            result["heading_deg"], result["heading_from"] = prior[0], "prior"
+        for c in cands:
+            c["chosen"] = c is best
+        result.update({"tile": best["tile"], "photo": str(photo.path), "camera": photo.camera,
+                       "fov_deg": photo.fov_deg, "heading_prior": list(prior) if prior else None,
+                       "candidates": cands, "index": str(self.index_path), "model": self.index.meta.get("name"),
+                       "fine_model": str(self.fine_path) if use_fine else None})
+        if out is not None:
+            out = Path(out)
+            out.mkdir(parents=True, exist_ok=True)
+            tile = self.tiles[best["tile"]]
+            x, y = tile.pixel_of(result["x_m"], result["y_m"])
+            draw_result(tile.path, (x, y), result["heading_deg"], result["uncertainty_m"] / tile.mpp,
+                        out / "locate.png", caption=_caption(result))
+            result["picture"] = "locate.png"
+            if thumbnails:
+                for c in cands:
+                    t = self.tiles[c["tile"]]
+                    pos = t.pixel_of(c["pose"]["x_m"], c["pose"]["y_m"]) if "pose" in c else None
+                    name = f"candidate_{c['rank']}.jpg"
+                    draw_thumbnail(t.path, pos, out / name)
+                    c["thumbnail"] = name
+            write_json_atomic(out / "locate.json", result)
+        return result
+
+
+def _fine_uncertainty(best: dict, refined: list[dict], tile) -> float:
+    """Confidence-weighted spread (m) of the refined tiles' answers about the chosen one, at least 4 tile pixels.
+
+    A heuristic: agreeing tiles give a small radius; tiles that disagree with comparable confidence a large one.
+    """
+    from crossview.tiles import distance_m
+
+    floor = 4 * tile.mpp
+    weights = np.array([c["confidence"] for c in refined], dtype=np.float64)
+    if weights.sum() <= 0:
+        return 0.5 * max(tile.width, tile.height) * tile.mpp
+    d = np.array([distance_m((best["pose"]["lat"], best["pose"]["lon"]), (c["pose"]["lat"], c["pose"]["lon"]))
+                  for c in refined])
+    return float(max(floor, math.sqrt(float((weights * d**2).sum() / weights.sum()))))
+
+
+def _caption(r: dict[str, Any]) -> str:
+    head = "heading ?" if r["heading_deg"] is None else f"heading {r['heading_deg']:.0f}°"
+    return f"{r['lat']:.6f}, {r['lon']:.6f}  {head}  ±{r['uncertainty_m']:.1f} m  ({r['method']})"
+
+
+# --- pictures ----------------------------------------------------------------------------------------------
+def draw_result(tile_path: str | os.PathLike, xy: tuple[float, float], heading_deg: float | None, radius_px: float,
+                out: str | os.PathLike, caption: str = "", size: int = 512) -> Path:
+    """The tile (north-up) with the position (dot), uncertainty (circle) and heading (arrow) drawn on it."""
+    from PIL import Image, ImageDraw
+
+    from crossview.io import atomic_write
+
+    with Image.open(tile_path) as im:
+        tile = im.convert("RGB")
+    k = size / max(tile.size)
+    tile = tile.resize((round(tile.width * k), round(tile.height * k)), Image.BILINEAR)
+    x, y, r = xy[0] * k, xy[1] * k, max(3.0, radius_px * k)
+    canvas = Image.new("RGB", (tile.width, tile.height + 28), (255, 255, 255))
+    canvas.paste(tile, (0, 0))
+    d = ImageDraw.Draw(canvas)
+    d.ellipse((x - r, y - r, x + r, y + r), outline=(255, 220, 0), width=2)
+    if heading_deg is not None:
+        a = math.radians(heading_deg)
+        length = 0.15 * size
+        tip = (x + length * math.sin(a), y - length * math.cos(a))
+        d.line((x, y, *tip), fill=(255, 40, 40), width=4)
+        for side in (-1, 1):  # arrow head
+            b = a + math.pi + side * math.radians(28)
+            d.line((*tip, tip[0] + 12 * math.sin(b), tip[1] - 12 * math.cos(b)), fill=(255, 40, 40), width=4)
+    d.ellipse((x - 6, y - 6, x + 6, y + 6), fill=(255, 40, 40), outline=(255, 255, 255), width=2)
+    d.polygon(((14, 4), (8, 18), (20, 18)), fill=(255, 255, 255), outline=(0, 0, 0))  # north is up
+    d.text((11, 20), "N", fill=(255, 255, 255))
+    d.text((6, tile.height + 8), caption, fill=(0, 0, 0))
+    return atomic_write(out, lambda p: canvas.save(p, format="PNG"))
+
+
+def draw_thumbnail(tile_path: str | os.PathLike, xy: tuple[float, float] | None, out: str | os.PathLike,
+                   size: int = 192) -> Path:
+    from PIL import Image, ImageDraw
+
+    from crossview.io import atomic_write
+
+    with Image.open(tile_path) as im:
+        tile = im.convert("RGB")
+    k = size / max(tile.size)
+    thumb = tile.resize((round(tile.width * k), round(tile.height * k)), Image.BILINEAR)
+    if xy is not None:
+        x, y = xy[0] * k, xy[1] * k
+        ImageDraw.Draw(thumb).ellipse((x - 4, y - 4, x + 4, y + 4), fill=(255, 40, 40), outline=(255, 255, 255))
+    return atomic_write(out, lambda p: thumb.save(p, format="JPEG", quality=88))
+
+
+def locate(photo: str | os.PathLike | Photo, index: str | os.PathLike | Locator, **kwargs: Any) -> dict[str, Any]:
+    """One-call form: ``locate(photo, index, camera=..., fov_deg=..., heading_prior=..., top_k=5, refine=3,
+    fine_model=None, model=None, tiles=None, out=None, device="cpu")`` -> the answer dict (see Locator.locate)."""
+    parse_heading_prior(kwargs.get("heading_prior"))  # the cheap checks first: before any model is loaded
+    if not isinstance(photo, Photo):
+        photo = read_photo(photo, kwargs.pop("camera", "panorama"), kwargs.pop("fov_deg", None))
+    if not isinstance(index, Locator):
+        load = {k: kwargs.pop(k) for k in ("model", "tiles", "fine_model", "device") if k in kwargs}
+        index = Locator(index, refine=kwargs.get("refine") or 3, **load)
+    return index.locate(photo, **kwargs)
