@@ -115,6 +115,9 @@ def test_prepare_crop_cvact_then_read_cropped(tmp_path):
         assert im.size == CVACT_PANO
         assert np.array_equal(got, np.asarray(crop_panorama(im)))
     assert prepare_dataset("cvact", root, crop=True)["crop"] == {"written": 0, "up_to_date": 9}
+    rec.query_path.unlink()  # an unfinished crop is an error, not a silently smaller split
+    with pytest.raises(DatasetError, match="idA_grdView.png is missing but its panorama exists"):
+        read_dataset("cvact", root, "train", crop=True)
 
 
 def test_cache_round_trip_equals_decode_and_resize(tmp_path):

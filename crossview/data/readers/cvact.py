@@ -119,6 +119,10 @@ def read(root: Path, split: str, scan: Scan, *, crop: bool = False, **_: object)
         entry = f"{where} ({struct} id {pano_id})"
         have_grd = scan.image(grd, entry, required=False)
         have_sat = scan.image(sat, entry, required=False)
+        if crop and not have_grd and scan.files.exists(image_paths(root, folder, pano_id, False)[0]):
+            scan.problem(f"{grd} is missing but its panorama exists: run `crossview prepare cvact {root} --crop` "
+                         "again to finish the crop")
+            continue
         if not (have_grd and have_sat):
             skipped += 1
             gone = [str(p) for p, ok in ((grd, have_grd), (sat, have_sat)) if not ok]
