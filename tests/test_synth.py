@@ -218,3 +218,73 @@ def test_determinism_and_cli(vigor_tiny, tmp_path):
     assert generate("vigor", again, scale="tiny", seed=0) == again
     assert main(["synth", "--layout", "vigor", "--out", str(again), "--scale", "tiny", "--seed", "2"]) == 2
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_vigor_read_back_by_the_readers(vigor_tiny):
+    from crossview.data import read_dataset
+
+    poses = {p["image"]: p for p in _pose_lines(vigor_tiny)}
+    for area, n_train, n_test in (("same", 24, 24), ("cross", 24, 24)):
+        for label_set, tol in (("original", 0.5), ("corrected", 1e-3)):
+            for split, n in (("train", n_train), ("test", n_test)):
+                s = read_dataset("vigor", vigor_tiny, split, area=area, label_set=label_set)
+                assert len(s.records) == n
+                for rec in s.records:
+                    pose = poses[str(rec.query_path.relative_to(vigor_tiny))]
+                    refs = [s.references[i] for i in rec.positives + rec.semi_positives]
+                    assert [str(r.path.relative_to(vigor_tiny)) for r in refs] == [t["tile"] for t in pose["tiles"]]
+                    for (x, y), t in zip(rec.pixel_xy, pose["tiles"]):
+                        assert abs(x - t["x"]) <= tol and abs(y - t["y"]) <= tol
+                    assert refs[0].metres_per_pixel == pytest.approx(
+                        CITIES[rec.group].vigor_mpp_640 * 640 / 64)
+
+
+@pytest.mark.parametrize("layout,splits", [
+    ("cvusa", {"train": 20, "test": 4}),
+    ("cvact", {"train": 20, "val": 4, "test": 8}),
+    ("university1652", {"train": 18, "drone2sat": 12, "sat2drone": 4}),
+])
+def test_other_layouts_write_readable_trees(layout, splits, tmp_path):
+    from crossview.data import read_dataset
+
+    root = generate(layout, tmp_path / layout, scale="tiny", seed=0)
+    meta = json.loads((root / "crossview_meta.json").read_text())
+    assert meta["layout"] == layout and meta["seed"] == 0 and meta["metres_per_pixel"]
+    for split, n in splits.items():
+        s = read_dataset(layout, root, split)
+        assert len(s.records) == n
+        for rec in s.records[:3]:
+            with Image.open(rec.query_path) as im:
+                w, h = im.size
+            if layout == "cvusa":
+                assert (w, h) == (154, 28)  # 1232:224 scaled by 1/8
+            elif layout == "cvact":
+                assert w == 2 * h
+    if layout == "university1652":
+        gallery = {p.name for p in (root / "test" / "gallery_satellite").iterdir()}
+        queries = {p.name for p in (root / "test" / "query_drone").iterdir()}
+        train = {p.name for p in (root / "train" / "satellite").iterdir()}
+        assert queries < gallery and len(gallery - queries) == 2 and not train & gallery
+        assert all(len(name) == 4 and name.isdigit() for name in gallery | train)
+    if layout == "cvact":
+        import scipy.io
+
+        mat = scipy.io.loadmat(root / "ACT_data.mat")
+        ids = mat["panoIds"]
+        train_ids = [str(i) for i in ids[mat["trainSet"][0][0][1] - 1].squeeze()]  # the official access
+        assert len(train_ids) == 20 and all((root / "ANU_data_small" / "streetview" / f"{i}_grdView.jpg").is_file()
+                                            for i in train_ids)
+        test_ids = [str(i) for i in ids[mat["valSetAll"][0][0][1] - 1].squeeze()]
+        assert all((root / "ANU_data_test" / "satview_polish" / f"{i}_satView_polish.jpg").is_file()
+                   for i in test_ids)
+    if layout == "cvusa":
+        rows = (root / "split_locations" / "all.csv").read_text().splitlines()
+        poses = _pose_lines(root)
+        assert len(rows) == 24 and [float(v) for v in rows[6].split(",")[:2]] == [poses[6]["lat"], poses[6]["lon"]]
+
+
+def test_workers_do_not_change_bytes(tmp_path):
+    a = generate("cvact", tmp_path / "one", scale="tiny", seed=3, workers=1)
+    b = generate("cvact", tmp_path / "two", scale="tiny", seed=3, workers=2)
+    ta, tb = _tree_bytes(a), _tree_bytes(b)
+    assert ta.keys() == tb.keys() and all(ta[k] == tb[k] for k in ta)

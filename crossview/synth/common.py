@@ -43,12 +43,12 @@ def is_open(world: World, e: float, n: float, radius: float = 1.2) -> bool:
 
 def parallel_map(fn: Callable, jobs: list, workers: int) -> list:
     """``[fn(j) for j in jobs]``, in processes when ``workers > 1`` (results in job order)."""
-    if workers <= 1 or len(jobs) <= 1:
-        return [fn(j) for j in jobs]
     import multiprocessing as mp
 
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as ex:
+    # fork only: workers inherit module state (a world built once in the parent) without pickling it
+    if workers <= 1 or len(jobs) <= 1 or "fork" not in mp.get_all_start_methods():
+        return [fn(j) for j in jobs]
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("fork")) as ex:
         return list(ex.map(fn, jobs))
 
 
@@ -57,6 +57,13 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(workers: int | None, scale: str) -> int:
+    """Explicit ``workers`` wins; by default tiny runs in-process (start-up costs more than it saves)."""
+    if workers is not None:
+        return max(1, int(workers))
+    return 1 if scale == "tiny" else default_workers()
 
 
 def build_tree(out: Path, meta: dict, write: Callable[[Path], None]) -> Path:

@@ -16,7 +16,7 @@ VIGOR = {
 
 # CVUSA-like: pairs of (aerial tile centred on the camera, cropped-band panorama 1232:224).
 CVUSA = {
-    "tiny": {"pairs": 24, "tile": 64, "pano_hw": (28, 154), "cell": 0.5, "ray_samples": 64, "half_extent": 150},
+    "tiny": {"pairs": 24, "tile": 64, "pano_hw": (28, 154), "cell": 0.5, "ray_samples": 64, "half_extent": 110},
     "small": {"pairs": 400, "tile": 128, "pano_hw": (56, 308), "cell": 0.25, "ray_samples": 160,
               "half_extent": 250},
     "medium": {"pairs": 2000, "tile": 256, "pano_hw": (112, 616), "cell": 0.25, "ray_samples": 256,
@@ -26,7 +26,7 @@ CVUSA = {
 # CVACT-like: one city, 2:1 panoramas; train / val from ANU_data_small, test from ANU_data_test.
 CVACT = {
     "tiny": {"pairs": 24, "test": 8, "tile": 64, "pano_hw": (64, 128), "cell": 0.5, "ray_samples": 64,
-             "half_extent": 150},
+             "half_extent": 110},
     "small": {"pairs": 400, "test": 100, "tile": 128, "pano_hw": (128, 256), "cell": 0.25, "ray_samples": 160,
               "half_extent": 250},
     "medium": {"pairs": 2000, "test": 500, "tile": 256, "pano_hw": (256, 512), "cell": 0.25, "ray_samples": 256,
@@ -36,7 +36,7 @@ CVACT = {
 # University-1652-like: a class = one target building; one satellite image and several drone views each.
 UNIVERSITY = {
     "tiny": {"train": 6, "test": 4, "distractors": 2, "drones": 3, "sat": 64, "drone_hw": (64, 64), "cell": 0.5,
-             "half_extent": 150},
+             "half_extent": 110},
     "small": {"train": 40, "test": 20, "distractors": 10, "drones": 8, "sat": 128, "drone_hw": (128, 128),
               "cell": 0.25, "half_extent": 250},
     "medium": {"train": 200, "test": 100, "distractors": 40, "drones": 16, "sat": 256, "drone_hw": (256, 256),

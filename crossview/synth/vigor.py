@@ -25,7 +25,16 @@ from pathlib import Path
 import numpy as np
 
 from crossview.synth import cameras as cam
-from crossview.synth.common import build_tree, default_workers, is_open, item_rng, parallel_map, random_id, write_lines
+from crossview.synth.common import (
+    GENERATOR_VERSION,
+    build_tree,
+    is_open,
+    item_rng,
+    parallel_map,
+    random_id,
+    resolve_workers,
+    write_lines,
+)
 from crossview.synth.geo import snap_to_name
 from crossview.synth.imgio import save_image
 from crossview.synth.scales import EYE_HEIGHT_M, VIGOR
@@ -185,16 +194,19 @@ def _city(job) -> dict:
 
 def meta(scale: str, seed: int) -> dict:
     cfg = VIGOR[scale]
+    order = sorted(CITY_ORDER)  # the official same-area concatenation order (Chicago, NewYork, SanFrancisco, Seattle)
     return {
-        "layout": "vigor", "scale": scale, "seed": seed,
+        "layout": "vigor", "scale": scale, "seed": seed, "generator_version": GENERATOR_VERSION,
         "cities": {c: {"metres_per_pixel": tile_mpp(c, cfg["tile"]), "origin_lat": CITIES[c].lat0,
                        "origin_lon": CITIES[c].lon0, "grid_angle_deg": CITIES[c].grid_angle_deg}
-                   for c in CITY_ORDER},
-        "tile_size": cfg["tile"], "panorama_size": {"height": cfg["pano_hw"][0], "width": cfg["pano_hw"][1]},
+                   for c in order},
+        "metres_per_pixel": {c: tile_mpp(c, cfg["tile"]) for c in order},
+        "tile_size": cfg["tile"], "label_tile_px": cfg["tile"],
+        "panorama_size": {"height": cfg["pano_hw"][0], "width": cfg["pano_hw"][1]},
         "pinhole_size": {"height": cfg["pinhole_hw"][0], "width": cfg["pinhole_hw"][1]},
         "eye_height_m": EYE_HEIGHT_M,
-        "same_area": "each city's panoramas split half train / half test",
-        "cross_area": "train NewYork + Seattle, test Chicago + SanFrancisco (pano_label_balanced.txt)",
+        "same_area_split": "each city's panoramas split half train / half test",
+        "cross_area": {"train": ["NewYork", "Seattle"], "test": ["Chicago", "SanFrancisco"]},
         "pixel_offsets": (
             "Label offsets (dr, dc) at the native tile size S: camera pixel row y = S/2 + dr, column x = S/2 - dc, "
             "in continuous pixel coordinates with the origin at the tile's top-left corner (pixel (i, j) covers "
@@ -216,8 +228,8 @@ def write_vigor(out: Path, scale: str = "small", seed: int = 0, workers: int | N
     m = meta(scale, seed)
 
     def write(tmp: Path) -> None:
-        nw = default_workers() if workers is None else workers
-        res = parallel_map(_city, [(seed, c, scale, str(tmp)) for c in CITY_ORDER], nw if scale != "tiny" else 1)
+        nw = resolve_workers(workers, scale)
+        res = parallel_map(_city, [(seed, c, scale, str(tmp)) for c in CITY_ORDER], nw)
         with open(tmp / "crossview_poses.jsonl", "w") as f:
             for r in res:
                 for p in r["poses"]:
