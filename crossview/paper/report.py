@@ -2,12 +2,12 @@
 
 A **run folder** (``crossview train``) holds ``config.json`` (``{"config": resolved config, "data": ...}``) and
 ``metrics.jsonl``; its last ``{"type": "eval", ...}`` line gives the run's own test numbers. An **evaluation
-folder** (``crossview eval``) holds ``metrics.json``; the run it evaluated and the dataset it was evaluated on are
-read from ``metrics.json`` or a ``config.json`` beside it (keys ``run``/``run_dir``, ``dataset``, ``split``,
-``data``, or a nested training ``config``), else from the parent folder when the evaluation lives inside the run
-folder (``RUN/eval-cvact``). An evaluation on another dataset or another data folder than the run was trained on
-fills the rows' cross-dataset columns. ``DIR@ROW_ID`` forces a folder onto one row of
-:data:`crossview.paper.tables.ROWS`.
+folder** (``crossview eval``) holds ``metrics.json``; the run it evaluated and the dataset it was evaluated on
+are read from ``metrics.json`` or a ``config.json`` beside it (keys ``run``/``run_dir``/``checkpoint``,
+``dataset``, ``split``, ``data``, ``crop`` or ``split_meta.crop``, or a nested training ``config``), else from
+the parent folder when the evaluation lives inside the run folder (``RUN/eval-cvact``). An evaluation on another
+dataset or another data folder than the run was trained on fills the rows' cross-dataset columns.
+``DIR@ROW_ID`` forces a folder onto one row of :data:`crossview.paper.tables.ROWS`.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class Result:
     train_data: str | None = None
     eval_dataset: str | None = None
     eval_data: str | None = None
+    eval_crop: bool = False
     row_hint: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -135,28 +136,42 @@ def read_result(path: str | Path, row_hint: str | None = None) -> Result:
                 cfg = meta[key]
                 break
         train_data = None
-        run = meta.get("run") or meta.get("run_dir")
-        for folder in ([Path(run)] if run else []) + [path.parent]:
+        run = meta.get("run") or meta.get("run_dir") or meta.get("checkpoint")  # crossview eval: "checkpoint"
+        for folder in ([Path(run)] if isinstance(run, str) and Path(run).is_dir() else []) + [path.parent]:
             if (folder / "config.json").exists() and (folder / "metrics.jsonl").exists():
                 run_cfg, train_data = _training_config(_read_json(folder / "config.json"))
                 cfg = cfg or run_cfg
                 break
         res = Result(path, "eval", cfg, _numeric(metrics), train_data=train_data,
                      eval_dataset=meta.get("dataset") if isinstance(meta.get("dataset"), str) else None,
-                     eval_data=meta.get("data") if isinstance(meta.get("data"), str) else None, row_hint=row_hint)
+                     eval_data=meta.get("data") if isinstance(meta.get("data"), str) else None, row_hint=row_hint,
+                     eval_crop=_eval_crop(meta, cfg))
         if not cfg:
             res.notes.append("no training config found (give the evaluation's run folder, or DIR@ROW_ID)")
+        if meta.get("direction", "standard") != "standard":
+            res.notes.append(f"direction {meta['direction']!r}: the paper tables here are ground→aerial")
+            res.config = {k: v for k, v in cfg.items() if k != "preset"}  # kept out of the rows
         return res
     if (path / "config.json").exists() and (path / "metrics.jsonl").exists():
         cfg, train_data = _training_config(_read_json(path / "config.json"))
         row = last_eval(path / "metrics.jsonl")
         res = Result(path, "run", cfg, _numeric(row or {}), train_data=train_data,
-                     eval_dataset=cfg.get("dataset"), eval_data=train_data, row_hint=row_hint)
+                     eval_dataset=cfg.get("dataset"), eval_data=train_data, row_hint=row_hint,
+                     eval_crop=bool(cfg.get("crop", False)))
         if row is None:
             res.notes.append("metrics.jsonl has no evaluation line yet")
         return res
     raise CrossviewError(f"{path}: neither a run folder (config.json + metrics.jsonl) nor an evaluation folder "
                          "(metrics.json)")
+
+
+def _eval_crop(meta: dict[str, Any], cfg: dict[str, Any]) -> bool:
+    """Whether an evaluation read pre-cropped panoramas: recorded, else the run's setting where it applies."""
+    for source in (meta, meta.get("split_meta") or {}):
+        if "crop" in source:
+            return bool(source["crop"])
+    dataset = meta.get("dataset") or cfg.get("dataset")
+    return bool(cfg.get("crop")) and dataset == "cvact"  # the pre-crop exists for CVACT only
 
 
 def _numeric(row: dict[str, Any]) -> dict[str, float]:
@@ -206,6 +221,9 @@ def assign(results: list[Result]) -> tuple[dict[tuple[str, bool], dict[str, list
         for row in ROWS:
             if res.preset not in (row.preset, row.twin) or res.preset is None:
                 continue
+            if source == "cross" and row.cross_eval and not (res.preset == row.twin) \
+                    and bool(row.cross_eval.get("crop")) != res.eval_crop:
+                continue  # Table 2's CVUSA→CVACT "w/ Pre-processing" cells need cropped CVACT, the others not
             if any(m.startswith(source + ":") for m in row.measure.values()):
                 table[(row.id, res.preset == row.twin)][source].append(res)
                 hit = True

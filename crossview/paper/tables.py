@@ -13,9 +13,12 @@ Cross-dataset evaluation::
 
     crossview train paper-t1-cvusa-mfrgn --data CVUSA --out runs/t1-cvusa-mfrgn
     crossview eval runs/t1-cvusa-mfrgn --data CVACT --dataset cvact --split val --out runs/t1-cvusa-mfrgn/eval-cvact
+    crossview eval runs/t1-cvusa-mfrgn --data CVACT --dataset cvact --split val --crop \
+        --out runs/t1-cvusa-mfrgn/eval-cvact-crop
 
-(:func:`cross_eval_command` builds that line); ``crossview report runs/t1-cvusa-mfrgn
-runs/t1-cvusa-mfrgn/eval-cvact`` then fills Table 1's and Table 2's rows.
+(:func:`cross_eval_command` builds these lines); ``crossview report runs/t1-cvusa-mfrgn runs/t1-cvusa-mfrgn/eval-*``
+then fills Table 1's and Table 2's rows. The pre-crop exists only for CVACT panoramas: Table 1/2's CVUSA
+"w/ Pre-processing" cells come from the plain CVUSA run, evaluated on cropped CVACT for Table 2.
 """
 
 from __future__ import annotations
@@ -75,9 +78,10 @@ def _build_presets() -> dict[str, dict[str, Any]]:
     for ds in ("cvusa", "cvact"):
         mf = {**_MFRGN, **_DATA[ds], "model": f"mfrgn_{ds}"}
         p[f"paper-t1-{ds}-mfrgn"] = dict(mf)
-        p[f"paper-t1-{ds}-mfrgn-crop"] = {**mf, "crop": True}
         p[f"paper-t1-{ds}-mfrgn-sampling"] = {**mf, **_SAMPLING}
-        p[f"paper-t1-{ds}-mfrgn-plus"] = {**mf, **_SAMPLING, "crop": True}
+        if ds == "cvact":  # the pre-crop exists for CVACT panoramas only (CVUSA ships the cropped band)
+            p[f"paper-t1-{ds}-mfrgn-crop"] = {**mf, "crop": True}
+            p[f"paper-t1-{ds}-mfrgn-plus"] = {**mf, **_SAMPLING, "crop": True}
         s4g = {**_S4G, **_DATA[ds], "model": f"sample4geo_{ds}", "seed": 42 if ds == "cvusa" else 1,
                "neighbour_select": 64, "neighbour_range": 128}
         p[f"paper-t1-{ds}-sample4geo-sampling"] = {**s4g, **_SAMPLING}
@@ -155,7 +159,7 @@ class PaperRow:
     measure: dict[str, str]
     preset: str | None = None
     twin: str | None = None  # synthetic twin preset (tiny model, synthetic world)
-    cross_eval: dict[str, str] | None = None  # {"dataset": ..., "split": ...}
+    cross_eval: dict[str, Any] | None = None  # {"dataset": ..., "split": ..., "crop": bool}
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -178,19 +182,22 @@ _NAME = {"cvusa": "CVUSA", "cvact": "CVACT"}
 
 
 def _recall_row(id, table, block, section, method, train, test, values, preset=None, twin=None, cross=False,
-                notes=()) -> PaperRow:
+                notes=(), crop=False) -> PaperRow:
     src = "cross" if cross else "own"
     cols = RECALLS + (("hit_rate",) if len(values) == 5 else ())
     paper = dict(zip(cols, values))
     cross_eval = None
     if cross:
         ds, split = test.split(":")
-        cross_eval = {"dataset": ds, "split": split}
+        cross_eval = {"dataset": ds, "split": split, "crop": crop}
     return PaperRow(id, table, block, section, method, train, test, paper, {c: f"{src}:{c}" for c in cols},
                     preset, twin, cross_eval, tuple(notes))
 
 
-# (section, method, CVUSA, CVACT, preset key | None, synthetic twin key | None, notes)
+# Preset keys per dataset where CVUSA and CVACT differ: the crop only exists for CVACT.
+_CROP = {"cvusa": "mfrgn", "cvact": "mfrgn-crop"}
+_PLUS = {"cvusa": "mfrgn-sampling", "cvact": "mfrgn-plus"}
+# (section, method, CVUSA, CVACT, preset key | {dataset: key} | None, synthetic twin key | None, notes)
 _T1 = [
     ("w/ Pre-processing", "SAFA", (81.15, 94.23, 96.85, 99.49), (78.28, 91.60, 93.79, 98.15), None, None, ()),
     ("w/ Pre-processing", "SAFA†", (89.84, 96.93, 98.14, 99.64), (81.03, 92.80, 94.84, 98.17), None, None,
@@ -206,8 +213,9 @@ _T1 = [
     ("w/ Pre-processing", "SAIG-D", (96.08, 98.72, 99.22, 99.86), (89.21, 96.07, 97.04, 98.74), None, None, ()),
     ("w/ Pre-processing", "SAIG-D†", (96.34, 99.10, 99.50, 99.86), (89.06, 96.11, 97.08, 98.89), None, None,
      (_DAGGER,)),
-    ("w/ Pre-processing", "MFRGN", (98.24, 99.56, 99.72, 99.88), (89.51, 96.96, 97.75, 99.01), "mfrgn-crop", None,
-     ("pre-crop only (no polar transformation); the paper prints identical CVUSA numbers with and without it",)),
+    ("w/ Pre-processing", "MFRGN", (98.24, 99.56, 99.72, 99.88), (89.51, 96.96, 97.75, 99.01), _CROP, None,
+     ("pre-crop only (no polar transformation); CVUSA panoramas come as the cropped band already (the crop does "
+      "not apply; the paper prints identical CVUSA numbers with and without it): the CVUSA cell is the plain run",)),
     ("w/ Sampling", "Sample4Geo", (98.68, 99.68, 99.78, 99.87), (90.81, 96.74, 97.48, 98.77),
      "sample4geo-sampling", "sample4geo-sampling", ("Sample4Geo's official configuration",)),
     ("w/ Sampling", "MFRGN", (98.69, 99.58, 99.67, 99.82), (90.54, 96.12, 96.84, 98.37), "mfrgn-sampling",
@@ -221,8 +229,8 @@ _T1 = [
     ("w/o Pre-processing & Sampling", "MFRGN", (98.24, 99.56, 99.72, 99.88), (88.78, 96.61, 97.51, 98.99), "mfrgn",
      "mfrgn", ("the released MFRGN configuration",)),
     ("w/o Pre-processing & Sampling", "MFRGN+", (98.67, 99.57, 99.71, 99.85), (91.09, 96.34, 97.14, 98.44),
-     "mfrgn-plus", None, ("printed under 'w/o Pre-processing & Sampling', but the text says MFRGN+ uses the "
-                          "pre-crop and hard-negative sampling",)),
+     _PLUS, None, ("printed under 'w/o Pre-processing & Sampling', but the text says MFRGN+ uses the "
+                   "pre-crop and hard-negative sampling; on CVUSA (no crop) it is the sampling run",)),
 ]
 _T2 = [
     ("w/ Pre-processing", "SAFA†", (30.40, 52.93, 62.29, 85.82), (21.45, 36.55, 43.79, 69.83), None, None,
@@ -234,8 +242,9 @@ _T2 = [
     ("w/ Pre-processing", "GeoDTR+", (60.16, 79.97, 84.67, 94.48), (52.56, 73.08, 79.82, 94.80), None, None, ()),
     ("w/ Pre-processing", "GeoDTR+†", (61.17, 80.22, 85.45, 94.56), (53.89, 74.56, 81.10, 94.93), None, None,
      (_DAGGER,)),
-    ("w/ Pre-processing", "MFRGN", (71.56, 88.98, 92.06, 97.12), (55.32, 76.64, 83.14, 96.15), "mfrgn-crop", None,
-     ("the pre-crop is applied to CVACT panoramas at test time too",)),
+    ("w/ Pre-processing", "MFRGN", (71.56, 88.98, 92.06, 97.12), (55.32, 76.64, 83.14, 96.15), _CROP, None,
+     ("CVACT panoramas pre-cropped wherever CVACT is read (CVUSA→CVACT: the plain CVUSA run, evaluated on "
+      "cropped CVACT)",)),
     ("w/ Sampling", "Sample4Geo", (56.62, 77.79, 87.02, 94.69), (44.95, 64.36, 72.10, 90.65), "sample4geo-sampling",
      "sample4geo-sampling", ()),
     ("w/ Sampling", "MFRGN", (66.06, 82.79, 86.58, 94.47), (63.34, 80.54, 86.22, 96.81), "mfrgn-sampling",
@@ -247,7 +256,8 @@ _T2 = [
     ("w/o Pre-processing & Sampling", "MFRGN", (51.61, 73.91, 80.55, 94.24), (49.18, 70.09, 77.42, 95.04), "mfrgn",
      "mfrgn", ()),
     ("w/o Pre-processing & Sampling", "MFRGN+", (79.12, 91.09, 93.17, 96.79), (69.28, 84.91, 89.60, 97.69),
-     "mfrgn-plus", None, ("pre-crop + hard-negative sampling (see Table 1)",)),
+     _PLUS, None, ("pre-crop + hard-negative sampling (see Table 1); CVUSA→CVACT: the CVUSA sampling run "
+                   "evaluated on cropped CVACT",)),
 ]
 _T3 = {
     "same": [
@@ -310,9 +320,12 @@ def _t1_t2_rows() -> list[PaperRow]:
                 block = f"{_NAME[ds]}→{_NAME[_OTHER[ds]]}" if cross else _NAME[ds]
                 rid = f"t{table}-{ds}-{_SECTION_KEY[section]}-{_slug(method)}"
                 extra = () if key else (_FOREIGN,)
+                k = key.get(ds) if isinstance(key, dict) else key
+                # CVACT read by a CVUSA-trained run of a "crop" row is cropped at evaluation
+                crop = cross and ds == "cvusa" and isinstance(key, dict)
                 rows.append(_recall_row(
-                    rid, table, block, section, method, ds, test, values,
-                    preset=f"paper-t1-{ds}-{key}" if key else None,
+                    rid, table, block, section, method, ds, test, values, crop=crop,
+                    preset=f"paper-t1-{ds}-{k}" if k else None,
                     # one synthetic world: the twin fills the CVUSA block (and, cross-evaluated, CVUSA→CVACT)
                     twin=f"paper-synthetic-t1-{twin}" if twin and ds == "cvusa" else None,
                     cross=cross, notes=notes + extra))
@@ -408,7 +421,8 @@ def protocol(row: PaperRow, synthetic: bool = False) -> str:
     else:
         tests = ([f"own: {cfg['dataset']}" + (f"-{cfg['area']}" if cfg["dataset"] == "vigor" else "")
                   + f":{cfg['eval_split']}"] if "own" in sources else []) \
-            + ([f"cross: {row.cross_eval['dataset']}:{row.cross_eval['split']} (crossview eval --dataset)"]
+            + ([f"cross: {row.cross_eval['dataset']}:{row.cross_eval['split']}"
+                + (" with the pre-crop" if row.cross_eval.get("crop") else "") + " (crossview eval --dataset)"]
                if "cross" in sources else [])
     test = ", ".join(tests)
     parts = [f"preset {name}", f"model {cfg['model']}" + (f" {cfg['model_kwargs']}" if cfg.get("model_kwargs") else ""),
@@ -428,6 +442,6 @@ def cross_eval_command(row: PaperRow, run_dir: str, data_dir: str) -> list[str]:
     """The ``crossview eval`` command line that measures a row's cross-dataset columns."""
     if not row.cross_eval:
         raise ValueError(f"row {row.id} has no cross-dataset evaluation")
-    ds, split = row.cross_eval["dataset"], row.cross_eval["split"]
+    ds, split, crop = row.cross_eval["dataset"], row.cross_eval["split"], row.cross_eval.get("crop", False)
     return ["crossview", "eval", run_dir, "--data", data_dir, "--dataset", ds, "--split", split,
-            "--out", f"{run_dir}/eval-{ds}"]
+            *(["--crop"] if crop else []), "--out", f"{run_dir}/eval-{ds}{'-crop' if crop else ''}"]
