@@ -38,10 +38,12 @@ _DATA = {
     "cvact": {"dataset": "cvact", "eval_split": "val", "neighbour_select": 32, "neighbour_range": 64},
 }
 _SAMPLING = {"gps_sample": True, "sim_sample": True}
-# The synthetic world (`crossview synth --layout vigor`), CPU-sized like the `synthetic-cpu` preset; runs are
-# meant to be cut short with --set max_steps=N (benchmarks/paper_synthetic.py).
-_SYNTH = {"dataset": "vigor", "area": "same", "epochs": 4, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 0.5,
-          "eval_every": 0, "num_workers": 0, "checkpoint_every": 50, "seed": 0, "pretrained": False}
+# Synthetic twins run on `crossview synth --layout cvusa|cvact|vigor --scale small` trees with the tiny CPU models,
+# schedule like the `synthetic-cpu` preset; meant to be cut short with --set max_steps=N
+# (benchmarks/paper_synthetic.py).
+_SYNTH = {"epochs": 4, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 0.5, "eval_every": 0, "num_workers": 0,
+          "checkpoint_every": 50, "seed": 0, "pretrained": False, "neighbour_select": 8, "neighbour_range": 16}
+SYNTHETIC_PREFIX = "paper-synthetic-"
 
 # Table 4 was run without PPS: its last row (MBaseline+G+L_p: 88.42 / 47.13) prints exactly the numbers of
 # Table 5's "LA on, PPS off" row, while the full model (PPS on) is Table 1/2's 88.78 / 49.18.
@@ -73,6 +75,20 @@ def _model(base: str, suffix: str | None) -> str:
     return f"{base}_{suffix}" if suffix else base
 
 
+def tiny_model(model: str) -> str:
+    """The tiny CPU variant with the same switches: ``mfrgn_cvact_g_lini`` → ``mfrgn_tiny_g_lini``."""
+    arch, _, rest = model.partition("_")
+    if arch == "sample4geo":
+        return "sample4geo_tiny"
+    _, _, suffix = rest.partition("_")  # drop the dataset part
+    return _model("mfrgn_tiny", suffix)
+
+
+def twin_name(preset: str) -> str:
+    """``paper-t4-cvact-baseline`` → ``paper-synthetic-t4-cvact-baseline``."""
+    return SYNTHETIC_PREFIX + preset.removeprefix("paper-")
+
+
 def _build_presets() -> dict[str, dict[str, Any]]:
     p: dict[str, dict[str, Any]] = {}
     for ds in ("cvusa", "cvact"):
@@ -99,24 +115,9 @@ def _build_presets() -> dict[str, dict[str, Any]]:
         if key != "7-1":  # 7:1 is the plain model: paper-t1-cvact-mfrgn
             p[f"paper-f7-cvact-ratio-{key}"] = {**cvact, "model": _model("mfrgn_cvact", suffix),
                                                 "model_kwargs": dict(kwargs)}
-    # Synthetic twins: same switches, tiny model, synthetic world.
-    tiny = {**_SYNTH, "model": "mfrgn_tiny"}
-    p["paper-synthetic-t1-mfrgn"] = dict(tiny)
-    p["paper-synthetic-t1-mfrgn-sampling"] = {**tiny, **_SAMPLING, "neighbour_select": 8, "neighbour_range": 16}
-    p["paper-synthetic-t1-sample4geo"] = {**_SYNTH, "model": "sample4geo_tiny"}
-    p["paper-synthetic-t1-sample4geo-sampling"] = {**_SYNTH, **_SAMPLING, "model": "sample4geo_tiny",
-                                                   "neighbour_select": 8, "neighbour_range": 16}
-    for area in ("same", "cross"):
-        p[f"paper-synthetic-t3-{area}-mfrgn"] = {**tiny, "area": area}
-        p[f"paper-synthetic-t3-{area}-sample4geo"] = {**_SYNTH, "model": "sample4geo_tiny", "area": area}
-    for key, (suffix, kwargs) in T4_VARIANTS.items():
-        p[f"paper-synthetic-t4-{key}"] = {**tiny, "model": f"mfrgn_tiny_{suffix}", "model_kwargs": dict(kwargs)}
-    p["paper-synthetic-t5-softmax-nopps"] = {**tiny, "model": "mfrgn_tiny_softmax_no_pps"}
-    for key, (suffix, kwargs) in F7_RATIOS.items():
-        if key != "7-1":
-            # the tiny model's d_model is 128 too, so the same dimension splits apply
-            p[f"paper-synthetic-f7-ratio-{key}"] = {**tiny, "model": _model("mfrgn_tiny", suffix),
-                                                    "model_kwargs": dict(kwargs)}
+    # Synthetic twins: the same switches (dataset, area, crop, sampling, ablation, model_kwargs) on the tiny model.
+    for name, cfg in list(p.items()):
+        p[twin_name(name)] = {**cfg, **_SYNTH, "model": tiny_model(cfg["model"])}
     return p
 
 
@@ -181,7 +182,7 @@ _OTHER = {"cvusa": "cvact", "cvact": "cvusa"}
 _NAME = {"cvusa": "CVUSA", "cvact": "CVACT"}
 
 
-def _recall_row(id, table, block, section, method, train, test, values, preset=None, twin=None, cross=False,
+def _recall_row(id, table, block, section, method, train, test, values, preset=None, cross=False,
                 notes=(), crop=False) -> PaperRow:
     src = "cross" if cross else "own"
     cols = RECALLS + (("hit_rate",) if len(values) == 5 else ())
@@ -191,73 +192,70 @@ def _recall_row(id, table, block, section, method, train, test, values, preset=N
         ds, split = test.split(":")
         cross_eval = {"dataset": ds, "split": split, "crop": crop}
     return PaperRow(id, table, block, section, method, train, test, paper, {c: f"{src}:{c}" for c in cols},
-                    preset, twin, cross_eval, tuple(notes))
+                    preset, twin_name(preset) if preset else None, cross_eval, tuple(notes))
 
 
 # Preset keys per dataset where CVUSA and CVACT differ: the crop only exists for CVACT.
 _CROP = {"cvusa": "mfrgn", "cvact": "mfrgn-crop"}
 _PLUS = {"cvusa": "mfrgn-sampling", "cvact": "mfrgn-plus"}
-# (section, method, CVUSA, CVACT, preset key | {dataset: key} | None, synthetic twin key | None, notes)
+# (section, method, CVUSA, CVACT, preset key | {dataset: key} | None, notes)
 _T1 = [
-    ("w/ Pre-processing", "SAFA", (81.15, 94.23, 96.85, 99.49), (78.28, 91.60, 93.79, 98.15), None, None, ()),
-    ("w/ Pre-processing", "SAFA†", (89.84, 96.93, 98.14, 99.64), (81.03, 92.80, 94.84, 98.17), None, None,
+    ("w/ Pre-processing", "SAFA", (81.15, 94.23, 96.85, 99.49), (78.28, 91.60, 93.79, 98.15), None, ()),
+    ("w/ Pre-processing", "SAFA†", (89.84, 96.93, 98.14, 99.64), (81.03, 92.80, 94.84, 98.17), None,
      (_DAGGER,)),
-    ("w/ Pre-processing", "SAFA†+LPN", (92.83, 98.00, 8.85, 99.78), (83.66, 94.14, 95.92, 98.41), None, None,
+    ("w/ Pre-processing", "SAFA†+LPN", (92.83, 98.00, 8.85, 99.78), (83.66, 94.14, 95.92, 98.41), None,
      (_DAGGER, "CVUSA R@10 printed as 8.85 (a typo for 98.85, presumably)")),
-    ("w/ Pre-processing", "GeoDTR", (93.76, 98.47, 99.22, 99.85), (85.43, 94.81, 96.11, 98.26), None, None, ()),
-    ("w/ Pre-processing", "GeoDTR†", (95.43, 98.86, 99.34, 99.86), (86.21, 95.44, 96.72, 98.77), None, None,
+    ("w/ Pre-processing", "GeoDTR", (93.76, 98.47, 99.22, 99.85), (85.43, 94.81, 96.11, 98.26), None, ()),
+    ("w/ Pre-processing", "GeoDTR†", (95.43, 98.86, 99.34, 99.86), (86.21, 95.44, 96.72, 98.77), None,
      (_DAGGER,)),
-    ("w/ Pre-processing", "GeoDTR+", (95.05, 98.42, 98.92, 99.77), (87.76, 95.50, 96.50, 98.32), None, None, ()),
-    ("w/ Pre-processing", "GeoDTR+†", (95.40, 98.44, 99.05, 99.75), (87.61, 95.48, 96.52, 98.34), None, None,
+    ("w/ Pre-processing", "GeoDTR+", (95.05, 98.42, 98.92, 99.77), (87.76, 95.50, 96.50, 98.32), None, ()),
+    ("w/ Pre-processing", "GeoDTR+†", (95.40, 98.44, 99.05, 99.75), (87.61, 95.48, 96.52, 98.34), None,
      (_DAGGER,)),
-    ("w/ Pre-processing", "SAIG-D", (96.08, 98.72, 99.22, 99.86), (89.21, 96.07, 97.04, 98.74), None, None, ()),
-    ("w/ Pre-processing", "SAIG-D†", (96.34, 99.10, 99.50, 99.86), (89.06, 96.11, 97.08, 98.89), None, None,
+    ("w/ Pre-processing", "SAIG-D", (96.08, 98.72, 99.22, 99.86), (89.21, 96.07, 97.04, 98.74), None, ()),
+    ("w/ Pre-processing", "SAIG-D†", (96.34, 99.10, 99.50, 99.86), (89.06, 96.11, 97.08, 98.89), None,
      (_DAGGER,)),
-    ("w/ Pre-processing", "MFRGN", (98.24, 99.56, 99.72, 99.88), (89.51, 96.96, 97.75, 99.01), _CROP, None,
+    ("w/ Pre-processing", "MFRGN", (98.24, 99.56, 99.72, 99.88), (89.51, 96.96, 97.75, 99.01), _CROP,
      ("pre-crop only (no polar transformation); CVUSA panoramas come as the cropped band already (the crop does "
       "not apply; the paper prints identical CVUSA numbers with and without it): the CVUSA cell is the plain run",)),
     ("w/ Sampling", "Sample4Geo", (98.68, 99.68, 99.78, 99.87), (90.81, 96.74, 97.48, 98.77),
-     "sample4geo-sampling", "sample4geo-sampling", ("Sample4Geo's official configuration",)),
+     "sample4geo-sampling", ("Sample4Geo's official configuration",)),
     ("w/ Sampling", "MFRGN", (98.69, 99.58, 99.67, 99.82), (90.54, 96.12, 96.84, 98.37), "mfrgn-sampling",
-     "mfrgn-sampling", ("hard-negative sampling of Sample4Geo (GPS neighbours, then visual similarity)",)),
-    ("w/o Pre-processing & Sampling", "L2LTR", (91.99, 97.68, 98.65, 99.75), (83.14, 93.84, 95.51, 98.40), None,
-     None, ()),
-    ("w/o Pre-processing & Sampling", "TransGeo", (94.08, 98.36, 99.04, 99.77), (84.95, 94.14, 95.78, 98.37), None,
-     None, ()),
+     ("hard-negative sampling of Sample4Geo (GPS neighbours, then visual similarity)",)),
+    ("w/o Pre-processing & Sampling", "L2LTR", (91.99, 97.68, 98.65, 99.75), (83.14, 93.84, 95.51, 98.40), None, ()),
+    ("w/o Pre-processing & Sampling", "TransGeo", (94.08, 98.36, 99.04, 99.77), (84.95, 94.14, 95.78, 98.37), None, ()),
     ("w/o Pre-processing & Sampling", "Sample4Geo", (97.84, 99.58, 99.75, 99.88), (87.73, 96.58, 97.59, 98.99),
-     "sample4geo", "sample4geo", ("Sample4Geo's configuration with the sampling switched off",)),
+     "sample4geo", ("Sample4Geo's configuration with the sampling switched off",)),
     ("w/o Pre-processing & Sampling", "MFRGN", (98.24, 99.56, 99.72, 99.88), (88.78, 96.61, 97.51, 98.99), "mfrgn",
-     "mfrgn", ("the released MFRGN configuration",)),
+     ("the released MFRGN configuration",)),
     ("w/o Pre-processing & Sampling", "MFRGN+", (98.67, 99.57, 99.71, 99.85), (91.09, 96.34, 97.14, 98.44),
-     _PLUS, None, ("printed under 'w/o Pre-processing & Sampling', but the text says MFRGN+ uses the "
-                   "pre-crop and hard-negative sampling; on CVUSA (no crop) it is the sampling run",)),
+     _PLUS, ("printed under 'w/o Pre-processing & Sampling', but the text says MFRGN+ uses the "
+             "pre-crop and hard-negative sampling; on CVUSA (no crop) it is the sampling run",)),
 ]
 _T2 = [
-    ("w/ Pre-processing", "SAFA†", (30.40, 52.93, 62.29, 85.82), (21.45, 36.55, 43.79, 69.83), None, None,
+    ("w/ Pre-processing", "SAFA†", (30.40, 52.93, 62.29, 85.82), (21.45, 36.55, 43.79, 69.83), None,
      (_DAGGER,)),
-    ("w/ Pre-processing", "GeoDTR", (43.72, 66.99, 74.61, 91.83), (29.85, 49.25, 57.11, 2.47), None, None,
+    ("w/ Pre-processing", "GeoDTR", (43.72, 66.99, 74.61, 91.83), (29.85, 49.25, 57.11, 2.47), None,
      ("CVACT→CVUSA R@1% printed as 2.47 (a typo, presumably)",)),
-    ("w/ Pre-processing", "GeoDTR†", (53.16, 75.62, 81.90, 93.80), (44.07, 64.66, 72.08, 90.09), None, None,
+    ("w/ Pre-processing", "GeoDTR†", (53.16, 75.62, 81.90, 93.80), (44.07, 64.66, 72.08, 90.09), None,
      (_DAGGER,)),
-    ("w/ Pre-processing", "GeoDTR+", (60.16, 79.97, 84.67, 94.48), (52.56, 73.08, 79.82, 94.80), None, None, ()),
-    ("w/ Pre-processing", "GeoDTR+†", (61.17, 80.22, 85.45, 94.56), (53.89, 74.56, 81.10, 94.93), None, None,
+    ("w/ Pre-processing", "GeoDTR+", (60.16, 79.97, 84.67, 94.48), (52.56, 73.08, 79.82, 94.80), None, ()),
+    ("w/ Pre-processing", "GeoDTR+†", (61.17, 80.22, 85.45, 94.56), (53.89, 74.56, 81.10, 94.93), None,
      (_DAGGER,)),
-    ("w/ Pre-processing", "MFRGN", (71.56, 88.98, 92.06, 97.12), (55.32, 76.64, 83.14, 96.15), _CROP, None,
+    ("w/ Pre-processing", "MFRGN", (71.56, 88.98, 92.06, 97.12), (55.32, 76.64, 83.14, 96.15), _CROP,
      ("CVACT panoramas pre-cropped wherever CVACT is read (CVUSA→CVACT: the plain CVUSA run, evaluated on "
       "cropped CVACT)",)),
     ("w/ Sampling", "Sample4Geo", (56.62, 77.79, 87.02, 94.69), (44.95, 64.36, 72.10, 90.65), "sample4geo-sampling",
-     "sample4geo-sampling", ()),
+     ()),
     ("w/ Sampling", "MFRGN", (66.06, 82.79, 86.58, 94.47), (63.34, 80.54, 86.22, 96.81), "mfrgn-sampling",
-     "mfrgn-sampling", ()),
-    ("w/o Pre-processing & Sampling", "TransGeo", (37.81, 61.57, 69.86, 89.14), (17.45, 32.49, 40.48, 69.14), None,
-     None, ()),
+     ()),
+    ("w/o Pre-processing & Sampling", "TransGeo", (37.81, 61.57, 69.86, 89.14), (17.45, 32.49, 40.48, 69.14), None, ()),
     ("w/o Pre-processing & Sampling", "Sample4Geo", (34.88, 59.68, 69.28, 90.02), (15.78, 31.13, 39.40, 70.04),
-     "sample4geo", "sample4geo", ()),
+     "sample4geo", ()),
     ("w/o Pre-processing & Sampling", "MFRGN", (51.61, 73.91, 80.55, 94.24), (49.18, 70.09, 77.42, 95.04), "mfrgn",
-     "mfrgn", ()),
+     ()),
     ("w/o Pre-processing & Sampling", "MFRGN+", (79.12, 91.09, 93.17, 96.79), (69.28, 84.91, 89.60, 97.69),
-     _PLUS, None, ("pre-crop + hard-negative sampling (see Table 1); CVUSA→CVACT: the CVUSA sampling run "
-                   "evaluated on cropped CVACT",)),
+     _PLUS, ("pre-crop + hard-negative sampling (see Table 1); CVUSA→CVACT: the CVUSA sampling run "
+             "evaluated on cropped CVACT",)),
 ]
 _T3 = {
     "same": [
@@ -295,11 +293,11 @@ _T4_NOTES = {
 }
 _T4_PPS = ("run without PPS: the paper's MBaseline+G+L_p numbers equal Table 5's 'LA on, PPS off' row "
            "(inferred; the paper does not say)")
-# LA, PPS, FLOPs (G), memory (M), same-area R@1, cross-area R@1, preset, twin
+# LA, PPS, FLOPs (G), memory (M), same-area R@1, cross-area R@1, preset
 _T5 = [
-    ("×", "×", 22.31, 1166, 87.47, 42.14, "paper-t5-cvact-softmax-nopps", "paper-synthetic-t5-softmax-nopps"),
-    ("✓", "×", 22.31, 1065, 88.42, 47.13, "paper-t4-cvact-mbaseline-g-lp", "paper-synthetic-t4-mbaseline-g-lp"),
-    ("✓", "✓", 21.80, 1050, 88.78, 49.18, "paper-t1-cvact-mfrgn", "paper-synthetic-t1-mfrgn"),
+    ("×", "×", 22.31, 1166, 87.47, 42.14, "paper-t5-cvact-softmax-nopps"),
+    ("✓", "×", 22.31, 1065, 88.42, 47.13, "paper-t4-cvact-mbaseline-g-lp"),
+    ("✓", "✓", 21.80, 1050, 88.78, 49.18, "paper-t1-cvact-mfrgn"),
 ]
 T5_COST_NOTE = ("FLOPs and memory 'using a pair of street image and satellite image as input' (paper); 21.80 G "
                 "matches the multiply-accumulates (MACs) of ONE image at 256x256 / 128x512 (20.98 G per image, "
@@ -313,7 +311,7 @@ T5_COST_NOTE = ("FLOPs and memory 'using a pair of street image and satellite im
 def _t1_t2_rows() -> list[PaperRow]:
     rows = []
     for table, data in (("1", _T1), ("2", _T2)):
-        for section, method, a, b, key, twin, notes in data:
+        for section, method, a, b, key, notes in data:
             for ds, values in (("cvusa", a), ("cvact", b)):
                 cross = table == "2"
                 test = _TEST[_OTHER[ds]] if cross else _TEST[ds]
@@ -326,8 +324,6 @@ def _t1_t2_rows() -> list[PaperRow]:
                 rows.append(_recall_row(
                     rid, table, block, section, method, ds, test, values, crop=crop,
                     preset=f"paper-t1-{ds}-{k}" if k else None,
-                    # one synthetic world: the twin fills the CVUSA block (and, cross-evaluated, CVUSA→CVACT)
-                    twin=f"paper-synthetic-t1-{twin}" if twin and ds == "cvusa" else None,
                     cross=cross, notes=notes + extra))
     return rows
 
@@ -346,7 +342,7 @@ def _t3_rows() -> list[PaperRow]:
             rows.append(_recall_row(
                 f"t3-{area}-{_slug(method)}", "3", f"{area.capitalize()}-area", "", method, f"vigor-{area}",
                 f"vigor-{area}:test", values, preset=f"paper-t3-vigor-{area}-{key}" if key else None,
-                twin=f"paper-synthetic-t3-{area}-{key}" if key else None, notes=notes))
+                notes=notes))
     return rows
 
 
@@ -358,13 +354,13 @@ def _t4_rows() -> list[PaperRow]:
             rows.append(_recall_row(
                 f"t4-{'cross' if is_cross else 'same'}-{key}", "4", block, "", label, "cvact",
                 _TEST["cvusa" if is_cross else "cvact"], values, preset=f"paper-t4-cvact-{key}",
-                twin=f"paper-synthetic-t4-{key}", cross=is_cross, notes=notes))
+                cross=is_cross, notes=notes))
     return rows
 
 
 def _t5_rows() -> list[PaperRow]:
     rows = []
-    for la, pps, flops, mem, same, cross, preset, twin in _T5:
+    for la, pps, flops, mem, same, cross, preset in _T5:
         paper = {"GMACs/image": flops, "GMACs/pair": None, "Memory (MB)": float(mem), "Params (M)": None,
                  "Same-area R@1": same, "Cross-area R@1": cross}
         measure = {c: f"cost:{COST_COLUMNS[c]}" for c in COST_COLUMNS}
@@ -372,7 +368,8 @@ def _t5_rows() -> list[PaperRow]:
         name = f"LA {la} / PPS {pps}"
         rows.append(PaperRow(
             f"t5-la{'1' if la == '✓' else '0'}-pps{'1' if pps == '✓' else '0'}", "5", "CVACT / CVACT→CVUSA", "",
-            name, "cvact", "cvact:val", paper, measure, preset, twin, {"dataset": "cvusa", "split": "test"},
+            name, "cvact", "cvact:val", paper, measure, preset, twin_name(preset),
+            {"dataset": "cvusa", "split": "test"},
             ("attention: " + ("linear (elu+1 kernel)" if la == "✓" else "softmax dot-product"),
              "PPS: " + ("S1 pooled by PPS (622 tokens at the paper's sizes)" if pps == "✓" else "all S1 tokens"),
              "paper prints FLOPs per 'pair'; see the counting note")))
@@ -385,7 +382,6 @@ def _f7_rows() -> list[PaperRow]:
     for key in F7_RATIOS:
         g, l = key.split("-")
         preset = "paper-t1-cvact-mfrgn" if key == "7-1" else f"paper-f7-cvact-ratio-{key}"
-        twin = "paper-synthetic-t1-mfrgn" if key == "7-1" else f"paper-synthetic-f7-ratio-{key}"
         notes = ["the paper plots R@1 minus the mean over ratios and prints no numbers",
                  "the ratios plotted are not listed in the text; these cover 0:1 … 1:0 around the chosen 7:1",
                  "which dataset Fig. 7 trains on is not stated (CVACT assumed, like Tables 4–5)"]
@@ -394,7 +390,7 @@ def _f7_rows() -> list[PaperRow]:
         rows.append(PaperRow(
             f"f7-ratio-{key}", "f7", "CVACT / CVACT→CVUSA", "", f"Dim^g:Dim^l = {g}:{l}", "cvact", "cvact:val",
             dict.fromkeys(both), both,
-            preset, twin, {"dataset": "cvusa", "split": "test"}, tuple(notes)))
+            preset, twin_name(preset), {"dataset": "cvusa", "split": "test"}, tuple(notes)))
     return rows
 
 
@@ -415,19 +411,17 @@ def protocol(row: PaperRow, synthetic: bool = False) -> str:
         return "; ".join(row.notes) or _FOREIGN
     cfg = PAPER_PRESETS[name]
     sources = {v.split(":")[0] for v in row.measure.values()}
-    if synthetic:
-        tests = ([f"own: synthetic world, {cfg.get('area', 'same')}-area test split"] if "own" in sources else []) \
-            + (["cross: a second synthetic world (another seed), same-area test split"] if "cross" in sources else [])
-    else:
-        tests = ([f"own: {cfg['dataset']}" + (f"-{cfg['area']}" if cfg["dataset"] == "vigor" else "")
-                  + f":{cfg['eval_split']}"] if "own" in sources else []) \
-            + ([f"cross: {row.cross_eval['dataset']}:{row.cross_eval['split']}"
-                + (" with the pre-crop" if row.cross_eval.get("crop") else "") + " (crossview eval --dataset)"]
-               if "cross" in sources else [])
+    world = "synthetic " if synthetic else ""
+    tests = []
+    if "own" in sources:
+        tests.append(f"own: {world}{cfg['dataset']}" + (f"-{cfg['area']}" if cfg["dataset"] == "vigor" else "")
+                     + f":{cfg.get('eval_split', 'test')}")
+    if "cross" in sources and row.cross_eval:
+        tests.append(f"cross: {world}{row.cross_eval['dataset']}:{row.cross_eval['split']}"
+                     + (" with the pre-crop" if row.cross_eval.get("crop") else "") + " (crossview eval --dataset)")
     test = ", ".join(tests)
     parts = [f"preset {name}", f"model {cfg['model']}" + (f" {cfg['model_kwargs']}" if cfg.get("model_kwargs") else ""),
-             f"train {cfg['dataset']}" + (f" ({cfg['area']}-area)" if cfg["dataset"] == "vigor" else "")
-             + (" synthetic world" if synthetic else ""),
+             f"train {world}{cfg['dataset']}" + (f" ({cfg['area']}-area)" if cfg["dataset"] == "vigor" else ""),
              f"test {test}", "ground→aerial retrieval (queries = ground panoramas)"]
     parts.append("pre-crop (SAFA-like, middle half of the rows)" if cfg.get("crop") else "no pre-crop")
     parts.append("GPS + visual-similarity hard negatives" if cfg.get("gps_sample") or cfg.get("sim_sample")
