@@ -192,11 +192,17 @@ def resolve_checkpoint(path: str | os.PathLike, names: tuple[str, ...] = ("model
     return path
 
 
-def _load_retrieval(path: Path, device: str):
+def _is_path(x: Any) -> bool:
+    return isinstance(x, str | os.PathLike)
+
+
+def _load_retrieval(model: Path | Any, device: str):
+    """A retrieval model from its checkpoint; an already built model (an ``nn.Module``) is used as given."""
+    if not _is_path(model):
+        return model.to(device).eval()
     from crossview.models import load_model
 
-    model = load_model(str(path))
-    return model.to(device).eval()
+    return load_model(str(model)).to(device).eval()
 
 
 def _identity(model) -> dict[str, Any]:
@@ -220,9 +226,9 @@ def index_tiles(tiles: str | os.PathLike, model: str | os.PathLike, out: str | o
                 device: str = "cpu", batch: int = 32, **index_kwargs: Any) -> Path:
     """Embed the tiles of a manifest (``crossview tiles``) with a retrieval model and save an index at ``out``.
 
-    ``model``: a training run folder or checkpoint. The sidecar records the checkpoint and the manifest (absolute
-    paths) so :class:`Locator` needs only the index. Returns ``out``; an index already built from the same
-    model and manifest is kept.
+    ``model``: a training run folder or checkpoint (or a built model, whose checkpoint then goes unrecorded). The
+    sidecar records the checkpoint and the manifest (absolute paths) so :class:`Locator` needs only the index.
+    Returns ``out``; an index already built from the same model and manifest is kept.
     """
     from crossview.search.embed import embed_images
     from crossview.search.index import build_index, load_index, save_index
@@ -230,33 +236,73 @@ def index_tiles(tiles: str | os.PathLike, model: str | os.PathLike, out: str | o
 
     tiles, out = Path(tiles), Path(out)
     manifest = (tiles / MANIFEST if tiles.is_dir() else tiles).resolve()
-    checkpoint = resolve_checkpoint(model).resolve()
-    net = _load_retrieval(checkpoint, device)
+    checkpoint = resolve_checkpoint(model).resolve() if _is_path(model) else None
+    net = _load_retrieval(checkpoint or model, device)
     ident = _identity(net)
     if out.exists():
         try:
             old = load_index(out, query_meta=ident)
-            if old.meta.get("tiles_manifest") == str(manifest) and old.meta.get("checkpoint") == str(checkpoint):
+            if checkpoint and old.meta.get("tiles_manifest") == str(manifest) and \
+                    old.meta.get("checkpoint") == str(checkpoint):
                 return out
         except CrossviewError:
             pass
     records = read_manifest(manifest)
     desc = embed_images(net, [t.path for t in records], "aerial", batch=batch, device=device)
-    meta = {**ident, "checkpoint": str(checkpoint), "tiles_manifest": str(manifest)}
+    meta = {**ident, "checkpoint": str(checkpoint) if checkpoint else None, "tiles_manifest": str(manifest)}
     index = build_index(desc, [t.id for t in records], [(t.lat, t.lon) for t in records], meta, kind=kind,
                         **index_kwargs)
     return save_index(index, out)
 
 
-def _load_fine(run: str | os.PathLike, device: str):
-    """A fine-grained localizer from a run folder or checkpoint (``crossview.fine``)."""
+def _load_fine(run: str | os.PathLike | Any, device: str):
+    """A fine-grained localizer from a run folder or checkpoint; the saved config says which method it is.
+
+    An object that is not a path is used as given: a built model, or anything with
+    ``localize_in_tile(photo, tile, heading_prior) -> Pose``."""
+    import torch
+
+    if not _is_path(run):
+        return run
+
     from crossview import fine
 
-    loader = getattr(fine, "load_localizer", None) or getattr(fine, "load_fine_model", None)
-    if loader is None:
-        raise ConfigError("this crossview has no fine-model loader (crossview.fine.load_localizer)")
-    model = loader(str(run))
-    return model.to(device).eval() if hasattr(model, "to") else model
+    loader = getattr(fine, "load_localizer", None)  # a generic loader, where crossview.fine offers one
+    if loader is not None:
+        return loader(str(run), device=device)
+    path = resolve_checkpoint(run)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        arch = saved["config"].get("arch")
+    except Exception as exc:  # noqa: BLE001 - anything unreadable: one clear message
+        raise ConfigError(f"--fine-model {run}: not a fine-localization checkpoint ({exc})") from exc
+    if arch == "hcnet":
+        from crossview.fine.hcnet_train import load_checkpoint
+
+        return load_checkpoint(path, device)
+    raise ConfigError(f"--fine-model {run}: a {arch!r} checkpoint; locate can refine with: hcnet")
+
+
+def _fine_localize(model, photo: Photo, tile, prior: tuple[float, float] | None):
+    """``crossview.fine`` localization of ``photo`` in ``tile`` -> Pose (metres east/north of the tile centre)."""
+    from crossview.fine.pose import CameraSpec
+
+    camera = CameraSpec("panorama") if photo.camera == "panorama" else CameraSpec("pinhole", photo.fov_deg)
+    if hasattr(model, "localize_in_tile"):
+        return model.localize_in_tile(photo, tile, prior)
+    config = getattr(model, "config", {}) or {}
+    if config.get("arch") == "hcnet":
+        from crossview.fine.hcnet_train import localize
+
+        if photo.camera != "panorama":
+            raise CrossviewError("the fine model (HC-Net) places panoramas only; locate this photo without "
+                                 "--fine-model, or with a model that handles pinhole photos")
+        return localize(model, np.asarray(photo.image), str(tile.path), camera,
+                        heading_prior=prior[0] if prior else None, metres_per_pixel=tile.mpp, tile=tile.id)
+    from crossview.fine import localize
+
+    return localize(np.asarray(photo.image), str(tile.path), camera, heading_prior=prior, model=model,
+                    metres_per_pixel=tile.mpp)
 
 
 # --- the pipeline ------------------------------------------------------------------------------------------
@@ -281,9 +327,9 @@ class Locator:
         if ckpt is None:
             raise ConfigError(f"index {index} does not record its retrieval model: pass --model RUN (the run that "
                               "embedded its tiles), or build it with `crossview locate-index`")
-        self.checkpoint = resolve_checkpoint(ckpt)
-        self.model = _load_retrieval(self.checkpoint, device)
-        self.index.check_query_model(_identity(self.model), what=f"the retrieval model {self.checkpoint}")
+        self.checkpoint = resolve_checkpoint(ckpt) if _is_path(ckpt) else None
+        self.model = _load_retrieval(self.checkpoint or ckpt, device)
+        self.index.check_query_model(_identity(self.model), what=f"the retrieval model {self.checkpoint or ckpt}")
         manifest = tiles or meta.get("tiles_manifest")
         if manifest is None:
             raise ConfigError(f"index {index} does not say where its tile images are: pass --tiles MANIFEST "
@@ -293,12 +339,13 @@ class Locator:
         if missing:
             raise DatasetError(f"index {index} and tile manifest {manifest} do not match: "
                                f"{len(missing)} index ids are not tiles, e.g. {missing[0]!r}")
-        self.fine_path = Path(fine_model) if fine_model else None
-        self.fine = _load_fine(fine_model, device) if fine_model else None
+        self.fine_path = Path(fine_model) if fine_model is not None and _is_path(fine_model) else None
+        self.fine = _load_fine(fine_model, device) if fine_model is not None else None
 
     def describe(self) -> dict[str, Any]:
         return {"index": self.index_path.name, "tiles": len(self.index), "model": self.index.meta.get("name"),
-                "fine_model": self.fine_path.name if self.fine_path else None}
+                "fine_model": self.fine_path.name if self.fine_path else (type(self.fine).__name__ if self.fine
+                                                                         is not None else None)}
 
     # -- stages --
     def embed(self, photo: Photo, heading_prior: tuple[float, float] | None) -> np.ndarray:
@@ -333,12 +380,7 @@ class Locator:
 
     def refine_in(self, photo: Photo, tile, heading_prior):
         """The fine model's Pose of ``photo`` inside ``tile`` (metres east/north of its centre)."""
-        from crossview.fine import localize
-        from crossview.fine.pose import CameraSpec
-
-        camera = CameraSpec("panorama") if photo.camera == "panorama" else CameraSpec("pinhole", photo.fov_deg)
-        return localize(np.asarray(photo.image), str(tile.path), camera, heading_prior=heading_prior,
-                        model=self.fine, metres_per_pixel=tile.mpp)
+        return _fine_localize(self.fine, photo, tile, heading_prior)
 
     def locate(self, photo: str | os.PathLike | Photo, *, camera: str = "panorama", fov_deg: float | None = None,
                heading_prior: str | tuple | None = None, top_k: int = 5, refine: int | None = None,
@@ -388,7 +430,8 @@ class Locator:
         result.update({"tile": best["tile"], "photo": str(photo.path), "camera": photo.camera,
                        "fov_deg": photo.fov_deg, "heading_prior": list(prior) if prior else None,
                        "candidates": cands, "index": str(self.index_path), "model": self.index.meta.get("name"),
-                       "fine_model": str(self.fine_path) if use_fine else None})
+                       "fine_model": (str(self.fine_path) if self.fine_path else type(self.fine).__name__)
+                       if use_fine else None})
         if out is not None:
             out = Path(out)
             out.mkdir(parents=True, exist_ok=True)
@@ -487,3 +530,87 @@ def locate(photo: str | os.PathLike | Photo, index: str | os.PathLike | Locator,
         load = {k: kwargs.pop(k) for k in ("model", "tiles", "fine_model", "device") if k in kwargs}
         index = Locator(index, refine=kwargs.get("refine") or 3, **load)
     return index.locate(photo, **kwargs)
+
+
+# --- the demo: held-out synthetic photos against their known truth -----------------------------------------
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_run: str | os.PathLike | None = None,
+                n: int = 20, *, out: str | os.PathLike | None = None, heading_noise_deg: float = 45.0,
+                refine: int = 3, top_k: int = 5, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+    """Locate ``n`` held-out panoramas of a synthetic VIGOR-like world and compare with the known truth.
+
+    Builds the tile set of the world's ``satellite/`` folder and an index with the retrieval model of
+    ``run_dir`` (a run folder, or a built model), then locates test-split panoramas (evenly spread over the
+    list) with a heading prior whose centre is the true heading plus a seeded uniform error in
+    ±``heading_noise_deg`` (HC-Net's protocol; 0 = known orientation). ``fine_run``: a fine-localization run
+    folder or checkpoint, or a built localizer. Reports median position error in metres (great-circle) and
+    heading error in degrees for retrieval alone (top-1 tile centre, prior heading) and, with ``fine_run``,
+    after fine localization.
+    Writes ``metrics.json`` and ``per_photo.jsonl`` under ``out`` (default ``run_dir/locate_demo``).
+    """
+    import json
+    import random
+
+    from crossview.fine.metrics import heading_error_deg
+    from crossview.tiles import build_tiles, distance_m
+
+    world, run = Path(world_dir), (Path(run_dir) if _is_path(run_dir) else run_dir)
+    if out is None and not _is_path(run_dir):
+        raise ConfigError("demo_locate: give out= when the retrieval model is not a run folder")
+    out = Path(out) if out is not None else run / "locate_demo"
+    poses_path = world / "crossview_poses.jsonl"
+    if not poses_path.is_file():
+        raise DatasetError(f"{poses_path} not found: generate a world with `crossview synth --layout vigor`")
+    records = [json.loads(line) for line in poses_path.read_text().splitlines() if line.strip()]
+    test = [r for r in records if r.get("split") == "test" and r.get("camera", "panorama") == "panorama"]
+    if not test:
+        raise DatasetError(f"{poses_path} has no test-split panoramas")
+    picks = [test[i] for i in sorted(set(np.linspace(0, len(test) - 1, min(n, len(test))).round().astype(int)))]
+    manifest = build_tiles(world / "satellite", out / "tiles")
+    index = index_tiles(manifest, run, out / "tiles.index", device=device)
+    locator = Locator(index, fine_model=fine_run, refine=refine, device=device)
+    rows = []
+    for i, rec in enumerate(picks):
+        truth = (float(rec["lat"]), float(rec["lon"]))
+        true_heading = float(rec.get("heading_deg") or 0.0)
+        noise = random.Random(seed * 1000003 + i).uniform(-heading_noise_deg, heading_noise_deg)
+        prior = ((true_heading + noise) % 360.0, heading_noise_deg) if heading_noise_deg > 0 else (true_heading, 0.0)
+        r = locator.locate(world / rec["image"], camera="panorama", heading_prior=prior, top_k=top_k)
+        top = r["candidates"][0]
+        positives = {Path(t["tile"]).with_suffix("").as_posix().split("satellite/", 1)[-1] for t in rec["tiles"]}
+        row = {"image": rec["image"], "true_lat": truth[0], "true_lon": truth[1], "true_heading_deg": true_heading,
+               "prior_heading_deg": prior[0], "top1_tile": top["tile"],
+               "top1_contains_camera": top["tile"] in positives,
+               "retrieval_error_m": distance_m((top["lat"], top["lon"]), truth),
+               "retrieval_heading_error_deg": float(heading_error_deg(prior[0], true_heading))}
+        if r["method"] == "fine":
+            row.update(fine_error_m=distance_m((r["lat"], r["lon"]), truth), fine_tile=r["tile"],
+                       fine_heading_error_deg=None if r["heading_deg"] is None else
+                       float(heading_error_deg(r["heading_deg"], true_heading)),
+                       fine_confidence=r["confidence"], uncertainty_m=r["uncertainty_m"])
+        rows.append(row)
+    ret = [r["retrieval_error_m"] for r in rows]
+    metrics: dict[str, Any] = {
+        "photos": len(rows), "tiles": len(locator.index), "heading_noise_deg": heading_noise_deg,
+        "retrieval": {"median_m": _median(ret), "mean_m": float(np.mean(ret)),
+                      "top1_contains_camera": float(np.mean([r["top1_contains_camera"] for r in rows])),
+                      "heading_median_deg": _median([r["retrieval_heading_error_deg"] for r in rows])},
+        "world": str(world), "run": str(run) if _is_path(run_dir) else type(run).__name__,
+        "fine_run": None if fine_run is None else str(fine_run) if _is_path(fine_run) else type(fine_run).__name__,
+        "index": str(index),
+    }
+    if fine_run is not None:
+        fine = [r["fine_error_m"] for r in rows if "fine_error_m" in r]
+        hd = [r["fine_heading_error_deg"] for r in rows if r.get("fine_heading_error_deg") is not None]
+        metrics["fine"] = {"median_m": _median(fine), "mean_m": float(np.mean(fine)) if fine else None,
+                           "heading_median_deg": _median(hd),
+                           "within_uncertainty": float(np.mean([r["fine_error_m"] <= r["uncertainty_m"]
+                                                                for r in rows if "fine_error_m" in r]))}
+    write_json_atomic(out / "metrics.json", metrics)
+    from crossview.io import write_text_atomic
+
+    write_text_atomic(out / "per_photo.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return metrics
