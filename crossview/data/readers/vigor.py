@@ -13,8 +13,8 @@ A label line has 13 whitespace-separated columns: the panorama file name, then f
 triples (the positive, then three semi-positives). ``(dr, dc)`` is the camera's offset from the tile centre
 in pixels of the 640-px tile; every repository agrees on ``row = 320 + dr``, ``col = 320 - dc``
 (FINE_SPEC 1.1). Tiles stored at another size S are scaled by S/640. A synthetic world
-(``crossview_meta.json`` present) gives its offsets at its native ``tile_size`` and its metres per pixel
-per city; both are taken from that file.
+(``crossview_meta.json`` present) declares the tile size its offsets are given at (``label_tile_px``, its
+native size) and its metres per pixel per city; both are taken from that file.
 
 City order: the satellite index is the row in the concatenation of the setting's ``satellite_list.txt``
 files, in Sample4Geo/MFRGN's order — same-area Chicago, NewYork, SanFrancisco, Seattle; cross-area train
@@ -56,9 +56,12 @@ def default_cities(area: str, split: str) -> tuple[str, ...]:
 def metres_per_pixel(city: str, tile_px: int | None, meta: dict | None) -> float | None:
     """m/px at the native tile size: the synthetic world's ``crossview_meta.json`` value, else FINE_SPEC 1.1's
     640-px value scaled by 640/S."""
-    declared = ((meta or {}).get("cities") or {}).get(city)
+    meta = meta or {}
+    declared = (meta.get("cities") or {}).get(city)
     if isinstance(declared, dict) and "metres_per_pixel" in declared:
         return float(declared["metres_per_pixel"])
+    if city in (meta.get("metres_per_pixel") or {}):
+        return float(meta["metres_per_pixel"][city])
     if city in METRES_PER_PIXEL_640 and tile_px:
         return METRES_PER_PIXEL_640[city] * LABEL_TILE_PX / tile_px
     return None
@@ -130,8 +133,8 @@ def read(
             f"VIGOR {area}-area {split} needs cities {', '.join(cities)} under {label_dir}",
             [f"missing folder {label_dir / c}: copy this city's split files there{hint}" for c in absent],
         )
-    # Real labels give offsets at 640 px; the synthetic world's at its native tile size (``tile_size``).
-    offset_px = (meta or {}).get("tile_size", LABEL_TILE_PX)
+    # Real labels give offsets at 640 px; the synthetic world declares its own (its native tile size).
+    offset_px = (meta or {}).get("label_tile_px") or (meta or {}).get("tile_size") or LABEL_TILE_PX
 
     references: list[Reference] = []
     sat_index: dict[str, int] = {}
