@@ -288,3 +288,28 @@ def test_workers_do_not_change_bytes(tmp_path):
     b = generate("cvact", tmp_path / "two", scale="tiny", seed=3, workers=2)
     ta, tb = _tree_bytes(a), _tree_bytes(b)
     assert ta.keys() == tb.keys() and all(ta[k] == tb[k] for k in ta)
+
+
+@pytest.mark.slow
+def test_killed_run_leaves_no_tree(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "vigor"
+    code = f"from crossview.synth import generate; generate('vigor', {str(out)!r}, scale='small', seed=0)"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.time() + 60
+        while not list(tmp_path.glob(".vigor.partial-*/satellite/*/*.png")) and time.time() < deadline:
+            time.sleep(0.05)
+            assert proc.poll() is None, "generator exited before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not out.exists()  # nothing under the final name
+    assert list(tmp_path.glob(".vigor.partial-*"))
+    generate("vigor", out, scale="tiny", seed=0)  # a new run completes and sweeps the dead run's temp folder
+    assert (out / "crossview_meta.json").is_file() and not list(tmp_path.glob(".vigor.partial-*"))

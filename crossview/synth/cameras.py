@@ -241,9 +241,8 @@ def render_upright(world: World, cam_e: float, cam_n: float, eye: float, az_deg:
     d_prev = np.where(k > 0, dists[np.maximum(k - 1, 0)], 0.0)
     h_k = h[k, jj]
     top = eye + tt * d_prev >= h_k - 1e-6
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d_top = np.where(tt != 0, (h_k - eye) / tt, d_k)
-    d_hit = np.where(top, np.clip(np.nan_to_num(d_top, nan=d_k[0] if len(d_k) else 0), d_prev, d_k), d_k)
+    d_top = np.where(tt != 0, (h_k - eye) / np.where(tt != 0, tt, 1.0), d_k)  # where the ray meets z = h_k
+    d_hit = np.where(top, np.clip(d_top, d_prev, d_k), d_k)
     pe = cam_e + d_hit * se[jj]
     pn = cam_n + d_hit * cn[jj]
     depth[ii, jj] = d_hit

@@ -48,8 +48,20 @@ def parallel_map(fn: Callable, jobs: list, workers: int) -> list:
     # fork only: workers inherit module state (a world built once in the parent) without pickling it
     if workers <= 1 or len(jobs) <= 1 or "fork" not in mp.get_all_start_methods():
         return [fn(j) for j in jobs]
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("fork")) as ex:
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("fork"),
+                             initializer=_die_with_parent) as ex:
         return list(ex.map(fn, jobs))
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGKILL when the generating process dies, so a killed run stops writing at once."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux / no glibc: workers end when their queue closes
+        pass
 
 
 def default_workers() -> int:
@@ -84,6 +96,7 @@ def build_tree(out: Path, meta: dict, write: Callable[[Path], None]) -> Path:
         if any(out.iterdir()):
             raise CrossviewError(f"{out} exists and is not empty; choose an empty or new --out folder")
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(out)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -98,6 +111,23 @@ def build_tree(out: Path, meta: dict, write: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Delete temp folders of earlier runs into ``out`` whose process is gone (killed runs)."""
+    for p in out.parent.glob(f".{out.name}.partial-*"):
+        try:
+            pid = int(p.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except PermissionError:  # alive, owned by someone else
+            pass
 
 
 def write_lines(path: Path, lines: list[str]) -> None:

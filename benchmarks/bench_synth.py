@@ -1,0 +1,76 @@
+"""Wall time of the synthetic world generator (issue 2 target: VIGOR medium, 2,000 panoramas at 320x640 plus
+their tiles, in under 5 minutes on 2 CPU cores).
+
+    python benchmarks/bench_synth.py [--scales tiny small medium] [--layouts vigor ...] [--workers N]
+
+Writes ``benchmarks/results/synth.json``: per (layout, scale) the wall time, files and bytes written, and the
+machine's CPU count and load average (timings on a shared machine are upper bounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def _tree_stats(root: Path) -> dict:
+    files = [p for p in root.rglob("*") if p.is_file()]
+    return {"files": len(files), "bytes": sum(p.stat().st_size for p in files),
+            "ground_images": sum(1 for p in files if p.parts[len(root.parts)] in ("ground", "pinhole", "streetview",
+                                                                                  "ANU_data_small", "ANU_data_test"))}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scales", nargs="+", default=["tiny", "small", "medium"])
+    ap.add_argument("--layouts", nargs="+", default=["vigor"])
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "synth.json"))
+    args = ap.parse_args()
+
+    from crossview.synth import GENERATOR_VERSION, generate
+    from crossview.synth.common import resolve_workers
+
+    runs = []
+    for layout in args.layouts:
+        for scale in args.scales:
+            tmp = Path(tempfile.mkdtemp(prefix="bench_synth_"))
+            try:
+                load0 = os.getloadavg()[0]
+                t0, c0 = time.perf_counter(), os.times()
+                root = generate(layout, tmp / layout, scale=scale, seed=args.seed, workers=args.workers)
+                wall, c1 = time.perf_counter() - t0, os.times()
+                cpu = (c1.user - c0.user) + (c1.system - c0.system) + (c1.children_user - c0.children_user) + \
+                    (c1.children_system - c0.children_system)
+                meta = json.loads((root / "crossview_meta.json").read_text())
+                run = {"layout": layout, "scale": scale, "seed": args.seed, "wall_s": round(wall, 2),
+                       "cpu_s": round(cpu, 2), "workers": resolve_workers(args.workers, scale),
+                       "load_avg_1min_before": round(load0, 2), "load_avg_1min_after": round(os.getloadavg()[0], 2),
+                       **_tree_stats(root)}
+                for k in ("tile_size", "panorama_size", "pinhole_size"):
+                    if k in meta:
+                        run[k] = meta[k]
+                runs.append(run)
+                print(json.dumps(run), flush=True)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    result = {"benchmark": "synth", "generator_version": GENERATOR_VERSION, "cpu_count": os.cpu_count(),
+              "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+              "python": platform.python_version(), "machine": platform.machine(), "runs": runs,
+              "target": "vigor medium (2,000 panoramas 320x640 + tiles) < 300 s on 2 CPU cores",
+              "note": "wall times on a shared machine: compare load_avg with cpu_count before trusting them"}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
