@@ -92,6 +92,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                       "batch_size": 64, "lr": 1e-4, "warmup_epochs": 1.0, "eval_every": 2, "num_workers": 8},
 }
 
+# Every row of the MFRGN paper's tables (and their synthetic twins) is a preset too: data in crossview.paper.tables.
+from crossview.paper.tables import PAPER_PRESETS  # noqa: E402
+
+PRESETS.update(PAPER_PRESETS)
+
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``key=value`` with the value parsed as YAML (numbers, booleans, lists, dicts, null)."""
