@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from crossview.errors import ConfigError, CrossviewError, DatasetError
+from crossview.geometry.geo import offset_to_latlon
 from crossview.io import write_json_atomic
 
 CAMERAS = ("panorama", "pinhole", "drone")
@@ -323,7 +324,7 @@ class Locator:
         self.index_path, self.device, self.refine = Path(index), device, int(refine)
         self.index = load_index(self.index_path)
         meta = self.index.meta
-        ckpt = model or meta.get("checkpoint")
+        ckpt = model if model is not None else meta.get("checkpoint")
         if ckpt is None:
             raise ConfigError(f"index {index} does not record its retrieval model: pass --model RUN (the run that "
                               "embedded its tiles), or build it with `crossview locate-index`")
@@ -405,7 +406,7 @@ class Locator:
         if use_fine:
             for c in cands[:refine]:
                 pose = self.refine_in(photo, self.tiles[c["tile"]], prior)
-                lat, lon = pose.latlon(c["lat"], c["lon"])
+                lat, lon = (float(v) for v in offset_to_latlon(c["lat"], c["lon"], pose.x_m, pose.y_m))
                 c["pose"] = {"x_m": float(pose.x_m), "y_m": float(pose.y_m), "lat": lat, "lon": lon,
                              "heading_deg": None if pose.heading_deg is None else float(pose.heading_deg),
                              "confidence": float(pose.confidence)}
@@ -452,19 +453,22 @@ class Locator:
 
 
 def _fine_uncertainty(best: dict, refined: list[dict], tile) -> float:
-    """Confidence-weighted spread (m) of the refined tiles' answers about the chosen one, at least 4 tile pixels.
+    """Confidence-weighted spread (m) of the refined answers near the chosen one, at least 4 tile pixels.
 
-    A heuristic: agreeing tiles give a small radius; tiles that disagree with comparable confidence a large one.
+    A heuristic: overlapping tiles that agree give a small radius, ones that disagree nearby a larger one.
+    Answers more than a tile width away are other hypotheses (they stay listed among the candidates), not
+    spread of this one.
     """
     from crossview.tiles import distance_m
 
-    floor = 4 * tile.mpp
-    weights = np.array([c["confidence"] for c in refined], dtype=np.float64)
-    if weights.sum() <= 0:
-        return 0.5 * max(tile.width, tile.height) * tile.mpp
-    d = np.array([distance_m((best["pose"]["lat"], best["pose"]["lon"]), (c["pose"]["lat"], c["pose"]["lon"]))
-                  for c in refined])
-    return float(max(floor, math.sqrt(float((weights * d**2).sum() / weights.sum()))))
+    floor, reach = 4 * tile.mpp, max(tile.width, tile.height) * tile.mpp
+    near = [(c["confidence"], distance_m((best["pose"]["lat"], best["pose"]["lon"]),
+                                         (c["pose"]["lat"], c["pose"]["lon"]))) for c in refined]
+    near = [(w, d) for w, d in near if d <= reach]
+    total = sum(w for w, _ in near)
+    if total <= 0:
+        return 0.5 * reach
+    return float(max(floor, math.sqrt(sum(w * d * d for w, d in near) / total)))
 
 
 def _caption(r: dict[str, Any]) -> str:
@@ -484,7 +488,7 @@ def draw_result(tile_path: str | os.PathLike, xy: tuple[float, float], heading_d
         tile = im.convert("RGB")
     k = size / max(tile.size)
     tile = tile.resize((round(tile.width * k), round(tile.height * k)), Image.BILINEAR)
-    x, y, r = xy[0] * k, xy[1] * k, max(3.0, radius_px * k)
+    x, y, r = xy[0] * k, xy[1] * k, min(max(3.0, radius_px * k), 2.0 * size)
     canvas = Image.new("RGB", (tile.width, tile.height + 28), (255, 255, 255))
     canvas.paste(tile, (0, 0))
     d = ImageDraw.Draw(canvas)
@@ -554,8 +558,11 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     import json
     import random
 
-    from crossview.fine.metrics import heading_error_deg
     from crossview.tiles import build_tiles, distance_m
+
+    def heading_error_deg(a: float, b: float) -> float:
+        d = (a - b) % 360.0
+        return min(d, 360.0 - d)
 
     world, run = Path(world_dir), (Path(run_dir) if _is_path(run_dir) else run_dir)
     if out is None and not _is_path(run_dir):
@@ -571,7 +578,8 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     picks = [test[i] for i in sorted(set(np.linspace(0, len(test) - 1, min(n, len(test))).round().astype(int)))]
     manifest = build_tiles(world / "satellite", out / "tiles")
     index = index_tiles(manifest, run, out / "tiles.index", device=device)
-    locator = Locator(index, fine_model=fine_run, refine=refine, device=device)
+    locator = Locator(index, model=None if _is_path(run_dir) else run, fine_model=fine_run, refine=refine,
+                      device=device)
     rows = []
     for i, rec in enumerate(picks):
         truth = (float(rec["lat"]), float(rec["lon"]))
