@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 DEFAULT_BLOCK = 1024
+MAX_BLOCK_WIDTH = 2**24  # counts are summed in float32: exact while a block row has fewer than 2**24 entries
 
 
 def as_tensor(x: Any) -> torch.Tensor:
@@ -110,6 +111,8 @@ def positive_ranks(
     dev = pick_device(device, q, r)
     dtype = compute_dtype(q, r)
     block = max(1, int(block))
+    if n_r > MAX_BLOCK_WIDTH:
+        ref_block = min(ref_block or MAX_BLOCK_WIDTH, MAX_BLOCK_WIDTH)
     one_ref_block = ref_block is None or ref_block >= n_r
     rb = n_r if one_ref_block else max(1, int(ref_block))
     r_dev = r.to(dev, dtype) if one_ref_block else None  # all references resident on the device
@@ -137,12 +140,15 @@ def positive_ranks(
             local = pb - r0
             inside = (local >= 0) & (local < width)
             sim[rows[inside], local[inside]] = neg_inf  # never count the positive against itself
-            count += (sim > gt[:, None]).sum(1)
             if sb is not None:
                 ls = sb - r0
                 ok = (sb >= 0) & (ls >= 0) & (ls < width)
                 vals = sim.gather(1, ls.clamp(0, width - 1))
                 semi_count += ((vals > gt[:, None]) & ok).sum(1)
+            # count sim > gt in place: sign(max(sim - gt, 0)) is 1 exactly where sim > gt (x - y != 0 for
+            # x != y in IEEE arithmetic); no boolean/int64 temporaries the size of the block
+            sim.sub_(gt[:, None]).clamp_(min=0).sign_()
+            count += sim.sum(1).round_().to(torch.int64)
             del sim
         ranks[q0:q1] = count.cpu().numpy()
         if semi_above is not None:

@@ -1,0 +1,62 @@
+"""``crossview embed MODEL DATASET_ROOT --out DIR [--shard i/n]``: descriptor shards, resumable, torchrun-ready."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "embed", help="extract descriptors of a dataset split into resumable shards",
+        description="Writes DIR/<view>/shard-00003-of-00008.pt (ids, L2-normalised descriptors, GPS) and a "
+                    "manifest per view. Finished shards are skipped, so re-running resumes. --shard I/N computes "
+                    "only shard I of N (one per machine); under torchrun each rank takes its shards.")
+    p.add_argument("model", help="run folder, checkpoint file or registered model name")
+    p.add_argument("root", metavar="DATASET_ROOT")
+    p.add_argument("--dataset", required=True, help="cvusa | cvact | vigor | university1652")
+    p.add_argument("--split", default="test")
+    p.add_argument("--area", choices=["same", "cross"], default="same", help="VIGOR setting")
+    p.add_argument("--label-set", help="dataset label set, if the reader has several")
+    p.add_argument("--views", choices=["both", "query", "reference"], default="both")
+    p.add_argument("--out", required=True, help="shard folder")
+    p.add_argument("--shard", metavar="I/N", help="compute only shard I (0-based) of N")
+    p.add_argument("--shard-size", type=int, default=8192, help="items per shard without --shard")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored descriptor type")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--half", action="store_true", help="fp16 autocast on GPU")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from crossview.commands.eval import resolve_model
+    from crossview.data import read_dataset
+    from crossview.search.embed import embed_split
+    from crossview.search.shards import parse_shard_arg
+    from crossview.train.distributed import init_distributed, is_dist
+
+    shard = parse_shard_arg(args.shard) if args.shard else None
+    info = init_distributed(None if args.device == "auto" else args.device)
+    if args.device == "auto":
+        device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    model, name, _ = resolve_model(args.model)
+    model = model.to(device)
+    kwargs = {"area": args.area}
+    if args.label_set:
+        kwargs["label_set"] = args.label_set
+    split = read_dataset(args.dataset, args.root, args.split, **kwargs)
+    roles = ("query", "reference") if args.views == "both" else (args.views,)
+    folders = embed_split(model, split, args.out, roles=roles, shard=shard, shard_size=args.shard_size,
+                          batch=args.batch, device=device, dtype=getattr(torch, args.dtype), half=args.half,
+                          model_name=name, root=Path(args.root), rank=info.rank, world=info.world_size)
+    if is_dist():
+        torch.distributed.barrier()
+    if info.is_main:
+        for role, folder in folders.items():
+            print(f"{role}: {folder}")
+    return 0

@@ -1,0 +1,102 @@
+"""``crossview eval RUN_OR_CHECKPOINT --data ROOT --out EVAL_DIR``: retrieval metrics, table, metrics.json, pictures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval", help="evaluate retrieval (R@K, R@1%%, hit rate, U1652 AP) with pictures",
+        description="Embed a dataset split with a trained model (sharded, resumable), print one table and write "
+                    "EVAL_DIR/metrics.json, a recall@k curve and each picture query's top-k tiles "
+                    "(green = correct, orange = semi-positive, red = wrong). Similarities are streamed block by "
+                    "block: no query x reference matrix is held in memory.")
+    p.add_argument("model", metavar="RUN_OR_CHECKPOINT",
+                   help="a run folder (model.pt + config.json), a checkpoint file, or a registered model name")
+    p.add_argument("--data", help="dataset root (default: the run's data folder)")
+    p.add_argument("--dataset", help="cvusa | cvact | vigor | university1652 (default: the run's)")
+    p.add_argument("--split", help="split to evaluate (default: the run's eval_split, else test)")
+    p.add_argument("--area", choices=["same", "cross"], help="VIGOR setting (default: the run's)")
+    p.add_argument("--label-set", help="dataset label set (default: the run's)")
+    p.add_argument("--out", required=True, help="evaluation folder to write")
+    p.add_argument("--direction", choices=["standard", "official"], default="standard",
+                   help="standard = ground queries vs aerial references; official = MFRGN's CVUSA/CVACT swapped "
+                        "direction (aerial queries vs ground references)")
+    p.add_argument("--u1652-protocol", choices=["original", "sample4geo"], default="original",
+                   help="University-1652: 'original' keeps the distractor gallery classes, 'sample4geo' drops them "
+                        "(both are computed and written; this picks the headline)")
+    p.add_argument("--top-k-pictures", type=int, default=8, metavar="N",
+                   help="draw the top-k tiles of N queries (0: none)")
+    p.add_argument("--picture-k", type=int, default=5, help="tiles per picture row")
+    p.add_argument("--embeddings", help="descriptor shard folder to reuse/fill (default EVAL_DIR/embeddings)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--half", action="store_true", help="fp16 autocast for embedding on GPU")
+    p.set_defaults(func=run)
+
+
+def resolve_model(spec: str):
+    """``(model, name, run_info)`` from a run folder, a checkpoint file or a registered name."""
+    from crossview.errors import ConfigError
+    from crossview.models import load_model
+
+    path = Path(spec)
+    if path.is_dir():
+        ckpt, cfg_file = path / "model.pt", path / "config.json"
+        if not ckpt.exists():
+            raise ConfigError(f"{path} is not a finished run folder: no model.pt (resume training, or give a "
+                              "checkpoint file)")
+        info = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
+        cfg = info.get("config", {})
+        return load_model(str(ckpt)), cfg.get("model") or path.name, info
+    if path.exists():
+        return load_model(str(path)), path.stem, {}
+    return load_model(spec), spec, {}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from crossview.data import read_dataset
+    from crossview.errors import ConfigError
+    from crossview.evaluate.report import evaluate_split
+    from crossview.train.distributed import init_distributed, is_dist
+
+    info = init_distributed(None if args.device == "auto" else args.device)
+    if args.device == "auto":
+        device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    model, name, run_info = resolve_model(args.model)
+    model = model.to(device)
+    cfg = run_info.get("config", {})
+    data = args.data or run_info.get("data")
+    dataset = args.dataset or cfg.get("dataset")
+    if not data or not dataset:
+        raise ConfigError("give --data ROOT and --dataset NAME (they default only for a run folder)")
+    split_name = args.split or cfg.get("eval_split") or "test"
+    area = args.area or cfg.get("area") or "same"
+    kwargs = {"area": area}
+    if args.label_set or cfg.get("label_set"):
+        kwargs["label_set"] = args.label_set or cfg.get("label_set")
+    split = read_dataset(dataset, data, split_name, **kwargs)
+    extra = {"checkpoint": str(args.model), "data": str(data)}
+    if dataset == "vigor":
+        extra["area"] = area
+    if info.enabled:  # every rank embeds its shards; rank 0 evaluates
+        from crossview.search.embed import embed_split
+
+        emb = Path(args.embeddings) if args.embeddings else Path(args.out) / "embeddings"
+        embed_split(model, split, emb, batch=args.batch, device=device, half=args.half, model_name=name,
+                    root=Path(data), rank=info.rank, world=info.world_size)
+        if is_dist():
+            torch.distributed.barrier()
+        if not info.is_main:
+            return 0
+    evaluate_split(model, split, args.out, direction=args.direction, protocol=args.u1652_protocol,
+                   pictures=args.top_k_pictures, picture_k=args.picture_k, embeddings=args.embeddings,
+                   device=device, batch=args.batch, half=args.half, model_name=name, root=Path(data), extra=extra)
+    return 0
