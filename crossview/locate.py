@@ -284,6 +284,15 @@ def _load_fine(run: str | os.PathLike | Any, device: str):
     raise ConfigError(f"--fine-model {run}: a {arch!r} checkpoint; locate can refine with: hcnet")
 
 
+def _fine_cameras(model) -> tuple[str, ...]:
+    """The photo kinds a fine localizer places (HC-Net's spherical transform needs a full panorama)."""
+    if hasattr(model, "cameras"):
+        return tuple(model.cameras)
+    if (getattr(model, "config", None) or {}).get("arch") == "hcnet":
+        return ("panorama",)
+    return ("panorama", "pinhole")
+
+
 def _fine_localize(model, photo: Photo, tile, prior: tuple[float, float] | None):
     """``crossview.fine`` localization of ``photo`` in ``tile`` -> Pose (metres east/north of the tile centre)."""
     from crossview.fine.pose import CameraSpec
@@ -402,7 +411,7 @@ class Locator:
                           "mpp": t.mpp, "file": str(t.path)})
         if not cands:
             raise CrossviewError(f"index {self.index_path} is empty")
-        use_fine = self.fine is not None and refine > 0 and photo.camera in ("panorama", "pinhole")
+        use_fine = self.fine is not None and refine > 0 and photo.camera in _fine_cameras(self.fine)
         if use_fine:
             for c in cands[:refine]:
                 pose = self.refine_in(photo, self.tiles[c["tile"]], prior)
@@ -422,8 +431,9 @@ class Locator:
             result = {"method": "retrieval", "lat": best["lat"], "lon": best["lon"], "x_m": 0.0, "y_m": 0.0,
                       "heading_deg": None, "confidence": best["score"],
                       "uncertainty_m": 0.5 * max(t.width, t.height) * t.mpp}
-            if self.fine is not None and photo.camera == "drone":
-                result["note"] = "fine localization handles ground panoramas and photos, not drone images"
+            if self.fine is not None and refine > 0:
+                result["note"] = (f"the fine model places {' and '.join(_fine_cameras(self.fine))} images, not "
+                                  f"{photo.camera} ones: the tile centre is reported")
         if result["heading_deg"] is None and prior is not None:
             result["heading_deg"], result["heading_from"] = prior[0], "prior"
         for c in cands:
