@@ -25,7 +25,6 @@ from crossview.errors import CrossviewError
 from crossview.io import write_text_atomic
 from crossview.paper.tables import (
     COST_COLUMNS,
-    PAPER_PRESETS,
     ROWS,
     ROWS_BY_ID,
     T5_COST_NOTE,
@@ -232,6 +231,17 @@ def assign(results: list[Result]) -> tuple[dict[tuple[str, bool], dict[str, list
     return table, unmatched
 
 
+def count_macs(fn) -> float:
+    """Multiply-accumulates of ``fn()`` (no gradients): torch's FlopCounterMode counts 2 FLOPs per MAC."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        fn()
+    return counter.get_total_flops() / 2
+
+
 def model_cost(model: str, model_kwargs: dict[str, Any] | None = None, device: str | None = None) -> dict[str, Any]:
     """Parameters, multiply-accumulates and (on a GPU) peak memory of a registered model variant.
 
@@ -241,7 +251,6 @@ def model_cost(model: str, model_kwargs: dict[str, Any] | None = None, device: s
     inference forward of a pair (batch 1, fp32, weights included); ``None`` without a GPU.
     """
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from crossview.models import create_model, input_spec
 
@@ -251,13 +260,9 @@ def model_cost(model: str, model_kwargs: dict[str, Any] | None = None, device: s
     views = list(net.config.get("views") or ["ground", "aerial"])
     params = sum(p.numel() for p in net.parameters())
     macs = {}
-    with torch.no_grad():
-        for view in views:
-            size = input_spec(net, view)[0]
-            counter = FlopCounterMode(display=False)
-            with counter:
-                net.embed(torch.zeros(1, 3, *size), view=view)
-            macs[view] = counter.get_total_flops() / 2 / 1e9
+    for view in views:
+        size = input_spec(net, view)[0]
+        macs[view] = count_macs(lambda v=view, s=size: net.embed(torch.zeros(1, 3, *s), view=v)) / 1e9
     out: dict[str, Any] = {"model": model, "model_kwargs": kwargs, "params_m": params / 1e6,
                            "gmacs_per_view": macs, "gmacs_image": max(macs.values()),
                            "gmacs_pair": sum(macs.values()), "memory_mb": None}
@@ -443,9 +448,5 @@ def write_report(folders: list[str], out: str | Path, all_rows: bool = False, co
     return paths
 
 
-def known_presets() -> list[str]:
-    return sorted(PAPER_PRESETS)
-
-
-__all__ = ["COST_COLUMNS", "Result", "Table", "build_tables", "collect", "model_cost", "read_result", "to_csv",
-           "to_markdown", "write_report"]
+__all__ = ["COST_COLUMNS", "Result", "Table", "build_tables", "collect", "count_macs", "model_cost", "read_result",
+           "to_csv", "to_markdown", "write_report"]
