@@ -163,3 +163,58 @@ def test_helpers():
         parse_options({"fov": "wide"})
     with pytest.raises(Exception, match="top-k"):
         parse_options({"top_k": "0"})
+
+
+@pytest.mark.slow
+def test_cli_serves_a_real_locator(tmp_path):
+    """`crossview serve` in its own process, with a real (random-weight) retrieval model and tile index."""
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from crossview.locate import index_tiles
+    from crossview.models import create_model, save_model
+    from crossview.tiles import build_tiles
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    torch.manual_seed(0)
+    save_model(create_model("mfrgn_tiny"), inputs / "model.pt")
+    Image.effect_noise((256, 256), 60).convert("RGB").save(inputs / "ortho.png")
+    manifest = build_tiles(inputs / "ortho.png", inputs / "tiles", corners=(40.001, -74.001, 40.0, -73.999),
+                           tile_px=128)
+    index = index_tiles(manifest, inputs / "model.pt", inputs / "tiles.index")
+    data = tmp_path / "data"
+    proc = subprocess.Popen([sys.executable, "-m", "crossview.cli", "serve", "--index", str(index), "--port", "0",
+                             "--data-dir", str(data)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=tmp_path)
+    try:
+        deadline, url = time.time() + 180, None
+        while url is None and time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if "http://" in line:
+                url = line.split("http://", 1)[1].split("/", 1)[0]
+        assert url, "crossview serve did not print its address"
+        host, port = url.rsplit(":", 1)
+        srv = type("Srv", (), {"server_address": (host, int(port))})
+        body, headers = multipart({"camera": "panorama", "top_k": "3", "heading_prior": "30±10"},
+                                  jpeg_bytes((256, 128)))
+        status, _, data_bytes = request(srv, "POST", "/api/locate", body, headers)
+        assert status == 200, data_bytes
+        r = json.loads(data_bytes)
+        assert r["method"] == "retrieval" and r["heading_deg"] == 30.0 and len(r["candidates"]) == 3
+        assert sum(c["chosen"] for c in r["candidates"]) == 1 and r["candidates"][0]["chosen"]
+        status, ctype, png = request(srv, "GET", r["picture_url"])
+        assert status == 200 and png.startswith(b"\x89PNG")
+        assert all(request(srv, "GET", c["thumbnail_url"])[0] == 200 for c in r["candidates"])
+        body, headers = multipart({"camera": "panorama"}, jpeg_bytes((300, 300)))  # not 2:1
+        status, _, data_bytes = request(srv, "POST", "/api/locate", body, headers)
+        assert status == 422 and "about 2:1" in json.loads(data_bytes)["error"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert {p.name for p in tmp_path.iterdir()} == {"inputs", "data"}  # nothing written beside the data folder
