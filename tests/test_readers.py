@@ -123,9 +123,14 @@ def test_vigor_malformed_lines_are_all_reported(tmp_path):
     label = root / "splits" / "NewYork" / "same_area_balanced_train.txt"
     lines = label.read_text().splitlines()
     label.write_text(" ".join(lines[0].split()[:10]) + "\n" + lines[1].replace(",40.75007,", ",north,") + "\n")
+    sat_list = root / "splits" / "Seattle" / "satellite_list.txt"
+    sat_list.write_text(sat_list.read_text() + "satellite_47.6_west.png\n")
     with pytest.raises(DatasetError) as err:
         read_dataset("vigor", root, "train")
     problems = err.value.problems
+    assert problems[0] == (f"{sat_list}:5: malformed satellite name 'satellite_47.6_west.png'; "
+                           "expected satellite_<lat>_<lon>.png")
+    assert len(problems) == 3
     assert any(f"{label}:1: expected 13 columns" in p and "found 10" in p for p in problems)
     assert any(f"{label}:2: malformed panorama name" in p for p in problems)
 
