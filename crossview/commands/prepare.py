@@ -34,23 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crossview.data.prepare import prepare_dataset
+    from crossview.data.prepare import prepare_dataset, summarize
 
     report = prepare_dataset(args.dataset, args.root, args.out, cache=args.cache, crop=args.crop,
                              sizes=dict(args.sizes) or None, decode=args.decode, workers=args.workers)
-    print(f"{args.dataset} at {args.root}: OK ({report['seconds']} s)")
-    for name, counts in report["splits"].items():
-        skipped = f", {counts['skipped']} skipped" if counts.get("skipped") else ""
-        print(f"  {name}: {counts['queries']} queries, {counts['references']} references{skipped}")
-    for name, path in report["neighbours"].items():
-        print(f"  neighbours {name}: {path}")
-    for name, path in report["cache"].items():
-        print(f"  cache {name}: {path}")
-    if "crop" in report:
-        print(f"  crop: {report['crop']}")
-    if report["warnings"]:
-        print(f"  {report['warnings']} warning(s), e.g.:")
-        for w in report["warning_examples"][:5]:
-            print(f"    {w}")
-    print(f"  report: {report['out']}/prepare_report.json")
+    print(summarize(report))
     return 0

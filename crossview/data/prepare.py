@@ -210,3 +210,20 @@ def prepare_dataset(
     report["out"] = str(out)
     write_json_atomic(out / REPORT, report)
     return report
+
+
+def summarize(report: dict) -> str:
+    """The report as a few human-readable lines (what ``crossview prepare`` prints)."""
+    lines = [f"{report['dataset']} at {report['root']}: OK ({report['seconds']} s)"]
+    for name, counts in report["splits"].items():
+        skipped = f", {counts['skipped']} skipped" if counts.get("skipped") else ""
+        lines.append(f"  {name}: {counts['queries']} queries, {counts['references']} references{skipped}")
+    lines += [f"  neighbours {name}: {path}" for name, path in report["neighbours"].items()]
+    lines += [f"  cache {name}: {path}" for name, path in report["cache"].items()]
+    if "crop" in report:
+        lines.append(f"  crop: {report['crop']['written']} written, {report['crop']['up_to_date']} up to date")
+    if report["warnings"]:
+        lines.append(f"  {report['warnings']} warning(s), e.g.:")
+        lines += [f"    {w}" for w in report["warning_examples"][:5]]
+    lines.append(f"  report: {Path(report['out']) / REPORT}")
+    return "\n".join(lines)
