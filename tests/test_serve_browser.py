@@ -39,7 +39,7 @@ def pipeline(photo: Path, options: dict, out_dir: Path) -> dict:
     tile.resize((96, 96)).save(out_dir / "candidate_1.jpg")
     tile.transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((96, 96)).save(out_dir / "candidate_2.jpg")
     return {"lat": 40.7128, "lon": -74.006, "heading_deg": 90.0, "uncertainty_m": 4.2, "confidence": 0.87,
-            "method": "fine", "picture": "locate.png",
+            "method": "fine", "picture": "locate.png", "note": "refined inside 2 of the 2 tiles",
             "candidates": [{"rank": 1, "tile": "r0001_c0002", "score": 0.91, "lat": 40.7128, "lon": -74.006,
                             "confidence": 0.87, "thumbnail": "candidate_1.jpg", "chosen": True},
                            {"rank": 2, "tile": "r0003_c0000", "score": 0.55, "lat": 40.7131, "lon": -74.0071,
@@ -90,6 +90,7 @@ def test_upload_and_errors_in_chromium(site, tmp_path):
             sync_api.expect(page.locator("#heading")).to_contain_text("90.0°")
             sync_api.expect(page.locator("#confidence")).to_have_text("0.870")
             sync_api.expect(page.locator("#candidates li")).to_have_count(2)
+            sync_api.expect(page.locator("#note")).to_have_text("refined inside 2 of the 2 tiles")
             page.wait_for_function("document.getElementById('picture').naturalWidth === 256")
             page.wait_for_function("[...document.querySelectorAll('#candidates img')].every(i => i.naturalWidth > 0)")
             assert page.locator("#error").is_hidden()

@@ -18,7 +18,10 @@
   function render(r) {
     $("error").hidden = true;
     $("latlon").textContent = fmt(r.lat, 6) + ", " + fmt(r.lon, 6);
-    $("heading").textContent = fmt(r.heading_deg, 1, "°") + " (clockwise from north)";
+    $("heading").textContent = fmt(r.heading_deg, 1, "°") + " (clockwise from north" +
+      (r.heading_from === "prior" ? ", from your prior)" : ")");
+    $("note").textContent = r.note || "";
+    $("note").hidden = !r.note;
     $("uncertainty").textContent = "± " + fmt(r.uncertainty_m, 1, " m");
     $("confidence").textContent = fmt(r.confidence, 3);
     $("method").textContent = r.method || "";
