@@ -33,6 +33,7 @@ def _stage(name: str):
 
 def run(args: argparse.Namespace) -> int:
     from crossview.data import prepare_dataset, read_dataset
+    from crossview.data.prepare import summarize
     from crossview.synth import generate
     from crossview.viz.sheets import pair_sheet
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     t = _stage("2. validate the tree and build GPS-neighbour tables (crossview prepare)")
     report = prepare_dataset("vigor", data)
-    print(f"   {report}  ({time.perf_counter() - t:.1f} s)")
+    print("   " + summarize(report).replace("\n", "\n   ") + f"  ({time.perf_counter() - t:.1f} s)")
 
     _stage("3. picture sheet of sample pairs")
     split = read_dataset("vigor", data, "test", area="same")

@@ -157,7 +157,7 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
     ref_view = split.references[0].view
     (q_size, _, _), (r_size, _, _) = input_spec(model, query_view), input_spec(model, ref_view)
 
-    cache_dir = (out / "cache") if cfg["cache"] else None
+    cache_dir = [data / "crossview_cache", out / "cache"] if cfg["cache"] else None
     queries = ImageSource([str(r.query_path) for r in split.records], q_size, cache_dir)
     references = ImageSource([str(r.path) for r in split.references], r_size, cache_dir)
     dataset = PairDataset(split, queries, references, train=True, prob_flip=cfg["prob_flip"],
@@ -332,7 +332,7 @@ def evaluate_in_training(model, cfg, data, out, device, autocast) -> dict[str, f
 
     split = read_dataset(cfg["dataset"], data, cfg["eval_split"], **dataset_kwargs(cfg))
     qv, rv = split.records[0].query_view, split.references[0].view
-    cache_dir = (Path(out) / "cache") if cfg["cache"] else None
+    cache_dir = [Path(data) / "crossview_cache", Path(out) / "cache"] if cfg["cache"] else None
     qs = ImageSource([str(r.query_path) for r in split.records], input_spec(model, qv)[0], cache_dir)
     rs = ImageSource([str(r.path) for r in split.references], input_spec(model, rv)[0], cache_dir)
     dq = embed_source(model, qs, qv, device, autocast, cfg["eval_batch_size"])
