@@ -315,6 +315,33 @@ def _fine_localize(model, photo: Photo, tile, prior: tuple[float, float] | None)
                     metres_per_pixel=tile.mpp)
 
 
+def _match_tiles(ids: list[str], tiles: list, what: str, manifest) -> dict[str, Any]:
+    """Index id -> Tile. Ids are tile ids (``crossview locate-index``) or, for indexes made by ``crossview index
+    build`` from a dataset split, image paths: matched by path, by folder/stem, or by file name."""
+    keys: dict[str, Any] = {}
+    ambiguous: set[str] = set()
+    for t in tiles:
+        p = Path(t.path)
+        for key in {t.id, p.as_posix(), p.name, p.stem, f"{p.parent.name}/{p.stem}", f"{p.parent.name}/{p.name}"}:
+            if key in keys and keys[key] is not t:
+                ambiguous.add(key)
+            keys.setdefault(key, t)
+    for key in ambiguous - {t.id for t in tiles}:  # a short name two tiles share identifies neither
+        del keys[key]
+    out, missing = {}, []
+    for i in ids:
+        q = Path(i)
+        t = keys.get(i) or keys.get(q.as_posix()) or keys.get(f"{q.parent.name}/{q.name}") or keys.get(q.name)
+        if t is None:
+            missing.append(i)
+        else:
+            out[i] = t
+    if missing:
+        raise DatasetError(f"{what} and tile manifest {manifest} do not match: {len(missing)} of {len(ids)} index "
+                           f"ids are not tiles there, e.g. {missing[0]!r}; pass the manifest the index was built from")
+    return out
+
+
 # --- the pipeline ------------------------------------------------------------------------------------------
 class Locator:
     """Loaded once, locates many photos: the index, its retrieval model, the tiles, and optionally a fine model.
@@ -344,11 +371,7 @@ class Locator:
         if manifest is None:
             raise ConfigError(f"index {index} does not say where its tile images are: pass --tiles MANIFEST "
                               "(from `crossview tiles`)")
-        self.tiles = {t.id: t for t in read_manifest(manifest)}
-        missing = [i for i in self.index.ids[:1000] if i not in self.tiles]
-        if missing:
-            raise DatasetError(f"index {index} and tile manifest {manifest} do not match: "
-                               f"{len(missing)} index ids are not tiles, e.g. {missing[0]!r}")
+        self.tiles = _match_tiles(self.index.ids, read_manifest(manifest), f"index {index}", manifest)
         self.fine_path = Path(fine_model) if fine_model is not None and _is_path(fine_model) else None
         self.fine = _load_fine(fine_model, device) if fine_model is not None else None
 
@@ -407,7 +430,7 @@ class Locator:
             if tid is None:
                 continue
             t = self.tiles[tid]
-            cands.append({"rank": rank, "tile": t.id, "score": float(score), "lat": t.lat, "lon": t.lon,
+            cands.append({"rank": rank, "tile": tid, "score": float(score), "lat": t.lat, "lon": t.lon,
                           "mpp": t.mpp, "file": str(t.path)})
         if not cands:
             raise CrossviewError(f"index {self.index_path} is empty")

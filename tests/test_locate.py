@@ -371,3 +371,22 @@ def test_real_hcnet_checkpoint_plugs_in(tiny_world, tmp_path):
     # HC-Net places panoramas only: a pinhole photo gets the retrieved tile centre and says why
     r = loc.locate(_save(tmp_path / "p.jpg", (400, 300)), camera="pinhole", fov_deg=60)
     assert r["method"] == "retrieval" and "not pinhole" in r["note"] and "pose" not in r["candidates"][0]
+
+
+def test_index_ids_matched_to_tiles(tmp_path):
+    """Indexes from `crossview index build` carry image paths as ids; they resolve to the manifest's tiles."""
+    from crossview.errors import DatasetError
+    from crossview.locate import _match_tiles
+    from crossview.tiles import build_tiles, read_manifest
+
+    for k, city in enumerate(("NewYork", "Seattle")):
+        (tmp_path / "satellite" / city).mkdir(parents=True)
+        for name in ("satellite_1.0_2.0.png", f"satellite_{7 + k}.5_2.0.png"):
+            Image.new("RGB", (32, 32)).save(tmp_path / "satellite" / city / name)
+    tiles = read_manifest(build_tiles(tmp_path / "satellite", tmp_path / "set", mpp=1.0))
+    got = _match_tiles(["NewYork/satellite_1.0_2.0", "satellite/Seattle/satellite_1.0_2.0.png",
+                        "satellite_7.5_2.0.png"], tiles, "index", "m")
+    assert got["satellite/Seattle/satellite_1.0_2.0.png"].id == "Seattle/satellite_1.0_2.0"
+    assert got["satellite_7.5_2.0.png"].id == "NewYork/satellite_7.5_2.0"
+    with pytest.raises(DatasetError, match="1 of 1 index ids"):  # the bare name is in both cities: ambiguous
+        _match_tiles(["satellite_1.0_2.0.png"], tiles, "index", "m")
