@@ -349,3 +349,28 @@ def test_response_maps_and_figure_on_a_tiny_mfrgn(tmp_path):
     pairs = [{"query": pics[0][0], "reference": pics[0][1], "query_map": mq, "reference_map": mr, "label": "p"}] * 3
     png = response_figure(pairs, tmp_path / "resp.png", width_px=900)
     assert Image.open(png).size == figure_size(pics * 3, 900) == (900, 3 * round(900 / (qw / qh + rw / rh)))
+
+
+@pytest.mark.slow  # a tiny synthetic VIGOR world + an (untrained) tiny MFRGN through both figure commands
+def test_figure_commands_on_a_tiny_run(tmp_path):
+    from crossview.cli import main
+    from crossview.models import create_model, save_model
+    from crossview.synth import generate
+
+    world = generate("vigor", tmp_path / "world", scale="tiny", seed=0, workers=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.manual_seed(0)
+    save_model(create_model("mfrgn_tiny"), run / "model.pt")
+    cfg = {**PAPER_PRESETS["paper-synthetic-t3-vigor-same-mfrgn"], "preset": "paper-synthetic-t3-vigor-same-mfrgn"}
+    (run / "config.json").write_text(json.dumps({"config": cfg, "data": str(world)}))
+
+    assert main(["figures", "tsne", str(run), "--out", str(tmp_path / "f"), "--max-points", "12"]) == 0
+    assert Image.open(tmp_path / "f" / "tsne.png").size == (800, 800)
+    info = json.loads((tmp_path / "f" / "tsne.json").read_text())
+    assert set(info["groups"]) == {"same-area", "cross-area"} and len(info["xy"]) == sum(info["groups"].values())
+    assert main(["figures", "response", str(run), "--out", str(tmp_path / "f"), "--n", "2", "--width", "600"]) == 0
+    pairs = json.loads((tmp_path / "f" / "response.json").read_text())["pairs"]
+    assert len(pairs) == 2 and all(-1 <= p["similarity"] <= 1 for p in pairs)
+    w, h = Image.open(tmp_path / "f" / "response.png").size
+    assert w == 600 and h == 2 * round(600 / (256 / 64 + 1))
