@@ -22,8 +22,7 @@ from pathlib import Path
 def _tree_stats(root: Path) -> dict:
     files = [p for p in root.rglob("*") if p.is_file()]
     return {"files": len(files), "bytes": sum(p.stat().st_size for p in files),
-            "ground_images": sum(1 for p in files if p.parts[len(root.parts)] in ("ground", "pinhole", "streetview",
-                                                                                  "ANU_data_small", "ANU_data_test"))}
+            "images": sum(1 for p in files if p.suffix.lower() in (".jpg", ".jpeg", ".png"))}
 
 
 def main() -> int:
@@ -33,6 +32,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "synth.json"))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep runs already in --out for other (layout, scale) pairs")
     args = ap.parse_args()
 
     from crossview.synth import GENERATOR_VERSION, generate
@@ -61,6 +62,10 @@ def main() -> int:
                 print(json.dumps(run), flush=True)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
+    if args.merge and Path(args.out).exists():
+        done = {(r["layout"], r["scale"]) for r in runs}
+        old = json.loads(Path(args.out).read_text()).get("runs", [])
+        runs = [r for r in old if (r["layout"], r["scale"]) not in done] + runs
     result = {"benchmark": "synth", "generator_version": GENERATOR_VERSION, "cpu_count": os.cpu_count(),
               "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
               "python": platform.python_version(), "machine": platform.machine(), "runs": runs,

@@ -349,3 +349,24 @@ def test_written_images_are_renders_at_the_labelled_positions(vigor_tiny):
             item_rng(0, vigor.LAYOUT_KEY, ci, 3, k)), item_rng(0, vigor.LAYOUT_KEY, ci, 3, k),
             cam.ray_distances(cfg["ray_samples"]))
         assert np.abs(disk - pool(shifted)).mean() > 2 * np.abs(disk - img).mean()  # the check can tell 3 m apart
+
+
+def test_drone_view_of_planted_tower(planted):
+    w, (ce, cn), (te, tn, half, th), _ = planted
+    pose = cam.DronePose((ce - 5.0, cn - 20.0, 70.0), (te, tn, th / 2), 60.0, 160, 120)
+    img = cam.render_drone(w, pose, cam.Look(noise=0.0), np.random.default_rng(0), n_steps=200)
+    ys, xs = np.nonzero(_mask(img, MAGENTA))
+    # the tower is a box in the street frame: project its 8 corners; the blob spans their image extent
+    a = w.angle
+    corners = []
+    for su in (-1, 1):
+        for sv in (-1, 1):
+            for z in (0.0, th):
+                u, v = su * half, sv * half
+                corners.append((te + u * np.cos(a) - v * np.sin(a), tn + u * np.sin(a) + v * np.cos(a), z))
+    cx, cy, cz = cam.drone_pixel(*np.array(corners).T, pose)
+    assert (cz > 0).all()
+    assert abs(xs.min() - cx.min()) < 1.0 and abs(xs.max() + 1 - cx.max()) < 1.0
+    assert abs(ys.min() - cy.min()) < 1.0 and abs(min(ys.max() + 1, 120) - min(cy.max(), 120)) < 1.0
+    x0, y0, _ = cam.drone_pixel(te, tn, th / 2, pose)
+    assert (x0, y0) == pytest.approx((80.0, 60.0))  # look-at target at the principal point

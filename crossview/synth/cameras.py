@@ -194,6 +194,18 @@ def _surface_colour(world: World, look: Look, cls_top: np.ndarray, alb_top: np.n
     return out
 
 
+def _refine_wall(world: World, o, d, lo: np.ndarray, hi: np.ndarray, iters: int = 6) -> np.ndarray:
+    """Bisection between the last sample above the surface (``lo``) and the first under it (``hi``) along rays
+    ``o + s * d`` (per-ray arrays); returns a parameter just inside the object, 2**-iters of the step away."""
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        r, c, ins = world.cell_of(o[0] + mid * d[0], o[1] + mid * d[1])
+        under = o[2] + mid * d[2] <= np.where(ins, world.height[r, c], 0.0)
+        hi = np.where(under, mid, hi)
+        lo = np.where(under, lo, mid)
+    return hi
+
+
 def ray_distances(n: int, d_min: float = 0.3, d_max: float = 120.0) -> np.ndarray:
     """Sample distances along each ray: geometric spacing, fine near the camera."""
     return np.geomspace(d_min, d_max, n)
@@ -243,6 +255,10 @@ def render_upright(world: World, cam_e: float, cam_n: float, eye: float, az_deg:
     top = eye + tt * d_prev >= h_k - 1e-6
     d_top = np.where(tt != 0, (h_k - eye) / np.where(tt != 0, tt, 1.0), d_k)  # where the ray meets z = h_k
     d_hit = np.where(top, np.clip(d_top, d_prev, d_k), d_k)
+    wall = ~top
+    if wall.any():  # walls: find the face to a fraction of the sample step
+        jw = jj[wall]
+        d_hit[wall] = _refine_wall(world, (cam_e, cam_n, eye), (se[jw], cn[jw], tt[wall]), d_prev[wall], d_k[wall])
     pe = cam_e + d_hit * se[jj]
     pn = cam_n + d_hit * cn[jj]
     depth[ii, jj] = d_hit
@@ -252,12 +268,11 @@ def render_upright(world: World, cam_e: float, cam_n: float, eye: float, az_deg:
     cls_t = np.where(ins, world.cls[rt, ct], 0)
     alb = world.bilinear(world.albedo, pe[top], pn[top])
     col[top] = _surface_colour(world, look, cls_t, alb)
-    # walls: the object at sample k
-    wall = ~top
-    kr, kc = r[k[wall], jj[wall]], c[k[wall], jj[wall]]
+    # walls: the object the refined hit point is in
+    kr, kc, _ = world.cell_of(pe[wall], pn[wall])
     wcls = world.cls[kr, kc]
     wb = world.bid[kr, kc]
-    z = np.clip(eye + tt[wall] * d_k[wall], 0, None)
+    z = np.clip(eye + tt[wall] * d_hit[wall], 0, None)
     wcol = world.albedo[kr, kc] * 0.7
     isb = (wcls == BUILDING) & (wb >= 0)
     if isb.any():
@@ -393,6 +408,11 @@ def render_drone(world: World, pose: DronePose, look: Look, rng: np.random.Gener
     top = zprev >= hk
     s_top = np.clip((p[2] - hk) / -dd[:, 2], S[rows, np.maximum(k - 1, 0)], S[rows, k])
     s_hit = np.where(top, s_top, S[rows, k])
+    wall = ~top
+    if wall.any():
+        dw = dd[wall]
+        s_hit[wall] = _refine_wall(world, p, (dw[:, 0], dw[:, 1], dw[:, 2]), S[rows[wall], np.maximum(k[wall] - 1, 0)],
+                                   S[rows[wall], k[wall]])
     pe, pn, pz = p[0] + s_hit * dd[:, 0], p[1] + s_hit * dd[:, 1], p[2] + s_hit * dd[:, 2]
     col = np.empty((len(dd), 3), np.float32)
     ct = world.bilinear(world.aerial, pe[top], pn[top])
@@ -400,8 +420,7 @@ def render_drone(world: World, pose: DronePose, look: Look, rng: np.random.Gener
     veg = np.where(it, (world.cls[rt, cc] == TREE) | (world.cls[rt, cc] == 0), False)
     ct[veg] *= np.asarray(look.season, np.float32)
     col[top] = ct
-    wall = ~top
-    kr, kc = r[rows[wall], k[wall]], c[rows[wall], k[wall]]
+    kr, kc, _ = world.cell_of(pe[wall], pn[wall])
     wb = world.bid[kr, kc]
     wcol = world.albedo[kr, kc] * 0.7
     isb = (world.cls[kr, kc] == BUILDING) & (wb >= 0)
