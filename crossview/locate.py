@@ -256,63 +256,60 @@ def index_tiles(tiles: str | os.PathLike, model: str | os.PathLike, out: str | o
     return save_index(index, out)
 
 
-def _load_fine(run: str | os.PathLike | Any, device: str):
-    """A fine-grained localizer from a run folder or checkpoint; the saved config says which method it is.
+FINE_CAMERAS = {"hcnet": ("panorama",), "geodistill": ("panorama",), "fg2": ("panorama", "pinhole")}
 
-    An object that is not a path is used as given: a built model, or anything with
-    ``localize_in_tile(photo, tile, heading_prior) -> Pose``."""
+
+def _load_fine(run: str | os.PathLike | Any, device: str) -> tuple[Any, str]:
+    """(model, method) of a fine-localization run folder or checkpoint (``checkpoint.pt`` of ``crossview
+    fine-train``: FG², GeoDistill or HC-Net). An object that is not a path is used as given: a loaded model, or
+    anything with ``localize_in_tile(photo, tile, heading_prior) -> Pose`` (and optionally ``cameras``)."""
     import torch
 
     if not _is_path(run):
-        return run
-
-    from crossview import fine
-
-    loader = getattr(fine, "load_localizer", None)  # a generic loader, where crossview.fine offers one
-    if loader is not None:
-        return loader(str(run), device=device)
-    path = resolve_checkpoint(run)
+        return run, str(getattr(run, "method", type(run).__name__)).lower()
+    path = resolve_checkpoint(run, names=("checkpoint.pt", "model.pt"))
     try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
-        arch = saved["config"].get("arch")
+        method = saved.get("method") or (saved.get("model_config") or saved.get("config") or {}).get("arch")
     except Exception as exc:  # noqa: BLE001 - anything unreadable: one clear message
         raise ConfigError(f"--fine-model {run}: not a fine-localization checkpoint ({exc})") from exc
-    if arch == "hcnet":
+    if method == "hcnet":
         from crossview.fine.hcnet_train import load_checkpoint
 
-        return load_checkpoint(path, device)
-    raise ConfigError(f"--fine-model {run}: a {arch!r} checkpoint; locate can refine with: hcnet")
+        return load_checkpoint(path, device), method
+    if method in ("fg2", "geodistill"):
+        from crossview.fine.train import load_model
+
+        return load_model(path, device)[0], method
+    raise ConfigError(f"--fine-model {run}: a {method!r} checkpoint; locate refines with {', '.join(FINE_CAMERAS)} "
+                      "runs from `crossview fine-train`")
 
 
-def _fine_cameras(model) -> tuple[str, ...]:
-    """The photo kinds a fine localizer places (HC-Net's spherical transform needs a full panorama)."""
+def _fine_cameras(model, method: str) -> tuple[str, ...]:
+    """The photo kinds a fine localizer places (HC-Net and GeoDistill need a full panorama)."""
     if hasattr(model, "cameras"):
         return tuple(model.cameras)
-    if (getattr(model, "config", None) or {}).get("arch") == "hcnet":
-        return ("panorama",)
-    return ("panorama", "pinhole")
+    return FINE_CAMERAS.get(method, ("panorama",))
 
 
-def _fine_localize(model, photo: Photo, tile, prior: tuple[float, float] | None):
-    """``crossview.fine`` localization of ``photo`` in ``tile`` -> Pose (metres east/north of the tile centre)."""
+def _fine_localize(model, method: str, photo: Photo, tile, prior: tuple[float, float] | None, device: str = "cpu"):
+    """Pose of ``photo`` in ``tile`` (metres east/north of its centre) by ``crossview.fine``; ``prior``'s centre
+    is the believed heading of the panorama's centre column / the photo's optical axis."""
     from crossview.fine.pose import CameraSpec
 
-    camera = CameraSpec("panorama") if photo.camera == "panorama" else CameraSpec("pinhole", photo.fov_deg)
     if hasattr(model, "localize_in_tile"):
         return model.localize_in_tile(photo, tile, prior)
-    config = getattr(model, "config", {}) or {}
-    if config.get("arch") == "hcnet":
+    camera = CameraSpec("panorama") if photo.camera == "panorama" else CameraSpec("pinhole", photo.fov_deg)
+    heading = prior[0] if prior else None
+    if method == "hcnet":
         from crossview.fine.hcnet_train import localize
 
-        if photo.camera != "panorama":
-            raise CrossviewError("the fine model (HC-Net) places panoramas only; locate this photo without "
-                                 "--fine-model, or with a model that handles pinhole photos")
-        return localize(model, np.asarray(photo.image), str(tile.path), camera,
-                        heading_prior=prior[0] if prior else None, metres_per_pixel=tile.mpp, tile=tile.id)
+        return localize(model, np.asarray(photo.image), str(tile.path), camera, heading_prior=heading,
+                        metres_per_pixel=tile.mpp, tile=tile.id)
     from crossview.fine import localize
 
-    return localize(np.asarray(photo.image), str(tile.path), camera, heading_prior=prior, model=model,
-                    metres_per_pixel=tile.mpp)
+    return localize(np.asarray(photo.image), str(tile.path), camera, heading_prior=heading, model=model,
+                    metres_per_pixel=tile.mpp, tile=tile.id, device=device)
 
 
 def _match_tiles(ids: list[str], tiles: list, what: str, manifest) -> dict[str, Any]:
@@ -373,12 +370,11 @@ class Locator:
                               "(from `crossview tiles`)")
         self.tiles = _match_tiles(self.index.ids, read_manifest(manifest), f"index {index}", manifest)
         self.fine_path = Path(fine_model) if fine_model is not None and _is_path(fine_model) else None
-        self.fine = _load_fine(fine_model, device) if fine_model is not None else None
+        self.fine, self.fine_method = _load_fine(fine_model, device) if fine_model is not None else (None, None)
 
     def describe(self) -> dict[str, Any]:
         return {"index": self.index_path.name, "tiles": len(self.index), "model": self.index.meta.get("name"),
-                "fine_model": self.fine_path.name if self.fine_path else (type(self.fine).__name__ if self.fine
-                                                                         is not None else None)}
+                "fine_model": self.fine_path.name if self.fine_path else self.fine_method}
 
     # -- stages --
     def embed(self, photo: Photo, heading_prior: tuple[float, float] | None) -> np.ndarray:
@@ -413,7 +409,7 @@ class Locator:
 
     def refine_in(self, photo: Photo, tile, heading_prior):
         """The fine model's Pose of ``photo`` inside ``tile`` (metres east/north of its centre)."""
-        return _fine_localize(self.fine, photo, tile, heading_prior)
+        return _fine_localize(self.fine, self.fine_method, photo, tile, heading_prior, self.device)
 
     def locate(self, photo: str | os.PathLike | Photo, *, camera: str = "panorama", fov_deg: float | None = None,
                heading_prior: str | tuple | None = None, top_k: int = 5, refine: int | None = None,
@@ -434,7 +430,8 @@ class Locator:
                           "mpp": t.mpp, "file": str(t.path)})
         if not cands:
             raise CrossviewError(f"index {self.index_path} is empty")
-        use_fine = self.fine is not None and refine > 0 and photo.camera in _fine_cameras(self.fine)
+        cameras = _fine_cameras(self.fine, self.fine_method) if self.fine is not None else ()
+        use_fine = refine > 0 and photo.camera in cameras
         if use_fine:
             for c in cands[:refine]:
                 pose = self.refine_in(photo, self.tiles[c["tile"]], prior)
@@ -455,7 +452,7 @@ class Locator:
                       "heading_deg": None, "confidence": best["score"],
                       "uncertainty_m": 0.5 * max(t.width, t.height) * t.mpp}
             if self.fine is not None and refine > 0:
-                result["note"] = (f"the fine model places {' and '.join(_fine_cameras(self.fine))} images, not "
+                result["note"] = (f"the fine model ({self.fine_method}) places {' and '.join(cameras)} images, not "
                                   f"{photo.camera} ones: the tile centre is reported")
         if result["heading_deg"] is None and prior is not None:
             result["heading_deg"], result["heading_from"] = prior[0], "prior"
@@ -464,8 +461,8 @@ class Locator:
         result.update({"tile": best["tile"], "photo": str(photo.path), "camera": photo.camera,
                        "fov_deg": photo.fov_deg, "heading_prior": list(prior) if prior else None,
                        "candidates": cands, "index": str(self.index_path), "model": self.index.meta.get("name"),
-                       "fine_model": (str(self.fine_path) if self.fine_path else type(self.fine).__name__)
-                       if use_fine else None})
+                       "fine_model": (str(self.fine_path) if self.fine_path else self.fine_method)
+                       if use_fine else None, "fine_method": self.fine_method if use_fine else None})
         if out is not None:
             out = Path(out)
             out.mkdir(parents=True, exist_ok=True)

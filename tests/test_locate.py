@@ -341,9 +341,9 @@ def torch_argmin_row(oracle, path):
 
 
 @pytest.mark.slow
-def test_real_hcnet_checkpoint_plugs_in(tiny_world, tmp_path):
-    """An (untrained) HC-Net checkpoint loads through --fine-model and refines the top tiles."""
-    hc = pytest.importorskip("crossview.fine.hcnet", reason="crossview.fine (HC-Net) has not landed")
+@pytest.mark.parametrize("method", ["hcnet", "fg2"])
+def test_real_fine_checkpoints_plug_in(tiny_world, tmp_path, method):
+    """(Untrained) HC-Net and FG² checkpoints load through --fine-model and refine the top tiles."""
     import torch
 
     from crossview.locate import Locator, index_tiles
@@ -351,15 +351,27 @@ def test_real_hcnet_checkpoint_plugs_in(tiny_world, tmp_path):
 
     world = tiny_world
     torch.manual_seed(0)
-    model = hc.build_model(hc.hcnet_config("hcnet_lite0_tiny", weights=None))
-    torch.save({"config": model.config, "state_dict": model.state_dict()}, tmp_path / "model.pt")
+    if method == "hcnet":
+        from crossview.fine import hcnet as hc
+
+        model = hc.build_model(hc.hcnet_config("hcnet_lite0_tiny", weights=None))
+        torch.save({"method": "hcnet", "model_config": model.config, "state_dict": model.state_dict()},
+                   tmp_path / "checkpoint.pt")
+    else:
+        from crossview.fine.fg2 import FG2
+        from crossview.fine.train import save_checkpoint
+
+        model = FG2(dict(backbone="tiny", pretrained=False, freeze_backbone=False, ground_size=(32, 64),
+                         aerial_size=64, bev_cells=8, heights_m=(-2.0, 0.0, 2.0), feat_dim=16, desc_dim=16,
+                         num_matches=32, pinhole_size=(32, 32)))
+        save_checkpoint(tmp_path, model, {"method": "fg2"}, step=0)
     oracle = OracleRetrieval(world)
     index = index_tiles(build_tiles(world / "satellite", tmp_path / "tiles"), oracle, tmp_path / "tiles.index")
     rec = next(json.loads(line) for line in (world / "crossview_poses.jsonl").read_text().splitlines()
                if '"test"' in line and '"panorama"' in line)
     loc = Locator(index, model=oracle, fine_model=tmp_path, refine=2)
     r = loc.locate(world / rec["image"], heading_prior="10±45", top_k=3)
-    assert r["method"] == "fine" and r["fine_model"].endswith(tmp_path.name)
+    assert r["method"] == "fine" and r["fine_method"] == method and r["fine_model"].endswith(tmp_path.name)
     refined = [c for c in r["candidates"] if "pose" in c]
     assert len(refined) == 2 and all(0 <= c["confidence"] <= 1 for c in refined)
     chosen = next(c for c in r["candidates"] if c["chosen"])
@@ -368,25 +380,9 @@ def test_real_hcnet_checkpoint_plugs_in(tiny_world, tmp_path):
     lats = [p[0] for p in tile.footprint.values()]
     lons = [p[1] for p in tile.footprint.values()]
     assert min(lats) - 1e-4 <= r["lat"] <= max(lats) + 1e-4 and min(lons) - 1e-4 <= r["lon"] <= max(lons) + 1e-4
-    # HC-Net places panoramas only: a pinhole photo gets the retrieved tile centre and says why
-    r = loc.locate(_save(tmp_path / "p.jpg", (400, 300)), camera="pinhole", fov_deg=60)
-    assert r["method"] == "retrieval" and "not pinhole" in r["note"] and "pose" not in r["candidates"][0]
-
-
-def test_index_ids_matched_to_tiles(tmp_path):
-    """Indexes from `crossview index build` carry image paths as ids; they resolve to the manifest's tiles."""
-    from crossview.errors import DatasetError
-    from crossview.locate import _match_tiles
-    from crossview.tiles import build_tiles, read_manifest
-
-    for k, city in enumerate(("NewYork", "Seattle")):
-        (tmp_path / "satellite" / city).mkdir(parents=True)
-        for name in ("satellite_1.0_2.0.png", f"satellite_{7 + k}.5_2.0.png"):
-            Image.new("RGB", (32, 32)).save(tmp_path / "satellite" / city / name)
-    tiles = read_manifest(build_tiles(tmp_path / "satellite", tmp_path / "set", mpp=1.0))
-    got = _match_tiles(["NewYork/satellite_1.0_2.0", "satellite/Seattle/satellite_1.0_2.0.png",
-                        "satellite_7.5_2.0.png"], tiles, "index", "m")
-    assert got["satellite/Seattle/satellite_1.0_2.0.png"].id == "Seattle/satellite_1.0_2.0"
-    assert got["satellite_7.5_2.0.png"].id == "NewYork/satellite_7.5_2.0"
-    with pytest.raises(DatasetError, match="1 of 1 index ids"):  # the bare name is in both cities: ambiguous
-        _match_tiles(["satellite_1.0_2.0.png"], tiles, "index", "m")
+    photo = _save(tmp_path / "p.jpg", (400, 300))
+    r = loc.locate(photo, camera="pinhole", fov_deg=60, top_k=2)
+    if method == "hcnet":  # HC-Net places panoramas only: the retrieved tile centre, and why
+        assert r["method"] == "retrieval" and "not pinhole" in r["note"] and "pose" not in r["candidates"][0]
+    else:  # FG² places pinhole photos too
+        assert r["method"] == "fine" and "pose" in r["candidates"][0]
