@@ -355,8 +355,9 @@ def test_real_fine_checkpoints_plug_in(tiny_world, tmp_path, method):
         from crossview.fine import hcnet as hc
 
         model = hc.build_model(hc.hcnet_config("hcnet_lite0_tiny", weights=None))
-        torch.save({"method": "hcnet", "model_config": model.config, "state_dict": model.state_dict()},
-                   tmp_path / "checkpoint.pt")
+        # "model_config" is how `crossview fine-train` saves runs; "config" how HC-Net's first runs did
+        torch.save({"method": "hcnet", "model_config": model.config, "config": model.config,
+                    "state_dict": model.state_dict()}, tmp_path / "checkpoint.pt")
     else:
         from crossview.fine.fg2 import FG2
         from crossview.fine.train import save_checkpoint
