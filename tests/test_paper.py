@@ -179,7 +179,7 @@ def test_report_builds_the_expected_tables(tmp_path):
     plain = _eval(tmp_path / "elsewhere" / "plain", 30.0, dataset="cvact", checkpoint=str(cvusa), data="/data/cvact",
                   split_meta={"crop": False})
     cropped = _eval(tmp_path / "elsewhere" / "crop", 35.0, dataset="cvact", checkpoint=str(cvusa),
-                    data="/data/cvact", split_meta={"crop": True})
+                    data="/data/cvact", crop=True)
     base = _run(tmp_path, "t4base", "paper-t4-cvact-baseline", 70.0, "/data/cvact")
     base2 = _run(tmp_path, "t4base2", "paper-t4-cvact-baseline", 72.0, "/data/cvact")
     syn = _run(tmp_path, "syn", "paper-synthetic-t4-cvact-baseline", 12.0, "/syn/cvact")
@@ -213,21 +213,20 @@ def test_report_builds_the_expected_tables(tmp_path):
     syn_md = md[md.index("Table 4: component analysis, training on CVACT — synthetic twin"):]
     assert rep.SYNTHETIC_WARNING in syn_md and "12.00 / 83.52" in syn_md
     assert float(_csv(paths["table4_synthetic.csv"])["t4-same-baseline"]["measured chance R@1"]) == 1.25
-    assert "Ordering by R@1, measured: Baseline" not in md or "no claim" in md
     # the run of an unknown preset is listed, not dropped
     assert "not matched to a paper row" in md and str(other) in md
 
 
 def test_report_ordering_and_row_hint(tmp_path):
     runs = [_run(tmp_path, k, f"paper-t4-cvact-{k}", r1, "/d") for k, r1 in
-            (("baseline", 60.0), ("mbaseline", 70.0), ("mbaseline-g", 65.0))]
+            (("baseline", 60.0), ("mbaseline", 70.0), ("mbaseline-g", 65.0), ("mbaseline-g-lp", 60.0))]
     hinted = _eval(tmp_path / "x", 5.0)  # no config anywhere: placed by hand
     tables, unmatched = rep.build_tables(rep.collect([str(r) for r in runs] + [f"{hinted}@t4-cross-mbaseline"]),
                                          cost=False)
     t4 = next(t for t in tables if t.key == "4")
     measured, paper = rep.ordering(t4, "R@1", "CVACT")
-    assert measured == ["MBaseline", "MBaseline+G", "Baseline"]
-    assert paper == ["MBaseline+G", "Baseline", "MBaseline"]
+    assert measured == "MBaseline > MBaseline+G > Baseline = MBaseline+G+L_p"
+    assert paper == "MBaseline+G+L_p > MBaseline+G > Baseline > MBaseline"
     cross = next(r for r in t4.rows if r.row.id == "t4-cross-mbaseline")
     assert cross.measured["R@1"] == 5.0 and not unmatched
 
@@ -345,6 +344,14 @@ def test_response_maps_and_figure_on_a_tiny_mfrgn(tmp_path):
     assert np.isfinite(mq).all() and mq.min() >= 0 and math.isclose(mq.max(), 1.0, rel_tol=1e-6)
     expected = F.cosine_similarity(model.embed(q, "ground"), model.embed(r, "aerial")).item()
     assert sim == pytest.approx(expected, abs=1e-5)
+    # Table 5's cost: the models package's meta-device count equals counting the real model's forward
+    cost = rep.model_cost("mfrgn_tiny")
+    assert cost["params_m"] * 1e6 == pytest.approx(sum(p.numel() for p in model.parameters()))
+    for view, size in (("ground", (qh, qw)), ("aerial", (rh, rw))):
+        direct = rep.count_macs(lambda v=view, s=size: model.embed(torch.zeros(1, 3, *s), v))
+        assert cost["gmacs_per_view"][view] * 1e9 == pytest.approx(direct, rel=1e-6)
+    assert cost["gmacs_pair"] == pytest.approx(sum(cost["gmacs_per_view"].values()))
+    assert cost["gmacs_image"] == max(cost["gmacs_per_view"].values()) and cost["memory_mb"] is None
     pics = [((np.random.rand(qh, qw, 3) * 255).astype(np.uint8), (np.random.rand(rh, rw, 3) * 255).astype(np.uint8))]
     pairs = [{"query": pics[0][0], "reference": pics[0][1], "query_map": mq, "reference_map": mr, "label": "p"}] * 3
     png = response_figure(pairs, tmp_path / "resp.png", width_px=900)

@@ -126,7 +126,7 @@ def read_result(path: str | Path, row_hint: str | None = None) -> Result:
         raise CrossviewError(f"{path}@{row_hint}: unknown row id; see docs/paper.md for the row ids")
     if (path / "metrics.json").exists():
         metrics = _read_json(path / "metrics.json")
-        meta = {k: v for k, v in metrics.items() if not isinstance(v, int | float)}
+        meta = {k: v for k, v in metrics.items() if isinstance(v, bool) or not isinstance(v, int | float)}
         if (path / "config.json").exists():
             meta = {**_read_json(path / "config.json"), **meta}
         cfg: dict[str, Any] = {}
@@ -220,8 +220,7 @@ def assign(results: list[Result]) -> tuple[dict[tuple[str, bool], dict[str, list
         for row in ROWS:
             if res.preset not in (row.preset, row.twin) or res.preset is None:
                 continue
-            if source == "cross" and row.cross_eval and not (res.preset == row.twin) \
-                    and bool(row.cross_eval.get("crop")) != res.eval_crop:
+            if source == "cross" and row.cross_eval and bool(row.cross_eval.get("crop")) != res.eval_crop:
                 continue  # Table 2's CVUSA→CVACT "w/ Pre-processing" cells need cropped CVACT, the others not
             if any(m.startswith(source + ":") for m in row.measure.values()):
                 table[(row.id, res.preset == row.twin)][source].append(res)
@@ -245,8 +244,9 @@ def count_macs(fn) -> float:
 def model_cost(model: str, model_kwargs: dict[str, Any] | None = None, device: str | None = None) -> dict[str, Any]:
     """Parameters, multiply-accumulates and (on a GPU) peak memory of a registered model variant.
 
-    GMACs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (which counts 2 FLOPs per MAC; halved
-    here) for one image of each view at the model's input size; ``gmacs_image`` is the larger view,
+    GMACs come from :func:`crossview.models.info.model_info` (else :func:`count_macs` here): matrix products and
+    convolutions counted by ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per MAC, halved), element-wise
+    operations not counted, for one image of each view at the model's input size; ``gmacs_image`` is the larger view,
     ``gmacs_pair`` one ground + one aerial image. ``memory_mb`` is the peak CUDA memory allocated by one
     inference forward of a pair (batch 1, fp32, weights included); ``None`` without a GPU.
     """
@@ -256,19 +256,28 @@ def model_cost(model: str, model_kwargs: dict[str, Any] | None = None, device: s
 
     kwargs = dict(model_kwargs or {})
     kwargs.pop("pretrained", None)
-    net = create_model(model, pretrained=False, **kwargs).eval()
-    views = list(net.config.get("views") or ["ground", "aerial"])
-    params = sum(p.numel() for p in net.parameters())
-    macs = {}
-    for view in views:
-        size = input_spec(net, view)[0]
-        macs[view] = count_macs(lambda v=view, s=size: net.embed(torch.zeros(1, 3, *s), view=v)) / 1e9
+    try:  # the models package's own counter (shapes only, on the meta device: instant)
+        from crossview.models.info import model_info
+    except ImportError:
+        model_info = None
+    net = None
+    if model_info is not None:
+        info = model_info(model, **kwargs)
+        params, macs = info["total_params"], {v: m / 1e9 for v, m in info["macs_per_image"].items()}
+    else:
+        net = create_model(model, pretrained=False, **kwargs).eval()
+        params = sum(p.numel() for p in net.parameters())
+        macs = {}
+        for view in net.config.get("views") or ["ground", "aerial"]:
+            size = input_spec(net, view)[0]
+            macs[view] = count_macs(lambda v=view, s=size: net.embed(torch.zeros(1, 3, *s), view=v)) / 1e9
     out: dict[str, Any] = {"model": model, "model_kwargs": kwargs, "params_m": params / 1e6,
                            "gmacs_per_view": macs, "gmacs_image": max(macs.values()),
                            "gmacs_pair": sum(macs.values()), "memory_mb": None}
     dev = torch.device(device) if device else (torch.device("cuda") if torch.cuda.is_available() else None)
     if dev is not None and dev.type == "cuda":
-        net = net.to(dev)
+        net = (net or create_model(model, pretrained=False, **kwargs)).eval().to(dev)
+        views = list(macs)
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
         with torch.no_grad():
@@ -329,8 +338,9 @@ def build_tables(results: list[Result], all_rows: bool = False, cost: bool = Tru
                     else:
                         vals = [x.metrics[metric] for x in got.get(src, []) if metric in x.metrics]
                         measured[col] = Cell(vals, []).mean
-                if synthetic:
-                    vals = [x.metrics["chance_R@1"] for x in got.get("own", []) if "chance_R@1" in x.metrics]
+                if synthetic:  # what R@1 a random model gets on the (small) synthetic test set
+                    src = "own" if got.get("own") else "cross"
+                    vals = [x.metrics["chance_R@1"] for x in got.get(src, []) if "chance_R@1" in x.metrics]
                     measured["chance R@1"] = Cell(vals, []).mean
                 n = max((len(xs) for xs in got.values()), default=0)
                 out_rows.append(TableRow(r, synthetic, measured, runs, n))
@@ -359,14 +369,21 @@ def _fmt(v: float | None) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
 
-def ordering(table: Table, column: str, block: str | None = None) -> tuple[list[str], list[str]]:
-    """Method labels sorted by measured and by paper value of ``column`` (best first), measured rows only."""
+def ordering(table: Table, column: str, block: str | None = None) -> tuple[str, str]:
+    """The measured rows' methods ranked by measured and by paper value of ``column``, best first, as text:
+    ``"A > B = C"`` (``=`` for equal values)."""
     rows = [t for t in table.rows if (block is None or t.row.block == block)
             and t.measured.get(column) is not None]
-    measured = [t.row.method for t in sorted(rows, key=lambda t: -t.measured[column])]
-    paper = [t.row.method for t in sorted((t for t in rows if t.row.paper.get(column) is not None),
-                                          key=lambda t: -t.row.paper[column])]
-    return measured, paper
+
+    def ranked(pairs):
+        pairs = sorted(pairs, key=lambda p: -p[1])
+        text = pairs[0][0] if pairs else ""
+        for (_, prev), (name, value) in zip(pairs, pairs[1:]):
+            text += (" = " if abs(prev - value) < 1e-9 else " > ") + name
+        return text
+
+    return (ranked([(t.row.method, t.measured[column]) for t in rows]),
+            ranked([(t.row.method, t.row.paper[column]) for t in rows if t.row.paper.get(column) is not None]))
 
 
 def to_markdown(tables: list[Table], unmatched: list[Result]) -> str:
@@ -393,10 +410,9 @@ def to_markdown(tables: list[Table], unmatched: list[Result]) -> str:
             if t.key in ORDERED_TABLES:
                 for col in [c for c in t.columns if "R@1" in c and c != "chance R@1"]:
                     m, p = ordering(t, col, block)
-                    if len(m) > 1:
-                        w(f"Ordering by {col}, measured: {' > '.join(m)}")
-                        w(f"; paper: {' > '.join(p) if p else 'not printed'}. (Recorded as measured; no claim "
-                          "that it matches the paper's.)\n\n")
+                    if sum(r.measured.get(col) is not None for r in rows) > 1:
+                        w(f"Ordering by {col}, measured: {m}; paper: {p or 'not printed'}. (Recorded as measured; "
+                          "no claim that it matches the paper's.)\n\n")
         w("Protocol of each row:\n\n")
         for r in t.rows:
             w(f"- `{r.row.id}` ({r.row.method}, {r.row.block}): {protocol(r.row, t.synthetic)}")

@@ -215,8 +215,8 @@ _T1 = [
     ("w/ Pre-processing", "SAIG-D†", (96.34, 99.10, 99.50, 99.86), (89.06, 96.11, 97.08, 98.89), None,
      (_DAGGER,)),
     ("w/ Pre-processing", "MFRGN", (98.24, 99.56, 99.72, 99.88), (89.51, 96.96, 97.75, 99.01), _CROP,
-     ("pre-crop only (no polar transformation); CVUSA panoramas come as the cropped band already (the crop does "
-      "not apply; the paper prints identical CVUSA numbers with and without it): the CVUSA cell is the plain run",)),
+     ("CVACT: the pre-crop only (no polar transformation); CVUSA: panoramas come as the cropped band already, the "
+      "crop does not apply (the paper prints identical numbers with and without it), so the cell is the plain run",)),
     ("w/ Sampling", "Sample4Geo", (98.68, 99.68, 99.78, 99.87), (90.81, 96.74, 97.48, 98.77),
      "sample4geo-sampling", ("Sample4Geo's official configuration",)),
     ("w/ Sampling", "MFRGN", (98.69, 99.58, 99.67, 99.82), (90.54, 96.12, 96.84, 98.37), "mfrgn-sampling",
