@@ -3,6 +3,7 @@ short training run on synthetic panoramas of a flat textured world."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -180,3 +181,87 @@ def test_config_errors_name_the_key():
     batch["camera"] = ["pinhole"]
     with pytest.raises(ConfigError, match="panoramas"):
         model.predict(batch)
+
+
+def test_localize_returns_a_pose_in_the_shared_interface(tmp_path):
+    train_mod = pytest.importorskip("crossview.fine.hcnet_train")
+    from crossview.fine.pose import Pose
+
+    model = hcnet.build_model(hcnet.hcnet_config("hcnet_lite0_tiny", **TINY)).eval()
+    sample = fine_data.flat_world_samples(1, seed=4, tile_px=128, tile_m=64.0, ground_hw=(64, 128))[0]
+    pose = train_mod.localize(model, sample.ground, sample.aerial, heading_prior=30.0, metres_per_pixel=0.5,
+                              tile="t.png")
+    assert isinstance(pose, Pose) and pose.tile == "t.png"
+    assert abs(pose.x_m) < 1e-3 and abs(pose.y_m) < 1e-3 and pose.heading_deg == pytest.approx(30.0, abs=1e-3)
+    assert pose.extras["pixel"] == pytest.approx((64.0, 64.0), abs=1e-2)
+    assert pose.extras["homography"].shape == (3, 3)
+    from crossview.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="metres_per_pixel"):
+        train_mod.localize(model, sample.ground, sample.aerial)
+
+
+def test_evaluation_priors_are_fixed_by_the_seed_and_inside_the_prior():
+    train_mod = pytest.importorskip("crossview.fine.hcnet_train")
+    headings = torch.rand(200).numpy() * 360
+    a = train_mod.heading_priors(headings, 45.0, seed=17)
+    b = train_mod.heading_priors(headings, 45.0, seed=17)
+    c = train_mod.heading_priors(headings, 45.0, seed=18)
+    assert (a == b).all() and not (a == c).all()
+    err = hcnet_heading_err(torch.as_tensor(a), torch.as_tensor(headings))
+    assert err.max() <= 45.0 + 1e-9 and err.mean() > 15.0  # uniform in ±45°: mean 22.5°
+
+
+@pytest.mark.slow
+def test_hcnet_learns_to_place_panoramas_on_a_flat_world(tmp_path):
+    """A short CPU run: the held-out median position error falls far below the tile-centre baseline and the heading
+    error below the ±45° prior's."""
+    train_mod = pytest.importorskip("crossview.fine.hcnet_train")
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    train = fine_data.flat_world_samples(160, seed=0, tile_px=128, tile_m=64.0, ground_hw=(128, 256),
+                                         random_heading=True, worlds=6)
+    test = fine_data.flat_world_samples(48, seed=99, tile_px=128, tile_m=64.0, ground_hw=(128, 256),
+                                        random_heading=True, worlds=3)
+    model = {"feature_index": 1, "bev_size": 64, "aerial_size": 64, "pano_size": [128, 256], "feature_dim": 32,
+             "hidden": 32, "bev_metres_per_pixel": 1.0, "eye_height_m": 2.0}
+    cfg = {"steps": 120, "batch_size": 8, "lr": 1e-3, "log_every": 1000, "model": model,
+           "loss": {"corners": 1.0, "correlation_dense": 1.0}}
+    run = train_mod.train(cfg, train, tmp_path / "run", eval_data=test)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["baseline_tile_centre_median_m"] > 10.0
+    assert m["median_m"] < 0.5 * m["baseline_tile_centre_median_m"]
+    assert m["heading_median_deg"] < 0.7 * m["baseline_prior_heading_median_deg"]
+    # the run folder reloads into the same predictions
+    again = train_mod.evaluate(run, test, prior_deg=45.0, seed=17)
+    assert again["median_m"] == pytest.approx(m["median_m"], abs=1e-4)
+
+
+def test_shared_preset_configs_map_onto_hcnet_training_and_a_run_folder_evaluates(tmp_path):
+    train_mod = pytest.importorskip("crossview.fine.hcnet_train")
+    presets = pytest.importorskip("crossview.fine.presets")
+    from crossview.errors import ConfigError
+
+    for name, preset in train_mod.HCNET_PRESETS.items():
+        cfg = {**presets.BASE, **preset}
+        mine = train_mod.config_from_preset(cfg)
+        assert mine["clip"] == cfg["grad_clip"] and mine["area"] == cfg["area"], name
+        assert mine["prior_deg"] == 45.0
+    vigor = train_mod.config_from_preset({**presets.BASE, **train_mod.HCNET_PRESETS["hcnet-vigor-same"]})
+    model_cfg = hcnet.hcnet_config(vigor["variant"], **vigor["model"])
+    assert model_cfg["bev_size"] == 512 and model_cfg["iterations"] == 6 and vigor["lr"] == 3.5e-4
+    with pytest.raises(ConfigError, match="panorama"):
+        train_mod.config_from_preset({**presets.BASE, **train_mod.HCNET_PRESETS["hcnet-synthetic-cpu"],
+                                      "camera": "pinhole"})
+    cfg = {**presets.BASE, **train_mod.HCNET_PRESETS["hcnet-synthetic-cpu"], "steps": 2, "batch_size": 2,
+           "model": TINY}
+    samples = fine_data.flat_world_samples(6, seed=5, tile_px=64, tile_m=64.0, ground_hw=(64, 128))
+    run = train_mod.train_from_preset(cfg, samples[:4], tmp_path / "run")
+    assert (run / "checkpoint.pt").exists() and (run / "config.json").exists()
+    report = train_mod.evaluate_run(run, samples[4:], tmp_path / "eval", pictures=2)
+    assert report["metrics"]["count"] == 2 and report["orientation"] == "prior±45"
+    assert (tmp_path / "eval" / "metrics.json").exists() and (tmp_path / "eval" / "predictions.npz").exists()
+    assert len(list((tmp_path / "eval" / "pictures").glob("*.png"))) == 2
+    # a finished run with the same config is not trained again
+    mtime = (run / "checkpoint.pt").stat().st_mtime_ns
+    train_mod.train_from_preset(cfg, samples[:4], tmp_path / "run")
+    assert (run / "checkpoint.pt").stat().st_mtime_ns == mtime

@@ -40,6 +40,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "freeze_backbone": False,  # HC-Net trains end to end; freezing (the projection still learns) suits CPU runs
     "feature_index": 4,  # timm features_only index: 4 = stride 32 (B0 block 15, 320 ch); 2 = stride 8 (40 ch)
     "feature_dim": None,  # optional 1×1 projection of both encoders' features
+    "feature_norm": False,  # L2-normalise features; correlation = cosine / corr_temperature (HC-Net: raw dot / √C)
+    "corr_temperature": 0.1,
     "pano_size": [512, 1024],  # panorama (H, W) fed to the spherical transform
     "bev_size": 512,
     "aerial_size": 512,
@@ -247,9 +249,12 @@ class HCNet(nn.Module):
         fb = self.bev_encoder((bev - self.mean) / self.std)
         fa = self.aerial_encoder((aerial - self.mean) / self.std)
         c = fb.shape[1]
-        corr = torch.einsum("bchw,bcij->bhwij", fb, fa) / math.sqrt(c)
+        if cfg["feature_norm"]:
+            fb, fa = F.normalize(fb, dim=1), F.normalize(fa, dim=1)
+        scale = 1.0 / cfg["corr_temperature"] if cfg["feature_norm"] else 1.0 / math.sqrt(c)
+        corr = torch.einsum("bchw,bcij->bhwij", fb, fa) * scale
         centre = F.grid_sample(fb, torch.zeros(b, 1, 1, 2, device=fb.device, dtype=fb.dtype), align_corners=False)
-        centre_logits = torch.einsum("bc,bcij->bij", centre.view(b, c), fa) / math.sqrt(c)
+        centre_logits = torch.einsum("bc,bcij->bij", centre.view(b, c), fa) * scale
         vol = F.relu(corr).reshape(b * self.bev_cells**2, 1, *fa.shape[-2:])
         pyramid = [vol]
         for _ in range(self.levels - 1):

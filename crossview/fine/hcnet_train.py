@@ -1,8 +1,8 @@
 """HC-Net training, evaluation and single-pair localization (FINE_SPEC §2.2 schedule, §3 metrics).
 
-``train(cfg, data, out)`` writes a run folder (config.json, metrics.jsonl, model.pt, metrics.json) and returns it,
-skipping the training when ``model.pt`` already holds a finished run of the same config. ``evaluate`` returns the
-§3 metrics plus the tile-centre baseline under a fixed-seed ±``prior_deg`` orientation prior (HC-Net's ±45°:
+``train(cfg, data, out)`` writes a run folder (config.json, metrics.jsonl, checkpoint.pt, metrics.json) and returns
+it, skipping the training when ``checkpoint.pt`` already holds a finished run of the same config. ``evaluate``
+returns the §3 metrics plus the tile-centre baseline under a fixed-seed ±``prior_deg`` orientation prior (HC-Net's ±45°:
 the panorama's believed heading is the true one minus a per-sample yaw drawn by ``random.Random(seed·1000003 + i)``).
 ``localize`` places one panorama in one tile and returns a ``Pose``.
 """
@@ -102,10 +102,10 @@ def train(cfg: dict[str, Any], data, out: str | Path, eval_data=None, command: l
     cfg = resolve_config(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "model.pt"
+    ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists():
         saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if saved.get("train_config") == cfg and saved.get("finished"):
+        if saved.get("config") == cfg and saved.get("finished"):
             return out
     write_json_atomic(out / "config.json", {"config": cfg, "data": str(data) if not isinstance(data, list) else
                                             f"<{len(data)} samples>", "command": command or sys.argv})
@@ -146,8 +146,9 @@ def train(cfg: dict[str, Any], data, out: str | Path, eval_data=None, command: l
                 break
         epoch += 1
     log.close()
-    save_torch_atomic(ckpt_path, {"config": mc, "train_config": cfg, "state_dict": model.state_dict(),
-                                  "step": step, "finished": True, "train_seconds": time.time() - t0})
+    save_torch_atomic(ckpt_path, {"method": "hcnet", "model_config": mc, "config": cfg, "step": step,
+                                  "state_dict": model.state_dict(), "finished": True,
+                                  "train_seconds": time.time() - t0})
     if eval_data is None and not isinstance(data, list | tuple):
         eval_data = data
     if eval_data is not None:
@@ -160,14 +161,15 @@ def train(cfg: dict[str, Any], data, out: str | Path, eval_data=None, command: l
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> HCNet:
-    """An HC-Net from a ``model.pt`` (or its run folder); the saved config rebuilds it without fetching weights."""
+    """An HC-Net from a ``checkpoint.pt`` (or its run folder); the saved config rebuilds it without fetching
+    weights."""
     path = Path(path)
     if path.is_dir():
-        path = path / "model.pt"
+        path = path / "checkpoint.pt"
     if not path.exists():
         raise ConfigError(f"{path}: no HC-Net checkpoint; train one with `crossview fine-train hcnet-...`")
     saved = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = dict(saved["config"])
+    cfg = dict(saved["model_config"])
     if cfg.get("arch") != "hcnet":
         raise ConfigError(f"{path} holds a {cfg.get('arch')!r} model, not HC-Net")
     cfg["weights"] = None  # the state dict carries them
@@ -185,9 +187,10 @@ def heading_priors(headings: np.ndarray, prior_deg: float, seed: int) -> np.ndar
 @torch.no_grad()
 def evaluate(model: HCNet | str | Path, samples, prior_deg: float = 45.0, seed: int = 17, batch_size: int = 16,
              device: str | torch.device = "cpu", iterations: int | None = None, area: str = "same",
-             label_set: str = "corrected", limit: int | None = None) -> dict[str, Any]:
+             label_set: str = "corrected", limit: int | None = None, keep: dict | None = None) -> dict[str, Any]:
     """§3 metrics of HC-Net on ``samples`` (a list of ``FineSample`` or a dataset root, test split) under a
-    fixed-seed ±``prior_deg`` orientation prior, with the tile-centre baseline and the protocol switches."""
+    fixed-seed ±``prior_deg`` orientation prior, with the tile-centre baseline and the protocol switches.
+    ``keep`` (a dict) receives the per-sample arrays: xy, heading, prior, confidence, true_xy, true_heading."""
     from crossview.fine.data import FineDataset
     from crossview.fine.metrics import fine_metrics
 
@@ -214,6 +217,9 @@ def evaluate(model: HCNet | str | Path, samples, prior_deg: float = 45.0, seed: 
     seconds = time.time() - t0
     pxy, txy = torch.cat(pred_xy).numpy(), torch.cat(true_xy).numpy()
     ph, th = torch.cat(pred_h).numpy(), torch.cat(true_h).numpy()
+    if keep is not None:
+        keep.update({"xy": pxy, "heading": ph, "prior": priors, "confidence": torch.cat(conf).numpy(),
+                     "true_xy": txy, "true_heading": th})
     metrics = fine_metrics(pxy, txy, ph, th)
     centre = fine_metrics(np.zeros_like(txy), txy, priors, th)
     metrics.update({
@@ -284,3 +290,96 @@ def localize(model: HCNet | str | Path, ground_image, aerial_tile, camera=None, 
                         "pixel": (side / 2 + x / mpp_native, side / 2 - y / mpp_native),
                         "heading_prior_deg": prior, "distance_from_prior_deg": math.remainder(
                             float(p["heading"][0]) - prior, 360.0)})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The shared fine-grained presets (crossview.fine.presets) and run folders (crossview.fine.train)
+
+_HC_SYNTH_MODEL = {"feature_index": 2, "bev_size": 128, "aerial_size": 128, "pano_size": [128, 256],
+                   "feature_dim": 64, "hidden": 32, "iterations": 4, "bev_metres_per_pixel": 0.25,
+                   "eye_height_m": 2.0, "freeze_backbone": True}
+_HC_SYNTH = {"method": "hcnet", "model": _HC_SYNTH_MODEL, "batch_size": 8, "lr": 1e-3, "weight_decay": 5e-4,
+             "grad_clip": 1.0, "steps": 400, "eval_limit": 200,
+             "hcnet": {"variant": "hcnet_lite0_tiny", "prior_deg": 45.0,
+                       "loss": {"corners": 1.0, "correlation_dense": 1.0}}}
+# VIGOR: the official layout (512-px view from a 170° virtual camera, 512-px tile, 6 iterations, ±45° prior) on the
+# offline EfficientNet-Lite0 ImageNet weights; AdamW 3.5e-4 / wd 5e-4 / eps 1e-7, OneCycle 5 % warm-up, clip 1.0,
+# batch 16. HC-Net trains 180 k steps; FINE_SPEC §6 suggests 20–40 k for a budget run (set steps=...).
+_HC_VIGOR = {"method": "hcnet", "model": {}, "batch_size": 16, "lr": 3.5e-4, "weight_decay": 5e-4, "grad_clip": 1.0,
+             "steps": 180_000, "label_set": "corrected",
+             "hcnet": {"variant": "hcnet_lite0", "prior_deg": 45.0, "eps": 1e-7, "warmup_frac": 0.05,
+                       "loss": {"correlation": 1.0, "homography": 0.1}}}
+
+HCNET_PRESETS: dict[str, dict[str, Any]] = {
+    "hcnet-synthetic-cpu": {**_HC_SYNTH, "area": "same"},
+    "hcnet-synthetic-cpu-cross": {**_HC_SYNTH, "area": "cross"},
+    "hcnet-vigor-same": {**_HC_VIGOR, "area": "same"},
+    "hcnet-vigor-cross": {**_HC_VIGOR, "area": "cross"},
+}
+
+_PRESET_KEYS = {"area": "area", "label_set": "label_set", "train_limit": "train_limit", "eval_limit": "eval_limit",
+                "steps": "steps", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
+                "grad_clip": "clip", "seed": "seed", "eval_seed": "eval_seed", "device": "device"}
+
+
+def config_from_preset(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A resolved ``crossview.fine.presets`` config (method ``hcnet``) -> this module's training config.
+
+    Shared keys map one to one (``grad_clip`` -> ``clip``); ``model`` holds HC-Net model overrides; the ``hcnet``
+    section holds the rest (``variant``, ``prior_deg``, ``loss``, ``eps``, ``warmup_frac``, ``photometric``, ...).
+    """
+    if cfg.get("method") != "hcnet":
+        raise ConfigError(f"config method is {cfg.get('method')!r}, not 'hcnet'")
+    if cfg.get("camera", "panorama") != "panorama":
+        raise ConfigError("HC-Net needs panoramas (camera=panorama); its spherical transform has no pinhole form")
+    mine: dict[str, Any] = {dst: cfg[src] for src, dst in _PRESET_KEYS.items() if src in cfg}
+    mine["model"] = dict(cfg.get("model") or {})
+    mine.update(copy.deepcopy(cfg.get("hcnet") or {}))
+    return resolve_config(mine)
+
+
+def train_from_preset(cfg: dict[str, Any], data, out, command: list[str] | None = None) -> Path:
+    """``crossview fine-train hcnet-...``: train from a resolved fine-grained preset config."""
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    return train(config_from_preset(cfg), data, out, command=command)
+
+
+def evaluate_run(run: str | Path, data: str | Path, out: str | Path, area: str | None = None,
+                 limit: int | None = None, pictures: int = 16, device: str = "cpu", seed: int | None = None,
+                 prior_deg: float | None = None) -> dict[str, Any]:
+    """``crossview fine-eval`` for an HC-Net run: metrics.json (with the protocol switches), predictions.npz and
+    pictures of the true (and estimated) position and heading on the tile."""
+    from crossview.fine.metrics import format_table
+
+    run, out = Path(run), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    cfg = saved["config"]
+    model = load_checkpoint(run, device)
+    area = area or cfg["area"]
+    prior_deg = cfg["prior_deg"] if prior_deg is None else prior_deg
+    seed = cfg["eval_seed"] if seed is None else seed
+    samples = _samples(data, area, "test", cfg["label_set"], limit)
+    preds: dict[str, list] = {}
+    metrics = evaluate(model, samples, prior_deg=prior_deg, seed=seed, device=device, keep=preds)
+    setting = f"hcnet {area}-area prior±{prior_deg:g}°"
+    report = {"setting": setting, "method": "hcnet", "area": area, "orientation": f"prior±{prior_deg:g}",
+              "camera": "panorama", "positives_only": True, "label_set": cfg["label_set"], "yaw_seed": seed,
+              "run": str(run), "data": str(data), "seconds_per_sample": metrics["seconds"] / len(samples),
+              "metrics": metrics}
+    write_json_atomic(out / "metrics.json", report)
+    np.savez(out / "predictions.npz", **{k: np.asarray(v) for k, v in preds.items()})
+    print(format_table({setting: metrics}))
+    if pictures:
+        from crossview.fine.viz import pose_picture
+
+        pic_dir = out / "pictures"
+        pic_dir.mkdir(exist_ok=True)
+        for i in range(min(pictures, len(samples))):
+            s = samples[i]
+            err = float(np.linalg.norm(preds["xy"][i] - preds["true_xy"][i]))
+            pose_picture(s.aerial, s.tile_m, preds["true_xy"][i], float(preds["true_heading"][i]), preds["xy"][i],
+                         float(preds["heading"][i]), pic_dir / f"{i:04d}_{s.sample_id[:40]}.png",
+                         title=f"err {err:.1f} m")
+    return report

@@ -1,0 +1,90 @@
+"""HC-Net inference speed at VIGOR sizes (FINE_SPEC §2.2: panorama -> 512×512 view, tile 640 -> 512, 6 iterations).
+
+Times the whole ``predict`` path: panorama resize, spherical transform, both encoders, correlation, the iterative
+homography and the pose read-out, on random images (speed does not depend on content). Reports frames per second
+per batch size and compares with the 30 FPS the HC-Net README claims.
+
+    python benchmarks/bench_hcnet.py --device cuda            # the GPU figure (lead)
+    python benchmarks/bench_hcnet.py --device cpu --batch 1   # a CPU figure
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from crossview.fine.hcnet import build_model, hcnet_config
+from crossview.io import write_json_atomic
+
+CLAIMED_FPS = 30.0
+
+
+def bench(variant: str, device: str, batch: int, iters: int, warmup: int, precision: str) -> dict:
+    model = build_model(hcnet_config(variant, weights=None)).to(device).eval()
+    cfg = model.config
+    ph, pw = cfg["pano_size"]
+    g = torch.Generator().manual_seed(0)
+    data = {"ground": torch.rand(batch, 3, 1024, 2048, generator=g).to(device),  # VIGOR panoramas are 2:1
+            "aerial": torch.rand(batch, 3, 640, 640, generator=g).to(device),
+            "tile_m": torch.full((batch,), 72.5, device=device), "heading": torch.zeros(batch, device=device),
+            "camera": ["panorama"] * batch}
+    prior = torch.zeros(batch, device=device)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+    def step():
+        with torch.no_grad(), torch.autocast(device_type=torch.device(device).type, dtype=dtype,
+                                             enabled=dtype is not None):
+            return model.predict(data, prior)
+
+    for _ in range(warmup):
+        step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        out = step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    fps = batch * iters / seconds
+    row = {"variant": variant, "device": device, "batch": batch, "precision": precision, "iterations": iters,
+           "fps": fps, "ms_per_frame": 1000.0 / fps, "pano_input": [1024, 2048], "pano_size": [ph, pw],
+           "bev_size": cfg["bev_size"], "aerial_size": cfg["aerial_size"], "refinements": cfg["iterations"],
+           "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+           "finite": bool(torch.isfinite(out["xy"]).all()),
+           "vs_claimed_30fps": fps / CLAIMED_FPS}
+    if device.startswith("cuda"):
+        row["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        row["gpu"] = torch.cuda.get_device_name()
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--variant", default="hcnet_b0", help="hcnet_b0 (official layout) or hcnet_lite0")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--out", default=None, help="JSON file (default benchmarks/results/hcnet_speed_<device>.json)")
+    args = ap.parse_args()
+    rows = []
+    for b in args.batch:
+        row = bench(args.variant, args.device, b, args.iters, args.warmup, args.precision)
+        rows.append(row)
+        print(f"{row['variant']} {row['device']} batch {b:3d} {row['precision']}: {row['fps']:8.1f} FPS "
+              f"({row['ms_per_frame']:.1f} ms/frame; claimed {CLAIMED_FPS:.0f} FPS)", flush=True)
+    out = Path(args.out or Path(__file__).parent / "results" / f"hcnet_speed_{args.device.split(':')[0]}.json")
+    write_json_atomic(out, {"rows": rows, "torch": torch.__version__, "host": platform.node(),
+                            "note": "random inputs; predict() end to end incl. spherical transform"})
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
