@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--camera", default="panorama", choices=["panorama", "pinhole", "drone"])
     p.add_argument("--fov", type=float, help="horizontal field of view of a pinhole photo, degrees (else from EXIF)")
     p.add_argument("--heading-prior", help="DEG±ERR: heading of the panorama centre / photo axis, clockwise from "
-                                           "north, and its uncertainty (e.g. 90±20)")
+                                           "north, and its uncertainty (e.g. 90±20 or 90+-20; negative: "
+                                           "--heading-prior=-30±10)")
     p.add_argument("--top-k", type=int, default=5, help="tiles retrieved (default 5)")
     p.add_argument("--refine", type=int, default=3, help="best tiles refined by the fine model (default 3)")
     p.add_argument("--fine-model", help="fine-localization run folder or checkpoint (default: tile centres only)")
