@@ -104,6 +104,10 @@ def load_model(checkpoint: str | os.PathLike | dict, arch: str | None = None, **
         cfg["name"] = f"{arch} (loaded)"
     model = build(cfg)
     model.load_state_dict(convert_official(state, model, layout), strict=True)
+    if layout != "ours":
+        model.config["backbone_source"] = f"{layout.replace('_', ' ')} checkpoint"
+    elif saved_cfg is not None and "backbone_source" in saved_cfg:
+        model.config["backbone_source"] = saved_cfg["backbone_source"]  # what training started from
     return model
 
 

