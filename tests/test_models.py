@@ -193,3 +193,25 @@ def test_pyramid_pool_token_counts():
     assert t.shape == (1, 1, 5)
     assert t[0, 0, 0].item() == pytest.approx(7.5)
     assert t[0, 0, 1:].tolist() == [2.5, 4.5, 10.5, 12.5]
+
+
+def test_model_info_cli_reports_parameters_and_macs(capsys):
+    from crossview.cli import main
+
+    assert main(["model-info", "mfrgn_cvusa"]) == 0
+    out = capsys.readouterr().out
+    assert "97,876,605" in out and "heads.ground.gpab" in out and "2,958,704" in out
+    assert main(["model-info", "mfrgn_tiny", "--set", "backbone=convnext_atto", "--json"]) == 0
+    import json
+
+    info = json.loads(capsys.readouterr().out)
+    assert info["config"]["backbone"] == "convnext_atto" and info["macs_per_pair"] > 0
+
+
+def test_macs_match_the_published_measurements():
+    from crossview.models.info import model_info
+
+    info = model_info("mfrgn_cvusa")
+    # MFRGN_SPEC g: 20.98 G (fvcore, which also counts a few element-wise ops) per image; 41.87 G torch MACs per pair
+    assert 20.90e9 < info["macs_per_image"]["ground"] < 20.99e9
+    assert info["macs_per_pair"] == pytest.approx(41.87e9, rel=2e-3)
