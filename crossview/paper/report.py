@@ -56,6 +56,7 @@ class Result:
     eval_data: str | None = None
     eval_crop: bool = False
     row_hint: str | None = None
+    run_id: str | None = None  # the training run folder the numbers come from (resolved)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -134,17 +135,17 @@ def read_result(path: str | Path, row_hint: str | None = None) -> Result:
             if isinstance(meta.get(key), dict) and "model" in meta[key]:
                 cfg = meta[key]
                 break
-        train_data = None
+        train_data, run_id = None, str(path.resolve())
         run = meta.get("run") or meta.get("run_dir") or meta.get("checkpoint")  # crossview eval: "checkpoint"
         for folder in ([Path(run)] if isinstance(run, str) and Path(run).is_dir() else []) + [path.parent]:
             if (folder / "config.json").exists() and (folder / "metrics.jsonl").exists():
                 run_cfg, train_data = _training_config(_read_json(folder / "config.json"))
-                cfg = cfg or run_cfg
+                cfg, run_id = cfg or run_cfg, str(folder.resolve())
                 break
         res = Result(path, "eval", cfg, _numeric(metrics), train_data=train_data,
                      eval_dataset=meta.get("dataset") if isinstance(meta.get("dataset"), str) else None,
                      eval_data=meta.get("data") if isinstance(meta.get("data"), str) else None, row_hint=row_hint,
-                     eval_crop=_eval_crop(meta, cfg))
+                     eval_crop=_eval_crop(meta, cfg), run_id=run_id)
         if not cfg:
             res.notes.append("no training config found (give the evaluation's run folder, or DIR@ROW_ID)")
         if meta.get("direction", "standard") != "standard":
@@ -156,7 +157,7 @@ def read_result(path: str | Path, row_hint: str | None = None) -> Result:
         row = last_eval(path / "metrics.jsonl")
         res = Result(path, "run", cfg, _numeric(row or {}), train_data=train_data,
                      eval_dataset=cfg.get("dataset"), eval_data=train_data, row_hint=row_hint,
-                     eval_crop=bool(cfg.get("crop", False)))
+                     eval_crop=bool(cfg.get("crop", False)), run_id=str(path.resolve()))
         if row is None:
             res.notes.append("metrics.jsonl has no evaluation line yet")
         return res
@@ -227,6 +228,14 @@ def assign(results: list[Result]) -> tuple[dict[tuple[str, bool], dict[str, list
                 hit = True
         if not hit:
             unmatched.append(res)
+    for sources in table.values():  # one result per training run and source: an evaluation folder wins over the
+        for src, found in sources.items():  # run's in-training evaluation of the same split
+            best: dict[str, Result] = {}
+            for res in found:
+                key = res.run_id or str(res.path)
+                if key not in best or (res.kind == "eval" and best[key].kind == "run"):
+                    best[key] = res
+            sources[src] = list(best.values())
     return table, unmatched
 
 
