@@ -40,6 +40,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "freeze_backbone": False,  # HC-Net trains end to end; freezing (the projection still learns) suits CPU runs
     "feature_index": 4,  # timm features_only index: 4 = stride 32 (B0 block 15, 320 ch); 2 = stride 8 (40 ch)
     "feature_dim": None,  # optional 1×1 projection of both encoders' features
+    "context_layers": 0,  # trainable dilated 3×3 convs after the projection (wider context for shallow backbones)
     "feature_norm": False,  # L2-normalise features; correlation = cosine / corr_temperature (HC-Net: raw dot / √C)
     "corr_temperature": 0.1,
     "pano_size": [512, 1024],  # panorama (H, W) fed to the spherical transform
@@ -127,6 +128,12 @@ class _Encoder(nn.Module):
         dim = cfg["feature_dim"]
         self.proj = nn.Conv2d(channels, dim, 1) if dim else nn.Identity()
         self.dim = dim or channels
+        ctx: list[nn.Module] = []
+        for i in range(int(cfg["context_layers"])):
+            d = 2 ** i
+            ctx += [nn.Conv2d(self.dim, self.dim, 3, padding=d, dilation=d), nn.GroupNorm(8, self.dim),
+                    nn.ReLU(inplace=True)]
+        self.context = nn.Sequential(*ctx)
         self.frozen = bool(cfg["freeze_backbone"])
         if self.frozen:
             self.net.requires_grad_(False)
@@ -141,8 +148,10 @@ class _Encoder(nn.Module):
         if self.frozen:
             with torch.no_grad():
                 f = self.net(x)[-1]
-            return self.proj(f)
-        return self.proj(self.net(x)[-1])
+        else:
+            f = self.net(x)[-1]
+        f = self.proj(f)
+        return f + self.context(f) if len(self.context) else f
 
 
 class _UpdateBlock(nn.Module):

@@ -295,11 +295,15 @@ def localize(model: HCNet | str | Path, ground_image, aerial_tile, camera=None, 
 # ----------------------------------------------------------------------------------------------------------------
 # The shared fine-grained presets (crossview.fine.presets) and run folders (crossview.fine.train)
 
+# CPU size for the ``crossview synth --layout vigor --scale small`` world (128-px tiles at about 0.56 m/px): frozen
+# Lite0 stride-8 features of a 128-px view at the tile's scale and the 128-px tile (16×16 correlation), a 64-d
+# projection with three dilated context convolutions, cosine correlation, 4 iterations; the corner and dense
+# correlation terms speed up a few-minute run (FINE_SPEC §6 "HC-Net-mini" has the same spirit).
 _HC_SYNTH_MODEL = {"feature_index": 2, "bev_size": 128, "aerial_size": 128, "pano_size": [128, 256],
-                   "feature_dim": 64, "hidden": 32, "iterations": 4, "bev_metres_per_pixel": 0.25,
-                   "eye_height_m": 2.0, "freeze_backbone": True}
-_HC_SYNTH = {"method": "hcnet", "model": _HC_SYNTH_MODEL, "batch_size": 8, "lr": 1e-3, "weight_decay": 5e-4,
-             "grad_clip": 1.0, "steps": 400, "eval_limit": 200,
+                   "feature_dim": 64, "hidden": 32, "iterations": 4, "bev_metres_per_pixel": 0.56,
+                   "eye_height_m": 2.0, "freeze_backbone": True, "feature_norm": True, "context_layers": 3}
+_HC_SYNTH = {"method": "hcnet", "model": _HC_SYNTH_MODEL, "batch_size": 8, "lr": 3e-3, "weight_decay": 5e-4,
+             "grad_clip": 1.0, "steps": 600, "eval_limit": None, "threads": 1,
              "hcnet": {"variant": "hcnet_lite0_tiny", "prior_deg": 45.0,
                        "loss": {"corners": 1.0, "correlation_dense": 1.0}}}
 # VIGOR: the official layout (512-px view from a 170° virtual camera, 512-px tile, 6 iterations, ±45° prior) on the
