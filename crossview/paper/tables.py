@@ -4,8 +4,8 @@
 meant to be merged into ``PRESETS`` (this module imports nothing from :mod:`crossview.train`, so
 ``presets.py`` may import it). ``ROWS`` holds every row of the tables: the numbers as printed, the dataset,
 the protocol and the preset (``None`` for methods this package does not implement) that reproduces it, plus a
-synthetic twin preset (``paper-synthetic-*``: the same model switches on the tiny CPU configuration on the
-synthetic VIGOR-like world) so that every table runs end to end on a CPU.
+synthetic twin preset (``paper-synthetic-*``: the same switches on the tiny CPU model, for the synthetic
+CVUSA-, CVACT- and VIGOR-like trees of ``crossview synth``) so that every table runs end to end on a CPU.
 
 One training run can fill several rows: Table 2's rows are Table 1's runs evaluated on the other dataset
 (``cross_eval``), Table 5's last two rows are the runs of Table 4's last row and Table 1's plain MFRGN row.
@@ -18,7 +18,8 @@ Cross-dataset evaluation::
 
 (:func:`cross_eval_command` builds these lines); ``crossview report runs/t1-cvusa-mfrgn runs/t1-cvusa-mfrgn/eval-*``
 then fills Table 1's and Table 2's rows. The pre-crop exists only for CVACT panoramas: Table 1/2's CVUSA
-"w/ Pre-processing" cells come from the plain CVUSA run, evaluated on cropped CVACT for Table 2.
+"w/ Pre-processing" cells come from the plain CVUSA run, evaluated on cropped CVACT for Table 2 (an evaluation
+that reads the cropped panoramas must record ``crop`` in its ``metrics.json``).
 """
 
 from __future__ import annotations
