@@ -88,13 +88,18 @@ def _base_uv(camera: TopDownCamera) -> torch.Tensor:
     return torch.stack([u, v], -1)
 
 
+@lru_cache(maxsize=32)
+def _base_uv_on(camera: TopDownCamera, device: str, dtype: torch.dtype) -> torch.Tensor:
+    return _base_uv(camera).to(device=device, dtype=dtype)
+
+
 def spherical_uv(camera: TopDownCamera, heading_deg=0.0, device=None, dtype=torch.float32) -> torch.Tensor:
     """Fractional panorama coordinates (B, H, W, 2) sampled by each output pixel.
 
     ``heading_deg`` (float or (B,) tensor): heading of the panorama's centre column, clockwise from north, as
     assumed by the transform (with a wrong heading the output is the true view rotated by the error).
     """
-    base = _base_uv(camera).to(device=device, dtype=dtype)
+    base = _base_uv_on(camera, str(torch.device(device or "cpu")), dtype)  # cached per device: no copy per call
     heading = torch.as_tensor(heading_deg, dtype=dtype, device=device).reshape(-1)
     u = torch.remainder(base[..., 0] - heading.view(-1, 1, 1) / 360.0, 1.0)
     return torch.stack([u, base[..., 1].expand_as(u)], -1)
