@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
@@ -62,6 +63,7 @@ def main() -> int:
     storage = getattr(torch, args.storage)
     out_path = Path(args.out or Path(__file__).parent / "results" / f"eval_{'gpu' if gpu else 'cpu'}.json")
 
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
     gen = torch.Generator(device=dev).manual_seed(args.seed)
     gen_cpu = torch.Generator().manual_seed(args.seed + 1)
@@ -110,6 +112,8 @@ def main() -> int:
         "peak_rss_gib": round(peak_rss_gib(), 3), "peak_rss_after_generation_gib": round(rss_after_gen, 3),
         "full_matrix_would_need_gib": round(args.queries * args.refs * 4 / 2**30, 1),
         "metrics": metrics,
+        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "note": "load average > cores means other jobs shared the CPU during the run (times are upper bounds)",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
         "python": platform.python_version(),
     }

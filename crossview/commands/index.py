@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~4*sqrt(N))")
     b.add_argument("--m", type=int, default=32, help="PQ sub-vectors (must divide the dimension)")
     b.add_argument("--nbits", type=int, default=8, help="bits per PQ code")
-    b.add_argument("--no-opq", action="store_true", help="no OPQ rotation before PQ")
+    b.add_argument("--opq", action="store_true", help="learn an OPQ rotation before PQ (slower training)")
     b.add_argument("--refine", choices=["flat", "sq8", "none"], default="flat",
                    help="re-rank PQ candidates with exact (flat) or 8-bit vectors")
     b.add_argument("--nprobe", type=int, default=32)
@@ -62,7 +62,7 @@ def build(args: argparse.Namespace) -> int:
     meta = {**man["model"], "dim": int(desc.shape[1]), "view": man.get("view"), "dataset": man.get("dataset"),
             "split": man.get("split")}
     idx = build_index(desc, ids, gps, meta, kind=args.kind, nlist=args.nlist, m=args.m, nbits=args.nbits,
-                      opq=not args.no_opq, refine=args.refine, nprobe=args.nprobe)
+                      opq=args.opq, refine=args.refine, nprobe=args.nprobe)
     save_index(idx, args.out)
     print(f"{args.out}: {args.kind} index of {len(idx)} {man.get('view')} descriptors (dim {idx.dim}) from "
           f"model {meta.get('name')}")

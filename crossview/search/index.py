@@ -6,7 +6,8 @@ name, config and weights hashes, preprocessing per view — and the ids and GPS 
 the index file so a mismatched pair is detected). Loading for a query model whose identity differs is
 refused with a message naming both.
 
-IVF-PQ here = optional OPQ rotation → inverted lists (``nlist`` coarse centroids) → product quantiser
+IVF-PQ here = optional OPQ rotation (off by default: its training is slow, and the exact re-ranking below
+already recovers the recall) → inverted lists (``nlist`` coarse centroids) → product quantiser
 (``m`` sub-vectors × ``nbits``), searched with ``nprobe`` lists, and by default re-ranked exactly
 (``refine="flat"``: the top ``k × k_factor`` PQ candidates are re-scored with the stored full vectors),
 which brings recall@10 against exact search above 0.95 (see ``benchmarks/bench_faiss.py``).
@@ -91,8 +92,9 @@ class Index:
 
 
 def build_index(desc: Any, ids: list[str], gps: Any = None, meta: dict[str, Any] | None = None, kind: str = "flat",
-                *, nlist: int | None = None, m: int = 32, nbits: int = 8, opq: bool = True, refine: str | None = "flat",
-                k_factor: int = 16, nprobe: int = 32, train_size: int | None = None, seed: int = 0) -> Index:
+                *, nlist: int | None = None, m: int = 32, nbits: int = 8, opq: bool = False,
+                refine: str | None = "flat", k_factor: int = 16, nprobe: int = 32, train_size: int | None = None,
+                seed: int = 0) -> Index:
     """Build a ``"flat"`` (exact inner product) or ``"ivfpq"`` index over ``desc`` (N, D).
 
     ``ivfpq``: ``nlist`` defaults to about 4·√N (a power of two), trained on at most ``train_size``
@@ -119,7 +121,9 @@ def build_index(desc: Any, ids: list[str], gps: Any = None, meta: dict[str, Any]
         if n < nlist * 39:
             raise ConfigError(f"{n} vectors are too few to train {nlist} IVF lists (faiss wants >= 39 per list); "
                               "use a smaller --nlist or a flat index")
-        key = (f"OPQ{m}," if opq else "") + f"IVF{nlist},PQ{m}x{nbits}"
+        # "np": no polysemous re-ordering of the PQ centroids (only useful for Hamming filtering, and it
+        # dominates training time: minutes even for 50k vectors)
+        key = (f"OPQ{m}," if opq else "") + f"IVF{nlist},PQ{m}x{nbits}np"
         base = faiss.index_factory(d, key, faiss.METRIC_INNER_PRODUCT)
         if refine == "flat":
             index = faiss.IndexRefineFlat(base)
