@@ -212,3 +212,26 @@ def test_bad_inputs_are_explained():
         evaluate_retrieval(np.zeros((2, 3)), np.zeros((4, 3)), [0])
     with pytest.raises(ValueError, match="reference rows"):
         evaluate_retrieval(np.zeros((2, 3)), np.zeros((4, 3)), [0, 4])
+
+
+def test_report_university_split_gives_both_protocols_labelled():
+    from pathlib import Path
+
+    from crossview.data.records import Record, Reference, Split
+    from crossview.evaluate.report import evaluate_descriptors, format_table
+
+    rng = np.random.default_rng(4)
+    gl = np.array([0, 0, 1, 1, 2, 3, 3, 9, 9])  # class 9: a distractor building
+    ql = np.array([0, 1, 2, 3, 0, 1])
+    refs = [Reference(i, Path(f"g{i}.png"), view="drone", label=int(c)) for i, c in enumerate(gl)]
+    recs = [Record(f"q{i}", Path(f"q{i}.png"), "aerial", tuple(np.flatnonzero(gl == c).tolist()), label=int(c))
+            for i, c in enumerate(ql)]
+    split = Split("university1652", "test-s2d", recs, refs)
+    q, g = torch.tensor(_random_unit(rng, 6, 4, np.float64)), torch.tensor(_random_unit(rng, 9, 4, np.float64))
+    m, curve, _ = evaluate_descriptors(split, q, g, protocol="sample4geo")
+    assert m["protocol"] == "sample4geo" and set(m["by_protocol"]) == {"original", "sample4geo"}
+    for p in ("original", "sample4geo"):
+        assert m["by_protocol"][p] == evaluate_university(q, ql, g, gl, p)
+    assert m["AP"] == m["by_protocol"]["sample4geo"]["AP"] and curve[0] == m["R@1"]
+    table = format_table([(f"u1652 [{p}]", v) for p, v in m["by_protocol"].items()])
+    assert "[original]" in table and "[sample4geo]" in table and "AP" in table.splitlines()[0]

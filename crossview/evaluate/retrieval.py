@@ -15,7 +15,9 @@ Definitions (MFRGN_SPEC d.2, d.3), kept exactly:
   With fewer than 100 references K = 0 and R@1 % is 0, exactly as the official code reports it;
   the K used is returned as ``"R@1%_k"``;
 * VIGOR hit rate = percentage of queries for which no reference other than the semi-positives is strictly
-  more similar than the positive (the top-1 is the positive or a semi-positive).
+  more similar than the positive — the official code's rule (mask the semi-positives among the references
+  above the positive; a hit if none remain). Note this is stricter than "the top-1 is the positive or a
+  semi-positive": a semi-positive at the top with a wrong tile between it and the positive is a miss.
 """
 
 from __future__ import annotations
