@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crossview.synth.world import BUILDING, CAR, TREE, World
+from crossview.synth.world import BUILDING, CAR, GRASS, TREE, World
 
 
 # ---------------------------------------------------------------- projections
@@ -188,7 +188,7 @@ def _shade_walls(ne, nn, look: Look) -> np.ndarray:
 
 def _surface_colour(world: World, look: Look, cls_top: np.ndarray, alb_top: np.ndarray) -> np.ndarray:
     """Ground/roof colour under the view's light: vegetation follows the season."""
-    veg = (cls_top == TREE) | (cls_top == 0)
+    veg = (cls_top == TREE) | (cls_top == GRASS)
     out = alb_top * (0.55 + 0.5 * np.sin(np.radians(look.sun_el)))
     out[veg] *= np.asarray(look.season, np.float32)
     return out
@@ -417,7 +417,7 @@ def render_drone(world: World, pose: DronePose, look: Look, rng: np.random.Gener
     col = np.empty((len(dd), 3), np.float32)
     ct = world.bilinear(world.aerial, pe[top], pn[top])
     rt, cc, it = world.cell_of(pe[top], pn[top])
-    veg = np.where(it, (world.cls[rt, cc] == TREE) | (world.cls[rt, cc] == 0), False)
+    veg = np.where(it, (world.cls[rt, cc] == TREE) | (world.cls[rt, cc] == GRASS), False)
     ct[veg] *= np.asarray(look.season, np.float32)
     col[top] = ct
     kr, kc, _ = world.cell_of(pe[wall], pn[wall])
