@@ -139,8 +139,16 @@ def test_backbone_weights_from_a_local_file(tmp_path):
     torch.testing.assert_close(model.backbone.model.stem[0].weight, src.stem[0].weight)
 
 
-def test_hub_weights_without_internet_explain_the_alternatives(monkeypatch):
+def test_hub_weights_without_internet_explain_the_alternatives(monkeypatch, tmp_path):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled by the test")
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # no cached weights either
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(socket.socket, "connect", refuse)
     with pytest.raises(ConfigError, match="backbone_weights"):
         create_model("mfrgn_atto", pretrained=True)
 
