@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -106,3 +108,30 @@ def test_our_state_dict_without_config_needs_the_arch(atto):
 def test_unknown_layout_is_a_clear_error():
     with pytest.raises(ConfigError, match="cannot tell the checkpoint layout"):
         detect_layout({"encoder.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("name, layout", [("mfrgn_cvusa", "official_mfrgn"), ("mfrgn_u1652", "official_mfrgn_u"),
+                                          ("sample4geo_cvusa", "official_sample4geo")])
+def test_export_is_the_exact_inverse_of_the_converter(name, layout):
+    from crossview.models.convert import export_official
+
+    with torch.device("meta"):
+        model = create_model(name, backbone="convnext_atto")
+    exported = export_official(model)
+    assert len(exported) == len(model.state_dict()) and detect_layout(exported) == layout
+    assert {rename_official_key(k, layout) for k in exported} == set(model.state_dict())
+    assert convert_official(exported, model).keys() == model.state_dict().keys()
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "mfrgn_parity").exists(),
+                    reason="official key lists not found in ../shared/reference/mfrgn_parity")
+def test_export_reproduces_the_official_key_list():
+    from crossview.models.convert import export_official
+
+    tsv = Path(__file__).resolve().parents[1].parent / "shared/reference/mfrgn_parity" / \
+        "official_state_dict_keys_cvusa_cvact_sat256_grd128x512.tsv"
+    rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
+    with torch.device("meta"):
+        model = create_model("mfrgn_cvusa")
+    exported = export_official(model)
+    assert {k: str(tuple(v.shape)) for k, v in exported.items()} == {k: shape for k, shape, _ in rows}

@@ -172,3 +172,53 @@ def infer_convnext(state: dict[str, torch.Tensor], prefix: str) -> tuple[str, di
     if name == "convnext_tiny" and depths == (3, 3, 27, 3):
         name = "convnext_small"
     return (name, {}) if _CONVNEXT_DEPTHS[name] == depths else (name, {"depths": depths})
+
+
+_LAYER_BACK = {v: k for k, v in _LAYER.items()}
+_PROMPT_BACK = {v: k for k, v in _PROMPT.items()}
+_VIEW_BACK = {"aerial": "sat", "ground": "grd", "shared": ""}
+
+
+def official_key(key: str, arch: str) -> str:
+    """The official name of one of our keys (the inverse of :func:`rename_official_key`), for exporting a model
+    to the official code. Raises for keys the official models do not have (e.g. ablation-only layouts)."""
+    if key == "logit_scale":
+        return key
+    if key.startswith("backbone.model."):
+        return ("model." if arch == "sample4geo" else "backbone.backbone.") + key[len("backbone.model."):]
+    m = re.fullmatch(r"input_proj\.(\d)\.(conv|norm)\.(.+)", key)
+    if m:
+        return f"embed.input_proj.{m[1]}.{0 if m[2] == 'conv' else 1}.{m[3]}"
+    m = re.fullmatch(r"s4_proj\.(conv|norm)\.(.+)", key)
+    if m:
+        return f"embed.input_proj.3.{0 if m[1] == 'conv' else 1}.{m[2]}"
+    m = re.fullmatch(r"heads\.(aerial|ground|shared)\.(.+)", key)
+    if not m:
+        raise ConfigError(f"{key}: no counterpart in the official {arch} model")
+    view, rest = m[1], m[2]
+    sfx = f"_{_VIEW_BACK[view]}" if view != "shared" else ""
+    m = re.fullmatch(r"pps_norm\.(.+)", rest)
+    if m:
+        return f"norm{2 if view == 'ground' else 1}.{m[1]}"
+    m = re.fullmatch(r"scam_(high|low)\.(\d+)\.(q|k|v|out|norm1|norm2|ffn\.fc1|ffn\.fc2)\.(.+)", rest)
+    if m:
+        return f"transformer{sfx}_{'H' if m[1] == 'high' else 'L'}.layers.{m[2]}.{_LAYER_BACK[m[3]]}.{m[4]}"
+    m = re.fullmatch(r"global_proj\.(.+)", rest)
+    if m:
+        return f"proj{sfx}.{m[1]}"
+    m = re.fullmatch(r"gpab\.(\d)\.prompt\.(conv1|bn1|conv2|bn2)\.(.+)", rest)
+    if m:
+        return f"proj_gl{sfx}.{m[1]}.{_PROMPT_BACK[m[2]]}.{m[3]}"
+    m = re.fullmatch(r"gpab\.(\d)\.(channel|spatial)\.(.+)", rest)
+    if m:
+        return f"{'ch' if m[2] == 'channel' else 'sp'}{sfx}.{m[1]}.{m[3]}"
+    m = re.fullmatch(r"local_proj\.(.+)", rest)
+    if m:
+        return f"proj_local{sfx}.{m[1]}"
+    raise ConfigError(f"{key}: no counterpart in the official {arch} model")
+
+
+def export_official(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s state dict under the official key names (MFRGN ``TimmModel``/``TimmModel_u``, Sample4Geo)."""
+    arch = model.config["arch"]
+    return {official_key(k, arch): v for k, v in model.state_dict().items()}
