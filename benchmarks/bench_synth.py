@@ -25,6 +25,37 @@ def _tree_stats(root: Path) -> dict:
             "images": sum(1 for p in files if p.suffix.lower() in (".jpg", ".jpeg", ".png"))}
 
 
+def polar_baseline(root: Path, n: int = 300) -> dict:
+    """Difficulty probe on a CVACT-like tree (centre-aligned, full panoramas): no learning, just project each
+    aerial image onto the panorama's ground rows (flat-ground polar warp) and rank by colour correlation."""
+    import numpy as np
+    from PIL import Image
+
+    meta = json.loads((root / "crossview_meta.json").read_text())
+    S, H, W = meta["tile_size"], meta["panorama_size"]["height"], meta["panorama_size"]["width"]
+    mpp, eye = next(iter(meta["metres_per_pixel"].values())), meta["eye_height_m"]
+    poses = [json.loads(x) for x in (root / "crossview_poses.jsonl").read_text().splitlines()][:n]
+    rows = np.arange(H // 2 + H // 20, H - H // 16)  # about 8 to 79 degrees below the horizon
+    el = np.radians(90 - (rows + 0.5) / H * 180)
+    az = np.radians(((np.arange(W) + 0.5) / W - 0.5) * 360)
+    d = eye / np.tan(-el)
+    x = S / 2 + d[:, None] * np.sin(az)[None, :] / mpp
+    y = S / 2 - d[:, None] * np.cos(az)[None, :] / mpp
+    ok = (x >= 0) & (x < S) & (y >= 0) & (y < S)
+    xi, yi = np.clip(x.astype(int), 0, S - 1), np.clip(y.astype(int), 0, S - 1)
+
+    def unit(a):
+        a = a - a.mean()
+        return (a / (np.linalg.norm(a) + 1e-9)).ravel()
+
+    g = np.stack([unit(np.asarray(Image.open(root / p["image"]), float)[rows][ok]) for p in poses])
+    t = np.stack([unit(np.asarray(Image.open(root / p["tiles"][0]["tile"]), float)[yi, xi][ok]) for p in poses])
+    sim = g @ t.T
+    rank = (sim > np.diag(sim)[:, None]).sum(1)
+    return {"n": len(poses), "R@1": float((rank < 1).mean()), "R@5": float((rank < 5).mean()),
+            "chance_R@1": 1 / len(poses)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scales", nargs="+", default=["tiny", "small", "medium"])
@@ -55,6 +86,8 @@ def main() -> int:
                        "cpu_s": round(cpu, 2), "workers": resolve_workers(args.workers, scale),
                        "load_avg_1min_before": round(load0, 2), "load_avg_1min_after": round(os.getloadavg()[0], 2),
                        **_tree_stats(root)}
+                if layout == "cvact":
+                    run["polar_colour_baseline"] = polar_baseline(root)
                 for k in ("tile_size", "panorama_size", "pinhole_size"):
                     if k in meta:
                         run[k] = meta[k]
