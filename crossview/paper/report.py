@@ -417,7 +417,7 @@ def to_markdown(tables: list[Table], unmatched: list[Result]) -> str:
                 w(f"| {r.row.method} | {r.row.section or '–'} | " + " | ".join(cells) + f" | {r.n} |\n")
             w("\n")
             if t.key in ORDERED_TABLES:
-                for col in [c for c in t.columns if "R@1" in c and c != "chance R@1"]:
+                for col in [c for c in t.columns if c == "R@1" or c in ("Same-area R@1", "Cross-area R@1")]:
                     m, p = ordering(t, col, block)
                     if sum(r.measured.get(col) is not None for r in rows) > 1:
                         w(f"Ordering by {col}, measured: {m}; paper: {p or 'not printed'}. (Recorded as measured; "
