@@ -38,6 +38,7 @@ class FG2Config:
     pretrained: bool = True  # lite0/1/2 load packaged ImageNet weights offline; other timm names use timm's hub
     freeze_backbone: bool = True  # FG² keeps its DINOv2 frozen
     out_indices: tuple[int, ...] = (1, 2)  # backbone levels, upsampled to the finest and concatenated
+    backbone_kwargs: dict = field(default_factory=dict)  # e.g. {"dynamic_img_size": True} for DINOv2 at any size
     ground_size: tuple[int, int] = (128, 256)  # (height, width) of a panorama; pinhole images use pinhole_size
     pinhole_size: tuple[int, int] = (128, 128)
     aerial_size: int = 128
@@ -94,7 +95,8 @@ class TinyCNN(nn.Module):
 class Backbone(nn.Module):
     """timm features at ``out_indices``, upsampled to the finest of them and concatenated."""
 
-    def __init__(self, name: str, out_indices: tuple[int, ...], pretrained: bool, freeze: bool):
+    def __init__(self, name: str, out_indices: tuple[int, ...], pretrained: bool, freeze: bool,
+                 kwargs: dict | None = None):
         super().__init__()
         self.freeze = freeze
         if name == "tiny":
@@ -111,7 +113,7 @@ class Backbone(nn.Module):
             if lite is not None:
                 name = f"tf_efficientnet_lite{lite}"
             self.net = timm.create_model(name, features_only=True, out_indices=tuple(out_indices),
-                                         pretrained=bool(pretrained and lite is None))
+                                         pretrained=bool(pretrained and lite is None), **(kwargs or {}))
             if pretrained and lite is not None:
                 full = timm.create_model(name, pretrained=False)
                 load_lite_weights(full, lite)
@@ -154,7 +156,8 @@ class FG2(nn.Module):
         super().__init__()
         cfg = cfg if isinstance(cfg, FG2Config) else FG2Config.from_dict(cfg or {})
         self.cfg = cfg
-        self.backbone = Backbone(cfg.backbone, cfg.out_indices, cfg.pretrained, cfg.freeze_backbone)
+        self.backbone = Backbone(cfg.backbone, cfg.out_indices, cfg.pretrained, cfg.freeze_backbone,
+                                 cfg.backbone_kwargs)
         c, d = self.backbone.channels, cfg.feat_dim
         self.ground_in = nn.Conv2d(c, d, 1)
         self.ground_block = _conv_block(d, d, circular=True)

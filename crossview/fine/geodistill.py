@@ -37,6 +37,7 @@ class GeoDistillConfig:
     pretrained: bool = True
     freeze_backbone: bool = True
     out_indices: tuple[int, ...] = (1, 2)
+    backbone_kwargs: dict = field(default_factory=dict)  # e.g. {"dynamic_img_size": True} for DINOv2 at any size
     ground_size: tuple[int, int] = (128, 256)
     aerial_size: int = 128
     bev_cells: int = 32  # aerial feature grid and BEV grid (cells over the tile side)
@@ -91,7 +92,8 @@ class GeoDistill(nn.Module):
         super().__init__()
         cfg = cfg if isinstance(cfg, GeoDistillConfig) else GeoDistillConfig.from_dict(cfg or {})
         self.cfg = cfg
-        self.backbone = Backbone(cfg.backbone, cfg.out_indices, cfg.pretrained, cfg.freeze_backbone)
+        self.backbone = Backbone(cfg.backbone, cfg.out_indices, cfg.pretrained, cfg.freeze_backbone,
+                                 cfg.backbone_kwargs)
         c, d = self.backbone.channels, cfg.feat_dim
         self.ground_in = nn.Conv2d(c, d, 1)
         self.ground_block = _conv_block(d, d, circular=True)

@@ -50,6 +50,7 @@ _FG2_VIGOR = {"method": "fg2", "model": {"backbone": "vit_large_patch14_dinov2.l
                                          "ground_size": [714, 1428], "aerial_size": 630, "bev_cells": 41,
                                          "heights_m": [-10, -8, -6, -4, -2, 0, 2, 4, 6, 8, 10], "feat_dim": 256,
                                          "desc_dim": 128, "num_matches": 1024, "out_indices": [23],
+                                         "backbone_kwargs": {"dynamic_img_size": True},
                                          "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
               "batch_size": 24, "lr": 1e-4, "steps": 25 * 52600 // 24, "eval_every": 52600 // 24}
 _FG2_SYNTH = {"method": "fg2", "model": {"backbone": "tf_efficientnet_lite0", "pretrained": True,
@@ -58,11 +59,14 @@ _FG2_SYNTH = {"method": "fg2", "model": {"backbone": "tf_efficientnet_lite0", "p
                                          "feat_dim": 32, "desc_dim": 32, "num_matches": 256},
               "batch_size": 8, "lr": 1e-3, "steps": 400, "eval_limit": 200, "checkpoint_every": 50}
 _GEOD_SYNTH = {"method": "geodistill", "model": {"backbone": "tf_efficientnet_lite0", "pretrained": True,
-                                                 "ground_size": [128, 256], "aerial_size": 128},
-               "batch_size": 8, "lr": 1e-3, "base_steps": 300, "distill_steps": 300, "steps": 600,
-               "orientation_steps": 300, "eval_limit": 200, "ema_every": 50}
-_GEOD_VIGOR = {"method": "geodistill", "model": {"backbone": "tf_efficientnet_b0", "pretrained": True,
-                                                 "ground_size": [320, 640], "aerial_size": 512},
+                                                 "ground_size": [128, 256], "aerial_size": 128, "feat_dim": 32},
+               "batch_size": 8, "lr": 1e-3, "base_steps": 150, "distill_steps": 150, "steps": 300,
+               "orientation_steps": 150, "eval_limit": 100, "ema_every": 25}
+_GEOD_VIGOR = {"method": "geodistill", "model": {"backbone": "vit_base_patch14_dinov2.lvd142m", "pretrained": True,
+                                                 "out_indices": [2, 5, 8, 11], "ground_size": [322, 644],
+                                                 "aerial_size": 518, "bev_cells": 64, "feat_dim": 256,
+                                                 "backbone_kwargs": {"dynamic_img_size": True},
+                                                 "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
                "batch_size": 8, "lr": 1e-4, "weight_decay": 1e-5, "base_steps": 15 * 52600 // 8,
                "distill_steps": 20 * 52600 // 8, "ema_every": 52600 // 8, "tau_teacher": 1.0, "tau_student": 1.0,
                "orientation_steps": 10 * 52600 // 8}
