@@ -39,8 +39,8 @@ UNIVERSITY = {
              "half_extent": 110},
     "small": {"train": 40, "test": 20, "distractors": 10, "drones": 8, "sat": 128, "drone_hw": (128, 128),
               "cell": 0.25, "half_extent": 250},
-    "medium": {"train": 200, "test": 100, "distractors": 40, "drones": 16, "sat": 256, "drone_hw": (256, 256),
-               "cell": 0.25, "half_extent": 400},
+    "medium": {"train": 120, "test": 60, "distractors": 20, "drones": 10, "sat": 256, "drone_hw": (192, 192),
+               "cell": 0.25, "half_extent": 300},
 }
 
 EYE_HEIGHT_M = 2.0
