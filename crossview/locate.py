@@ -17,6 +17,7 @@ WGS84 lat/lon only when the answer is written; headings are degrees clockwise fr
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -285,6 +286,22 @@ def _load_fine(run: str | os.PathLike | Any, device: str) -> tuple[Any, str]:
                       "runs from `crossview fine-train`")
 
 
+def _run_median_error(run: str | os.PathLike | Any) -> float | None:
+    """The held-out median position error (m) a fine run reports in its ``metrics.json`` (``crossview fine-train`` /
+    ``fine-eval``), used as the floor of locate's uncertainty; None when the run was not evaluated."""
+    if not _is_path(run):
+        return getattr(run, "median_m", None)
+    folder = Path(run) if Path(run).is_dir() else Path(run).parent
+    try:
+        data = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for d in (data, data.get("metrics") if isinstance(data, dict) else None):
+        if isinstance(d, dict) and isinstance(d.get("median_m"), int | float) and math.isfinite(d["median_m"]):
+            return float(d["median_m"])
+    return None
+
+
 def _fine_cameras(model, method: str) -> tuple[str, ...]:
     """The photo kinds a fine localizer places (HC-Net and GeoDistill need a full panorama)."""
     if hasattr(model, "cameras"):
@@ -371,6 +388,7 @@ class Locator:
         self.tiles = _match_tiles(self.index.ids, read_manifest(manifest), f"index {index}", manifest)
         self.fine_path = Path(fine_model) if fine_model is not None and _is_path(fine_model) else None
         self.fine, self.fine_method = _load_fine(fine_model, device) if fine_model is not None else (None, None)
+        self.fine_median_m = _run_median_error(fine_model) if fine_model is not None else None
 
     def describe(self) -> dict[str, Any]:
         return {"index": self.index_path.name, "tiles": len(self.index), "model": self.index.meta.get("name"),
@@ -444,7 +462,8 @@ class Locator:
             p = best["pose"]
             result = {"method": "fine", "lat": p["lat"], "lon": p["lon"], "x_m": p["x_m"], "y_m": p["y_m"],
                       "heading_deg": p["heading_deg"], "confidence": p["confidence"],
-                      "uncertainty_m": _fine_uncertainty(best, cands[:refine], self.tiles[best["tile"]])}
+                      "uncertainty_m": _fine_uncertainty(best, cands[:refine], self.tiles[best["tile"]],
+                                                         self.fine_median_m)}
         else:
             best = cands[0]
             t = self.tiles[best["tile"]]
@@ -482,8 +501,9 @@ class Locator:
         return result
 
 
-def _fine_uncertainty(best: dict, refined: list[dict], tile) -> float:
-    """Confidence-weighted spread (m) of the refined answers near the chosen one, at least 4 tile pixels.
+def _fine_uncertainty(best: dict, refined: list[dict], tile, run_median_m: float | None = None) -> float:
+    """Confidence-weighted spread (m) of the refined answers near the chosen one, at least the fine run's
+    evaluated median error (when its metrics.json has one) and at least 4 tile pixels.
 
     A heuristic: overlapping tiles that agree give a small radius, ones that disagree nearby a larger one.
     Answers more than a tile width away are other hypotheses (they stay listed among the candidates), not
@@ -491,7 +511,7 @@ def _fine_uncertainty(best: dict, refined: list[dict], tile) -> float:
     """
     from crossview.tiles import distance_m
 
-    floor, reach = 4 * tile.mpp, max(tile.width, tile.height) * tile.mpp
+    floor, reach = max(4 * tile.mpp, run_median_m or 0.0), max(tile.width, tile.height) * tile.mpp
     near = [(c["confidence"], distance_m((best["pose"]["lat"], best["pose"]["lon"]),
                                          (c["pose"]["lat"], c["pose"]["lon"]))) for c in refined]
     near = [(w, d) for w, d in near if d <= reach]
@@ -585,7 +605,6 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     after fine localization.
     Writes ``metrics.json`` and ``per_photo.jsonl`` under ``out`` (default ``run_dir/locate_demo``).
     """
-    import json
     import random
 
     from crossview.tiles import build_tiles, distance_m

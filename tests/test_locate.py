@@ -322,13 +322,15 @@ def test_fine_refinement_picks_the_confident_tile(tiny_world, tmp_path):
     wrong = next(t for t in oracle.slot if not any(t in x["tile"] for x in rec["tiles"]))
     i = int(torch_argmin_row(oracle, world / rec["image"]))
     oracle.targets[i, oracle.slot[wrong]] = 1.5  # the wrong tile now ranks first
-    loc = Locator(index, model=oracle, fine_model=NoisyTruthLocalizer(world), refine=3)
+    fine = NoisyTruthLocalizer(world)
+    fine.median_m = 6.0  # as if its run had been evaluated at 6 m median error: the uncertainty floor
+    loc = Locator(index, model=oracle, fine_model=fine, refine=3)
     r = loc.locate(world / rec["image"], heading_prior=(rec["heading_deg"] + 20, 45), out=tmp_path / "out",
                    thumbnails=True)
     assert r["candidates"][0]["tile"] == wrong and not r["candidates"][0]["chosen"]
     assert r["tile"] != wrong and r["method"] == "fine"
     assert distance_m((r["lat"], r["lon"]), (rec["lat"], rec["lon"])) < 8.0
-    assert r["uncertainty_m"] >= 4 * loc.tiles[r["tile"]].mpp
+    assert r["uncertainty_m"] >= 6.0
     assert (tmp_path / "out" / "candidate_1.jpg").is_file()
 
 
@@ -387,3 +389,13 @@ def test_real_fine_checkpoints_plug_in(tiny_world, tmp_path, method):
         assert r["method"] == "retrieval" and "not pinhole" in r["note"] and "pose" not in r["candidates"][0]
     else:  # FG² places pinhole photos too
         assert r["method"] == "fine" and "pose" in r["candidates"][0]
+
+
+def test_run_median_error_read_from_metrics(tmp_path):
+    from crossview.locate import _run_median_error
+
+    assert _run_median_error(tmp_path) is None
+    (tmp_path / "metrics.json").write_text(json.dumps({"metrics": {"median_m": 7.5}}))
+    assert _run_median_error(tmp_path) == 7.5
+    (tmp_path / "metrics.json").write_text(json.dumps({"median_m": 3, "mean_m": 4}))
+    assert _run_median_error(tmp_path / "checkpoint.pt") == 3.0
