@@ -133,7 +133,7 @@ def tsne_figure(groups: dict[str, np.ndarray], out: str | Path, size_px: tuple[i
     start = 0
     for label, a in zip(labels, arrays):
         pts = xy[start:start + len(a)]
-        ax.scatter(pts[:, 0], pts[:, 1], s=6, alpha=0.6, label=f"{label} ({len(a)})")
+        ax.scatter(pts[:, 0], pts[:, 1], s=10, alpha=0.6, label=f"{label} ({len(a)})")
         start += len(a)
     ax.legend(loc="upper right", markerscale=3)
     ax.set_xticks([])
