@@ -190,7 +190,9 @@ def test_report_builds_the_expected_tables(tmp_path):
     cfg["config"]["preset"] = "synthetic-cpu"
     (other / "config.json").write_text(json.dumps(cfg))
 
-    folders = [cvact, cross, cvusa, plain, cropped, base, base2, again, syn, other]
+    crop_run = _run(tmp_path, "crop", "paper-t1-cvact-mfrgn-crop", 85.0, "/data/cvact")
+    uncropped = _eval(crop_run / "eval", 60.0, dataset="cvact", data="/data/cvact", split_meta={"crop": False})
+    folders = [cvact, cross, cvusa, plain, cropped, base, base2, again, syn, other, crop_run, uncropped]
     paths = rep.write_report([str(f) for f in folders], tmp_path / "out", cost_fn=_fake_cost)
     md = paths["markdown"].read_text()
 
@@ -217,6 +219,8 @@ def test_report_builds_the_expected_tables(tmp_path):
     assert float(_csv(paths["table4_synthetic.csv"])["t4-same-baseline"]["measured chance R@1"]) == 1.25
     # the run of an unknown preset is listed, not dropped
     assert "not matched to a paper row" in md and str(other) in md
+    # a crop-trained run evaluated on uncropped panoramas is not its row's protocol: listed, not averaged in
+    assert float(t1["t1-cvact-pre-mfrgn"]["measured R@1"]) == 85.0 and str(uncropped) in md
 
 
 def test_report_ordering_and_row_hint(tmp_path):

@@ -193,14 +193,8 @@ def collect(args: list[str]) -> list[Result]:
 # --- matching results to rows --------------------------------------------------------------------------------
 
 
-@dataclass
-class Cell:
-    values: list[float]
-    paths: list[str]
-
-    @property
-    def mean(self) -> float | None:
-        return sum(self.values) / len(self.values) if self.values else None
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def assign(results: list[Result]) -> tuple[dict[tuple[str, bool], dict[str, list[Result]]], list[Result]]:
@@ -216,6 +210,11 @@ def assign(results: list[Result]) -> tuple[dict[tuple[str, bool], dict[str, list
             if source not in sources:
                 source = next(s for s in ("own", "cross") if s in sources)
             table[(row.id, synthetic)][source].append(res)
+            continue
+        if source == "own" and res.kind == "eval" and res.eval_crop != bool(res.config.get("crop")):
+            res.notes.append("evaluated with the pre-crop " + ("on" if res.eval_crop else "off") + ", trained with "
+                             "it " + ("on" if res.config.get("crop") else "off") + ": not the row's protocol")
+            unmatched.append(res)
             continue
         hit = False
         for row in ROWS:
@@ -346,11 +345,11 @@ def build_tables(results: list[Result], all_rows: bool = False, cost: bool = Tru
                         measured[col] = _cost_value(got, metric, costs, cost, cost_fn)
                     else:
                         vals = [x.metrics[metric] for x in got.get(src, []) if metric in x.metrics]
-                        measured[col] = Cell(vals, []).mean
+                        measured[col] = _mean(vals)
                 if synthetic:  # what R@1 a random model gets on the (small) synthetic test set
                     src = "own" if got.get("own") else "cross"
                     vals = [x.metrics["chance_R@1"] for x in got.get(src, []) if "chance_R@1" in x.metrics]
-                    measured["chance R@1"] = Cell(vals, []).mean
+                    measured["chance R@1"] = _mean(vals)
                 n = max((len(xs) for xs in got.values()), default=0)
                 out_rows.append(TableRow(r, synthetic, measured, runs, n))
                 for c in measured:
