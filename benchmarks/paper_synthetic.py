@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=20, help="optimiser steps per run (default 20)")
     ap.add_argument("--tables", default="1,2,3,4,5,f7", help="comma list of 1,2,3,4,5,f7")
     ap.add_argument("--scale", default="small", choices=["tiny", "small", "medium"])
-    ap.add_argument("--batch", type=int, default=None, help="override the twins' batch size (default 32)")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="override the twins' batch size (default 32; 8 at --scale tiny)")
     ap.add_argument("--no-cost", action="store_true", help="skip Table 5's parameter/MAC counts")
     args = ap.parse_args(argv)
 
@@ -119,16 +120,22 @@ def main(argv: list[str] | None = None) -> int:
     roots = make_worlds(work, args.scale, datasets)
     timings["data"] = time.perf_counter() - t0
 
-    folders = []
-    overrides = {"max_steps": args.steps, **({"batch_size": args.batch} if args.batch else {})}
+    folders, failures = [], {}
+    batch = args.batch or (8 if args.scale == "tiny" else None)  # tiny trees hold about 20 training pairs
+    overrides = {"max_steps": args.steps, **({"batch_size": batch} if batch else {})}
     for preset in presets:
         cfg = resolve(preset, overrides)
         run = work / "runs" / preset
         if not (run / "model.pt").exists():
             t = time.perf_counter()
             print(f"[train] {preset} ({cfg['model']}, {cfg['dataset']}, {args.steps} steps)", flush=True)
-            train(cfg, roots[cfg["dataset"]], run, resume=(run / "checkpoints" / "last.pt").exists(),
-                  command=[sys.executable, *sys.argv])
+            try:
+                train(cfg, roots[cfg["dataset"]], run, resume=(run / "checkpoints" / "last.pt").exists(),
+                      command=[sys.executable, *sys.argv])
+            except Exception as exc:  # keep going: the report shows which rows are missing
+                failures[preset] = f"{type(exc).__name__}: {exc}"
+                print(f"[fail] {preset}: {failures[preset]}", flush=True)
+                continue
             timings[f"train {preset}"] = time.perf_counter() - t
         folders.append(str(run))
         for r in rows:
@@ -141,17 +148,24 @@ def main(argv: list[str] | None = None) -> int:
             if not (out / "metrics.json").exists():
                 t = time.perf_counter()
                 print(f"[eval] {preset} on {ds}:{split}{' (crop)' if crop else ''}", flush=True)
-                evaluate_on(run, roots[ds], ds, split, crop, out)
+                try:
+                    evaluate_on(run, roots[ds], ds, split, crop, out)
+                except Exception as exc:
+                    failures[str(out)] = f"{type(exc).__name__}: {exc}"
+                    print(f"[fail] {out}: {failures[str(out)]}", flush=True)
+                    continue
                 timings[f"eval {preset} {ds}{' crop' if crop else ''}"] = time.perf_counter() - t
             folders.append(str(out))
     t = time.perf_counter()
     paths = write_report(folders, work / "report", cost=not args.no_cost)
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    (work / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    (work / "timings.json").write_text(json.dumps({**timings, "failures": failures}, indent=2) + "\n")
     for name, path in paths.items():
         print(f"{name:28s} {path}")
-    return 0
+    for name, why in failures.items():
+        print(f"FAILED {name}: {why}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
