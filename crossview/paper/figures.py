@@ -183,6 +183,8 @@ def _gradcam(model, query, reference, query_view, reference_view, layers, size_q
         return layer.register_forward_hook(lambda m, i, o: acts.__setitem__(name, o))
 
     maps = []
+    # inputs that need gradients: the graph reaches the hooked maps even if every parameter before them is frozen
+    query, reference = query.detach().requires_grad_(True), reference.detach().requires_grad_(True)
     with torch.enable_grad():
         h = grab("q", layers[0])
         try:
