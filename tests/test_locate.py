@@ -143,7 +143,7 @@ def test_retrieval_chain(tile_world, tmp_path):
     # the ranking is the model's cosine ranking of the photo against every tile, recomputed here
     model = load_model(str(root / "model_a.pt")).eval()
     (h, w), mean, std = input_spec(model, "ground")
-    x = torch.from_numpy(np.asarray(Image.open(photo).convert("RGB").resize((w, h), Image.BILINEAR)))
+    x = torch.from_numpy(np.array(Image.open(photo).convert("RGB").resize((w, h), Image.BILINEAR)))
     from crossview.geometry.cameras import roll_panorama
 
     x, _ = roll_panorama(x.permute(2, 0, 1), -45.0)
