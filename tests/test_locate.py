@@ -187,6 +187,9 @@ def test_cli_locate(tile_world, tmp_path, capsys):
     # a wrong-aspect panorama: a clear error, exit code 2
     assert main(["locate", str(photo), "--index", str(index)]) == 2
     assert "about 2:1" in capsys.readouterr().err
+    # a drone image against an index whose model has no drone view
+    assert main(["locate", str(photo), "--index", str(index), "--camera", "drone"]) == 2
+    assert "does not embed drone images" in capsys.readouterr().err
 
 
 
