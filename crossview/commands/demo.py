@@ -3,7 +3,11 @@
 1. generate a small VIGOR-like synthetic world (``crossview synth``);
 2. validate it and build the GPS-neighbour tables (``crossview prepare``);
 3. save a picture sheet of sample pairs (tile with the camera's position and heading, and the panorama);
-4. train a small MFRGN on it and evaluate retrieval on held-out panoramas (``crossview train`` / ``eval``).
+4. train a small MFRGN on it and evaluate retrieval on held-out panoramas (``crossview train`` / ``eval``);
+5. optionally train a fine-grained localizer (``--fine PRESET``, ``crossview fine-train``);
+6. build an index over the world's tiles, locate held-out photos (``crossview locate``) and report the median
+   position and heading error in metres/degrees against the known truth (retrieval alone and, with a fine
+   model, after fine localization).
 Each stage skips work already done, so a second run is quick.
 """
 
@@ -14,6 +18,8 @@ import json
 import time
 from pathlib import Path
 
+from crossview.io import write_json_atomic
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on a synthetic world (CPU, minutes)")
@@ -21,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", default="small", choices=["tiny", "small", "medium"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-train", action="store_true", help="stop after the data stages")
+    p.add_argument("--fine", default=None, metavar="PRESET",
+                   help="also train this fine-grained localizer preset (e.g. hcnet-synthetic-cpu) and use it in locate")
+    p.add_argument("--locate", type=int, default=20, metavar="N", help="held-out photos to locate (0: skip)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training config key, e.g. --set epochs=2")
     p.set_defaults(func=run)
@@ -75,6 +84,31 @@ def run(args: argparse.Namespace) -> int:
                 f"{k} {last[k]:.1f}" for k in ("R@1", "R@5", "R@10", "R@1%", "hit_rate", "chance_R@1") if k in last))
             summary["retrieval"] = {k: v for k, v in last.items() if k not in ("type",)}
         print(f"   ({time.perf_counter() - t:.0f} s)")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        fine_run = None
+        if args.fine:
+            from crossview.fine.presets import resolve_config as fine_config
+            from crossview.fine.train import train as fine_train
+
+            t = _stage(f"5. train the fine-grained localizer (preset {args.fine})")
+            fine_run = out / "fine"
+            if (fine_run / "checkpoint.pt").exists():
+                print(f"   {fine_run / 'checkpoint.pt'} exists: skipping (delete the folder to retrain)")
+            else:
+                fine_train(fine_config(args.fine, {}), data, fine_run, command=["crossview", "demo"])
+            print(f"   ({time.perf_counter() - t:.0f} s)")
+        if args.locate:
+            from crossview.locate import demo_locate
+
+            t = _stage(f"6. locate {args.locate} held-out photos: index the tiles, retrieve, refine, compare")
+            result = demo_locate(data, run_dir, fine_run=fine_run, n=args.locate, out=out / "locate")
+            for name in ("retrieval", "fine"):
+                row = result.get(name)
+                if row and row.get("median_m") is not None:
+                    heading = row.get("heading_median_deg")
+                    print(f"   {name:>9s}: median position error {row['median_m']:.1f} m"
+                          + (f", median heading error {heading:.1f} deg" if heading is not None else ""))
+            summary["locate"] = result
+            print(f"   ({time.perf_counter() - t:.0f} s)")
+    write_json_atomic(out / "summary.json", summary)
     print(f"\nsummary: {out / 'summary.json'}")
     return 0
