@@ -20,29 +20,20 @@ from crossview.search.shards import load_shards, parse_shard_arg, shard_ranges
 
 
 class TinyModel(torch.nn.Module):
-    """Stand-in with the crossview model interface: ``embed(x, view)`` and an input spec per view."""
+    """Stand-in with the crossview model interface: ``embed(x, view)`` and a config with sizes, mean, std."""
 
     def __init__(self, dim: int = 8, seed: int = 0, name: str = "tiny"):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.proj = torch.nn.Parameter(torch.randn(48, dim, generator=g))
-        self.config = {"name": name, "dim": dim}
+        # the config keys crossview.models.input_spec reads
+        self.config = {"name": name, "arch": "tiny", "sizes": {"ground": [16, 32], "aerial": [16, 16]},
+                       "mean": [0.5] * 3, "std": [0.25] * 3}
         self.images = 0
-
-    def input_spec(self, view: str):
-        return ((16, 16) if view == "aerial" else (16, 32)), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
     def embed(self, x: torch.Tensor, view: str) -> torch.Tensor:
         self.images += x.shape[0]
         return F.normalize(F.adaptive_avg_pool2d(x, 4).flatten(1) @ self.proj, dim=1)
-
-
-@pytest.fixture(autouse=True)
-def _stand_in_spec(monkeypatch):
-    """Until crossview.models lands (or for a foreign model), the model's own input_spec is used."""
-    import crossview.search.embed as emb
-
-    monkeypatch.setattr(emb, "model_input_spec", lambda model, view: model.input_spec(view))
 
 
 def _image(path: Path, rng, size) -> Path:
@@ -234,3 +225,50 @@ def test_model_identity_tells_weights_and_preprocessing_apart():
     assert ia == ib and ia["name"] == "tiny" and ia["dim"] == 8
     assert ia["config_hash"] == ic["config_hash"] and ia["weights_hash"] != ic["weights_hash"]
     assert ia["preprocessing"]["ground"] == {"size": [16, 32], "mean": [0.5] * 3, "std": [0.25] * 3}
+
+
+@pytest.mark.slow
+def test_cli_embed_shards_then_eval_reuses_them_and_index_checks_the_model(tmp_path):
+    """embed --shard i/n (any order) → eval reuses every shard → index build → search a photo; another model's
+    photo query is refused. A saved mfrgn_tiny checkpoint on the tiny synthetic VIGOR world."""
+    from crossview.cli import main
+    from crossview.evaluate import evaluate_retrieval
+    from crossview.models import create_model, save_model
+    from crossview.synth import generate
+
+    torch.manual_seed(0)
+    root = Path(generate("vigor", tmp_path / "vigor", scale="tiny", seed=0))
+    ckpt = save_model(create_model("mfrgn_tiny"), tmp_path / "model.pt")
+    other = save_model(create_model("mfrgn_tiny"), tmp_path / "other.pt")  # same config, other weights
+    emb = tmp_path / "emb"
+    for shard in ("1/2", "0/2"):
+        assert main(["embed", str(ckpt), str(root), "--dataset", "vigor", "--split", "test", "--out", str(emb),
+                     "--shard", shard, "--batch", "16", "--device", "cpu"]) == 0
+    shards = sorted(emb.glob("*/shard-*.pt"))
+    assert [p.name for p in shards] == ["shard-00000-of-00002.pt", "shard-00001-of-00002.pt"] * 2
+    stamps = [p.stat().st_mtime_ns for p in shards]
+    out = tmp_path / "eval"
+    assert main(["eval", str(ckpt), "--data", str(root), "--dataset", "vigor", "--out", str(out), "--embeddings",
+                 str(emb), "--top-k-pictures", "2", "--device", "cpu"]) == 0
+    assert [p.stat().st_mtime_ns for p in shards] == stamps  # nothing re-embedded
+    metrics = json.loads((out / "metrics.json").read_text())
+    _, q, _, _ = load_shards(emb / "ground")
+    _, r, _, _ = load_shards(emb / "aerial")
+    from crossview.data import read_dataset
+
+    split = read_dataset("vigor", root, "test", area="same")
+    want = evaluate_retrieval(q, r, split.positives(), [list(x.semi_positives) for x in split.records])
+    assert {k: metrics[k] for k in want} == want
+    assert metrics["area"] == "same" and metrics["checkpoint"] == str(ckpt)
+    assert (out / "top5.png").exists() and (out / "recall_at_k.png").exists()
+
+    index = tmp_path / "tiles.faiss"
+    assert main(["index", "build", "--shards", str(emb), "--out", str(index)]) == 0
+    photo = str(split.records[0].query_path)
+    assert main(["index", "search", str(index), "--image", photo, "--model", str(ckpt), "-k", "5",
+                 "--json", str(tmp_path / "hits.json")]) == 0
+    hits = json.loads((tmp_path / "hits.json").read_text())["results"][0]["top"]
+    scores, ids = load_index(index).search(q[:1], 5)
+    assert [h["id"] for h in hits] == ids[0].tolist()
+    np.testing.assert_allclose([h["score"] for h in hits], scores[0], rtol=1e-4, atol=1e-5)
+    assert main(["index", "search", str(index), "--image", photo, "--model", str(other)]) == 2

@@ -18,9 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a run folder (model.pt + config.json), a checkpoint file, or a registered model name")
     p.add_argument("--data", help="dataset root (default: the run's data folder)")
     p.add_argument("--dataset", help="cvusa | cvact | vigor | university1652 (default: the run's)")
-    p.add_argument("--split", help="split to evaluate (default: the run's eval_split, else test)")
+    p.add_argument("--split", help="split to evaluate (default: the run's eval_split, else test; University-1652: "
+                                   "drone2sat and sat2drone)")
     p.add_argument("--area", choices=["same", "cross"], help="VIGOR setting (default: the run's)")
     p.add_argument("--label-set", help="dataset label set (default: the run's)")
+    p.add_argument("--crop", action="store_true", help="read pre-cropped CVACT panoramas (default: the run's)")
     p.add_argument("--out", required=True, help="evaluation folder to write")
     p.add_argument("--direction", choices=["standard", "official"], default="standard",
                    help="standard = ground queries vs aerial references; official = MFRGN's CVUSA/CVACT swapped "
@@ -77,26 +79,47 @@ def run(args: argparse.Namespace) -> int:
     dataset = args.dataset or cfg.get("dataset")
     if not data or not dataset:
         raise ConfigError("give --data ROOT and --dataset NAME (they default only for a run folder)")
-    split_name = args.split or cfg.get("eval_split") or "test"
+    if args.split:
+        splits = [args.split]
+    elif dataset == "university1652":  # both directions, each in its own sub-folder
+        splits = ["drone2sat", "sat2drone"]
+    else:
+        splits = [cfg.get("eval_split") or "test"]
     area = args.area or cfg.get("area") or "same"
     kwargs = {"area": area}
     if args.label_set or cfg.get("label_set"):
         kwargs["label_set"] = args.label_set or cfg.get("label_set")
-    split = read_dataset(dataset, data, split_name, **kwargs)
+    if args.crop or cfg.get("crop"):
+        kwargs["crop"] = True
     extra = {"checkpoint": str(args.model), "data": str(data)}
     if dataset == "vigor":
         extra["area"] = area
-    if info.enabled:  # every rank embeds its shards; rank 0 evaluates
-        from crossview.search.embed import embed_split
+    if kwargs.get("crop"):
+        extra["crop"] = True
+    out = Path(args.out)
+    records = {}
+    for split_name in splits:
+        split = read_dataset(dataset, data, split_name, **kwargs)
+        sub = out if len(splits) == 1 else out / split_name
+        emb = Path(args.embeddings) / split_name if (args.embeddings and len(splits) > 1) else \
+            Path(args.embeddings) if args.embeddings else sub / "embeddings"
+        if info.enabled:  # every rank embeds its shards; rank 0 evaluates
+            from crossview.search.embed import embed_split
 
-        emb = Path(args.embeddings) if args.embeddings else Path(args.out) / "embeddings"
-        embed_split(model, split, emb, batch=args.batch, device=device, half=args.half, model_name=name,
-                    root=Path(data), rank=info.rank, world=info.world_size)
-        if is_dist():
-            torch.distributed.barrier()
-        if not info.is_main:
-            return 0
-    evaluate_split(model, split, args.out, direction=args.direction, protocol=args.u1652_protocol,
-                   pictures=args.top_k_pictures, picture_k=args.picture_k, embeddings=args.embeddings,
-                   device=device, batch=args.batch, half=args.half, model_name=name, root=Path(data), extra=extra)
+            embed_split(model, split, emb, batch=args.batch, device=device, half=args.half, model_name=name,
+                        root=Path(data), rank=info.rank, world=info.world_size)
+            if is_dist():
+                torch.distributed.barrier()
+            if not info.is_main:
+                continue
+        records[split_name] = evaluate_split(
+            model, split, sub, direction=args.direction, protocol=args.u1652_protocol,
+            pictures=args.top_k_pictures, picture_k=args.picture_k, embeddings=emb, device=device,
+            batch=args.batch, half=args.half, model_name=name, root=Path(data), extra=extra)
+    if len(splits) > 1 and info.is_main:  # headline = the first direction; every direction nested
+        from crossview.io import write_json_atomic
+
+        first = records[splits[0]]
+        write_json_atomic(out / "metrics.json", {**first, "by_split": records})
+        print(f"metrics of both directions: {out / 'metrics.json'}")
     return 0

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from crossview.data.records import Split
-from crossview.search.shards import ShardPlan
+from crossview.search.shards import MANIFEST, ShardPlan, ids_digest
 
 DEFAULT_SHARD_SIZE = 8192
 
@@ -176,6 +176,11 @@ def embed_split(
     for role in roles:
         view, ids, paths, gps = split_items(split, role, root)
         n = shard[1] if shard else max(1, -(-len(ids) // max(1, shard_size)))
+        existing = out / folders[role] / MANIFEST
+        if shard is None and existing.exists():  # reuse a folder with its own sharding (e.g. made by --shard i/n)
+            have = json.loads(existing.read_text())
+            if have.get("ids_sha1") == ids_digest(ids):
+                n = int(have["num_shards"])
         plan = ShardPlan(out / folders[role], ids, n, ident,
                          {"view": view, "role": role, "dataset": split.dataset, "split": split.name,
                           "split_meta": _plain(split.meta), "dtype": str(dtype).replace("torch.", "")})
