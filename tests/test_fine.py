@@ -132,6 +132,7 @@ def test_fg2_short_training_reduces_error():
         loss.backward()
         opt.step()
     after = error()
+    print(f"flat-world training: mean position error {before:.2f} m -> {after:.2f} m")
     assert after < 0.6 * before, (before, after)
 
 
@@ -161,7 +162,7 @@ def test_geodistill_fov_mask_hides_the_bev(flat_small):
     loss, _ = model.loss(b)
     loss.backward()
     ori, _ = model.orientation_loss(b, torch.tensor([10.0, -20.0]))
-    assert math.isfinite(float(ori))
+    assert math.isfinite(float(ori.detach()))
 
 
 def test_localize_interface(flat_small, tmp_path):

@@ -47,6 +47,7 @@ class GeoDistillConfig:
     sigma_px: float = 1.0  # Gaussian of the target at heatmap resolution
     ori_bins: int = 90
     ori_range_deg: float = 45.0
+    orientation_mode: str = "classifier"  # classifier (GeoDistill's estimator) | search (heatmap peak over yaws)
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     extra: dict = field(default_factory=dict)
@@ -258,12 +259,42 @@ class GeoDistill(nn.Module):
         return torch.stack(out)
 
     @torch.no_grad()
+    def search_yaw(self, batch: dict, step_deg: float = 3.0) -> torch.Tensor:
+        """Heading by search: the localizer's heatmap peak for the panorama turned by each candidate yaw in
+        ±range (feature columns rolled), refined by a parabola through the best three."""
+        af = batch["aerial_feat"] if "aerial_feat" in batch else self.features(batch["aerial"])
+        gf, hw = (batch["ground_feat"], tuple(batch["ground_hw"])) if "ground_feat" in batch else (
+            self.features(batch["ground"]), tuple(batch["ground"].shape[-2:]))
+        aerial = self.aerial_map(af)
+        r = self.cfg.ori_range_deg
+        cands = torch.arange(-r, r + 1e-6, step_deg)
+        w = gf.shape[-1]
+        scores = []
+        for yaw in cands.tolist():  # a panorama whose heading is `yaw` looks north after turning it by -yaw
+            rolled = roll_columns(gf.float(), yaw / 360.0 * w)
+            bev, valid = self.ground_bev(rolled, hw, batch["tile_m"], batch["eye_height"])
+            scores.append(self.heatmap(aerial, bev, valid).flatten(1).amax(1))
+        sc = torch.stack(scores, 1)  # (B, K)
+        i = sc.argmax(1)
+        out = []
+        for k in range(sc.shape[0]):
+            j = int(i[k])
+            yaw = float(cands[j])
+            if 0 < j < len(cands) - 1:
+                a, b_, c = (float(v) for v in sc[k, j - 1:j + 2])
+                den = a - 2 * b_ + c
+                if den < 0:
+                    yaw += 0.5 * (a - c) / den * step_deg
+            out.append(yaw)
+        return torch.tensor(out, device=gf.device)
+
+    @torch.no_grad()
     def predict(self, batch: dict, estimate_orientation: bool = False) -> dict:
         heading = batch["heading"].clone() if "heading" in batch else torch.zeros(len(batch["tile_m"]))
         if estimate_orientation and "ground" in batch:
             from crossview.geometry.cameras import roll_panorama
 
-            yaw = self.predict_yaw(batch)
+            yaw = self.search_yaw(batch) if self.cfg.orientation_mode == "search" else self.predict_yaw(batch)
             ground, applied = [], []
             for k in range(len(yaw)):
                 g, a = roll_panorama(batch["ground"][k], -float(yaw[k]))

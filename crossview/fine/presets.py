@@ -56,12 +56,13 @@ _FG2_VIGOR = {"method": "fg2", "model": {"backbone": "vit_large_patch14_dinov2.l
 _FG2_SYNTH = {"method": "fg2", "model": {"backbone": "tf_efficientnet_lite0", "pretrained": True,
                                          "ground_size": [128, 256], "pinhole_size": [96, 128], "aerial_size": 128,
                                          "bev_cells": 24, "heights_m": [-2.0, -1.0, 0.0, 2.0, 5.0, 10.0],
-                                         "feat_dim": 32, "desc_dim": 32, "num_matches": 256},
-              "batch_size": 8, "lr": 1e-3, "steps": 400, "eval_limit": 200, "checkpoint_every": 50}
+                                         "feat_dim": 32, "desc_dim": 32, "num_matches": 256, "beta": 100.0},
+              "batch_size": 8, "lr": 1e-3, "steps": 1500, "eval_limit": 200, "checkpoint_every": 100,
+              "threads": 1}
 _GEOD_SYNTH = {"method": "geodistill", "model": {"backbone": "tf_efficientnet_lite0", "pretrained": True,
                                                  "ground_size": [128, 256], "aerial_size": 128, "feat_dim": 32},
                "batch_size": 8, "lr": 1e-3, "base_steps": 150, "distill_steps": 150, "steps": 300,
-               "orientation_steps": 150, "eval_limit": 100, "ema_every": 25}
+               "orientation_steps": 150, "eval_limit": 100, "ema_every": 25, "threads": 1}
 _GEOD_VIGOR = {"method": "geodistill", "model": {"backbone": "vit_base_patch14_dinov2.lvd142m", "pretrained": True,
                                                  "out_indices": [2, 5, 8, 11], "ground_size": [322, 644],
                                                  "aerial_size": 518, "bev_cells": 64, "feat_dim": 256,
@@ -87,6 +88,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fg2-synthetic-cpu-cross": {**_FG2_SYNTH, "area": "cross"},
     "fg2-synthetic-cpu-stage1": {**_FG2_SYNTH, "orientation": "unknown",
                                  "model": {**_FG2_SYNTH["model"], "beta": 100.0}},
+    # stage 2 keeps β = 100 here: with β = 1 the matching barely learns in a CPU-sized run
     "fg2-synthetic-cpu-stage2": {**_FG2_SYNTH, "orientation": "noise", "yaw_noise_deg": 20.0},
     "fg2-synthetic-cpu-pinhole": {**_FG2_SYNTH, "camera": "pinhole"},
     "fg2-tiny-test": {**_FG2_SYNTH, "model": {**_FG2_SYNTH["model"], "backbone": "tiny", "pretrained": False,

@@ -216,14 +216,21 @@ def predict_samples(model, samples: list[FineSample], orientation: str = "known"
 
     model.eval()
     camera = samples[0].camera
+    yaw_range = eval_yaw_range(orientation)
+    geodistill = hasattr(model, "predict_yaw")
+    if geodistill and orientation != "known":  # its estimator covers ±ori_range_deg (±45° as released)
+        yaw_range = min(yaw_range, model.cfg.ori_range_deg)
     ds = FineDataset(samples, ground_size(model, camera), model.cfg.aerial_size,
-                     yaw_range_deg=eval_yaw_range(orientation), fixed_seed=seed)
+                     yaw_range_deg=yaw_range, fixed_seed=seed)
     keys = ("xy", "heading", "confidence", "true_xy", "true_heading")
     res: dict[str, list] = {k: [] for k in keys}
     for start in range(0, len(ds), batch_size):
         b = collate([ds[i] for i in range(start, min(len(ds), start + batch_size))])
         b = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in b.items()}
-        p = model.predict(b, ransac=ransac) if ransac else model.predict(b)
+        if geodistill:
+            p = model.predict(b, estimate_orientation=orientation != "known" and camera == "panorama")
+        else:
+            p = model.predict(b, ransac=ransac)
         xy, heading = p["xy"], p["heading"]
         if stage2 is not None and camera == "panorama":
             ground, applied = [], []
@@ -232,7 +239,7 @@ def predict_samples(model, samples: list[FineSample], orientation: str = "known"
                 ground.append(g)
                 applied.append(a)
             b2 = dict(b, ground=torch.stack(ground))
-            p2 = stage2.predict(b2, ransac=ransac) if ransac else stage2.predict(b2)
+            p2 = stage2.predict(b2, ransac=ransac)
             xy = p2["xy"]
             heading = torch.remainder(p2["heading"] - torch.tensor(applied, device=xy.device), 360.0)
         res["xy"].append(xy.cpu())
