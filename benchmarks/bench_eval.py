@@ -81,7 +81,7 @@ def main() -> int:
         noise = torch.nn.functional.normalize(torch.randn(e - s, args.dim, generator=gen, device=dev), dim=1)
         queries[s:e] = torch.nn.functional.normalize(refs[pos[s:e].to(dev)].float() + args.noise * noise,
                                                      dim=1).to(storage)
-    semis = torch.randint(0, args.refs, (args.queries, 3), generator=gen_cpu).tolist()
+    semis = torch.randint(0, args.refs, (args.queries, 3), generator=gen_cpu).numpy()  # (Q, 3) array
     if gpu:
         torch.cuda.synchronize()
     gen_s = time.perf_counter() - t0

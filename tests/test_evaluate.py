@@ -89,6 +89,8 @@ def test_semi_positives_give_hit_rate():
     assert m["R@1"] == 25.0 and m["R@5"] == 100.0
     ranks, above = positive_ranks(q, r, [0, 0, 4, 4], semis)
     assert ranks.tolist() == [2, 2, 0, 3] and above.tolist() == [2, 1, 0, 3]
+    padded = np.array([[1, 2, -1, -1, -1], [1, 3, -1, -1, -1], [0, -1, -1, -1, -1], [0, 1, 3, 3, 4]])
+    assert evaluate_retrieval(q, r, [0, 0, 4, 4], semi_positives=padded) == m  # (Q, M) array, -1 = padding
 
 
 @pytest.mark.parametrize("n_refs, k", [(250, 2), (199, 1), (99, 0), (8884, 88)])

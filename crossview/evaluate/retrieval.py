@@ -67,8 +67,18 @@ def _check(query: torch.Tensor, ref: torch.Tensor) -> None:
         raise ValueError("need at least one query and one reference")
 
 
-def _pad_lists(lists: Sequence[Sequence[int]], positives: np.ndarray) -> np.ndarray:
-    """Semi-positive lists → (Q, M) int64 padded with -1; duplicates and the positive itself removed."""
+def _pad_lists(lists: Sequence[Sequence[int]] | np.ndarray, positives: np.ndarray) -> np.ndarray:
+    """Semi-positive lists → (Q, M) int64 padded with -1; duplicates and the positive itself removed.
+
+    A (Q, M) integer array (or tensor; -1 = padding) is cleaned without a Python loop over queries."""
+    if isinstance(lists, torch.Tensor):
+        lists = lists.cpu().numpy()
+    if isinstance(lists, np.ndarray) and lists.ndim == 2:
+        arr = np.sort(np.where(lists == positives[:, None], -1, lists).astype(np.int64), axis=1)
+        dup = np.zeros_like(arr, dtype=bool)
+        dup[:, 1:] = arr[:, 1:] == arr[:, :-1]
+        arr[dup | (arr < 0)] = -1
+        return arr if arr.shape[1] else np.full((arr.shape[0], 1), -1, dtype=np.int64)
     clean = [sorted({int(j) for j in row} - {int(p)}) for row, p in zip(lists, positives)]
     width = max((len(r) for r in clean), default=0)
     out = np.full((len(clean), max(width, 1)), -1, dtype=np.int64)
@@ -82,7 +92,7 @@ def positive_ranks(
     query_desc: Any,
     ref_desc: Any,
     positives: Sequence[int] | np.ndarray,
-    semi_positives: Sequence[Sequence[int]] | None = None,
+    semi_positives: Sequence[Sequence[int]] | np.ndarray | None = None,
     *,
     device: str | torch.device | None = None,
     block: int = DEFAULT_BLOCK,
