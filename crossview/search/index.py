@@ -79,8 +79,9 @@ class Index:
     def search(self, q: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(scores (n, k), ids (n, k))``: inner-product scores, best first, and the rows' ids (None if absent)."""
         scores, rows = self.search_rows(q, k)
-        table = np.asarray(self.ids + [None], dtype=object)
-        return scores, table[np.where(rows < 0, len(self.ids), rows)]
+        if getattr(self, "_id_table", None) is None or len(self._id_table) != len(self.ids) + 1:
+            self._id_table = np.asarray(self.ids + [None], dtype=object)  # built once, not per query
+        return scores, self._id_table[np.where(rows < 0, len(self.ids), rows)]
 
     def check_query_model(self, query_meta: dict[str, Any], what: str = "the query model") -> None:
         """Refuse queries embedded by a model other than the one that made the index."""
