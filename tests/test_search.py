@@ -227,19 +227,27 @@ def test_model_identity_tells_weights_and_preprocessing_apart():
     assert ia["preprocessing"]["ground"] == {"size": [16, 32], "mean": [0.5] * 3, "std": [0.25] * 3}
 
 
+@pytest.fixture(scope="module")
+def vigor_and_checkpoints(tmp_path_factory):
+    """The tiny synthetic VIGOR world and two saved mfrgn_tiny checkpoints (same config, different weights)."""
+    from crossview.models import create_model, save_model
+    from crossview.synth import generate
+
+    base = tmp_path_factory.mktemp("vigor_ckpt")
+    torch.manual_seed(0)
+    root = Path(generate("vigor", base / "vigor", scale="tiny", seed=0))
+    return root, save_model(create_model("mfrgn_tiny"), base / "model.pt"), \
+        save_model(create_model("mfrgn_tiny"), base / "other.pt")
+
+
 @pytest.mark.slow
-def test_cli_embed_shards_then_eval_reuses_them_and_index_checks_the_model(tmp_path):
+def test_cli_embed_shards_then_eval_reuses_them_and_index_checks_the_model(vigor_and_checkpoints, tmp_path):
     """embed --shard i/n (any order) → eval reuses every shard → index build → search a photo; another model's
     photo query is refused. A saved mfrgn_tiny checkpoint on the tiny synthetic VIGOR world."""
     from crossview.cli import main
     from crossview.evaluate import evaluate_retrieval
-    from crossview.models import create_model, save_model
-    from crossview.synth import generate
 
-    torch.manual_seed(0)
-    root = Path(generate("vigor", tmp_path / "vigor", scale="tiny", seed=0))
-    ckpt = save_model(create_model("mfrgn_tiny"), tmp_path / "model.pt")
-    other = save_model(create_model("mfrgn_tiny"), tmp_path / "other.pt")  # same config, other weights
+    root, ckpt, other = vigor_and_checkpoints
     emb = tmp_path / "emb"
     for shard in ("1/2", "0/2"):
         assert main(["embed", str(ckpt), str(root), "--dataset", "vigor", "--split", "test", "--out", str(emb),
@@ -272,3 +280,26 @@ def test_cli_embed_shards_then_eval_reuses_them_and_index_checks_the_model(tmp_p
     assert [h["id"] for h in hits] == ids[0].tolist()
     np.testing.assert_allclose([h["score"] for h in hits], scores[0], rtol=1e-4, atol=1e-5)
     assert main(["index", "search", str(index), "--image", photo, "--model", str(other)]) == 2
+
+
+@pytest.mark.slow
+def test_embed_under_torchrun_two_ranks_keeps_order(vigor_and_checkpoints, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from crossview.data import read_dataset
+    from crossview.models import load_model
+
+    root, ckpt, _ = vigor_and_checkpoints
+    out = tmp_path / "emb"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "crossview.cli", "embed", str(ckpt), str(root), "--dataset", "vigor", "--out", str(out),
+           "--shard-size", "5", "--batch", "8", "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    split = read_dataset("vigor", root, "test", area="same")
+    ids, desc, _, man = load_shards(out / "ground")
+    assert man["num_shards"] == 5 and ids == [x.query_id for x in split.records]  # 24 queries in shards of 4-5
+    want = embed_images(load_model(str(ckpt)), [x.query_path for x in split.records], "ground", batch=8)
+    torch.testing.assert_close(desc, want, rtol=1e-4, atol=1e-5)
