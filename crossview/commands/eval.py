@@ -55,7 +55,8 @@ def resolve_model(spec: str):
         cfg = info.get("config", {})
         return load_model(str(ckpt)), cfg.get("model") or path.name, info
     if path.exists():
-        return load_model(str(path)), path.stem, {}
+        model = load_model(str(path))
+        return model, (getattr(model, "config", None) or {}).get("name") or path.stem, {}
     return load_model(spec), spec, {}
 
 
