@@ -15,7 +15,7 @@ from crossview.fine.data import FineDataset, collate, flat_world_samples
 from crossview.fine.fg2 import FG2
 from crossview.fine.geodistill import GeoDistill, fov_column_mask
 from crossview.fine.metrics import fine_metrics, heading_error_deg, lateral_longitudinal
-from crossview.geometry.transforms import apply_rigid, pose_to_rigid
+from crossview.geometry.transforms import apply_rigid, pose_to_rigid, rigid_to_pose
 
 TINY_FG2 = dict(backbone="tiny", pretrained=False, freeze_backbone=False, ground_size=(32, 64), aerial_size=64,
                 bev_cells=8, heights_m=(-2.0, 0.0, 2.0), feat_dim=16, desc_dim=16, num_matches=32,
@@ -78,11 +78,17 @@ def test_fg2_solver_recovers_planted_pose_from_perfect_matches():
         # the exact cell centre is reached only for whole-cell offsets; use the continuous target instead
         prob[b, a_idx, (row[b, a_idx] * n + col[b, a_idx])] = 1.0
     r2, t2, ok, _ = model.solve({"prob": prob}, tile_m)
-    x, y, h = __import__("crossview.geometry.transforms", fromlist=["rigid_to_pose"]).rigid_to_pose(r2, t2)
+    x, y, h = rigid_to_pose(r2, t2)
     assert ok.all()
     # cells quantise the target to the grid: error within half a cell diagonal, heading within a few degrees
     assert torch.allclose(torch.stack([x, y], -1), xy, atol=float(tile_m.max() / n))
     assert heading_error_deg(h.numpy(), heading.numpy()).max() < 3.0
+    # known orientation: translation only at the given heading; with RANSAC too
+    for ransac in (False, True):
+        r3, t3, ok3, _ = model.solve({"prob": prob}, tile_m, fixed_heading_deg=heading, ransac=ransac)
+        x3, y3, h3 = rigid_to_pose(r3, t3)
+        assert torch.allclose(torch.stack([x3, y3], -1), xy, atol=float(tile_m.max() / n))
+        assert heading_error_deg(h3.numpy(), heading.numpy()).max() < 1e-3
 
 
 def test_fg2_forward_loss_backward_panorama_and_pinhole(flat_small):

@@ -197,3 +197,12 @@ def test_geo_conversions():
     assert geo.web_mercator_mpp(40.7, 20, 1) == pytest.approx(0.1133, abs=2e-3)
     assert geo.vigor_delta_to_pixel(10, 20) == (300.0, 330.0)
     assert np.isclose(geo.web_mercator_mpp(49.015, 18, 2), 0.1958, atol=5e-4)
+
+
+def test_ransac_with_known_rotation_solves_translation_only():
+    src, dst, r, t = _planted(n=100, seed=6, theta=0.4, t=(-5.0, 7.0))
+    g = torch.Generator().manual_seed(1)
+    noisy = dst.clone()
+    noisy[:40] = torch.rand(40, 2, generator=g, dtype=dst.dtype) * 60 - 30
+    r2, t2, inliers, _ = ransac_procrustes(src, noisy, iterations=50, generator=g, fixed_rotation=r)
+    assert torch.equal(r2, r) and torch.allclose(t2, t, atol=1e-9) and inliers[40:].all() and not inliers[:40].any()

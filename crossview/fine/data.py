@@ -182,7 +182,7 @@ def read_samples(root: str | Path, area: str = "same", split: str = "test", came
 def load_image(src: Path | np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """(3, H, W) float in [0, 1] at ``size`` = (height, width)."""
     if isinstance(src, np.ndarray):
-        img = torch.from_numpy(np.ascontiguousarray(src)).permute(2, 0, 1).float() / 255.0
+        img = torch.from_numpy(np.array(src, copy=True)).permute(2, 0, 1).float() / 255.0
         if tuple(img.shape[1:]) != tuple(size):
             img = torch.nn.functional.interpolate(img[None], size=size, mode="bilinear", antialias=True,
                                                   align_corners=False)[0]

@@ -292,7 +292,7 @@ class FG2(nn.Module):
         for b in range(src.shape[0]):
             r, t, inl, _ = ransac_procrustes(src[b].double(), dst[b].double(), w[b].double(),
                                              inlier_threshold=2.5 * cell / 1.73, soft_threshold=5.0 * cell / 1.73,
-                                             generator=generator)
+                                             generator=generator, fixed_rotation=None if fixed is None else fixed[b])
             rs.append(r.to(src.dtype))
             ts.append(t.to(src.dtype))
             oks.append(bool(inl.sum() >= 3))

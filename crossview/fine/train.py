@@ -206,11 +206,12 @@ def eval_yaw_range(orientation: str, cfg: dict | None = None) -> float:
 @torch.no_grad()
 def predict_samples(model, samples: list[FineSample], orientation: str = "known", seed: int = 0,
                     batch_size: int = 8, device="cpu", ransac: bool = False, stage2=None,
-                    heading_known: bool = False) -> dict[str, np.ndarray]:
+                    fix_heading: bool = False) -> dict[str, np.ndarray]:
     """Predictions on samples: positions (N, 2) metres, headings (N,), confidences, and the truths.
 
     ``orientation``: known = images as they are; unknown = each panorama rolled by a yaw fixed by ``seed``.
     ``stage2``: FG²'s second stage; the panorama is rolled back by the first stage's heading before it.
+    ``fix_heading``: FG² with known orientation solves the translation only, at the known heading.
     """
     from crossview.geometry.cameras import roll_panorama
 
@@ -230,7 +231,7 @@ def predict_samples(model, samples: list[FineSample], orientation: str = "known"
         if geodistill:
             p = model.predict(b, estimate_orientation=orientation != "known" and camera == "panorama")
         else:
-            p = model.predict(b, ransac=ransac)
+            p = model.predict(b, ransac=ransac, fixed_heading_deg=b["heading"] if fix_heading else None)
         xy, heading = p["xy"], p["heading"]
         if stage2 is not None and camera == "panorama":
             ground, applied = [], []
@@ -263,7 +264,7 @@ def evaluate(model, samples: list[FineSample], cfg: dict, device="cpu", orientat
 def evaluate_run(run: str | Path, data: str | Path, out: str | Path, area: str | None = None,
                  orientation: str | None = None, stage2: str | Path | None = None, limit: int | None = None,
                  pictures: int = 16, ransac: bool | None = None, device: str = "cpu", seed: int = 0,
-                 camera: str | None = None) -> dict[str, Any]:
+                 camera: str | None = None, fix_heading: bool = False) -> dict[str, Any]:
     """Evaluate a run folder on ``data``; writes ``metrics.json``, predictions and pictures to ``out``."""
     from crossview.fine.metrics import fine_metrics, format_table
     from crossview.fine.viz import pose_picture
@@ -279,13 +280,17 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path, area: str |
     samples = read_samples(data, area, "test", camera, cfg.get("label_set", "corrected"), limit)
     second = load_model(stage2, device)[0] if stage2 else None
     t0 = time.time()
-    p = predict_samples(model, samples, orientation, seed, device=device, ransac=ransac, stage2=second)
+    fix_heading = fix_heading and orientation == "known" and cfg["method"] == "fg2"
+    p = predict_samples(model, samples, orientation, seed, device=device, ransac=ransac, stage2=second,
+                        fix_heading=fix_heading)
     secs = time.time() - t0
     metrics = fine_metrics(p["xy"], p["true_xy"], p["heading"], p["true_heading"])
-    setting = f"{cfg['method']} {area}-area {orientation}" + (" two-stage" if second else "")
+    setting = (f"{cfg['method']} {area}-area {orientation}" + (" two-stage" if second else "")
+               + (" ransac" if ransac else "") + (" fixed-heading" if fix_heading else ""))
     report = {"setting": setting, "method": cfg["method"], "area": area, "orientation": orientation,
               "camera": camera, "positives_only": True, "label_set": cfg.get("label_set"), "ransac": ransac,
-              "yaw_seed": seed, "two_stage": bool(second), "run": str(run), "data": str(data),
+              "yaw_seed": seed, "two_stage": bool(second), "fix_heading": fix_heading, "run": str(run),
+              "data": str(data),
               "seconds_per_sample": secs / len(samples), "metrics": metrics}
     write_json_atomic(out / "metrics.json", report)
     np.savez(out / "predictions.npz", **p)

@@ -15,9 +15,11 @@ from crossview.geometry.transforms import apply_rigid
 
 def ransac_procrustes(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = None,
                       iterations: int = 100, inlier_threshold: float = 2.5, soft_threshold: float = 5.0,
-                      refine_steps: int = 4, generator: torch.Generator | None = None):
+                      refine_steps: int = 4, generator: torch.Generator | None = None,
+                      fixed_rotation: torch.Tensor | None = None):
     """Robust (R, t) with ``dst ≈ R·src + t`` for one set of pairs (N, 2).
 
+    With ``fixed_rotation`` (known orientation) each hypothesis is a translation from a single pair.
     Returns R (2, 2), t (2,), the inlier mask (N,) and the best soft score.
     """
     if src.dim() != 2 or src.shape != dst.shape or src.shape[-1] != 2:
@@ -27,8 +29,10 @@ def ransac_procrustes(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tenso
         weights = torch.ones(n, dtype=src.dtype, device=src.device)
     weights = weights.detach().clamp(min=0)
     p = weights + 1e-12
-    idx = torch.multinomial(p.expand(iterations, n), 3, replacement=False, generator=generator)
-    r, t, ok = weighted_procrustes(src[idx], dst[idx])  # (I, 2, 2), (I, 2)
+    minimal = 1 if fixed_rotation is not None else 3
+    idx = torch.multinomial(p.expand(iterations, n), minimal, replacement=False, generator=generator)
+    fixed = None if fixed_rotation is None else fixed_rotation.to(src.dtype).expand(iterations, 2, 2)
+    r, t, ok = weighted_procrustes(src[idx], dst[idx], fixed_rotation=fixed)  # (I, 2, 2), (I, 2)
     d = (apply_rigid(r, t, src.expand(iterations, n, 2)) - dst).norm(dim=-1)  # (I, N)
     score = (torch.sigmoid((soft_threshold - d) * 5.0 / soft_threshold) * weights).sum(-1)
     score = torch.where(ok, score, torch.full_like(score, -1.0))
@@ -38,7 +42,8 @@ def ransac_procrustes(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tenso
     for _ in range(refine_steps):
         if int(inliers.sum()) < 3:
             break
-        r2, t2, ok2 = weighted_procrustes(src[inliers], dst[inliers], weights[inliers])
+        r2, t2, ok2 = weighted_procrustes(src[inliers], dst[inliers], weights[inliers],
+                                          fixed_rotation=None if fixed is None else fixed[0])
         if not bool(ok2):
             break
         rb, tb = r2, t2
