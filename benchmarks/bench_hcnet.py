@@ -78,9 +78,10 @@ def synthetic(data: str | None, work: Path, steps: int | None, flat: bool, areas
     keys = ("count", "mean_m", "median_m", "recall@1m", "recall@3m", "recall@5m", "heading_mean_deg",
             "heading_median_deg", "heading_recall@1deg", "heading_recall@5deg", "baseline_tile_centre_mean_m",
             "baseline_tile_centre_median_m", "baseline_prior_heading_median_deg", "lateral_median_m",
-            "longitudinal_median_m", "train_seconds", "samples_per_second")
-    results: dict = {"protocol": {"positives_only": True, "orientation": "prior ±45° (fixed seed 17)",
-                                  "label_set": "exact synthetic poses", "device": "cpu", "threads": threads}}
+            "longitudinal_median_m", "prior_deg", "prior_seed", "train_seconds", "samples_per_second")
+    results: dict = {"protocol": {"positives_only": True, "orientation": "prior ±45°, per-sample yaws fixed by "
+                                  "prior_seed", "label_set": "exact synthetic poses", "device": "cpu",
+                                  "threads": threads, "baseline": "tile centre and the prior heading"}}
     if flat:
         train = flat_world_samples(400, seed=0, tile_px=128, tile_m=64.0, ground_hw=(128, 256),
                                    random_heading=True, worlds=8)

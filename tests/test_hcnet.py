@@ -19,6 +19,15 @@ from crossview.geometry.homography import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread is faster than several and does not stall when the machine is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def random_homographies(b: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     h = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
@@ -212,25 +221,25 @@ def test_evaluation_priors_are_fixed_by_the_seed_and_inside_the_prior():
     assert err.max() <= 45.0 + 1e-9 and err.mean() > 15.0  # uniform in ±45°: mean 22.5°
 
 
-@pytest.mark.slow
 def test_hcnet_learns_to_place_panoramas_on_a_flat_world(tmp_path):
-    """A short CPU run: the held-out median position error falls far below the tile-centre baseline and the heading
-    error below the ±45° prior's."""
+    """A short CPU run (about 10 s on one thread): the held-out median position error falls far below the
+    tile-centre baseline and the heading error far below the ±45° prior's."""
     train_mod = pytest.importorskip("crossview.fine.hcnet_train")
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    train = fine_data.flat_world_samples(160, seed=0, tile_px=128, tile_m=64.0, ground_hw=(128, 256),
-                                         random_heading=True, worlds=6)
-    test = fine_data.flat_world_samples(48, seed=99, tile_px=128, tile_m=64.0, ground_hw=(128, 256),
-                                        random_heading=True, worlds=3)
-    model = {"feature_index": 1, "bev_size": 64, "aerial_size": 64, "pano_size": [128, 256], "feature_dim": 32,
-             "hidden": 32, "bev_metres_per_pixel": 1.0, "eye_height_m": 2.0}
-    cfg = {"steps": 120, "batch_size": 8, "lr": 1e-3, "log_every": 1000, "model": model,
+    train = fine_data.flat_world_samples(96, seed=0, tile_px=64, tile_m=64.0, ground_hw=(64, 128),
+                                         random_heading=True, worlds=4)
+    test = fine_data.flat_world_samples(32, seed=99, tile_px=64, tile_m=64.0, ground_hw=(64, 128),
+                                        random_heading=True, worlds=2)
+    model = {"weights": "lite", "feature_index": 1, "bev_size": 32, "aerial_size": 32, "pano_size": [64, 128],
+             "feature_dim": 32, "hidden": 32, "iterations": 3, "bev_metres_per_pixel": 2.0, "eye_height_m": 2.0,
+             "feature_norm": True}
+    cfg = {"steps": 150, "batch_size": 8, "lr": 3e-3, "log_every": 1000, "model": model,
            "loss": {"corners": 1.0, "correlation_dense": 1.0}}
     run = train_mod.train(cfg, train, tmp_path / "run", eval_data=test)
     m = json.loads((run / "metrics.json").read_text())
+    # measured: median 1.97 m against 12.6 m; heading 3.7° against 17.1°
     assert m["baseline_tile_centre_median_m"] > 10.0
-    assert m["median_m"] < 0.5 * m["baseline_tile_centre_median_m"]
-    assert m["heading_median_deg"] < 0.7 * m["baseline_prior_heading_median_deg"]
+    assert m["median_m"] < 0.4 * m["baseline_tile_centre_median_m"]
+    assert m["heading_median_deg"] < 0.5 * m["baseline_prior_heading_median_deg"]
     # the run folder reloads into the same predictions
     again = train_mod.evaluate(run, test, prior_deg=45.0, seed=17)
     assert again["median_m"] == pytest.approx(m["median_m"], abs=1e-4)

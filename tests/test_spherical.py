@@ -13,6 +13,15 @@ from crossview.geometry.spherical import TopDownCamera, spherical_transform, sph
 EYE_M = 1.7
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread is faster than several and does not stall when the machine is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def ground_texture(east: torch.Tensor, north: torch.Tensor) -> torch.Tensor:
     """A flat ground: channels 0/1 are the coordinates themselves (so a sample tells where it came from), channel 2
     a smooth pattern for a photometric comparison. Shapes (...,) -> (3, ...)."""
