@@ -81,7 +81,8 @@ def synthetic(data: str | None, work: Path, steps: int | None, flat: bool, areas
             "longitudinal_median_m", "prior_deg", "prior_seed", "train_seconds", "samples_per_second")
     results: dict = {"protocol": {"positives_only": True, "orientation": "prior ±45°, per-sample yaws fixed by "
                                   "prior_seed", "label_set": "exact synthetic poses", "device": "cpu",
-                                  "threads": threads, "baseline": "tile centre and the prior heading"}}
+                                  "threads": threads, "baseline": "tile centre and the prior heading",
+                                  "timing": "train_seconds are wall time on a shared 2-core CPU (one thread)"}}
     if flat:
         train = flat_world_samples(400, seed=0, tile_px=128, tile_m=64.0, ground_hw=(128, 256),
                                    random_heading=True, worlds=8)
@@ -96,6 +97,11 @@ def synthetic(data: str | None, work: Path, steps: int | None, flat: bool, areas
         results["flat_world"] = {"config": cfg, "train_samples": len(train), **{k: m[k] for k in keys if k in m}}
     if data:
         from crossview.fine.presets import BASE
+
+        meta_path = Path(data) / "crossview_meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        results["world"] = {k: meta.get(k) for k in ("layout", "scale", "seed", "generator_version", "tile_size",
+                                                     "panorama_size", "metres_per_pixel")}
 
         for area in areas:
             preset = f"hcnet-synthetic-cpu{'' if area == 'same' else '-cross'}"
