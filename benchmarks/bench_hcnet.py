@@ -113,6 +113,16 @@ def synthetic(data: str | None, work: Path, steps: int | None, flat: bool, areas
             results[f"vigor_synthetic_{area}"] = {"preset": preset, "data": str(data),
                                                   "config": hcnet_train.config_from_preset(cfg),
                                                   **{k: m[k] for k in keys if k in m}}
+            # The same checkpoint on the first 100 / 200 / all held-out samples (the FG²/GeoDistill presets evaluate
+            # the first eval_limit ones), with the ±45° prior and with the true heading as the prior.
+            subsets = {}
+            model = hcnet_train.load_checkpoint(run)
+            for limit in (100, 200, None):
+                for prior in (45.0, 0.0):
+                    r = hcnet_train.evaluate(model, data, prior_deg=prior, seed=cfg["eval_seed"], area=area,
+                                             limit=limit)
+                    subsets[f"first_{limit or 'all'}_prior_{prior:g}"] = {k: r[k] for k in keys if k in r}
+            results[f"vigor_synthetic_{area}"]["subsets"] = subsets
     return results
 
 
