@@ -237,7 +237,7 @@ class HCNet(nn.Module):
         for level, corr in enumerate(pyramid):
             step = self.aerial_encoder.stride * 2**level
             pts = coords.reshape(b * n, 1, 1, 2) + offsets * step
-            grid = pts / a * 2 - 1
+            grid = (pts / a * 2 - 1).to(corr.dtype)
             out.append(F.grid_sample(corr, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
                        .view(b, n, -1))
         side = self.bev_cells
@@ -269,20 +269,23 @@ class HCNet(nn.Module):
         for _ in range(self.levels - 1):
             pyramid.append(F.avg_pool2d(pyramid[-1], 2, stride=2))
 
-        h0 = self.initial_homography(aerial_mpp, b, bev.device).to(fb.dtype)
-        src = image_corners(s, s, dtype=fb.dtype, device=fb.device).expand(b, 4, 2)
+        # Geometry stays in float32 (or float64) under autocast: bf16 would round tile pixels by up to 2 px.
+        gd = torch.float32 if fb.dtype in (torch.float16, torch.bfloat16) else fb.dtype
+        h0 = self.initial_homography(aerial_mpp, b, bev.device).to(gd)
+        src = image_corners(s, s, dtype=gd, device=fb.device).expand(b, 4, 2)
         base = transform_points(h0, src)
-        grid = pixel_grid(s, s, self.bev_encoder.stride, dtype=fb.dtype, device=fb.device).expand(b, -1, -1)
+        grid = pixel_grid(s, s, self.bev_encoder.stride, dtype=gd, device=fb.device).expand(b, -1, -1)
         coords0 = transform_points(h0, grid)
-        disp = torch.zeros(b, 4, 2, dtype=fb.dtype, device=fb.device)
+        disp = torch.zeros(b, 4, 2, dtype=gd, device=fb.device)
         cell = a / self.aerial_cells
         corners, homs = [], []
         for _ in range(iterations or int(cfg["iterations"])):
             h = dlt(src, base + disp.detach()) if corners else h0
             coords = transform_points(h, grid)
             flow = ((coords - coords0) / cell).transpose(1, 2).reshape(b, 2, self.bev_cells, self.bev_cells)
-            delta = self.update(torch.cat([self._lookup(pyramid, coords.detach()), flow.detach()], 1))
-            disp = disp.detach() + delta.flatten(2).transpose(1, 2) * cell
+            window = self._lookup(pyramid, coords.detach())
+            delta = self.update(torch.cat([window, flow.detach().to(window.dtype)], 1))
+            disp = disp.detach() + delta.flatten(2).transpose(1, 2).to(gd) * cell
             corners.append(base + disp)
             homs.append(dlt(src, base + disp))
         return {"corners": corners, "homographies": homs, "centre_logits": centre_logits, "h0": h0,
