@@ -133,7 +133,8 @@ def main() -> None:
     ap.add_argument("--areas", nargs="+", default=["same"], choices=["same", "cross"])
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
     ap.add_argument("--work", default="runs/hcnet_synthetic", help="run folders for --synthetic")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1 for --synthetic, torch's "
+                    "own for speed; on a busy machine one thread is much faster than several)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--variant", default="hcnet_b0", help="hcnet_b0 (official layout) or hcnet_lite0")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 16])
@@ -143,12 +144,14 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="JSON file (default benchmarks/results/hcnet_speed_<device>.json)")
     args = ap.parse_args()
     if args.synthetic or args.flat:
-        res = synthetic(args.synthetic, Path(args.work), args.steps, args.flat, args.areas, args.threads)
+        res = synthetic(args.synthetic, Path(args.work), args.steps, args.flat, args.areas, args.threads or 1)
         out = Path(args.out or Path(__file__).parent / "results" / "hcnet_synthetic.json")
         write_json_atomic(out, res)
         print(json.dumps(res, indent=1))
         print(f"wrote {out}")
         return
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     for b in args.batch:
         row = bench(args.variant, args.device, b, args.iters, args.warmup, args.precision)
@@ -157,6 +160,7 @@ def main() -> None:
               f"({row['ms_per_frame']:.1f} ms/frame; claimed {CLAIMED_FPS:.0f} FPS)", flush=True)
     out = Path(args.out or Path(__file__).parent / "results" / f"hcnet_speed_{args.device.split(':')[0]}.json")
     write_json_atomic(out, {"rows": rows, "torch": torch.__version__, "host": platform.node(),
+                            "threads": torch.get_num_threads(),
                             "note": "random inputs; predict() end to end incl. spherical transform"})
     print(f"wrote {out}")
 
