@@ -122,3 +122,28 @@ def test_config_overrides_and_errors():
         resolve_config("synthetic-cpu", {"lrr": 1})
     with pytest.raises(ConfigError, match="unknown preset"):
         resolve_config("nope")
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("flip", [False, True])
+def test_sync_augmentation_matches_the_synthetic_cameras(k, flip):
+    """Mark a world point in a north-up tile and a north-aligned panorama with the synthetic world's own camera
+    models; after the synchronised flip/rotate, the marks must still be one world point seen by both cameras."""
+    from crossview.synth.cameras import panorama_pixel, tile_point
+
+    size, mpp, width, height = 64, 0.5, 128, 64
+    for east, north in [(9.0, 2.0), (-4.0, 11.0), (6.0, -7.5)]:
+        tile = torch.zeros(1, size, size)
+        pano = torch.zeros(1, height, width)
+        tx, ty = size / 2 + east / mpp, size / 2 - north / mpp
+        px, _ = panorama_pixel(east, north, 0.0, 0.0, 0.0, 2.0, width, height)
+        tile[0, int(ty), int(tx)] = 1
+        pano[0, height - 1, int(px) % width] = 1
+        g, a = (sync_flip(pano, tile) if flip else (pano, tile))
+        g, a = sync_rotate(g, a, k)
+        ty2, tx2 = [int(v) for v in torch.nonzero(a[0])[0]]
+        gx2 = int(torch.nonzero(g[0, height - 1])[0])
+        e2, n2 = tile_point(tx2 + 0.5, ty2 + 0.5, 0.0, 0.0, mpp, size)
+        expect, _ = panorama_pixel(e2, n2, 0.0, 0.0, 0.0, 2.0, width, height)
+        d = abs((gx2 + 0.5 - float(expect) + width / 2) % width - width / 2)
+        assert d <= 1.5, (east, north, k, flip, gx2, float(expect))
