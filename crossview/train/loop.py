@@ -337,6 +337,12 @@ def evaluate_in_training(model, cfg, data, out, device, autocast) -> dict[str, f
     rs = ImageSource([str(r.path) for r in split.references], input_spec(model, rv)[0], cache_dir)
     dq = embed_source(model, qs, qv, device, autocast, cfg["eval_batch_size"])
     dr = embed_source(model, rs, rv, device, autocast, cfg["eval_batch_size"])
+    if cfg["dataset"] == "university1652":  # class labels, many positives per query (sat2drone)
+        from crossview.evaluate.university import evaluate_university
+
+        metrics = evaluate_university(dq, [r.label for r in split.records], dr, [r.label for r in split.references],
+                                      protocol=cfg.get("u1652_protocol", "original"))
+        return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     semis = [list(r.semi_positives) for r in split.records]
     return evaluate_retrieval(dq, dr, [r.positives[0] for r in split.records],
                               semi_positives=semis if any(semis) else None)
