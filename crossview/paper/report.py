@@ -36,7 +36,8 @@ from crossview.paper.tables import (
 SYNTHETIC_WARNING = ("**Synthetic data.** These numbers were measured on the procedural synthetic world with tiny "
                      "CPU models and a few training steps. They are NOT paper numbers and say nothing about how "
                      "MFRGN performs on CVUSA, CVACT or VIGOR; they only show that each table's pipeline runs end "
-                     "to end. The paper's numbers are printed beside them for orientation only.")
+                     "to end. The paper's numbers are printed beside them for orientation only. (R@1% uses "
+                     "K = references // 100, which is 0 on test sets under 100 references, hence 0.)")
 REAL_NOTE = ("Measured with the listed preset on the real dataset; the paper's numbers are as printed (typos "
              "included, see the notes). Retrieval is ground→aerial (the official MFRGN CVUSA/CVACT script ranks "
              "satellite→ground; MFRGN_SPEC i.1).")
