@@ -303,3 +303,17 @@ def test_embed_under_torchrun_two_ranks_keeps_order(vigor_and_checkpoints, tmp_p
     assert man["num_shards"] == 5 and ids == [x.query_id for x in split.records]  # 24 queries in shards of 4-5
     want = embed_images(load_model(str(ckpt)), [x.query_path for x in split.records], "ground", batch=8)
     torch.testing.assert_close(desc, want, rtol=1e-4, atol=1e-5)
+
+
+def test_split_meta_with_arrays_is_recorded_as_json():
+    """CVACT splits carry a UTM array in their meta: the shard manifest records its shape, not the array."""
+    import json
+
+    import numpy as np
+
+    from crossview.search.embed import _plain
+
+    meta = {"utm": np.zeros((5, 2)), "skipped": np.int64(3), "crop": True, "cities": ("A", "B")}
+    plain = json.loads(json.dumps(_plain(meta)))
+    assert plain == {"utm": {"array_shape": [5, 2], "dtype": "float64"}, "skipped": 3, "crop": True,
+                     "cities": ["A", "B"]}

@@ -45,6 +45,10 @@ def _plain(obj: Any) -> Any:
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):  # e.g. CVACT's UTM table: recorded by shape, not copied into the manifest
+        return {"array_shape": list(obj.shape), "dtype": str(obj.dtype)}
+    if isinstance(obj, np.generic):
+        return obj.item()
     return obj
 
 
