@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--pictures", type=int, default=16, help="pictures to draw (0 = none)")
     e.add_argument("--ransac", action="store_true", help="FG²: RANSAC at test time")
     e.add_argument("--seed", type=int, default=0, help="seed of the unknown-orientation test yaws")
+    e.add_argument("--matches", type=int, help="FG²: matches sampled at test time (default: the model's)")
     e.add_argument("--fix-heading", action="store_true",
                    help="FG², known orientation: solve the translation only, at the known heading")
     e.add_argument("--device", default="cpu")
@@ -63,6 +64,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     evaluate_run(args.run, args.data, args.out, area=args.area, orientation=args.orientation, stage2=args.stage2,
                  limit=args.limit, pictures=args.pictures, ransac=args.ransac or None, device=args.device,
-                 seed=args.seed, camera=args.camera, fix_heading=args.fix_heading)
+                 seed=args.seed, camera=args.camera, fix_heading=args.fix_heading,
+                 num_matches=args.matches)
     print(f"metrics: {args.out}/metrics.json")
     return 0

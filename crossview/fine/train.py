@@ -264,7 +264,8 @@ def evaluate(model, samples: list[FineSample], cfg: dict, device="cpu", orientat
 def evaluate_run(run: str | Path, data: str | Path, out: str | Path, area: str | None = None,
                  orientation: str | None = None, stage2: str | Path | None = None, limit: int | None = None,
                  pictures: int = 16, ransac: bool | None = None, device: str = "cpu", seed: int = 0,
-                 camera: str | None = None, fix_heading: bool = False) -> dict[str, Any]:
+                 camera: str | None = None, fix_heading: bool = False,
+                 num_matches: int | None = None) -> dict[str, Any]:
     """Evaluate a run folder on ``data``; writes ``metrics.json``, predictions and pictures to ``out``."""
     from crossview.fine.metrics import fine_metrics, format_table
     from crossview.fine.viz import pose_picture
@@ -273,12 +274,16 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path, area: str |
     out.mkdir(parents=True, exist_ok=True)
     model, ckpt = load_model(run, device)
     cfg = ckpt["config"]
+    if num_matches and hasattr(model.cfg, "num_matches"):  # FG²: matches sampled at test (released: 1024)
+        model.cfg.num_matches = int(num_matches)
     area = area or cfg["area"]
     camera = camera or cfg["camera"]
     orientation = orientation or ("known" if cfg["orientation"] == "known" else "unknown")
     ransac = cfg.get("ransac", False) if ransac is None else ransac
     samples = read_samples(data, area, "test", camera, cfg.get("label_set", "corrected"), limit)
     second = load_model(stage2, device)[0] if stage2 else None
+    if second is not None and num_matches:
+        second.cfg.num_matches = int(num_matches)
     t0 = time.time()
     fix_heading = fix_heading and orientation == "known" and cfg["method"] == "fg2"
     p = predict_samples(model, samples, orientation, seed, device=device, ransac=ransac, stage2=second,
@@ -290,6 +295,7 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path, area: str |
     report = {"setting": setting, "method": cfg["method"], "area": area, "orientation": orientation,
               "camera": camera, "positives_only": True, "label_set": cfg.get("label_set"), "ransac": ransac,
               "yaw_seed": seed, "two_stage": bool(second), "fix_heading": fix_heading, "run": str(run),
+              "num_matches": getattr(model.cfg, "num_matches", None),
               "data": str(data),
               "seconds_per_sample": secs / len(samples), "metrics": metrics}
     write_json_atomic(out / "metrics.json", report)
