@@ -34,6 +34,7 @@ BASE: dict[str, Any] = {
     "checkpoint_every": 200,
     "device": "auto",
     "threads": None,
+    "init_from": None,  # a run folder or checkpoint whose weights start this run (e.g. to train longer)
     # GeoDistill
     "base_steps": 0,  # GeoDistill: supervised steps of the base localizer before distillation
     "distill_steps": 0,

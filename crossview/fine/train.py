@@ -143,6 +143,11 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, command: list[
     rng = random.Random(cfg["seed"])
     samples = read_samples(data, cfg["area"], "train", cfg["camera"], cfg["label_set"], cfg["train_limit"])
     model = build_model(cfg["method"], cfg["model"]).to(device)
+    if cfg.get("init_from"):
+        src = Path(cfg["init_from"])
+        src = src / "checkpoint.pt" if src.is_dir() else src
+        model.load_state_dict(torch.load(src, map_location="cpu", weights_only=False)["state_dict"])
+        log(f"initialised from {src}")
     log(f"{cfg['method']}: {len(samples)} training samples ({cfg['area']}-area, {cfg['camera']}), "
         f"{sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.2f} M trainable parameters")
     frozen = getattr(model.cfg, "freeze_backbone", True)
