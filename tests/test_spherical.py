@@ -101,7 +101,7 @@ def test_wrong_heading_rotates_the_view_by_the_error():
 
 def test_rolling_the_panorama_a_quarter_turn_rotates_the_view_by_ninety_degrees():
     cam = TopDownCamera(size=64, fov_deg=170.0)
-    pano = torch.rand(1, 3, 64, 128)
+    pano = torch.rand(1, 3, 64, 128, generator=torch.Generator().manual_seed(0))
     bev = spherical_transform(pano, cam)
     # Rolling right by W/4 brings the content from the left: the centre column now shows what was at −90°, i.e.
     # the camera turned 90° anticlockwise, equivalently the ground turns 90° clockwise in a north-up view with
@@ -110,7 +110,7 @@ def test_rolling_the_panorama_a_quarter_turn_rotates_the_view_by_ninety_degrees(
     assert torch.allclose(rolled, torch.rot90(bev, k=-1, dims=(-2, -1)), atol=1e-5)
     # ... and telling the transform about the roll (heading −90°) undoes it.
     undone = spherical_transform(torch.roll(pano, 32, dims=-1), cam, heading_deg=-90.0)
-    assert torch.allclose(undone, bev, atol=1e-5)
+    assert torch.allclose(undone, bev, atol=1e-4)  # float32 sampling-grid rounding (seen: 1.2e-5)
 
 
 def test_fov_camera_focal_and_batched_headings():
