@@ -214,3 +214,28 @@ def test_synthetic_tree_cli_train_and_eval(tmp_path):
     assert report["orientation"] == "unknown" and report["metrics"]["count"] == 4
     assert len(list((ev / "pictures").glob("*.png"))) == 2
     assert np.isfinite(report["metrics"]["median_m"])
+
+
+@pytest.mark.slow
+def test_hcnet_through_the_shared_fine_interface(tmp_path):
+    """HC-Net is one more method of `crossview fine-train` / `fine-eval` / `crossview.localize`."""
+    from PIL import Image
+
+    from crossview.cli import main
+    from crossview.fine import Pose, localize
+    from crossview.synth import generate
+
+    root = generate("vigor", tmp_path / "world", scale="tiny", seed=0)
+    run, ev = tmp_path / "run", tmp_path / "eval"
+    assert main(["fine-train", "hcnet-synthetic-cpu", "--data", str(root), "--out", str(run), "--set", "steps=2",
+                 "--set", "model.aerial_size=64", "--set", "model.bev_size=64", "--set",
+                 "model.pano_size=[64,128]"]) == 0
+    assert (run / "checkpoint.pt").exists()
+    assert main(["fine-eval", str(run), "--data", str(root), "--out", str(ev), "--limit", "3",
+                 "--pictures", "1"]) == 0
+    assert np.isfinite(json.loads((ev / "metrics.json").read_text())["metrics"]["median_m"])
+    pose = json.loads((root / "crossview_poses.jsonl").read_text().splitlines()[0])
+    ground = np.asarray(Image.open(root / pose["image"]).convert("RGB"))
+    tile = np.asarray(Image.open(root / pose["tiles"][0]["tile"]).convert("RGB"))
+    out = localize(ground, tile, "panorama", heading_prior=0.0, model=run, metres_per_pixel=1.1)
+    assert isinstance(out, Pose) and np.isfinite(out.x_m) and np.isfinite(out.heading_deg)

@@ -68,6 +68,13 @@ def localize(ground_image, aerial_tile, camera: str | CameraSpec = "panorama", h
                           "0.113248)")
     spec = camera if isinstance(camera, CameraSpec) else CameraSpec(camera, 360.0 if camera == "panorama" else 90.0)
     net = _cached_model(str(Path(model).resolve()), device) if isinstance(model, str | os.PathLike) else model
+    from crossview.fine.hcnet import HCNet
+
+    if isinstance(net, HCNet):
+        from crossview.fine.hcnet_train import localize as localize_hcnet
+
+        return localize_hcnet(net, ground_image, aerial_tile, spec, heading_prior, metres_per_pixel=metres_per_pixel,
+                              tile=tile)
     ground, aerial = _as_array(ground_image), _as_array(aerial_tile)
     tile_m = aerial.shape[1] * metres_per_pixel
     sample = FineSample(ground, aerial, spec.kind, spec.fov_deg, 0.0, 0.0, 0.0, tile_m, spec.eye_height_m,

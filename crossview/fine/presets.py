@@ -12,7 +12,8 @@ from typing import Any
 from crossview.errors import ConfigError
 
 BASE: dict[str, Any] = {
-    "method": "fg2",  # fg2 | geodistill
+    "method": "fg2",  # fg2 | geodistill | hcnet
+    "hcnet": {},  # HC-Net extras: variant, prior_deg, loss, eps, warmup_frac (crossview.fine.hcnet_train)
     "model": {},  # model keys (FG2Config / GeoDistillConfig)
     "area": "same",  # same | cross
     "camera": "panorama",  # panorama | pinhole (synthetic world)
@@ -100,6 +101,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _merge_hcnet() -> None:
+    """HC-Net's presets live beside its trainer (crossview.fine.hcnet_train); merged here, in the one place."""
+    from crossview.fine.hcnet_train import HCNET_PRESETS
+
+    PRESETS.update(HCNET_PRESETS)
+
+
+_merge_hcnet()
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     import yaml
 
@@ -128,8 +139,8 @@ def resolve_config(preset: str | None, overrides: dict[str, Any] | None = None) 
             node[rest.split(".")[-1]] = value
         else:
             cfg[key] = value
-    if cfg["method"] not in ("fg2", "geodistill"):
-        raise ConfigError(f"method must be fg2 or geodistill, got {cfg['method']!r}")
+    if cfg["method"] not in ("fg2", "geodistill", "hcnet"):
+        raise ConfigError(f"method must be fg2, geodistill or hcnet, got {cfg['method']!r}")
     if cfg["orientation"] not in ("known", "unknown", "noise"):
         raise ConfigError(f"orientation must be known, unknown or noise, got {cfg['orientation']!r}")
     return cfg

@@ -46,6 +46,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     if path.is_dir():
         path = path / "checkpoint.pt"
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if ckpt.get("method") == "hcnet":
+        from crossview.fine.hcnet_train import load_checkpoint
+
+        return load_checkpoint(path, device), ckpt
     model = build_model(ckpt["method"], dict(ckpt["model_config"], pretrained=False))
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), ckpt
@@ -130,6 +134,10 @@ def save_checkpoint(out: Path, model, cfg: dict, step: int, extra: dict | None =
 def train(cfg: dict[str, Any], data: str | Path, out: str | Path, command: list[str] | None = None,
           quiet: bool = False) -> Path:
     """Train from a resolved config (``presets.resolve_config``) on the tree at ``data``; returns the run folder."""
+    if cfg["method"] == "hcnet":
+        from crossview.fine.hcnet_train import train_from_preset
+
+        return train_from_preset(cfg, data, out, command)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.get("threads"):
@@ -275,6 +283,11 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path, area: str |
     from crossview.fine.metrics import fine_metrics, format_table
     from crossview.fine.viz import pose_picture
 
+    ckpt_path = Path(run) / "checkpoint.pt" if Path(run).is_dir() else Path(run)
+    if torch.load(ckpt_path, map_location="cpu", weights_only=False).get("method") == "hcnet":
+        from crossview.fine.hcnet_train import evaluate_run as evaluate_hcnet
+
+        return evaluate_hcnet(run, data, out, area=area, limit=limit, pictures=pictures, device=device, seed=seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model, ckpt = load_model(run, device)
