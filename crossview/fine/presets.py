@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from crossview.config import apply_overrides, parse_override  # noqa: F401 (re-exported)
 from crossview.errors import ConfigError
 
 BASE: dict[str, Any] = {
@@ -111,15 +112,6 @@ def _merge_hcnet() -> None:
 _merge_hcnet()
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    import yaml
-
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key=value (e.g. --set steps=200)")
-    key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value) if value.strip() else None
-
-
 def resolve_config(preset: str | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """BASE ← preset ← overrides; dotted keys (``model.bev_cells=16``) set nested entries; unknown keys refused."""
     cfg = copy.deepcopy(BASE)
@@ -128,17 +120,7 @@ def resolve_config(preset: str | None, overrides: dict[str, Any] | None = None) 
             raise ConfigError(f"unknown fine-grained preset {preset!r}; choose one of: {', '.join(sorted(PRESETS))}")
         cfg.update(copy.deepcopy(PRESETS[preset]))
         cfg["preset"] = preset
-    for key, value in (overrides or {}).items():
-        head, _, rest = key.partition(".")
-        if head not in cfg and head != "preset":
-            raise ConfigError(f"unknown config key {head!r}; known keys: {', '.join(sorted(BASE))}")
-        if rest:
-            node = cfg.setdefault(head, {})
-            for part in rest.split(".")[:-1]:
-                node = node.setdefault(part, {})
-            node[rest.split(".")[-1]] = value
-        else:
-            cfg[key] = value
+    apply_overrides(cfg, overrides, BASE)
     if cfg["method"] not in ("fg2", "geodistill", "hcnet"):
         raise ConfigError(f"method must be fg2, geodistill or hcnet, got {cfg['method']!r}")
     if cfg["orientation"] not in ("known", "unknown", "noise"):

@@ -10,8 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import yaml
-
+from crossview.config import apply_overrides, parse_override  # noqa: F401 (re-exported)
 from crossview.errors import ConfigError
 
 BASE: dict[str, Any] = {
@@ -102,14 +101,6 @@ from crossview.paper.tables import PAPER_PRESETS  # noqa: E402
 PRESETS.update(PAPER_PRESETS)
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` with the value parsed as YAML (numbers, booleans, lists, dicts, null)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key=value (e.g. --set lr=3e-4)")
-    key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value) if value.strip() else None
-
-
 def resolve_config(preset: str | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The one place where BASE, a preset and overrides are merged. Unknown keys are refused.
 
@@ -121,20 +112,7 @@ def resolve_config(preset: str | None, overrides: dict[str, Any] | None = None) 
             raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(sorted(PRESETS))}")
         cfg.update(copy.deepcopy(PRESETS[preset]))
         cfg["preset"] = preset
-    for key, value in (overrides or {}).items():
-        head, _, rest = key.partition(".")
-        if head not in cfg and head != "preset":
-            raise ConfigError(f"unknown config key {head!r}; known keys: {', '.join(sorted(BASE))}")
-        if rest:
-            node = cfg.setdefault(head, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{head!r} is not a dictionary; cannot set {key!r}")
-            parts = rest.split(".")
-            for p in parts[:-1]:
-                node = node.setdefault(p, {})
-            node[parts[-1]] = value
-        else:
-            cfg[key] = value
+    apply_overrides(cfg, overrides, BASE)
     for required in ("model", "dataset"):
         if not cfg.get(required):
             raise ConfigError(f"config needs {required!r}: pick a preset or pass --set {required}=...")
