@@ -37,13 +37,11 @@ def run(args: argparse.Namespace) -> int:
     from crossview.search.embed import embed_split
     from crossview.search.shards import parse_shard_arg
     from crossview.train.distributed import init_distributed, is_dist
+    from crossview.train.loop import pick_device
 
     shard = parse_shard_arg(args.shard) if args.shard else None
     info = init_distributed(None if args.device == "auto" else args.device)
-    if args.device == "auto":
-        device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
+    device = pick_device(args.device, info)
     model, name, _ = resolve_model(args.model)
     model = model.to(device)
     kwargs = {"area": args.area}

@@ -67,12 +67,10 @@ def run(args: argparse.Namespace) -> int:
     from crossview.errors import ConfigError
     from crossview.evaluate.report import evaluate_split
     from crossview.train.distributed import init_distributed, is_dist
+    from crossview.train.loop import pick_device
 
     info = init_distributed(None if args.device == "auto" else args.device)
-    if args.device == "auto":
-        device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
+    device = pick_device(args.device, info)
     model, name, run_info = resolve_model(args.model)
     model = model.to(device)
     cfg = run_info.get("config", {})
