@@ -35,6 +35,7 @@ from crossview.io import write_json_atomic
 CAMERAS = ("panorama", "pinhole", "drone")
 PANORAMA_ASPECT = (1.9, 2.1)  # equirectangular panoramas are 2:1
 PINHOLE_ASPECT = (0.3, 3.0)
+_NEAR = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?)\s*,\s*([+-]?\d+(?:\.\d*)?)\s*(?:±|\+-|\+/-|~|,)\s*(\d+(?:\.\d*)?)\s*$")
 _PRIOR = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?)\s*(?:±|\+-|\+/-|~)\s*(\d+(?:\.\d*)?)\s*$")
 _EXIF_FOCAL_35MM = 0xA405  # FocalLengthIn35mmFilm, in the Exif sub-IFD
 
@@ -55,6 +56,39 @@ def parse_heading_prior(text: str | tuple | list | None) -> tuple[float, float] 
     if not 0 <= err <= 180:
         raise ConfigError(f"--heading-prior: the error {err}° must be between 0 and 180")
     return deg % 360.0, err
+
+
+def parse_near(text: str | tuple | list | None) -> tuple[float, float, float] | None:
+    """``"LAT,LON±RADIUS_M"`` (also ``LAT,LON,RADIUS_M``) -> (lat, lon, radius in metres): the search area."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return None
+    if isinstance(text, tuple | list):
+        lat, lon, radius = (float(v) for v in text)
+    else:
+        m = _NEAR.match(str(text))
+        if not m:
+            raise ConfigError(f"--near {text!r}: write it as LAT,LON±RADIUS_M, e.g. 40.7128,-74.0060±100 (degrees "
+                              "WGS84, then the radius in metres of the area the photo was taken in)")
+        lat, lon, radius = (float(g) for g in m.groups())
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise ConfigError(f"--near: {lat},{lon} is not a latitude,longitude pair in degrees")
+    if not radius > 0:
+        raise ConfigError(f"--near: the radius {radius} m must be positive")
+    return lat, lon, radius
+
+
+def tiles_near(tiles: list, lat: float, lon: float, radius_m: float) -> np.ndarray:
+    """Mask of the (north-up) tiles whose footprint comes within ``radius_m`` of (``lat``, ``lon``)."""
+    from crossview.geometry.geo import latlon_to_offset
+
+    lat0 = np.array([t.lat for t in tiles], dtype=np.float64)
+    lon0 = np.array([t.lon for t in tiles], dtype=np.float64)
+    east, north = latlon_to_offset(lat, lon, lat0, lon0)  # tile centres from the point (local tangent plane)
+    half_w = np.array([0.5 * t.width * t.mpp for t in tiles])
+    half_h = np.array([0.5 * t.height * t.mpp for t in tiles])
+    gap_e = np.maximum(np.abs(np.asarray(east)) - half_w, 0.0)
+    gap_n = np.maximum(np.abs(np.asarray(north)) - half_h, 0.0)
+    return np.hypot(gap_e, gap_n) <= radius_m
 
 
 @dataclass
@@ -425,20 +459,46 @@ class Locator:
             d = self.model.embed((x - m) / s, view=view)
         return torch.nn.functional.normalize(d.float(), dim=1).cpu().numpy()
 
+    def search(self, desc: np.ndarray, top_k: int, area: tuple[float, float, float] | None = None):
+        """The ``top_k`` best tiles for one descriptor, optionally only those within the search ``area``."""
+        n = len(self.index)
+        if area is None:
+            return self.index.search(desc, min(top_k, n))
+        allowed = tiles_near([self.tiles[i] for i in self.index.ids], *area)
+        if not allowed.any():
+            raise CrossviewError(f"no tile of the index {self.index_path} comes within {area[2]:g} m of "
+                                 f"{area[0]:.6f},{area[1]:.6f}: widen the radius of --near or check the coordinates "
+                                 "(latitude first)")
+        k = min(n, max(256, 16 * top_k))
+        while True:  # grow the candidate list until enough allowed tiles are in it (or it holds them all)
+            scores, rows = self.index.search_rows(desc, k)
+            keep = [j for j, r in enumerate(rows[0]) if r >= 0 and allowed[r]][:top_k]
+            if len(keep) >= min(top_k, int(allowed.sum())) or k >= n:
+                break
+            k = min(n, 4 * k)
+        ids = np.asarray([self.index.ids[rows[0][j]] for j in keep], dtype=object)[None]
+        return scores[:, keep], ids
+
     def refine_in(self, photo: Photo, tile, heading_prior):
         """The fine model's Pose of ``photo`` inside ``tile`` (metres east/north of its centre)."""
         return _fine_localize(self.fine, self.fine_method, photo, tile, heading_prior, self.device)
 
     def locate(self, photo: str | os.PathLike | Photo, *, camera: str = "panorama", fov_deg: float | None = None,
                heading_prior: str | tuple | None = None, top_k: int = 5, refine: int | None = None,
-               out: str | os.PathLike | None = None, thumbnails: bool = False) -> dict[str, Any]:
-        """Locate one photo; returns (and with ``out`` writes ``locate.json`` + ``locate.png``) the answer dict."""
+               near: str | tuple | None = None, out: str | os.PathLike | None = None,
+               thumbnails: bool = False) -> dict[str, Any]:
+        """Locate one photo; returns (and with ``out`` writes ``locate.json`` + ``locate.png``) the answer dict.
+
+        ``near``: ``(lat, lon, radius_m)`` or ``"LAT,LON±R"``, a search area (a rough GPS fix): only tiles whose
+        footprint comes within ``radius_m`` of the point are ranked.
+        """
         prior = parse_heading_prior(heading_prior)
+        area = parse_near(near)
         if not isinstance(photo, Photo):
             photo = read_photo(photo, camera, fov_deg)
         top_k = max(1, int(top_k))
         refine = self.refine if refine is None else int(refine)
-        scores, ids = self.index.search(self.embed(photo, prior), min(top_k, len(self.index)))
+        scores, ids = self.search(self.embed(photo, prior), top_k, area)
         cands = []
         for rank, (score, tid) in enumerate(zip(scores[0], ids[0]), 1):
             if tid is None:
@@ -479,6 +539,7 @@ class Locator:
             c["chosen"] = c is best
         result.update({"tile": best["tile"], "photo": str(photo.path), "camera": photo.camera,
                        "fov_deg": photo.fov_deg, "heading_prior": list(prior) if prior else None,
+                       "near": list(area) if area else None,
                        "candidates": cands, "index": str(self.index_path), "model": self.index.meta.get("name"),
                        "fine_model": (str(self.fine_path) if self.fine_path else self.fine_method)
                        if use_fine else None, "fine_method": self.fine_method if use_fine else None})
@@ -575,9 +636,10 @@ def draw_thumbnail(tile_path: str | os.PathLike, xy: tuple[float, float] | None,
 
 
 def locate(photo: str | os.PathLike | Photo, index: str | os.PathLike | Locator, **kwargs: Any) -> dict[str, Any]:
-    """One-call form: ``locate(photo, index, camera=..., fov_deg=..., heading_prior=..., top_k=5, refine=3,
+    """One-call form: ``locate(photo, index, camera=..., fov_deg=..., heading_prior=..., near=None, top_k=5, refine=3,
     fine_model=None, model=None, tiles=None, out=None, device="cpu")`` -> the answer dict (see Locator.locate)."""
     parse_heading_prior(kwargs.get("heading_prior"))  # the cheap checks first: before any model is loaded
+    parse_near(kwargs.get("near"))
     if not isinstance(photo, Photo):
         photo = read_photo(photo, kwargs.pop("camera", "panorama"), kwargs.pop("fov_deg", None))
     if not isinstance(index, Locator):
@@ -593,7 +655,8 @@ def _median(values: list[float]) -> float | None:
 
 def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_run: str | os.PathLike | None = None,
                 n: int = 20, *, out: str | os.PathLike | None = None, heading_noise_deg: float = 45.0,
-                refine: int = 3, top_k: int = 5, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+                refine: int = 3, top_k: int = 5, seed: int = 0, device: str = "cpu",
+                gps_noise_m: float | None = None, near_radius_m: float | None = None) -> dict[str, Any]:
     """Locate ``n`` held-out panoramas of a synthetic VIGOR-like world and compare with the known truth.
 
     Builds the tile set of the world's ``satellite/`` folder and an index with the retrieval model of
@@ -602,7 +665,9 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     ±``heading_noise_deg`` (HC-Net's protocol; 0 = known orientation). ``fine_run``: a fine-localization run
     folder or checkpoint, or a built localizer. Reports median position error in metres (great-circle) and
     heading error in degrees for retrieval alone (top-1 tile centre, prior heading) and, with ``fine_run``,
-    after fine localization.
+    after fine localization. ``gps_noise_m`` simulates a rough GPS fix per photo (the truth moved by a seeded
+    random offset of up to that many metres) and searches only tiles within ``near_radius_m`` (default: the same)
+    of it; the fix itself is then reported as a third baseline.
     Writes ``metrics.json`` and ``per_photo.jsonl`` under ``out`` (default ``run_dir/locate_demo``).
     """
     import random
@@ -635,7 +700,14 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
         true_heading = float(rec.get("heading_deg") or 0.0)
         noise = random.Random(seed * 1000003 + i).uniform(-heading_noise_deg, heading_noise_deg)
         prior = ((true_heading + noise) % 360.0, heading_noise_deg) if heading_noise_deg > 0 else (true_heading, 0.0)
-        r = locator.locate(world / rec["image"], camera="panorama", heading_prior=prior, top_k=top_k)
+        near = fix = None
+        if gps_noise_m:
+            rnd = random.Random(seed * 7919 + i)
+            dist, bearing = gps_noise_m * math.sqrt(rnd.random()), rnd.uniform(0.0, 2 * math.pi)
+            fix = tuple(float(v) for v in offset_to_latlon(truth[0], truth[1], dist * math.sin(bearing),
+                                                            dist * math.cos(bearing)))
+            near = (fix[0], fix[1], float(near_radius_m or gps_noise_m))
+        r = locator.locate(world / rec["image"], camera="panorama", heading_prior=prior, top_k=top_k, near=near)
         top = r["candidates"][0]
         positives = {Path(t["tile"]).with_suffix("").as_posix().split("satellite/", 1)[-1] for t in rec["tiles"]}
         row = {"image": rec["image"], "true_lat": truth[0], "true_lon": truth[1], "true_heading_deg": true_heading,
@@ -643,8 +715,11 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
                "top1_contains_camera": top["tile"] in positives,
                "retrieval_error_m": distance_m((top["lat"], top["lon"]), truth),
                "retrieval_heading_error_deg": float(heading_error_deg(prior[0], true_heading))}
+        if fix is not None:
+            row.update(gps_fix=list(fix), gps_error_m=distance_m(fix, truth))
         if r["method"] == "fine":
             row.update(fine_error_m=distance_m((r["lat"], r["lon"]), truth), fine_tile=r["tile"],
+                       fine_tile_contains_camera=r["tile"] in positives,
                        fine_heading_error_deg=None if r["heading_deg"] is None else
                        float(heading_error_deg(r["heading_deg"], true_heading)),
                        fine_confidence=r["confidence"], uncertainty_m=r["uncertainty_m"])
@@ -655,15 +730,20 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
         "retrieval": {"median_m": _median(ret), "mean_m": float(np.mean(ret)),
                       "top1_contains_camera": float(np.mean([r["top1_contains_camera"] for r in rows])),
                       "heading_median_deg": _median([r["retrieval_heading_error_deg"] for r in rows])},
+        "gps_noise_m": gps_noise_m, "near_radius_m": (near_radius_m or gps_noise_m) if gps_noise_m else None,
         "world": str(world), "run": str(run) if _is_path(run_dir) else type(run).__name__,
         "fine_run": None if fine_run is None else str(fine_run) if _is_path(fine_run) else type(fine_run).__name__,
         "index": str(index),
     }
+    if gps_noise_m:
+        metrics["gps_fix"] = {"median_m": _median([r["gps_error_m"] for r in rows])}
     if fine_run is not None:
         fine = [r["fine_error_m"] for r in rows if "fine_error_m" in r]
         hd = [r["fine_heading_error_deg"] for r in rows if r.get("fine_heading_error_deg") is not None]
         metrics["fine"] = {"median_m": _median(fine), "mean_m": float(np.mean(fine)) if fine else None,
                            "heading_median_deg": _median(hd),
+                           "tile_contains_camera": float(np.mean([r["fine_tile_contains_camera"] for r in rows
+                                                                  if "fine_error_m" in r])) if fine else None,
                            "within_uncertainty": float(np.mean([r["fine_error_m"] <= r["uncertainty_m"]
                                                                 for r in rows if "fine_error_m" in r]))}
     write_json_atomic(out / "metrics.json", metrics)

@@ -402,3 +402,71 @@ def test_run_median_error_read_from_metrics(tmp_path):
     assert _run_median_error(tmp_path) == 7.5
     (tmp_path / "metrics.json").write_text(json.dumps({"median_m": 3, "mean_m": 4}))
     assert _run_median_error(tmp_path / "checkpoint.pt") == 3.0
+
+
+def test_near_syntax():
+    from crossview.locate import parse_near
+
+    assert parse_near("40.5,-74.25±150") == (40.5, -74.25, 150.0)
+    assert parse_near("-33.86, 151.2 +- 80") == (-33.86, 151.2, 80.0)
+    assert parse_near("1,2,3") == (1.0, 2.0, 3.0) and parse_near(None) is None
+    for bad, msg in (("40.5±150", "LAT,LON±RADIUS_M"), ("95,10±5", "latitude,longitude"), ("1,2±0", "positive")):
+        with pytest.raises(ConfigError, match=msg):
+            parse_near(bad)
+
+
+def test_tiles_near_known_answer():
+    """Footprint-to-point distances by hand: a 100 m tile whose nearest edge is 30 m (or whose corner is 50 m) away."""
+    from crossview.geometry.geo import offset_to_latlon
+    from crossview.locate import tiles_near
+    from crossview.tiles import Tile
+
+    lat0, lon0 = 40.0, -74.0
+
+    def tile(east, north):
+        lat, lon = (float(v) for v in offset_to_latlon(lat0, lon0, east, north))
+        return Tile(id=f"{east}_{north}", path=None, lat=lat, lon=lon, mpp=0.5, width=200, height=200, footprint={})
+
+    # centres 80 m east (edge 30 m away), 80 m east + 90 m north (corner at (30, 40): 50 m), 200 m west (150 m)
+    tiles = [tile(80, 0), tile(80, 90), tile(-200, 0), tile(0, 0)]
+    assert tiles_near(tiles, lat0, lon0, 29.0).tolist() == [False, False, False, True]
+    assert tiles_near(tiles, lat0, lon0, 31.0).tolist() == [True, False, False, True]
+    assert tiles_near(tiles, lat0, lon0, 51.0).tolist() == [True, True, False, True]
+    assert tiles_near(tiles, lat0, lon0, 151.0).tolist() == [True, True, True, True]
+
+
+def test_near_restricts_the_search(tiny_world, tmp_path):
+    """A wrong tile ranked first far away is excluded by a search area around a rough fix; an area with no tile
+    gets an error naming --near."""
+    from crossview.locate import Locator, index_tiles
+    from crossview.tiles import build_tiles, distance_m
+
+    world = tiny_world
+    oracle = OracleRetrieval(world)
+    index = index_tiles(build_tiles(world / "satellite", tmp_path / "tiles"), oracle, tmp_path / "tiles.index")
+    recs = [json.loads(line) for line in (world / "crossview_poses.jsonl").read_text().splitlines()]
+    rec = next(r for r in recs if r["split"] == "test" and r["camera"] == "panorama")
+    loc = Locator(index, model=oracle, refine=0)
+    truth = (rec["lat"], rec["lon"])
+    far = max(loc.tiles.values(), key=lambda t: distance_m((t.lat, t.lon), truth))
+    oracle.targets[int(torch_argmin_row(oracle, world / rec["image"])), oracle.slot[far.id]] = 1.5
+    assert loc.locate(world / rec["image"], top_k=3)["tile"] == far.id  # the planted error, without an area
+    r = loc.locate(world / rec["image"], top_k=3, near=(truth[0], truth[1], 20.0))
+    assert r["tile"] != far.id and r["near"] == [truth[0], truth[1], 20.0]
+    positives = {t["tile"].split("satellite/", 1)[1][:-4] for t in rec["tiles"]}
+    assert r["tile"] in positives
+    assert all(distance_m((c["lat"], c["lon"]), truth) < 20.0 + 0.75 * far.width * far.mpp for c in r["candidates"])
+    with pytest.raises(CrossviewError, match="--near"):
+        loc.locate(world / rec["image"], near=(truth[0] + 1.0, truth[1], 50.0))
+
+
+def test_demo_locate_with_a_rough_gps_fix(tiny_world, tmp_path):
+    from crossview.locate import demo_locate
+
+    metrics = demo_locate(tiny_world, OracleRetrieval(tiny_world), NoisyTruthLocalizer(tiny_world), n=8,
+                          out=tmp_path / "demo", gps_noise_m=30.0)
+    assert metrics["gps_noise_m"] == 30.0 and metrics["near_radius_m"] == 30.0
+    assert 0 < metrics["gps_fix"]["median_m"] <= 30.0
+    rows = [json.loads(line) for line in (tmp_path / "demo" / "per_photo.jsonl").read_text().splitlines()]
+    assert all(r["gps_error_m"] <= 30.0 + 1e-6 for r in rows)
+    assert metrics["fine"]["median_m"] < 3.0 and metrics["fine"]["tile_contains_camera"] == 1.0

@@ -370,3 +370,16 @@ def test_drone_view_of_planted_tower(planted):
     assert abs(ys.min() - cy.min()) < 1.0 and abs(min(ys.max() + 1, 120) - min(cy.max(), 120)) < 1.0
     x0, y0, _ = cam.drone_pixel(te, tn, th / 2, pose)
     assert (x0, y0) == pytest.approx((80.0, 60.0))  # look-at target at the principal point
+
+
+def test_dense_scale_is_small_with_more_panoramas_and_vigor_only(tmp_path):
+    from crossview.errors import ConfigError
+    from crossview.synth import generate
+    from crossview.synth.scales import VIGOR
+
+    dense, small = VIGOR["dense"], VIGOR["small"]
+    assert {k: v for k, v in dense.items() if k not in ("panos", "pinholes")} == \
+        {k: v for k, v in small.items() if k not in ("panos", "pinholes")}
+    assert dense["panos"] >= 6 * small["panos"]
+    with pytest.raises(ConfigError, match="does not exist for the cvusa layout"):
+        generate("cvusa", tmp_path / "x", scale="dense")

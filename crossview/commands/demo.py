@@ -24,7 +24,7 @@ from crossview.io import write_json_atomic
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on a synthetic world (CPU, minutes)")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--scale", default="small", choices=["tiny", "small", "medium"])
+    p.add_argument("--scale", default="small", choices=["tiny", "small", "dense", "medium"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-train", action="store_true", help="stop after the data stages")
     p.add_argument("--fine", default=None, metavar="PRESET",

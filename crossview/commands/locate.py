@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heading-prior", help="DEG±ERR: heading of the panorama centre / photo axis, clockwise from "
                                            "north, and its uncertainty (e.g. 90±20 or 90+-20; negative: "
                                            "--heading-prior=-30±10)")
+    p.add_argument("--near", help="LAT,LON±RADIUS_M: search only tiles within RADIUS_M metres of this point (a rough "
+                                  "GPS fix), e.g. --near 40.7128,-74.0060±150 (negative latitude: "
+                                  "--near=-33.8688,151.2093±150)")
     p.add_argument("--top-k", type=int, default=5, help="tiles retrieved (default 5)")
     p.add_argument("--refine", type=int, default=3, help="best tiles refined by the fine model (default 3)")
     p.add_argument("--fine-model", help="fine-localization run folder or checkpoint (default: tile centres only)")
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from crossview.locate import locate
 
     result = locate(args.photo, args.index, camera=args.camera, fov_deg=args.fov, heading_prior=args.heading_prior,
-                    top_k=args.top_k, refine=args.refine, fine_model=args.fine_model, model=args.model,
+                    near=args.near, top_k=args.top_k, refine=args.refine, fine_model=args.fine_model, model=args.model,
                     tiles=args.tiles, out=args.out, device=args.device)
     print(json.dumps(result, indent=2))
     return 0

@@ -12,8 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "real benchmark, so every reader and trainer runs without downloads.")
     p.add_argument("--layout", required=True, choices=["cvusa", "cvact", "vigor", "university1652"])
     p.add_argument("--out", required=True, help="output folder (created; must be new or empty)")
-    p.add_argument("--scale", default="small", choices=["tiny", "small", "medium"],
-                   help="tiny: tests (seconds); small: CPU training (< 1 min); medium: 2,000 panoramas at 320x640")
+    p.add_argument("--scale", default="small", choices=["tiny", "small", "dense", "medium"],
+                   help="tiny: tests (seconds); small: CPU training (< 1 min); dense (vigor only): small with 4,000 "
+                        "panoramas (CPU learning runs); medium: 2,000 panoramas at 320x640")
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: available CPUs)")
     p.set_defaults(func=run)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from crossview.synth.common import GENERATOR_VERSION
-from crossview.synth.scales import SCALES
+from crossview.synth.scales import LAYOUT_SCALES, SCALES
 
 LAYOUTS = ("cvusa", "cvact", "vigor", "university1652")
 
@@ -29,8 +29,9 @@ def generate(layout: str, out: str | Path, scale: str = "small", seed: int = 0, 
 
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if scale not in SCALES:
-        raise ConfigError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+    if scale not in LAYOUT_SCALES[layout]:
+        raise ConfigError(f"scale {scale!r} does not exist for the {layout} layout; choose one of "
+                          f"{', '.join(LAYOUT_SCALES[layout])}")
     out = Path(out)
     if layout == "vigor":
         from crossview.synth.vigor import write_vigor as writer

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-SCALES = ("tiny", "small", "medium")
+SCALES = ("tiny", "small", "dense", "medium")
+# Scales that exist for some layouts only (the others refuse them with a message).
+LAYOUT_SCALES = {"vigor": SCALES, "cvusa": ("tiny", "small", "medium"), "cvact": ("tiny", "small", "medium"),
+                 "university1652": ("tiny", "small", "medium")}
 
 # VIGOR-like: tile grid n x n per city, tiles spaced half a tile apart (every interior point lies in 4 tiles).
 VIGOR = {
     "tiny": {"grid": 4, "tile": 64, "panos": 12, "pano_hw": (64, 128), "pinholes": 4, "pinhole_hw": (48, 64),
              "cell": 0.5, "ray_samples": 64},
     "small": {"grid": 10, "tile": 128, "panos": 150, "pano_hw": (128, 256), "pinholes": 40,
+              "pinhole_hw": (96, 128), "cell": 0.25, "ray_samples": 160},
+    # small's images and tiles with 1,000 panoramas per city (2,000 train / 2,000 test same-area): about 20 training
+    # panoramas fall in every tile, the density at which a CPU-sized model learns places rather than city styles.
+    "dense": {"grid": 10, "tile": 128, "panos": 1000, "pano_hw": (128, 256), "pinholes": 80,
               "pinhole_hw": (96, 128), "cell": 0.25, "ray_samples": 160},
     "medium": {"grid": 16, "tile": 320, "panos": 500, "pano_hw": (320, 640), "pinholes": 125,
                "pinhole_hw": (240, 320), "cell": 0.25, "ray_samples": 256},
