@@ -239,3 +239,33 @@ def test_hcnet_through_the_shared_fine_interface(tmp_path):
     tile = np.asarray(Image.open(root / pose["tiles"][0]["tile"]).convert("RGB"))
     out = localize(ground, tile, "panorama", heading_prior=0.0, model=run, metres_per_pixel=1.1)
     assert isinstance(out, Pose) and np.isfinite(out.x_m) and np.isfinite(out.heading_deg)
+
+
+@pytest.mark.slow
+def test_geodistill_labelled_subset_for_base_all_samples_for_distillation(tmp_path, monkeypatch):
+    """``labelled_limit``: the base and its same-length control draw only the labelled subset; distillation (which
+    reads no labels) draws from every training sample."""
+    import crossview.fine.train as fine_train
+    from crossview.fine.data import read_synthetic
+    from crossview.fine.presets import resolve_config
+    from crossview.synth import generate
+
+    root = generate("vigor", tmp_path / "world", scale="tiny", seed=0)
+    n_train = len(read_synthetic(root, "same", "train"))
+    drawn: list[list[int]] = []
+    real = fine_train.make_batch
+
+    def spy(samples, idx, *args, **kwargs):
+        drawn.append(list(idx))
+        return real(samples, idx, *args, **kwargs)
+
+    monkeypatch.setattr(fine_train, "make_batch", spy)
+    cfg = resolve_config("geodistill-synthetic-cpu", {
+        "model": {**TINY_GEOD}, "base_steps": 3, "distill_steps": 4, "orientation_steps": 0, "labelled_limit": 3,
+        "eval_limit": 2, "cache_features": False, "batch_size": 8, "threads": None})
+    fine_train.train(cfg, root, tmp_path / "run", quiet=True)
+    supervised = [i for batch in drawn[:-4] for i in batch]  # base and control steps (6 or more batches)
+    unlabelled_seen = {i for batch in drawn[-4:] for i in batch}  # the 4 distillation steps
+    assert len(drawn) >= 10 and n_train > 10 and all(len(b) == 8 for b in drawn)
+    assert len(set(supervised)) == 3
+    assert len(unlabelled_seen - set(supervised)) > 3

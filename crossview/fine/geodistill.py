@@ -322,12 +322,20 @@ def train_geodistill(model: GeoDistill, cfg, samples, bank, out, log, device, rn
     from crossview.fine.train import evaluate, make_batch, save_checkpoint
 
     test = read_samples(data, cfg["area"], "test", cfg["camera"], cfg["label_set"], cfg["eval_limit"])
+    everyone = list(range(len(samples)))
+    labelled = everyone
+    if cfg.get("labelled_limit"):  # semi-supervised: labels for a seeded subset, the rest only for distillation
+        n = min(int(cfg["labelled_limit"]), len(samples))
+        labelled = sorted(random.Random(cfg["seed"] + 7).sample(everyone, n))
+        log(f"labelled subset: {n} of {len(samples)} training samples (base and control); distillation uses all "
+            "of them without their labels")
 
-    def batches():
+    def batches(pool=None):
+        pool = labelled if pool is None else pool
         order: list[int] = []
         while True:
-            if len(order) < cfg["batch_size"]:
-                order += rng.sample(range(len(samples)), len(samples))
+            while len(order) < cfg["batch_size"]:
+                order += rng.sample(pool, len(pool))
             idx, order[:] = order[:cfg["batch_size"]], order[cfg["batch_size"]:]
             yield make_batch(samples, idx, bank, model, cfg["camera"], 0.0, rng, device)
 
@@ -372,7 +380,7 @@ def train_geodistill(model: GeoDistill, cfg, samples, bank, out, log, device, rn
         opt = torch.optim.AdamW([p for n_, p in model.named_parameters() if p.requires_grad
                                  and not n_.startswith("orienter")], lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         model.train()
-        gen, t0 = batches(), time.time()
+        gen, t0 = batches(everyone), time.time()  # labels are not read below: the teacher's output is the target
         for step in range(1, n_distill + 1):
             b = next(gen)
             with torch.no_grad():

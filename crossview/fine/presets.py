@@ -40,6 +40,7 @@ BASE: dict[str, Any] = {
     # GeoDistill
     "base_steps": 0,  # GeoDistill: supervised steps of the base localizer before distillation
     "distill_steps": 0,
+    "labelled_limit": None,  # GeoDistill: labels for this many (seeded) training samples; distillation sees all
     "fov_range_deg": [180.0, 240.0],  # student's visible field of view, drawn per sample
     "tau_teacher": 1.0,
     "tau_student": 1.0,
