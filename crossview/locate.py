@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from crossview.errors import ConfigError, CrossviewError, DatasetError
-from crossview.geometry.geo import offset_to_latlon
+from crossview.geometry.geo import latlon_to_offset, offset_to_latlon
 from crossview.io import write_json_atomic
 
 CAMERAS = ("panorama", "pinhole", "drone")
@@ -79,8 +79,6 @@ def parse_near(text: str | tuple | list | None) -> tuple[float, float, float] | 
 
 def tiles_near(tiles: list, lat: float, lon: float, radius_m: float) -> np.ndarray:
     """Mask of the (north-up) tiles whose footprint comes within ``radius_m`` of (``lat``, ``lon``)."""
-    from crossview.geometry.geo import latlon_to_offset
-
     lat0 = np.array([t.lat for t in tiles], dtype=np.float64)
     lon0 = np.array([t.lon for t in tiles], dtype=np.float64)
     east, north = latlon_to_offset(lat, lon, lat0, lon0)  # tile centres from the point (local tangent plane)
@@ -360,7 +358,8 @@ def _fine_localize(model, method: str, photo: Photo, tile, prior: tuple[float, f
     from crossview.fine import localize
 
     return localize(np.asarray(photo.image), str(tile.path), camera, heading_prior=heading, model=model,
-                    metres_per_pixel=tile.mpp, tile=tile.id, device=device)
+                    metres_per_pixel=tile.mpp, tile=tile.id, device=device,
+                    num_matches=1024 if method == "fg2" else None)  # FG²'s released test-time matches
 
 
 def _match_tiles(ids: list[str], tiles: list, what: str, manifest) -> dict[str, Any]:
@@ -479,18 +478,59 @@ class Locator:
         ids = np.asarray([self.index.ids[rows[0][j]] for j in keep], dtype=object)[None]
         return scores[:, keep], ids
 
+    def _refine_candidate(self, photo: Photo, c: dict, prior, area) -> dict:
+        """Fine pose of ``photo`` in candidate ``c``'s tile, stored in ``c`` (lat/lon, confidence, in_area)."""
+        from crossview.tiles import distance_m
+
+        pose = self.refine_in(photo, self.tiles[c["tile"]], prior)
+        lat, lon = (float(v) for v in offset_to_latlon(c["lat"], c["lon"], pose.x_m, pose.y_m))
+        c["pose"] = {"x_m": float(pose.x_m), "y_m": float(pose.y_m), "lat": lat, "lon": lon,
+                     "heading_deg": None if pose.heading_deg is None else float(pose.heading_deg),
+                     "confidence": float(pose.confidence)}
+        if area is not None:
+            c["pose"]["in_area"] = bool(distance_m((lat, lon), area[:2]) <= area[2])
+        c["confidence"] = float(pose.confidence)
+        return c
+
+    def _recentre(self, photo: Photo, best: dict, cands: list[dict], prior, area) -> dict:
+        """The answer refined again in the tile whose centre is nearest to it, when the two agree within a quarter
+        tile; else ``best`` unchanged. The extra tile joins ``cands`` (``"source": "recentre"``)."""
+        from crossview.tiles import distance_m
+
+        here = (best["pose"]["lat"], best["pose"]["lon"])
+        if getattr(self, "_centres", None) is None:
+            self._centres = (list(self.tiles), np.array([[t.lat, t.lon] for t in self.tiles.values()]))
+        ids, centres = self._centres
+        east, north = (np.asarray(v) for v in latlon_to_offset(here[0], here[1], centres[:, 0], centres[:, 1]))
+        tid = ids[int(np.argmin(np.hypot(east, north)))]
+        if tid == best["tile"]:
+            return best
+        c = next((c for c in cands if c["tile"] == tid), None)
+        if c is None:
+            t = self.tiles[tid]
+            c = {"rank": len(cands) + 1, "tile": tid, "score": None, "lat": t.lat, "lon": t.lon, "mpp": t.mpp,
+                 "file": str(t.path), "source": "recentre"}
+            cands.append(c)
+        if "pose" not in c:
+            self._refine_candidate(photo, c, prior, area)
+        t = self.tiles[tid]
+        agree = distance_m(here, (c["pose"]["lat"], c["pose"]["lon"])) <= 0.25 * max(t.width, t.height) * t.mpp
+        return c if agree and c["pose"].get("in_area", True) else best
+
     def refine_in(self, photo: Photo, tile, heading_prior):
         """The fine model's Pose of ``photo`` inside ``tile`` (metres east/north of its centre)."""
         return _fine_localize(self.fine, self.fine_method, photo, tile, heading_prior, self.device)
 
     def locate(self, photo: str | os.PathLike | Photo, *, camera: str = "panorama", fov_deg: float | None = None,
                heading_prior: str | tuple | None = None, top_k: int = 5, refine: int | None = None,
-               near: str | tuple | None = None, out: str | os.PathLike | None = None,
+               near: str | tuple | None = None, recentre: bool = True, out: str | os.PathLike | None = None,
                thumbnails: bool = False) -> dict[str, Any]:
         """Locate one photo; returns (and with ``out`` writes ``locate.json`` + ``locate.png``) the answer dict.
 
         ``near``: ``(lat, lon, radius_m)`` or ``"LAT,LON±R"``, a search area (a rough GPS fix): only tiles whose
-        footprint comes within ``radius_m`` of the point are ranked.
+        footprint comes within ``radius_m`` of the point are ranked, and refined answers outside it are dropped.
+        ``recentre``: after fine localization, refine once more in the index's tile centred nearest the answer
+        (fine models are trained with the camera near the tile centre) and keep that answer when it agrees.
         """
         prior = parse_heading_prior(heading_prior)
         area = parse_near(near)
@@ -512,17 +552,18 @@ class Locator:
         use_fine = refine > 0 and photo.camera in cameras
         if use_fine:
             for c in cands[:refine]:
-                pose = self.refine_in(photo, self.tiles[c["tile"]], prior)
-                lat, lon = (float(v) for v in offset_to_latlon(c["lat"], c["lon"], pose.x_m, pose.y_m))
-                c["pose"] = {"x_m": float(pose.x_m), "y_m": float(pose.y_m), "lat": lat, "lon": lon,
-                             "heading_deg": None if pose.heading_deg is None else float(pose.heading_deg),
-                             "confidence": float(pose.confidence)}
-                c["confidence"] = float(pose.confidence)
-            best = max(cands[:refine], key=lambda c: c["confidence"])
+                self._refine_candidate(photo, c, prior, area)
+            refined = cands[:refine]
+            # answers outside the search area are not answers (when every one is, the most confident stays)
+            best = max([c for c in refined if c["pose"].get("in_area", True)] or refined,
+                       key=lambda c: c["confidence"])
+            if recentre:
+                best = self._recentre(photo, best, cands, prior, area)
+                refined = [c for c in cands if "pose" in c]
             p = best["pose"]
             result = {"method": "fine", "lat": p["lat"], "lon": p["lon"], "x_m": p["x_m"], "y_m": p["y_m"],
                       "heading_deg": p["heading_deg"], "confidence": p["confidence"],
-                      "uncertainty_m": _fine_uncertainty(best, cands[:refine], self.tiles[best["tile"]],
+                      "uncertainty_m": _fine_uncertainty(best, refined, self.tiles[best["tile"]],
                                                          self.fine_median_m)}
         else:
             best = cands[0]

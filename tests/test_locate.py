@@ -470,3 +470,29 @@ def test_demo_locate_with_a_rough_gps_fix(tiny_world, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "demo" / "per_photo.jsonl").read_text().splitlines()]
     assert all(r["gps_error_m"] <= 30.0 + 1e-6 for r in rows)
     assert metrics["fine"]["median_m"] < 3.0 and metrics["fine"]["tile_contains_camera"] == 1.0
+
+
+def test_recentre_refines_again_in_the_tile_centred_on_the_answer(tiny_world, tmp_path):
+    """Retrieval picks a semi-positive (the camera near its edge); the answer is refined again in the tile whose
+    centre is nearest to it, the positive one, and that answer is kept because the two agree."""
+    from crossview.locate import Locator, index_tiles
+    from crossview.tiles import build_tiles, distance_m
+
+    world = tiny_world
+    oracle = OracleRetrieval(world)
+    index = index_tiles(build_tiles(world / "satellite", tmp_path / "tiles"), oracle, tmp_path / "tiles.index")
+    recs = [json.loads(line) for line in (world / "crossview_poses.jsonl").read_text().splitlines()]
+    rec = next(r for r in recs if r["camera"] == "panorama" and len(r["tiles"]) > 1)
+    positive, semi = (t["tile"].split("satellite/", 1)[1][:-4] for t in rec["tiles"][:2])
+    row = int(torch_argmin_row(oracle, world / rec["image"]))
+    oracle.targets[row] = 0.0
+    oracle.targets[row, oracle.slot[semi]] = 1.0  # only the semi-positive looks right to retrieval
+    fine = NoisyTruthLocalizer(world)
+    loc = Locator(index, model=oracle, fine_model=fine, refine=1)
+    plain = loc.locate(world / rec["image"], heading_prior=(0, 10), top_k=1, recentre=False)
+    again = loc.locate(world / rec["image"], heading_prior=(0, 10), top_k=1)
+    assert plain["tile"] == semi and again["tile"] == positive
+    chosen = next(c for c in again["candidates"] if c["chosen"])
+    assert chosen["source"] == "recentre" and chosen["score"] is None and len(again["candidates"]) == 2
+    truth = (rec["lat"], rec["lon"])
+    assert distance_m((again["lat"], again["lon"]), truth) < 8.0

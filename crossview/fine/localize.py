@@ -42,8 +42,8 @@ def _as_array(image) -> np.ndarray:
 
 
 def localize(ground_image, aerial_tile, camera: str | CameraSpec = "panorama", heading_prior: float | None = None,
-             model=None, metres_per_pixel: float | None = None, tile: str | None = None, ransac: bool = False,
-             device: str = "cpu") -> Pose:
+             model=None, metres_per_pixel: float | None = None, tile: str | None = None, ransac: bool | None = None,
+             num_matches: int | None = None, device: str = "cpu") -> Pose:
     """Place the ground camera inside the aerial tile.
 
     Args:
@@ -57,6 +57,8 @@ def localize(ground_image, aerial_tile, camera: str | CameraSpec = "panorama", h
         model: a run folder, a checkpoint file or a loaded FG2 / GeoDistill model.
         metres_per_pixel: of the tile at its native resolution (required).
         tile: an id or path recorded in the pose.
+        ransac: FG²: RANSAC over the sampled matches (default on, as FG²'s released evaluation).
+        num_matches: FG²: matches sampled (default: the model's training value; FG² released 1024 at test).
     """
     from crossview.fine.data import FineDataset, FineSample, collate
     from crossview.geometry.cameras import roll_panorama
@@ -92,7 +94,12 @@ def localize(ground_image, aerial_tile, camera: str | CameraSpec = "panorama", h
         if net.__class__.__name__ == "GeoDistill":
             p = net.predict(batch, estimate_orientation=heading_prior is None and spec.kind == "panorama")
         else:
-            p = net.predict(batch, ransac=ransac)
+            kept = net.cfg.num_matches
+            try:
+                net.cfg.num_matches = int(num_matches or kept)
+                p = net.predict(batch, ransac=True if ransac is None else bool(ransac))
+            finally:
+                net.cfg.num_matches = kept
     heading = float(torch.remainder(p["heading"][0] - applied, 360.0))
     if net.__class__.__name__ == "GeoDistill" and heading_prior is not None:
         heading = float(heading_prior) % 360.0
