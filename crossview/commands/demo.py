@@ -1,13 +1,14 @@
 """``crossview demo``: the main job on the built-in synthetic world, end to end, on a CPU.
 
-1. generate a small VIGOR-like synthetic world (``crossview synth``);
+1. generate a VIGOR-like synthetic world (``crossview synth``; default scale ``dense``: 4,000 panoramas, 400 tiles);
 2. validate it and build the GPS-neighbour tables (``crossview prepare``);
 3. save a picture sheet of sample pairs (tile with the camera's position and heading, and the panorama);
 4. train a small MFRGN on it and evaluate retrieval on held-out panoramas (``crossview train`` / ``eval``);
-5. optionally train a fine-grained localizer (``--fine PRESET``, ``crossview fine-train``);
+5. train a fine-grained localizer (``--fine PRESET``, default FG² ``fg2-synthetic-cpu-locate``; ``--fine none``
+   skips it);
 6. build an index over the world's tiles, locate held-out photos (``crossview locate``) and report the median
-   position and heading error in metres/degrees against the known truth (retrieval alone and, with a fine
-   model, after fine localization).
+   position and heading error in metres/degrees against the known truth: retrieval alone (tile centre) and after
+   fine localization, searching all tiles and searching near a rough GPS fix (``--gps-noise`` metres).
 Each stage skips work already done, so a second run is quick.
 """
 
@@ -24,15 +25,26 @@ from crossview.io import write_json_atomic
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on a synthetic world (CPU, minutes)")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--scale", default="small", choices=["tiny", "small", "dense", "medium"])
+    p.add_argument("--scale", default="dense", choices=["tiny", "small", "dense", "medium"],
+                   help="synthetic world size (default dense: 2,000 training panoramas)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-train", action="store_true", help="stop after the data stages")
-    p.add_argument("--fine", default=None, metavar="PRESET",
-                   help="also train this fine-grained localizer preset (e.g. hcnet-synthetic-cpu) and use it in locate")
+    p.add_argument("--fine", default="fg2-synthetic-cpu-locate", metavar="PRESET",
+                   help="fine-grained localizer preset trained and used in locate (default fg2-synthetic-cpu-locate; "
+                        "e.g. hcnet-synthetic-cpu; none: retrieval only)")
+    p.add_argument("--heading-noise", type=float, default=20.0, metavar="DEG",
+                   help="compass error of the located photos: the heading prior is off by up to this (default 20)")
+    p.add_argument("--gps-noise", type=float, default=50.0, metavar="M",
+                   help="rough GPS fix of the located photos, off by up to this many metres (default 50; 0: only "
+                        "the search over all tiles)")
     p.add_argument("--locate", type=int, default=20, metavar="N", help="held-out photos to locate (0: skip)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training config key, e.g. --set epochs=2")
     p.set_defaults(func=run)
+
+
+# The retrieval preset per world scale: the dense world has 7x the panoramas, so fewer epochs.
+RETRIEVAL_PRESET = {"dense": "synthetic-cpu-dense"}
 
 
 def _stage(name: str):
@@ -66,13 +78,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_train:
         from crossview.commands.train import run as train_run
 
-        t = _stage("4. train a small MFRGN on the synthetic world (preset synthetic-cpu) and evaluate")
+        preset = RETRIEVAL_PRESET.get(args.scale, "synthetic-cpu")
+        t = _stage(f"4. train a small MFRGN on the synthetic world (preset {preset}) and evaluate")
         run_dir = out / "run"
         if (run_dir / "model.pt").exists():
             print(f"   {run_dir / 'model.pt'} exists: skipping training (delete the folder to retrain)")
         else:
             resume = (run_dir / "checkpoints" / "last.pt").exists()
-            targs = argparse.Namespace(preset="synthetic-cpu", data=str(data), out=str(run_dir),
+            targs = argparse.Namespace(preset=RETRIEVAL_PRESET.get(args.scale, "synthetic-cpu"), data=str(data),
+                                       out=str(run_dir),
                                        overrides=args.overrides, resume=str(run_dir) if resume else None,
                                        list=False)
             train_run(targs)
@@ -85,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             summary["retrieval"] = {k: v for k, v in last.items() if k not in ("type",)}
         print(f"   ({time.perf_counter() - t:.0f} s)")
         fine_run = None
-        if args.fine:
+        if args.fine and args.fine != "none":
             from crossview.fine.presets import resolve_config as fine_config
             from crossview.fine.train import train as fine_train
 
@@ -99,15 +113,26 @@ def run(args: argparse.Namespace) -> int:
         if args.locate:
             from crossview.locate import demo_locate
 
-            t = _stage(f"6. locate {args.locate} held-out photos: index the tiles, retrieve, refine, compare")
-            result = demo_locate(data, run_dir, fine_run=fine_run, n=args.locate, out=out / "locate")
-            for name in ("retrieval", "fine"):
-                row = result.get(name)
-                if row and row.get("median_m") is not None:
-                    heading = row.get("heading_median_deg")
-                    print(f"   {name:>9s}: median position error {row['median_m']:.1f} m"
-                          + (f", median heading error {heading:.1f} deg" if heading is not None else ""))
-            summary["locate"] = result
+            t = _stage(f"6. locate {args.locate} held-out photos: index the tiles, retrieve, refine, compare "
+                       f"(compass off by up to {args.heading_noise:g} deg)")
+            settings = [("all tiles", "locate", {})]
+            if args.gps_noise > 0:
+                settings.append((f"near a GPS fix off by up to {args.gps_noise:g} m", "locate_gps",
+                                 {"gps_noise_m": args.gps_noise}))
+            summary["locate"] = {}
+            for label, folder, extra in settings:
+                result = demo_locate(data, run_dir, fine_run=fine_run, n=args.locate, out=out / folder,
+                                     heading_noise_deg=args.heading_noise, **extra)
+                print(f"   search {label}:")
+                for name in ("gps_fix", "retrieval", "fine"):
+                    row = result.get(name)
+                    if row and row.get("median_m") is not None:
+                        heading = row.get("heading_median_deg")
+                        what = {"gps_fix": "GPS fix alone", "retrieval": "retrieval (tile centre)",
+                                "fine": "+ fine localization"}[name]
+                        print(f"     {what:>24s}: median position error {row['median_m']:.1f} m"
+                              + (f", median heading error {heading:.1f} deg" if heading is not None else ""))
+                summary["locate"][folder] = result
             print(f"   ({time.perf_counter() - t:.0f} s)")
     write_json_atomic(out / "summary.json", summary)
     print(f"\nsummary: {out / 'summary.json'}")

@@ -95,6 +95,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # stage 2 keeps β = 100 here: with β = 1 the matching barely learns in a CPU-sized run
     "fg2-synthetic-cpu-stage2": {**_FG2_SYNTH, "orientation": "noise", "yaw_noise_deg": 20.0},
     "fg2-synthetic-cpu-pinhole": {**_FG2_SYNTH, "camera": "pinhole"},
+    # The fine model `make demo` uses inside locate: photos come with a compass heading off by up to ±20°, so the
+    # stage-2 setting (trained with ±20° yaw noise); 1,500 steps, a few minutes on 2 cores with cached features.
+    "fg2-synthetic-cpu-locate": {**_FG2_SYNTH, "orientation": "noise", "yaw_noise_deg": 20.0, "steps": 1500,
+                                 "threads": None},
     "fg2-tiny-test": {**_FG2_SYNTH, "model": {**_FG2_SYNTH["model"], "backbone": "tiny", "pretrained": False,
                                               "freeze_backbone": False, "bev_cells": 16}, "steps": 20,
                       "cache_features": False},

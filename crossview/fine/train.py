@@ -178,7 +178,8 @@ def train_fg2(model, cfg, samples, bank, out, log, device, rng, data) -> None:
     opt = _optimizer(model, cfg)
     yaw_range = train_yaw_range(cfg)
     steps = int(cfg["steps"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=max(steps, 2), pct_start=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=max(steps, 2),
+                                                pct_start=max(0.05, 2.5 / max(steps, 2)))  # warm-up >= 1.5 steps
     model.train()
     order: list[int] = []
     t0 = time.time()

@@ -91,6 +91,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                       "batch_size": 32, "lr": 1e-3, "warmup_epochs": 0.5, "eval_every": 0,
                       "num_workers": 0, "checkpoint_every": 50, "seed": 0, "photometric": False,
                       "prob_rotate": 0.5},
+    # The dense world (`--scale dense`: 2,000 training pairs; `make demo`): 3 epochs = 186 steps, about 5 minutes on
+    # 2 cores. Measured with a 5-epoch schedule (seed 1): held-out R@1 4.7 / 5.2 / 9.3 / 11.6 / 10.7 % per epoch.
+    "synthetic-cpu-dense": {"model": "mfrgn_tiny", "pretrained": True, "dataset": "vigor", "area": "same",
+                            "epochs": 3, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 0.2, "eval_every": 0,
+                            "num_workers": 0, "checkpoint_every": 50, "seed": 0, "photometric": False,
+                            "prob_rotate": 0.5},
     "synthetic-gpu": {"model": "mfrgn_vigor", "dataset": "vigor", "area": "same", "epochs": 10,
                       "batch_size": 64, "lr": 1e-4, "warmup_epochs": 1.0, "eval_every": 2, "num_workers": 8},
 }
