@@ -92,15 +92,16 @@ def test_page_and_static(server):
 
 
 def test_upload_locates_and_serves_pictures(server, tmp_path):
-    body, headers = multipart({"camera": "panorama", "heading_prior": "90±20", "top_k": "3"}, jpeg_bytes(),
-                              filename="../../evil.jpg")
+    body, headers = multipart({"camera": "panorama", "heading_prior": "90±20", "top_k": "3",
+                               "near": "40.5,-74.25±120"}, jpeg_bytes(), filename="../../evil.jpg")
     status, ctype, data = request(server, "POST", "/api/locate", body, headers)
     assert status == 200, data
     result = json.loads(data)
     assert (result["lat"], result["lon"], result["heading_deg"]) == (40.5, -74.25, 90.0)
     assert result["size"] == [128, 64]  # the pipeline got the photo intact
     photo, options, out_dir = server.calls[0]
-    assert options == {"camera": "panorama", "fov_deg": None, "heading_prior": "90±20", "top_k": 3}
+    assert options == {"camera": "panorama", "fov_deg": None, "heading_prior": "90±20", "top_k": 3,
+                       "near": (40.5, -74.25, 120.0)}
     data_dir = (tmp_path / "data").resolve()
     assert out_dir.parent == data_dir / "results" and photo.parent == data_dir / "uploads"
     assert not photo.exists()  # the upload is removed once located
@@ -138,6 +139,9 @@ def test_limits_and_field_errors(server):
     body, headers = multipart({"camera": "fisheye"}, jpeg_bytes())
     status, _, data = request(server, "POST", "/api/locate", body, headers)
     assert status == 400 and "camera must be" in json.loads(data)["error"]
+    body, headers = multipart({"near": "somewhere in Paris"}, jpeg_bytes())
+    status, _, data = request(server, "POST", "/api/locate", body, headers)
+    assert status == 400 and "rough location" in json.loads(data)["error"] and "LAT,LON" in json.loads(data)["error"]
     body, headers = multipart({"heading_prior": "explode"}, jpeg_bytes())  # the pipeline's own user error
     status, _, data = request(server, "POST", "/api/locate", body, headers)
     assert status == 422 and "DEG±ERR" in json.loads(data)["error"]

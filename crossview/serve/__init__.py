@@ -15,7 +15,8 @@ def locator_pipeline(locator) -> Pipeline:
 
     def pipeline(photo: Path, options: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         return locator.locate(photo, camera=options["camera"], fov_deg=options["fov_deg"],
-                              heading_prior=options["heading_prior"], top_k=options["top_k"], out=out_dir,
+                              heading_prior=options["heading_prior"], near=options.get("near"),
+                              top_k=options["top_k"], out=out_dir,
                               thumbnails=True)
 
     return pipeline

@@ -5,7 +5,7 @@ Routes (everything else is 404):
 - ``GET /``, ``GET /static/<name>``: the page and its script and style sheet, read once from this package;
 - ``GET /api/config``: the upload limit and the choices the form offers;
 - ``POST /api/locate``: a ``multipart/form-data`` upload (``photo`` plus ``camera``, ``fov``, ``heading_prior``,
-  ``top_k``); answers the pipeline's JSON with its pictures as ``/results/<id>/<name>`` URLs;
+  ``near``, ``top_k``); answers the pipeline's JSON with its pictures as ``/results/<id>/<name>`` URLs;
 - ``GET /results/<id>/<name>``: a file the pipeline wrote for request ``<id>`` (32 hex digits, made here).
 
 Safety: uploads are capped (``max_bytes``) and must be JPEG or PNG by their first bytes (the client's file name and
@@ -70,7 +70,7 @@ def parse_options(fields: dict[str, str], max_top_k: int = 20) -> dict[str, Any]
     camera = (fields.get("camera") or "panorama").strip()
     if camera not in CAMERAS:
         raise RequestError(HTTPStatus.BAD_REQUEST, f"camera must be one of {', '.join(CAMERAS)}, not {camera!r}")
-    options: dict[str, Any] = {"camera": camera, "fov_deg": None, "heading_prior": None, "top_k": 5}
+    options: dict[str, Any] = {"camera": camera, "fov_deg": None, "heading_prior": None, "near": None, "top_k": 5}
     fov = (fields.get("fov") or "").strip()
     if fov:
         try:
@@ -79,6 +79,16 @@ def parse_options(fields: dict[str, str], max_top_k: int = 20) -> dict[str, Any]
             raise RequestError(HTTPStatus.BAD_REQUEST, f"field of view {fov!r} is not a number of degrees") from None
     prior = (fields.get("heading_prior") or "").strip()
     options["heading_prior"] = prior or None
+    near = (fields.get("near") or "").strip()
+    options["near"] = None
+    if near:
+        from crossview.errors import ConfigError
+        from crossview.locate import parse_near
+
+        try:
+            options["near"] = parse_near(near)
+        except ConfigError as e:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"rough location: {e}".replace("--near ", "")) from None
     top_k = (fields.get("top_k") or "").strip()
     if top_k:
         if not top_k.isdigit() or not 1 <= int(top_k) <= max_top_k:
