@@ -1,5 +1,14 @@
 """The learning test: a tiny MFRGN trained on a synthetic VIGOR-like world retrieves held-out panoramas far
-above chance, and the same run with shuffled pairs (the control) does not."""
+above chance, and the same run with shuffled pairs (the control) does not.
+
+The world is `crossview synth --layout vigor --scale dense --seed 1` (2,000 training pairs; the held-out test split
+is 2,000 other panoramas of the same cities against all 400 tiles, chance R@1 0.25 %); the model is the
+synthetic-cpu preset (ImageNet Lite0 start) for 2 epochs = 124 steps of 32 pairs (conftest.DENSE_LEARN).
+Measured (2026-11-24): this test R@1 5.05 %, R@10 30.6 % (20x chance), shuffled control R@1 0.30 %, R@10 2.65 %;
+a 5-epoch schedule evaluated every epoch: R@1 4.7 / 5.2 / 9.3 / 11.6 / 10.7 %; 20 epochs: 24.1 %.
+On the `small` world (300 training pairs) the same model stays near 1-2 % R@1: it learns the four city styles
+rather than places; about 20 training panoramas per tile is what lets it learn places.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +16,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from crossview.train.presets import resolve_config
-
-# The synthetic-cpu preset (ImageNet Lite0 start) shortened to 72 steps of 32 pairs so both runs fit the CI budget;
-# photometric and rotation augmentation off: with 300 training pairs they slow learning more than they help
-# in so few steps. Measured (2026-11-24, this world): R@1 1.0 %, R@5 8.0 %, R@10 15.0 % against 400 tiles
-# (chance R@1 0.25 %, R@10 2.5 %); random initialisation, same run: R@1 1.0 %, R@5 3.3 %, R@10 6.3 %.
-LEARN = {"epochs": 8, "eval_every": 0, "num_workers": 0, "checkpoint_every": 1000, "seed": 0,
-         "photometric": False, "prob_rotate": 0.0}
-
-
-@pytest.fixture(scope="module")
-def vigor_small(tmp_path_factory) -> Path:
-    from crossview.synth import generate
-
-    return Path(generate("vigor", tmp_path_factory.mktemp("learn") / "vigor", scale="small", seed=1))
+from conftest import DENSE_LEARN
 
 
 def _final_eval(run: Path) -> dict:
@@ -33,19 +27,20 @@ def _final_eval(run: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_tiny_mfrgn_learns_and_shuffled_control_does_not(vigor_small, tmp_path):
+def test_tiny_mfrgn_learns_and_shuffled_control_does_not(dense_world, dense_retrieval_run, tmp_path):
     from crossview.train.loop import train
+    from crossview.train.presets import resolve_config
 
-    real = _final_eval(train(resolve_config("synthetic-cpu", LEARN), vigor_small, tmp_path / "real"))
-    control = _final_eval(train(resolve_config("synthetic-cpu", {**LEARN, "shuffle_labels": True}),
-                                vigor_small, tmp_path / "control"))
+    real = _final_eval(dense_retrieval_run)
+    control = _final_eval(train(resolve_config("synthetic-cpu", {**DENSE_LEARN, "shuffle_labels": True}),
+                                dense_world, tmp_path / "control"))
     print(f"\nlearned: {real}\ncontrol: {control}")
     chance = real["chance_R@1"]
     chance10 = 10 * chance  # R@10 of a random ranking
-    assert real["references"] >= 300 and real["queries"] >= 200  # held-out same-area test split
-    # Far above chance on held-out panoramas (the issue's bar of R@1 >= 10x chance is not reached yet at this
-    # training length: see the issue note), and clearly above the shuffled-pair control.
-    assert real["R@1"] >= 2 * chance, (real["R@1"], chance)
-    assert real["R@10"] >= 4 * chance10, (real["R@10"], chance10)
+    assert real["references"] == 400 and real["queries"] >= 1500  # held-out same-area test split
+    assert abs(chance - 100 / real["references"]) < 1e-9
+    # The issue's bar: R@1 at least 10x chance on held-out queries; the control stays near chance.
+    assert real["R@1"] >= 10 * chance, (real["R@1"], chance)
+    assert control["R@1"] < 3 * chance, (control["R@1"], chance)
     assert control["R@10"] < 2.5 * chance10, (control["R@10"], chance10)
-    assert real["R@10"] > control["R@10"] + 1.5 * chance10
+    assert real["R@10"] > control["R@10"] + 4 * chance10

@@ -1,0 +1,27 @@
+"""Session fixtures shared by the slow end-to-end tests: the dense synthetic world and one retrieval model trained
+on it (the learning test checks that model; the locate test builds on it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# The synthetic-cpu preset for 2 epochs of the `dense` world: 2,000 training pairs, 62 steps of 32 pairs per epoch.
+DENSE_LEARN = {"epochs": 2, "eval_every": 0, "num_workers": 0, "checkpoint_every": 1000, "seed": 0}
+
+
+@pytest.fixture(scope="session")
+def dense_world(tmp_path_factory) -> Path:
+    from crossview.synth import generate
+
+    return Path(generate("vigor", tmp_path_factory.mktemp("dense") / "vigor", scale="dense", seed=1))
+
+
+@pytest.fixture(scope="session")
+def dense_retrieval_run(dense_world, tmp_path_factory) -> Path:
+    from crossview.train.loop import train
+    from crossview.train.presets import resolve_config
+
+    return Path(train(resolve_config("synthetic-cpu", DENSE_LEARN), dense_world,
+                      tmp_path_factory.mktemp("dense_run") / "real"))
