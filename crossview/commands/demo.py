@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             summary["locate"] = {}
             for label, folder, extra in settings:
                 result = demo_locate(data, run_dir, fine_run=fine_run, n=args.locate, out=out / folder,
-                                     heading_noise_deg=args.heading_noise, **extra)
+                                     heading_noise_deg=args.heading_noise, top_k=8, refine=8, **extra)
                 print(f"   search {label}:")
                 for name in ("gps_fix", "retrieval", "fine"):
                     row = result.get(name)
