@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
             if (fine_run / "checkpoint.pt").exists():
                 print(f"   {fine_run / 'checkpoint.pt'} exists: skipping (delete the folder to retrain)")
             else:
-                fine_train(fine_config(args.fine, {}), data, fine_run, command=["crossview", "demo"])
+                fine_train(fine_config(args.fine, {}), data, fine_run, command=["crossview", "demo"],
+                           quiet=True)  # per-step losses go to fine/metrics.jsonl
             print(f"   ({time.perf_counter() - t:.0f} s)")
         if args.locate:
             from crossview.locate import demo_locate
