@@ -77,15 +77,18 @@ def parse_near(text: str | tuple | list | None) -> tuple[float, float, float] | 
     return lat, lon, radius
 
 
-def tiles_near(tiles: list, lat: float, lon: float, radius_m: float) -> np.ndarray:
-    """Mask of the (north-up) tiles whose footprint comes within ``radius_m`` of (``lat``, ``lon``)."""
-    lat0 = np.array([t.lat for t in tiles], dtype=np.float64)
-    lon0 = np.array([t.lon for t in tiles], dtype=np.float64)
-    east, north = latlon_to_offset(lat, lon, lat0, lon0)  # tile centres from the point (local tangent plane)
-    half_w = np.array([0.5 * t.width * t.mpp for t in tiles])
-    half_h = np.array([0.5 * t.height * t.mpp for t in tiles])
-    gap_e = np.maximum(np.abs(np.asarray(east)) - half_w, 0.0)
-    gap_n = np.maximum(np.abs(np.asarray(north)) - half_h, 0.0)
+def tile_geometry(tiles: list) -> np.ndarray:
+    """(N, 4) float64: centre lat, lon and half width, half height in metres of each (north-up) tile."""
+    return np.array([[t.lat, t.lon, 0.5 * t.width * t.mpp, 0.5 * t.height * t.mpp] for t in tiles],
+                    dtype=np.float64).reshape(-1, 4)
+
+
+def tiles_near(tiles: list | np.ndarray, lat: float, lon: float, radius_m: float) -> np.ndarray:
+    """Mask of the tiles (or rows of :func:`tile_geometry`) whose footprint comes within ``radius_m`` of the point."""
+    geo = tiles if isinstance(tiles, np.ndarray) else tile_geometry(tiles)
+    east, north = latlon_to_offset(lat, lon, geo[:, 0], geo[:, 1])  # tile centres from the point (tangent plane)
+    gap_e = np.maximum(np.abs(np.asarray(east)) - geo[:, 2], 0.0)
+    gap_n = np.maximum(np.abs(np.asarray(north)) - geo[:, 3], 0.0)
     return np.hypot(gap_e, gap_n) <= radius_m
 
 
@@ -422,6 +425,7 @@ class Locator:
         self.fine_path = Path(fine_model) if fine_model is not None and _is_path(fine_model) else None
         self.fine, self.fine_method = _load_fine(fine_model, device) if fine_model is not None else (None, None)
         self.fine_median_m = _run_median_error(fine_model) if fine_model is not None else None
+        self.geometry = tile_geometry([self.tiles[i] for i in self.index.ids])  # rows in index order
 
     def describe(self) -> dict[str, Any]:
         return {"index": self.index_path.name, "tiles": len(self.index), "model": self.index.meta.get("name"),
@@ -463,7 +467,7 @@ class Locator:
         n = len(self.index)
         if area is None:
             return self.index.search(desc, min(top_k, n))
-        allowed = tiles_near([self.tiles[i] for i in self.index.ids], *area)
+        allowed = tiles_near(self.geometry, *area)
         if not allowed.any():
             raise CrossviewError(f"no tile of the index {self.index_path} comes within {area[2]:g} m of "
                                  f"{area[0]:.6f},{area[1]:.6f}: widen the radius of --near or check the coordinates "
@@ -498,11 +502,8 @@ class Locator:
         from crossview.tiles import distance_m
 
         here = (best["pose"]["lat"], best["pose"]["lon"])
-        if getattr(self, "_centres", None) is None:
-            self._centres = (list(self.tiles), np.array([[t.lat, t.lon] for t in self.tiles.values()]))
-        ids, centres = self._centres
-        east, north = (np.asarray(v) for v in latlon_to_offset(here[0], here[1], centres[:, 0], centres[:, 1]))
-        tid = ids[int(np.argmin(np.hypot(east, north)))]
+        east, north = latlon_to_offset(here[0], here[1], self.geometry[:, 0], self.geometry[:, 1])
+        tid = self.index.ids[int(np.argmin(np.hypot(east, north)))]
         if tid == best["tile"]:
             return best
         c = next((c for c in cands if c["tile"] == tid), None)

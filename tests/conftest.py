@@ -1,5 +1,5 @@
-"""Session fixtures shared by the slow end-to-end tests: the dense synthetic world and one retrieval model trained
-on it (the learning test checks that model; the locate test builds on it)."""
+"""Shared fixtures: ``one_thread`` for tests of small tensors, and for the slow end-to-end tests the dense synthetic
+world and one retrieval model trained on it (the learning test checks that model; the locate test builds on it)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,17 @@ import pytest
 
 # The synthetic-cpu preset for 2 epochs of the `dense` world: 2,000 training pairs, 62 steps of 32 pairs per epoch.
 DENSE_LEARN = {"epochs": 2, "eval_every": 0, "num_workers": 0, "checkpoint_every": 1000, "seed": 0}
+
+
+@pytest.fixture
+def one_thread():
+    """Small tensors: one thread is faster than several and does not stall when the machine is busy."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

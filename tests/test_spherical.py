@@ -13,13 +13,7 @@ from crossview.geometry.spherical import TopDownCamera, spherical_transform, sph
 EYE_M = 1.7
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is faster than several and does not stall when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small tensors run faster on one thread
 
 
 def ground_texture(east: torch.Tensor, north: torch.Tensor) -> torch.Tensor:

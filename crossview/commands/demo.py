@@ -85,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"   {run_dir / 'model.pt'} exists: skipping training (delete the folder to retrain)")
         else:
             resume = (run_dir / "checkpoints" / "last.pt").exists()
-            targs = argparse.Namespace(preset=RETRIEVAL_PRESET.get(args.scale, "synthetic-cpu"), data=str(data),
-                                       out=str(run_dir),
+            targs = argparse.Namespace(preset=preset, data=str(data), out=str(run_dir),
                                        overrides=args.overrides, resume=str(run_dir) if resume else None,
                                        list=False)
             train_run(targs)
