@@ -1,11 +1,13 @@
-"""Inference speed of the fine-grained localizers (frames per second, batch 1) at VIGOR sizes.
+"""Inference speed of registered fine-grained models (frames per second) on random images at their input sizes.
 
     python benchmarks/bench_fine.py --device cuda --out benchmarks/results/fine_fps_cuda.json
+    python benchmarks/bench_fine.py --models hcnet_vigor --device cpu --threads 1 --iters 3
 
-FG² at its released sizes (ground 714×1428, tile 630, DINOv2 ViT-L/14, 41×41 BEV × 11 heights, 1024 matches);
-GeoDistill's localizer at its released sizes (ground 322×644, tile 518, DINOv2 ViT-B/14). Weights are random
-(``pretrained=False``): speed does not depend on them and the GPU machine has no internet. ``--sizes synthetic``
-times the CPU presets instead.
+Times the whole ``predict`` path of each model (for HC-Net: panorama resize, spherical transform, both encoders,
+correlation, the 6 iterations, read-out; for matching models with ``--ransac``: the solver too) on random inputs
+(speed does not depend on content; weights are random — nothing is downloaded). Default models: every registered
+published VIGOR variant and our designs at VIGOR sizes (``--sizes synthetic``: the CPU variants). HC-Net's README
+claims 30 FPS (GPU kind not stated).
 """
 
 from __future__ import annotations
@@ -17,75 +19,81 @@ import time
 
 import torch
 
-from crossview.fine.presets import PRESETS
-from crossview.fine.train import build_model
+from crossview.fine import create_fine, fine_config, list_fine_models
 
 
-def _batch(model, camera: str, device, batch: int) -> dict:
-    cfg = model.cfg
-    h, w = cfg.ground_size
-    s = cfg.aerial_size
-    return {"ground": torch.rand(batch, 3, h, w, device=device), "aerial": torch.rand(batch, 3, s, s, device=device),
-            "camera": [camera] * batch, "fov": torch.full((batch,), 360.0, device=device),
-            "tile_m": torch.full((batch,), 72.0, device=device), "eye_height": torch.full((batch,), 2.0, device=device),
-            "heading": torch.zeros(batch, device=device)}
+def default_models(sizes: str) -> list[str]:
+    names = list_fine_models()
+    if sizes == "vigor":
+        return [n for n in names if n.endswith("_vigor")]
+    return [n for n in names if n.endswith(("_tiny", "_synthetic"))]
 
 
-def time_model(preset: str, device: str, iters: int, warmup: int, batch: int, ransac: bool = False,
-               half: bool = False) -> dict:
-    cfg = dict(PRESETS[preset]["model"], pretrained=False)
-    model = build_model(PRESETS[preset]["method"], cfg).to(device).eval()
-    b = _batch(model, "panorama", device, batch)
-    autocast = torch.autocast("cuda", dtype=torch.float16) if half and device.startswith("cuda") else None
+def random_batch(model, batch: int, device, seed: int = 0) -> dict:
+    (h, w), a = model.input_sizes("panorama")
+    g = torch.Generator().manual_seed(seed)
+    return {"ground": torch.rand(batch, 3, h, w, generator=g).to(device),
+            "aerial": torch.rand(batch, 3, a, a, generator=g).to(device), "camera": ["panorama"] * batch,
+            "fov": torch.full((batch,), 360.0, device=device), "tile_m": torch.full((batch,), 72.5, device=device),
+            "eye_height": torch.full((batch,), 2.0, device=device), "heading": torch.zeros(batch, device=device)}
 
-    def run():
-        with torch.no_grad():
-            if autocast is not None:
-                with autocast:
-                    return model.predict(b, ransac=ransac) if ransac else model.predict(b)
-            return model.predict(b, ransac=ransac) if ransac else model.predict(b)
+
+def time_model(name: str, device: str, iters: int, warmup: int, batch: int, precision: str = "fp32",
+               ransac: bool = False) -> dict:
+    cfg = fine_config(name)
+    no_fetch = {k: v for k, v in (("weights", None), ("pretrained", False)) if k in cfg}
+    model = create_fine(name, **no_fetch).to(device).eval()
+    data = random_batch(model, batch, device)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    opts = {"ransac": True} if ransac else {}
+
+    def step():
+        with torch.no_grad(), torch.autocast(device_type=torch.device(device).type, dtype=dtype,
+                                             enabled=dtype is not None):
+            return model.predict(data, heading_prior=torch.zeros(batch, device=device), **opts)
 
     for _ in range(warmup):
-        run()
+        step()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(iters):
-        run()
+        step()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     secs = (time.perf_counter() - t0) / iters
-    out = {"preset": preset, "batch": batch, "ransac": ransac, "fp16": half, "seconds_per_batch": secs,
-           "fps": batch / secs, "ground_size": list(model.cfg.ground_size), "aerial_size": model.cfg.aerial_size,
-           "backbone": model.cfg.backbone,
-           "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+    (h, w), a = model.input_sizes("panorama")
+    row = {"model": name, "arch": cfg["arch"], "batch": batch, "precision": precision, "ransac": ransac,
+           "seconds_per_batch": secs, "fps": batch / secs, "ground_size": [h, w], "aerial_size": a,
+           "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "iterations": iters}
     if device.startswith("cuda"):
-        out["max_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
-    return out
+        row["max_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    return row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--models", nargs="*", help="registered fine models (default: see --sizes)")
     ap.add_argument("--sizes", choices=("vigor", "synthetic"), default="vigor")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, help="torch CPU threads")
     ap.add_argument("--iters", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--fp16", action="store_true", help="autocast fp16 on CUDA (FG² runs its DINOv2 in fp16)")
+    ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    ap.add_argument("--ransac", action="store_true", help="matching models: time the RANSAC solver too")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args()
-    presets = (["fg2-vigor-same", "geodistill-vigor-same"] if args.sizes == "vigor"
-               else ["fg2-synthetic-cpu", "geodistill-synthetic-cpu"])
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
-    for p in presets:
-        rows.append(time_model(p, args.device, args.iters, args.warmup, args.batch, half=args.fp16))
-        print(json.dumps(rows[-1]), flush=True)
-    if args.sizes == "vigor":
-        rows.append(time_model("fg2-vigor-same", args.device, max(3, args.iters // 4), 1, 1, ransac=True,
-                               half=args.fp16))
+    for name in args.models or default_models(args.sizes):
+        rows.append(time_model(name, args.device, args.iters, args.warmup, args.batch, args.precision, args.ransac))
         print(json.dumps(rows[-1]), flush=True)
     report = {"device": args.device, "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
-              "torch": torch.__version__, "host": platform.node(), "results": rows}
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "host": platform.node(),
+              "claimed": {"hcnet": "30 FPS (HC-Net README; GPU not stated)"}, "results": rows}
     if args.out:
         from crossview.io import write_json_atomic
 

@@ -14,7 +14,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key=value (e.g. --set lr=3e-4)")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value) if value.strip() else None
+    parsed = yaml.safe_load(value) if value.strip() else None
+    if isinstance(parsed, str):  # YAML 1.1 reads 3e-3 (no dot) as a string: a number was meant
+        try:
+            parsed = float(parsed) if parsed.strip().lower() not in ("nan", "inf", "-inf", "infinity") else parsed
+        except ValueError:
+            pass
+    return key.strip(), parsed
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: dict[str, Any] | None, known: dict[str, Any]) -> dict[str, Any]:

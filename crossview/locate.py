@@ -292,33 +292,20 @@ def index_tiles(tiles: str | os.PathLike, model: str | os.PathLike, out: str | o
     return save_index(index, out)
 
 
-FINE_CAMERAS = {"hcnet": ("panorama",), "geodistill": ("panorama",), "fg2": ("panorama", "pinhole")}
-
-
-def _load_fine(run: str | os.PathLike | Any, device: str) -> tuple[Any, str]:
-    """(model, method) of a fine-localization run folder or checkpoint (``checkpoint.pt`` of ``crossview
-    fine-train``: FG², GeoDistill or HC-Net). An object that is not a path is used as given: a loaded model, or
-    anything with ``localize_in_tile(photo, tile, heading_prior) -> Pose`` (and optionally ``cameras``)."""
-    import torch
-
+def _load_fine(run: str | os.PathLike | Any, device: str, arch: str | None = None) -> tuple[Any, str]:
+    """(model, name) of a fine localizer: a run folder or checkpoint of ``crossview fine-train``, a registered
+    name, or an official checkpoint with ``arch`` naming its variant (``--fine-arch hcnet_vigor``), all through
+    ``crossview.fine.load_fine``. An object that is not a path is used as given: a loaded model, or anything with
+    ``localize_in_tile(photo, tile, heading_prior) -> Pose`` (and optionally ``cameras``)."""
     if not _is_path(run):
         return run, str(getattr(run, "method", type(run).__name__)).lower()
-    path = resolve_checkpoint(run, names=("checkpoint.pt", "model.pt"))
+    from crossview.fine.registry import load_fine
+
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        method = saved.get("method") or (saved.get("model_config") or saved.get("config") or {}).get("arch")
-    except Exception as exc:  # noqa: BLE001 - anything unreadable: one clear message
-        raise ConfigError(f"--fine-model {run}: not a fine-localization checkpoint ({exc})") from exc
-    if method == "hcnet":
-        from crossview.fine.hcnet_train import load_checkpoint
-
-        return load_checkpoint(path, device), method
-    if method in ("fg2", "geodistill"):
-        from crossview.fine.train import load_model
-
-        return load_model(path, device)[0], method
-    raise ConfigError(f"--fine-model {run}: a {method!r} checkpoint; locate refines with {', '.join(FINE_CAMERAS)} "
-                      "runs from `crossview fine-train`")
+        model = load_fine(run, arch=arch, device=device)
+    except ConfigError as exc:
+        raise ConfigError(f"--fine-model {run}: {exc}") from exc
+    return model, model.config.get("name", model.config["arch"])
 
 
 def _run_median_error(run: str | os.PathLike | Any) -> float | None:
@@ -337,32 +324,27 @@ def _run_median_error(run: str | os.PathLike | Any) -> float | None:
     return None
 
 
-def _fine_cameras(model, method: str) -> tuple[str, ...]:
+def _fine_cameras(model) -> tuple[str, ...]:
     """The photo kinds a fine localizer places (HC-Net and GeoDistill need a full panorama)."""
-    if hasattr(model, "cameras"):
-        return tuple(model.cameras)
-    return FINE_CAMERAS.get(method, ("panorama",))
+    return tuple(getattr(model, "cameras", ("panorama",)))
 
 
-def _fine_localize(model, method: str, photo: Photo, tile, prior: tuple[float, float] | None, device: str = "cpu"):
-    """Pose of ``photo`` in ``tile`` (metres east/north of its centre) by ``crossview.fine``; ``prior``'s centre
-    is the believed heading of the panorama's centre column / the photo's optical axis."""
+def _fine_localize(model, photo: Photo, tile, prior: tuple[float, float] | None, device: str = "cpu"):
+    """Pose of ``photo`` in ``tile`` (metres east/north of its centre) by ``crossview.fine.localize``; ``prior``'s
+    centre is the believed heading of the panorama's centre column / the photo's optical axis."""
+    import inspect
+
+    from crossview.fine import localize
     from crossview.fine.pose import CameraSpec
 
     if hasattr(model, "localize_in_tile"):
         return model.localize_in_tile(photo, tile, prior)
     camera = CameraSpec("panorama") if photo.camera == "panorama" else CameraSpec("pinhole", photo.fov_deg)
     heading = prior[0] if prior else None
-    if method == "hcnet":
-        from crossview.fine.hcnet_train import localize
-
-        return localize(model, np.asarray(photo.image), str(tile.path), camera, heading_prior=heading,
-                        metres_per_pixel=tile.mpp, tile=tile.id)
-    from crossview.fine import localize
-
+    # matching models sample FG²'s released test-time 1,024 matches
+    extra = {"num_matches": 1024} if "num_matches" in inspect.signature(model.predict).parameters else {}
     return localize(np.asarray(photo.image), str(tile.path), camera, heading_prior=heading, model=model,
-                    metres_per_pixel=tile.mpp, tile=tile.id, device=device,
-                    num_matches=1024 if method == "fg2" else None)  # FG²'s released test-time matches
+                    metres_per_pixel=tile.mpp, tile=tile.id, device=device, **extra)
 
 
 def _match_tiles(ids: list[str], tiles: list, what: str, manifest) -> dict[str, Any]:
@@ -398,12 +380,13 @@ class Locator:
 
     ``index``: a path saved by :func:`index_tiles` (or any crossview index whose ids are tile ids of ``tiles``);
     ``model``: the retrieval checkpoint when the index does not record it; ``tiles``: a manifest when the index
-    does not record it; ``fine_model``: a fine-localization run or checkpoint; ``refine``: tiles refined per photo.
+    does not record it; ``fine_model``: a fine-localization run or checkpoint (an official checkpoint with
+    ``fine_arch``, e.g. ``hcnet_vigor``); ``refine``: tiles refined per photo.
     """
 
     def __init__(self, index: str | os.PathLike, *, model: str | os.PathLike | None = None,
                  tiles: str | os.PathLike | None = None, fine_model: str | os.PathLike | None = None,
-                 refine: int = 3, device: str = "cpu"):
+                 fine_arch: str | None = None, refine: int = 3, device: str = "cpu"):
         from crossview.search.index import load_index
         from crossview.tiles import read_manifest
 
@@ -423,7 +406,8 @@ class Locator:
                               "(from `crossview tiles`)")
         self.tiles = _match_tiles(self.index.ids, read_manifest(manifest), f"index {index}", manifest)
         self.fine_path = Path(fine_model) if fine_model is not None and _is_path(fine_model) else None
-        self.fine, self.fine_method = _load_fine(fine_model, device) if fine_model is not None else (None, None)
+        self.fine, self.fine_method = _load_fine(fine_model, device, fine_arch) if fine_model is not None \
+            else (None, None)
         self.fine_median_m = _run_median_error(fine_model) if fine_model is not None else None
         self.geometry = tile_geometry([self.tiles[i] for i in self.index.ids])  # rows in index order
 
@@ -520,7 +504,7 @@ class Locator:
 
     def refine_in(self, photo: Photo, tile, heading_prior):
         """The fine model's Pose of ``photo`` inside ``tile`` (metres east/north of its centre)."""
-        return _fine_localize(self.fine, self.fine_method, photo, tile, heading_prior, self.device)
+        return _fine_localize(self.fine, photo, tile, heading_prior, self.device)
 
     def locate(self, photo: str | os.PathLike | Photo, *, camera: str = "panorama", fov_deg: float | None = None,
                heading_prior: str | tuple | None = None, top_k: int = 5, refine: int | None = None,
@@ -549,7 +533,7 @@ class Locator:
                           "mpp": t.mpp, "file": str(t.path)})
         if not cands:
             raise CrossviewError(f"index {self.index_path} is empty")
-        cameras = _fine_cameras(self.fine, self.fine_method) if self.fine is not None else ()
+        cameras = _fine_cameras(self.fine) if self.fine is not None else ()
         use_fine = refine > 0 and photo.camera in cameras
         if use_fine:
             for c in cands[:refine]:
@@ -679,13 +663,14 @@ def draw_thumbnail(tile_path: str | os.PathLike, xy: tuple[float, float] | None,
 
 def locate(photo: str | os.PathLike | Photo, index: str | os.PathLike | Locator, **kwargs: Any) -> dict[str, Any]:
     """One-call form: ``locate(photo, index, camera=..., fov_deg=..., heading_prior=..., near=None, top_k=5, refine=3,
-    fine_model=None, model=None, tiles=None, out=None, device="cpu")`` -> the answer dict (see Locator.locate)."""
+    fine_model=None, fine_arch=None, model=None, tiles=None, out=None, device="cpu")`` -> the answer dict (see
+    Locator.locate)."""
     parse_heading_prior(kwargs.get("heading_prior"))  # the cheap checks first: before any model is loaded
     parse_near(kwargs.get("near"))
     if not isinstance(photo, Photo):
         photo = read_photo(photo, kwargs.pop("camera", "panorama"), kwargs.pop("fov_deg", None))
     if not isinstance(index, Locator):
-        load = {k: kwargs.pop(k) for k in ("model", "tiles", "fine_model", "device") if k in kwargs}
+        load = {k: kwargs.pop(k) for k in ("model", "tiles", "fine_model", "fine_arch", "device") if k in kwargs}
         index = Locator(index, refine=kwargs.get("refine") or 3, **load)
     return index.locate(photo, **kwargs)
 

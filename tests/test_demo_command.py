@@ -13,7 +13,7 @@ def test_demo_runs_every_stage(tmp_path, capsys):
 
     out = tmp_path / "demo"
     code = main(["demo", "--out", str(out), "--scale", "tiny", "--set", "epochs=1", "--set", "batch_size=8",
-                 "--fine", "fg2-tiny-test", "--locate", "3", "--gps-noise", "30"])
+                 "--fine", "pillarmatch-tiny-test", "--locate", "3", "--gps-noise", "30"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "search all tiles" in printed and "near a GPS fix off by up to 30 m" in printed

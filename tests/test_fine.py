@@ -1,4 +1,5 @@
-"""Fine-grained localization: metrics, pose conventions through the models, learning, data, CLI."""
+"""Fine-grained localization: metrics, pose conventions through our own designs (PillarMatch, PlaneCorr), learning,
+data, CLI."""
 
 from __future__ import annotations
 
@@ -10,16 +11,25 @@ import numpy as np
 import pytest
 import torch
 
-from crossview.fine import CameraSpec, Pose, localize
+from crossview.fine import CameraSpec, Pose, create_fine, localize
 from crossview.fine.data import FineDataset, collate, flat_world_samples
-from crossview.fine.fg2 import FG2
-from crossview.fine.geodistill import GeoDistill, fov_column_mask
 from crossview.fine.metrics import fine_metrics, heading_error_deg, lateral_longitudinal
+from crossview.fine.planecorr import fov_column_mask
 from crossview.geometry.transforms import apply_rigid, pose_to_rigid, rigid_to_pose
 
 TINY_FG2 = dict(backbone="tiny", pretrained=False, freeze_backbone=False, ground_size=(32, 64), aerial_size=64,
                 bev_cells=8, heights_m=(-2.0, 0.0, 2.0), feat_dim=16, desc_dim=16, num_matches=32,
                 pinhole_size=(32, 32))
+
+
+def FG2(overrides):  # noqa: N802 - our PillarMatch (FG²-style matching) at test size
+    return create_fine("pillarmatch_tiny_test", **overrides)
+
+
+def GeoDistill(overrides):  # noqa: N802 - our PlaneCorr (GeoDistill-style) at test size
+    return create_fine("planecorr_synthetic", **overrides)
+
+
 TINY_GEOD = dict(backbone="tiny", pretrained=False, freeze_backbone=False, ground_size=(32, 64), aerial_size=64,
                  bev_cells=8, feat_dim=16)
 
@@ -205,7 +215,7 @@ def test_synthetic_tree_cli_train_and_eval(tmp_path):
     pin = read_synthetic(root, "same", "test", camera="pinhole")
     assert all(0 < s.fov_deg < 180 for s in pin)
     run, ev = tmp_path / "run", tmp_path / "eval"
-    assert main(["fine-train", "fg2-tiny-test", "--data", str(root), "--out", str(run), "--set", "steps=3",
+    assert main(["fine-train", "pillarmatch-tiny-test", "--data", str(root), "--out", str(run), "--set", "steps=3",
                  "--set", "model.ground_size=[32,64]", "--set", "model.aerial_size=64"]) == 0
     assert (run / "checkpoint.pt").exists() and (run / "config.json").exists()
     assert main(["fine-eval", str(run), "--data", str(root), "--out", str(ev), "--limit", "4",
@@ -218,7 +228,7 @@ def test_synthetic_tree_cli_train_and_eval(tmp_path):
 
 @pytest.mark.slow
 def test_hcnet_through_the_shared_fine_interface(tmp_path):
-    """HC-Net is one more method of `crossview fine-train` / `fine-eval` / `crossview.localize`."""
+    """The published HC-Net (tiny) is one more model of `crossview fine-train` / `fine-eval` / `localize`."""
     from PIL import Image
 
     from crossview.cli import main
@@ -228,7 +238,7 @@ def test_hcnet_through_the_shared_fine_interface(tmp_path):
     root = generate("vigor", tmp_path / "world", scale="tiny", seed=0)
     run, ev = tmp_path / "run", tmp_path / "eval"
     assert main(["fine-train", "hcnet-synthetic-cpu", "--data", str(root), "--out", str(run), "--set", "steps=2",
-                 "--set", "model.aerial_size=64", "--set", "model.bev_size=64", "--set",
+                 "--set", "model.image_size=64", "--set", "model.feature_block=2", "--set",
                  "model.pano_size=[64,128]"]) == 0
     assert (run / "checkpoint.pt").exists()
     assert main(["fine-eval", str(run), "--data", str(root), "--out", str(ev), "--limit", "3",
@@ -246,6 +256,7 @@ def test_geodistill_labelled_subset_for_base_all_samples_for_distillation(tmp_pa
     """``labelled_limit``: the base and its same-length control draw only the labelled subset; distillation (which
     reads no labels) draws from every training sample."""
     import crossview.fine.train as fine_train
+    import crossview.fine.train_planecorr as train_planecorr
     from crossview.fine.data import read_synthetic
     from crossview.fine.presets import resolve_config
     from crossview.synth import generate
@@ -259,8 +270,8 @@ def test_geodistill_labelled_subset_for_base_all_samples_for_distillation(tmp_pa
         drawn.append(list(idx))
         return real(samples, idx, *args, **kwargs)
 
-    monkeypatch.setattr(fine_train, "make_batch", spy)
-    cfg = resolve_config("geodistill-synthetic-cpu", {
+    monkeypatch.setattr(train_planecorr, "make_batch", spy)
+    cfg = resolve_config("planecorr-synthetic-cpu", {
         "model": {**TINY_GEOD}, "base_steps": 3, "distill_steps": 4, "orientation_steps": 0, "labelled_limit": 3,
         "eval_limit": 2, "cache_features": False, "batch_size": 8, "threads": None})
     fine_train.train(cfg, root, tmp_path / "run", quiet=True)

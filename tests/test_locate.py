@@ -346,31 +346,23 @@ def torch_argmin_row(oracle, path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["hcnet", "fg2"])
+@pytest.mark.parametrize("method", ["hcnet_tiny", "pillarmatch_tiny_test"])
 def test_real_fine_checkpoints_plug_in(tiny_world, tmp_path, method):
-    """(Untrained) HC-Net and FG² checkpoints load through --fine-model and refine the top tiles."""
+    """(Untrained) HC-Net and PillarMatch checkpoints load through --fine-model and refine the top tiles."""
     import torch
 
+    from crossview.fine import create_fine, save_fine
     from crossview.locate import Locator, index_tiles
     from crossview.tiles import build_tiles
 
     world = tiny_world
     torch.manual_seed(0)
-    if method == "hcnet":
-        from crossview.fine import hcnet as hc
-
-        model = hc.build_model(hc.hcnet_config("hcnet_lite0_tiny", weights=None))
-        # "model_config" is how `crossview fine-train` saves runs; "config" how HC-Net's first runs did
-        torch.save({"method": "hcnet", "model_config": model.config, "config": model.config,
-                    "state_dict": model.state_dict()}, tmp_path / "checkpoint.pt")
+    if method == "hcnet_tiny":
+        model = create_fine(method, weights=None)
     else:
-        from crossview.fine.fg2 import FG2
-        from crossview.fine.train import save_checkpoint
-
-        model = FG2(dict(backbone="tiny", pretrained=False, freeze_backbone=False, ground_size=(32, 64),
-                         aerial_size=64, bev_cells=8, heights_m=(-2.0, 0.0, 2.0), feat_dim=16, desc_dim=16,
-                         num_matches=32, pinhole_size=(32, 32)))
-        save_checkpoint(tmp_path, model, {"method": "fg2"}, step=0)
+        model = create_fine(method, ground_size=(32, 64), aerial_size=64, bev_cells=8, heights_m=(-2.0, 0.0, 2.0),
+                            feat_dim=16, desc_dim=16, num_matches=32, pinhole_size=(32, 32))
+    save_fine(model, tmp_path / "checkpoint.pt")
     oracle = OracleRetrieval(world)
     index = index_tiles(build_tiles(world / "satellite", tmp_path / "tiles"), oracle, tmp_path / "tiles.index")
     rec = next(json.loads(line) for line in (world / "crossview_poses.jsonl").read_text().splitlines()
@@ -388,9 +380,9 @@ def test_real_fine_checkpoints_plug_in(tiny_world, tmp_path, method):
     assert min(lats) - 1e-4 <= r["lat"] <= max(lats) + 1e-4 and min(lons) - 1e-4 <= r["lon"] <= max(lons) + 1e-4
     photo = _save(tmp_path / "p.jpg", (400, 300))
     r = loc.locate(photo, camera="pinhole", fov_deg=60, top_k=2)
-    if method == "hcnet":  # HC-Net places panoramas only: the retrieved tile centre, and why
+    if method == "hcnet_tiny":  # HC-Net places panoramas only: the retrieved tile centre, and why
         assert r["method"] == "retrieval" and "not pinhole" in r["note"] and "pose" not in r["candidates"][0]
-    else:  # FG² places pinhole photos too
+    else:  # PillarMatch places pinhole photos too
         assert r["method"] == "fine" and "pose" in r["candidates"][0]
 
 

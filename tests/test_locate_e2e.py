@@ -1,5 +1,6 @@
 """End to end on the synthetic world, with trained models only: the retrieval model of the learning test
-(conftest.dense_retrieval_run) finds tiles, an FG² trained here places the camera inside them, and `demo_locate`
+(conftest.dense_retrieval_run) finds tiles, PillarMatch (ours, FG²-style matching) trained here places the
+camera inside them, and `demo_locate`
 scores held-out panoramas against their exact poses.
 
 Protocol: each photo comes with a rough GPS fix (the truth moved by up to 50 m, seeded) that limits the search to
@@ -13,7 +14,7 @@ import json
 
 import pytest
 
-# FG² on the dense world, stage-2 setting (trained with ±20° yaw noise); frozen ImageNet Lite0 backbone, so the
+# PillarMatch on the dense world, stage-2 setting (trained with ±20° yaw noise); frozen ImageNet Lite0 backbone, so the
 # training is a few minutes on two cores. The 8 best tiles near the fix are refined (re-ranking by fine confidence).
 # Measured (2026-11-24, these models, 100 photos): retrieval alone 46.7 m, GPS fix 33.6 m, fine 5.2 m (the chosen
 # tile holds the camera for 77 %), heading 2.3°; refining 3 tiles instead: 28.2 m (61 %) - the median sits where
@@ -27,7 +28,7 @@ def test_locate_with_trained_models_beats_retrieval_alone(dense_world, dense_ret
     from crossview.fine.train import train as fine_train
     from crossview.locate import demo_locate
 
-    fine = fine_train(resolve_config("fg2-synthetic-cpu-locate", {"steps": FG2_STEPS}),
+    fine = fine_train(resolve_config("pillarmatch-synthetic-cpu-locate", {"steps": FG2_STEPS}),
                       dense_world, tmp_path / "fg2", quiet=True)
     m = demo_locate(dense_world, dense_retrieval_run, fine_run=fine, n=100, out=tmp_path / "locate",
                     heading_noise_deg=20.0, gps_noise_m=50.0, refine=8, top_k=8)

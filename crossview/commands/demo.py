@@ -4,8 +4,8 @@
 2. validate it and build the GPS-neighbour tables (``crossview prepare``);
 3. save a picture sheet of sample pairs (tile with the camera's position and heading, and the panorama);
 4. train a small MFRGN on it and evaluate retrieval on held-out panoramas (``crossview train`` / ``eval``);
-5. train a fine-grained localizer (``--fine PRESET``, default FG² ``fg2-synthetic-cpu-locate``; ``--fine none``
-   skips it);
+5. train a fine-grained localizer (``--fine PRESET``, default ``pillarmatch-synthetic-cpu-locate``: ours, FG²-style
+   matching; ``--fine none`` skips it);
 6. build an index over the world's tiles, locate held-out photos (``crossview locate``) and report the median
    position and heading error in metres/degrees against the known truth: retrieval alone (tile centre) and after
    fine localization, searching all tiles and searching near a rough GPS fix (``--gps-noise`` metres).
@@ -29,9 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="synthetic world size (default dense: 2,000 training panoramas)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-train", action="store_true", help="stop after the data stages")
-    p.add_argument("--fine", default="fg2-synthetic-cpu-locate", metavar="PRESET",
-                   help="fine-grained localizer preset trained and used in locate (default fg2-synthetic-cpu-locate; "
-                        "e.g. hcnet-synthetic-cpu; none: retrieval only)")
+    p.add_argument("--fine", default="pillarmatch-synthetic-cpu-locate", metavar="PRESET",
+                   help="fine-grained localizer preset trained and used in locate (default "
+                        "pillarmatch-synthetic-cpu-locate; e.g. hcnet-synthetic-cpu; none: retrieval only)")
     p.add_argument("--heading-noise", type=float, default=20.0, metavar="DEG",
                    help="compass error of the located photos: the heading prior is off by up to this (default 20)")
     p.add_argument("--gps-noise", type=float, default=50.0, metavar="M",

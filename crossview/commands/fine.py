@@ -1,5 +1,6 @@
-"""``crossview fine-train PRESET --data DIR --out RUN [--set k=v]`` and
-``crossview fine-eval RUN --data DIR --out EVAL [--area same|cross] [--orientation known|unknown]``."""
+"""``crossview fine-train PRESET --data DIR --out RUN [--set k=v]``,
+``crossview fine-eval RUN --data DIR --out EVAL [--area same|cross] [--orientation known|prior|unknown]`` and
+``crossview fine-model-info NAME``."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fine-train", help="train a fine-grained localizer (FG², GeoDistill)",
-                       description="Train FG² or GeoDistill from a preset; override any key with --set key=value "
-                                   "(dotted keys reach the model: --set model.bev_cells=16).")
+    p = sub.add_parser("fine-train", help="train a fine-grained localizer (HC-Net, PillarMatch, PlaneCorr, ...)",
+                       description="Train a registered fine model from a preset; override any key with --set "
+                                   "key=value (dotted keys reach the model config: --set model.bev_cells=16).")
     p.add_argument("preset", nargs="?", help="preset name (see --list)")
     p.add_argument("--data", help="dataset root: a `crossview synth --layout vigor` tree or real VIGOR")
     p.add_argument("--out", help="run folder to create")
@@ -18,26 +19,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list the presets and exit")
     p.set_defaults(func=run_train)
 
-    e = sub.add_parser("fine-eval", help="evaluate a fine-grained run: metres, degrees, pictures",
-                       description="Evaluate a run folder on the test split; prints a table, writes metrics.json, "
-                                   "predictions.npz and a picture per sample (true pose green, estimate red).")
-    e.add_argument("run", help="run folder written by `crossview fine-train`")
+    e = sub.add_parser("fine-eval", help="evaluate a fine-grained model: metres, degrees, pictures",
+                       description="Evaluate a run folder (or an official checkpoint with --arch) on the test split; "
+                                   "prints a table, writes metrics.json, predictions.npz and a picture per sample "
+                                   "(true pose green, estimate red).")
+    e.add_argument("run", help="run folder written by `crossview fine-train`, a checkpoint, or an official "
+                               "checkpoint (with --arch)")
     e.add_argument("--data", required=True, help="dataset root")
     e.add_argument("--out", required=True, help="folder for metrics.json and pictures")
+    e.add_argument("--arch", help="registered variant of an official checkpoint (e.g. hcnet_vigor)")
     e.add_argument("--area", choices=("same", "cross"), help="default: the run's")
-    e.add_argument("--orientation", choices=("known", "unknown"),
-                   help="known: panoramas as they are; unknown: rolled by a random yaw fixed by --seed")
-    e.add_argument("--stage2", metavar="RUN", help="FG² two-stage: the second-stage run (±20° model)")
+    e.add_argument("--orientation", choices=("known", "prior", "unknown"),
+                   help="known: the true heading is given; prior: a heading off by ±--prior-deg (fixed by --seed); "
+                        "unknown: panoramas rolled by a random yaw fixed by --seed (default: the run's)")
+    e.add_argument("--prior-deg", type=float, help="half-width of the prior protocol (default: the run's)")
+    e.add_argument("--stage2", metavar="RUN", help="two-stage: a second model refines with the first one's heading")
     e.add_argument("--camera", choices=("panorama", "pinhole"), help="default: the run's")
     e.add_argument("--limit", type=int, help="evaluate at most this many test samples")
     e.add_argument("--pictures", type=int, default=16, help="pictures to draw (0 = none)")
-    e.add_argument("--ransac", action="store_true", help="FG²: RANSAC at test time")
-    e.add_argument("--seed", type=int, default=0, help="seed of the unknown-orientation test yaws")
-    e.add_argument("--matches", type=int, help="FG²: matches sampled at test time (default: the model's)")
+    e.add_argument("--ransac", action="store_true", help="matching models: RANSAC at test time")
+    e.add_argument("--seed", type=int, default=0, help="seed of the prior / unknown-orientation test yaws")
+    e.add_argument("--matches", type=int, help="matching models: matches sampled at test time (default: the model's)")
     e.add_argument("--fix-heading", action="store_true",
-                   help="FG², known orientation: solve the translation only, at the known heading")
+                   help="matching models, known orientation: solve the translation only, at the known heading")
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=run_eval)
+
+    i = sub.add_parser("fine-model-info", help="parameters of a registered fine model and the official count",
+                       description="Builds a registered fine model (random weights) and prints its parameters per "
+                                   "module, the forward-used count, and, for published models, the official count.")
+    i.add_argument("name", nargs="?", help="registered fine model (see --list)")
+    i.add_argument("--list", action="store_true", help="list the registered fine models and exit")
+    i.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    i.set_defaults(func=run_info)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -46,7 +60,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.list:
         for name, cfg in sorted(PRESETS.items()):
-            print(f"{name:30s} method={cfg['method']} area={cfg.get('area', 'same')} "
+            print(f"{name:34s} model={cfg['variant']} area={cfg.get('area', 'same')} "
                   f"orientation={cfg.get('orientation', 'known')} steps={cfg.get('steps')}")
         return 0
     if not args.preset or not args.data or not args.out:
@@ -60,11 +74,28 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from crossview.fine.train import evaluate_run
+    from crossview.fine.evaluate import evaluate_run
 
     evaluate_run(args.run, args.data, args.out, area=args.area, orientation=args.orientation, stage2=args.stage2,
-                 limit=args.limit, pictures=args.pictures, ransac=args.ransac or None, device=args.device,
-                 seed=args.seed, camera=args.camera, fix_heading=args.fix_heading,
-                 num_matches=args.matches)
+                 limit=args.limit, pictures=args.pictures, device=args.device, seed=args.seed, camera=args.camera,
+                 prior_deg=args.prior_deg, arch=args.arch, ransac=args.ransac or None, num_matches=args.matches,
+                 fix_heading=args.fix_heading or None)
     print(f"metrics: {args.out}/metrics.json")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    import json
+
+    from crossview.errors import ConfigError
+    from crossview.fine.info import fine_model_info, format_fine_info
+    from crossview.fine.registry import list_fine_models
+
+    if args.list:
+        print("\n".join(list_fine_models()))
+        return 0
+    if not args.name:
+        raise ConfigError("give a registered fine model name (list them with --list)")
+    info = fine_model_info(args.name)
+    print(json.dumps(info, indent=2) if args.json else format_fine_info(info))
     return 0

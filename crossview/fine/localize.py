@@ -1,6 +1,6 @@
-"""``localize``: the one interface both fine-grained methods implement.
+"""``localize``: place one ground image inside one aerial tile with any fine-grained model of the registry.
 
-    pose = localize("pano.jpg", "tile.png", camera="panorama", metres_per_pixel=0.113, model="runs/fg2")
+    pose = localize("pano.jpg", "tile.png", camera="panorama", metres_per_pixel=0.113, model="runs/hc")
 
 returns a :class:`Pose` (metres east/north of the tile centre, heading clockwise from north, confidence).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +20,10 @@ from crossview.fine.pose import CameraSpec, Pose
 
 
 @lru_cache(maxsize=4)
-def _cached_model(path: str, device: str):
-    from crossview.fine.train import load_model
+def _cached_model(path: str, arch: str | None, device: str):
+    from crossview.fine.registry import load_fine
 
-    return load_model(path, device)[0]
+    return load_fine(path, arch=arch, device=device)
 
 
 def _as_array(image) -> np.ndarray:
@@ -42,8 +43,8 @@ def _as_array(image) -> np.ndarray:
 
 
 def localize(ground_image, aerial_tile, camera: str | CameraSpec = "panorama", heading_prior: float | None = None,
-             model=None, metres_per_pixel: float | None = None, tile: str | None = None, ransac: bool | None = None,
-             num_matches: int | None = None, device: str = "cpu") -> Pose:
+             model=None, metres_per_pixel: float | None = None, tile: str | None = None, arch: str | None = None,
+             device: str = "cpu", **options: Any) -> Pose:
     """Place the ground camera inside the aerial tile.
 
     Args:
@@ -51,58 +52,54 @@ def localize(ground_image, aerial_tile, camera: str | CameraSpec = "panorama", h
             photo (``camera``).
         aerial_tile: the north-up tile (path or array).
         camera: ``"panorama"``, ``"pinhole"`` (then give a CameraSpec with its ``fov_deg``) or a CameraSpec.
-        heading_prior: the heading of the panorama's centre column (degrees clockwise from north) when known
-            (VIGOR panoramas: 0). FG²: the panorama is rolled to north before matching; GeoDistill: used instead of
-            its orientation estimator.
-        model: a run folder, a checkpoint file or a loaded FG2 / GeoDistill model.
+        heading_prior: the believed heading of the panorama's centre column / the photo's optical axis (degrees
+            clockwise from north), e.g. a compass reading or 0 for VIGOR's north-aligned panoramas; None = unknown.
+            Each model uses it as its paper does (HC-Net: the spherical transform's north; FG²-style matching: the
+            panorama is rolled to it before matching).
+        model: a loaded fine model, a run folder, a checkpoint file, a registered name, or an official checkpoint
+            (then ``arch`` names its variant, e.g. ``hcnet_vigor``).
         metres_per_pixel: of the tile at its native resolution (required).
         tile: an id or path recorded in the pose.
-        ransac: FG²: RANSAC over the sampled matches (default on, as FG²'s released evaluation).
-        num_matches: FG²: matches sampled (default: the model's training value; FG² released 1024 at test).
+        options: passed to the model's ``predict`` (PillarMatch: ``ransac`` (default on here, as FG²'s released
+            evaluation), ``num_matches``; HC-Net: ``iterations``).
     """
     from crossview.fine.data import FineDataset, FineSample, collate
-    from crossview.geometry.cameras import roll_panorama
+    from crossview.fine.evaluate import input_sizes, predict_options
 
     if model is None:
-        raise ConfigError("localize needs model=: a run folder from `crossview fine-train` or a loaded model")
+        raise ConfigError("localize needs model=: a run folder from `crossview fine-train`, a checkpoint or a "
+                          "loaded model")
     if metres_per_pixel is None or metres_per_pixel <= 0:
         raise ConfigError("localize needs metres_per_pixel of the aerial tile (e.g. VIGOR New York at 640 px: "
                           "0.113248)")
     spec = camera if isinstance(camera, CameraSpec) else CameraSpec(camera, 360.0 if camera == "panorama" else 90.0)
-    net = _cached_model(str(Path(model).resolve()), device) if isinstance(model, str | os.PathLike) else model
-    from crossview.fine.hcnet import HCNet
-
-    if isinstance(net, HCNet):
-        from crossview.fine.hcnet_train import localize as localize_hcnet
-
-        return localize_hcnet(net, ground_image, aerial_tile, spec, heading_prior, metres_per_pixel=metres_per_pixel,
-                              tile=tile)
+    net = _cached_model(str(Path(model).resolve()) if Path(model).exists() else str(model), arch, device) \
+        if isinstance(model, str | os.PathLike) else model
     ground, aerial = _as_array(ground_image), _as_array(aerial_tile)
     tile_m = aerial.shape[1] * metres_per_pixel
     sample = FineSample(ground, aerial, spec.kind, spec.fov_deg, 0.0, 0.0, 0.0, tile_m, spec.eye_height_m,
                         sample_id=str(tile or ""))
-    gsize = tuple(net.cfg.pinhole_size if spec.kind == "pinhole" and hasattr(net.cfg, "pinhole_size")
-                  else net.cfg.ground_size)
-    batch = collate([FineDataset([sample], gsize, net.cfg.aerial_size)[0]])
-    applied = 0.0
-    if heading_prior is not None and spec.kind == "panorama":
-        g, applied = roll_panorama(batch["ground"][0], -float(heading_prior))
-        batch["ground"] = g[None]
-    batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    gsize, asize = input_sizes(net, spec.kind)
+    batch = collate([FineDataset([sample], gsize, asize)[0]])
+    dev = next(net.parameters()).device
+    batch = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    if _accepts(net, "ransac"):
+        options.setdefault("ransac", True)
+    prior = None if heading_prior is None else torch.tensor([float(heading_prior)], device=dev)
     net.eval()
     with torch.no_grad():
-        if net.__class__.__name__ == "GeoDistill":
-            p = net.predict(batch, estimate_orientation=heading_prior is None and spec.kind == "panorama")
-        else:
-            kept = net.cfg.num_matches
-            try:
-                net.cfg.num_matches = int(num_matches or kept)
-                p = net.predict(batch, ransac=True if ransac is None else bool(ransac))
-            finally:
-                net.cfg.num_matches = kept
-    heading = float(torch.remainder(p["heading"][0] - applied, 360.0))
-    if net.__class__.__name__ == "GeoDistill" and heading_prior is not None:
-        heading = float(heading_prior) % 360.0
-    xy = p["xy"][0].cpu().numpy()
-    return Pose(float(xy[0]), float(xy[1]), heading, float(p["confidence"][0]), tile,
-                extras={"method": net.__class__.__name__})
+        p = net.predict(batch, heading_prior=prior, **predict_options(net, options))
+    xy = p["xy"][0].float().cpu().numpy()
+    extras = {"method": net.config.get("name", net.config["arch"]), "arch": net.config["arch"]}
+    if "homography" in p:
+        extras["homography"] = p["homography"][0].cpu()
+    if heading_prior is not None:
+        extras["heading_prior_deg"] = float(heading_prior)
+    return Pose(float(xy[0]), float(xy[1]), float(torch.remainder(p["heading"][0], 360.0)),
+                float(p["confidence"][0]), tile, extras=extras)
+
+
+def _accepts(model: torch.nn.Module, option: str) -> bool:
+    import inspect
+
+    return option in inspect.signature(model.predict).parameters

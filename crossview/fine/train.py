@@ -1,14 +1,21 @@
-"""Training and evaluation runs for the fine-grained localizers (FG², GeoDistill).
+"""Training runs for every fine-grained localizer of the registry.
 
-A run folder holds ``config.json`` (resolved config, data root, command line), ``metrics.jsonl`` (one JSON line
-per log/eval), ``checkpoint.pt`` (model name + config + weights, written atomically) and, after evaluation,
-``metrics.json``. With a frozen backbone the features of every training image are computed once
-(``cache_features``); unknown-orientation rolls then shift feature columns (whole columns, the heading label follows
-the applied shift exactly).
+``train(cfg, data, out)`` (``cfg`` from ``crossview.fine.presets.resolve_config``) writes a run folder:
+``config.json`` (resolved config, data root, command line), ``metrics.jsonl`` (one JSON line per log/eval),
+``checkpoint.pt`` (``crossview.fine.save_fine`` layout + the training config, written atomically) and, with
+``final_eval``, ``metrics.json``. A finished run of the same config is not trained again.
+
+One loop serves every architecture whose ``loss(batch, generator=...)`` is a single objective (HC-Net, PillarMatch,
+HomoFlow, ...): AdamW, OneCycle (warm-up, cos or linear anneal), gradient clipping, logs every ``log_every`` steps.
+Architectures with a schedule of their own register a trainer in ``TRAINERS`` (PlaneCorr: base, control,
+distillation, orientation). With a frozen backbone the features of every training image are computed once
+(``cache_features``); unknown-orientation rolls then shift whole feature columns (the heading label follows the
+applied shift exactly).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import random
 import sys
@@ -16,12 +23,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from crossview.fine.data import FineDataset, FineSample, collate, read_samples
 from crossview.fine.presets import train_yaw_range
-from crossview.io import save_torch_atomic, write_json_atomic
+from crossview.fine.registry import create_fine, load_fine, save_fine
+from crossview.io import write_json_atomic
+
+# architecture -> "module:function" of a trainer with its own schedule (signature as train_planecorr)
+TRAINERS: dict[str, str] = {"planecorr": "crossview.fine.train_planecorr:train_planecorr"}
 
 
 def pick_device(name: str) -> torch.device:
@@ -30,42 +40,17 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(method: str, model_cfg: dict):
-    if method == "fg2":
-        from crossview.fine.fg2 import FG2
-
-        return FG2(model_cfg)
-    from crossview.fine.geodistill import GeoDistill
-
-    return GeoDistill(model_cfg)
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """A model from a run folder or a checkpoint file: (model in eval mode, checkpoint dict)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if ckpt.get("method") == "hcnet":
-        from crossview.fine.hcnet_train import load_checkpoint
-
-        return load_checkpoint(path, device), ckpt
-    model = build_model(ckpt["method"], dict(ckpt["model_config"], pretrained=False))
-    model.load_state_dict(ckpt["state_dict"])
-    return model.to(device).eval(), ckpt
-
-
-def ground_size(model, camera: str) -> tuple[int, int]:
-    cfg = model.cfg
-    return tuple(cfg.pinhole_size if camera == "pinhole" and hasattr(cfg, "pinhole_size") else cfg.ground_size)
+def _frozen(model: torch.nn.Module) -> bool:
+    backbone = getattr(model, "backbone", None)
+    return bool(backbone is not None and getattr(backbone, "freeze", False) and hasattr(model, "features"))
 
 
 class FeatureBank:
     """Backbone features of every training image (float16), computed once with the frozen backbone."""
 
     def __init__(self, model, samples: list[FineSample], camera: str, device, batch: int = 16, log=print):
-        gsize = ground_size(model, camera)
-        ds = FineDataset(samples, gsize, model.cfg.aerial_size)
+        gsize, asize = model.input_sizes(camera)
+        ds = FineDataset(samples, gsize, asize)
         ground, aerial = [], []
         t0 = time.time()
         with torch.no_grad():
@@ -81,11 +66,11 @@ class FeatureBank:
 
 
 def make_batch(samples: list[FineSample], idx: list[int], bank: FeatureBank | None, model, camera: str,
-               yaw_range: float, rng: random.Random, device) -> dict:
+               yaw_range: float, rng: random.Random, device, photometric: bool = False) -> dict:
     """A training batch: cached features with column rolls, or images with exact rolls."""
     if bank is None:
-        ds = FineDataset([samples[i] for i in idx], ground_size(model, camera), model.cfg.aerial_size,
-                         yaw_range_deg=yaw_range)
+        gsize, asize = model.input_sizes(camera)
+        ds = FineDataset([samples[i] for i in idx], gsize, asize, yaw_range_deg=yaw_range, photometric=photometric)
         b = collate([ds[i] for i in range(len(idx))])
     else:
         gf = bank.ground[idx].float()
@@ -109,6 +94,8 @@ def make_batch(samples: list[FineSample], idx: list[int], bank: FeatureBank | No
 
 
 class RunLog:
+    """Log lines to the console (unless ``quiet``) and records to ``metrics.jsonl``."""
+
     def __init__(self, out: Path, quiet: bool = False):
         self.path = out / "metrics.jsonl"
         self.quiet = quiet
@@ -125,21 +112,41 @@ class RunLog:
                   flush=True)
 
 
-def save_checkpoint(out: Path, model, cfg: dict, step: int, extra: dict | None = None) -> Path:
-    state = {"method": cfg["method"], "model_config": model.config_dict(), "state_dict": model.state_dict(),
-             "step": step, "config": cfg, **(extra or {})}
-    return save_torch_atomic(out / "checkpoint.pt", state)
+def save_checkpoint(out: Path, model, cfg: dict, step: int, extra: dict | None = None,
+                    finished: bool = False) -> Path:
+    """``checkpoint.pt``: the model (``save_fine`` layout), the training config and the step, atomically."""
+    return save_fine(model, out / "checkpoint.pt", config=cfg, step=step, finished=finished, **(extra or {}))
+
+
+def optimizer_and_schedule(model: torch.nn.Module, cfg: dict[str, Any], steps: int, params=None):
+    """AdamW over the trainable parameters and a OneCycle schedule over ``steps``."""
+    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], eps=cfg["adam_eps"])
+    total = max(steps, 2)
+    warm = cfg["warmup_frac"] if cfg["warmup_frac"] is not None else max(0.05, 2.5 / total)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=total + 1, pct_start=warm,
+                                                anneal_strategy=cfg["anneal"], cycle_momentum=False)
+    return opt, sched, params
+
+
+def _same_finished_run(out: Path, cfg: dict[str, Any]) -> bool:
+    path = out / "checkpoint.pt"
+    if not path.exists():
+        return False
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:
+        return False
+    return bool(saved.get("finished")) and saved.get("config") == cfg
 
 
 def train(cfg: dict[str, Any], data: str | Path, out: str | Path, command: list[str] | None = None,
           quiet: bool = False) -> Path:
-    """Train from a resolved config (``presets.resolve_config``) on the tree at ``data``; returns the run folder."""
-    if cfg["method"] == "hcnet":
-        from crossview.fine.hcnet_train import train_from_preset
-
-        return train_from_preset(cfg, data, out, command)
+    """Train from a resolved config on the tree at ``data``; returns the run folder."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if _same_finished_run(out, cfg):
+        return out
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     write_json_atomic(out / "config.json", {"config": cfg, "data": str(data),
@@ -150,36 +157,34 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, command: list[
     torch.manual_seed(cfg["seed"])
     rng = random.Random(cfg["seed"])
     samples = read_samples(data, cfg["area"], "train", cfg["camera"], cfg["label_set"], cfg["train_limit"])
-    model = build_model(cfg["method"], cfg["model"]).to(device)
-    if cfg.get("init_from"):
-        src = Path(cfg["init_from"])
-        src = src / "checkpoint.pt" if src.is_dir() else src
-        model.load_state_dict(torch.load(src, map_location="cpu", weights_only=False)["state_dict"])
-        log(f"initialised from {src}")
-    log(f"{cfg['method']}: {len(samples)} training samples ({cfg['area']}-area, {cfg['camera']}), "
-        f"{sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.2f} M trainable parameters")
-    frozen = getattr(model.cfg, "freeze_backbone", True)
-    bank = FeatureBank(model, samples, cfg["camera"], device, log=log) if cfg["cache_features"] and frozen else None
-    if cfg["method"] == "geodistill":
-        from crossview.fine.geodistill import train_geodistill
+    model = create_fine(cfg["variant"], **(cfg["model"] or {})).to(device)
+    if cfg["camera"] not in model.cameras:
+        from crossview.errors import ConfigError
 
-        train_geodistill(model, cfg, samples, bank, out, log, device, rng, data)
+        raise ConfigError(f"{cfg['variant']} places {', '.join(model.cameras)} images; camera={cfg['camera']!r} "
+                          "is not one of them")
+    if cfg.get("init_from"):
+        model.load_state_dict(load_fine(cfg["init_from"]).state_dict())
+        log(f"initialised from {cfg['init_from']}")
+    log(f"{cfg['variant']} ({cfg['method']}): {len(samples)} training samples ({cfg['area']}-area, "
+        f"{cfg['camera']}), {sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.2f} M trainable "
+        "parameters")
+    bank = FeatureBank(model, samples, cfg["camera"], device, log=log) \
+        if cfg["cache_features"] and _frozen(model) else None
+    if cfg["method"] in TRAINERS:
+        module, _, fn = TRAINERS[cfg["method"]].partition(":")
+        getattr(importlib.import_module(module), fn)(model, cfg, samples, bank, out, log, device, rng, data)
     else:
-        train_fg2(model, cfg, samples, bank, out, log, device, rng, data)
+        train_loop(model, cfg, samples, bank, out, log, device, rng, data)
     return out
 
 
-def _optimizer(model, cfg):
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-
-
-def train_fg2(model, cfg, samples, bank, out, log, device, rng, data) -> None:
-    opt = _optimizer(model, cfg)
-    yaw_range = train_yaw_range(cfg)
+def train_loop(model, cfg, samples, bank, out, log, device, rng, data) -> None:
+    """The shared loop: one objective, ``model.loss(batch, generator=...)``."""
     steps = int(cfg["steps"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=max(steps, 2),
-                                                pct_start=max(0.05, 2.5 / max(steps, 2)))  # warm-up >= 1.5 steps
+    opt, sched, params = optimizer_and_schedule(model, cfg, steps)
+    yaw_range = train_yaw_range(cfg)
+    gen = torch.Generator().manual_seed(cfg["seed"] + 1)
     model.train()
     order: list[int] = []
     t0 = time.time()
@@ -187,147 +192,36 @@ def train_fg2(model, cfg, samples, bank, out, log, device, rng, data) -> None:
         if len(order) < cfg["batch_size"]:
             order += rng.sample(range(len(samples)), len(samples))
         idx, order = order[:cfg["batch_size"]], order[cfg["batch_size"]:]
-        batch = make_batch(samples, idx, bank, model, cfg["camera"], yaw_range, rng, device)
-        loss, logs = model.loss(batch)
+        batch = make_batch(samples, idx, bank, model, cfg["camera"], yaw_range, rng, device, cfg["photometric"])
+        loss, logs = model.loss(batch, generator=gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+        torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
         opt.step()
         sched.step()
-        if step % 20 == 0 or step == steps:
-            log({"step": step, "time_s": round(time.time() - t0, 1), **logs})
+        if step % cfg["log_every"] == 0 or step == steps:
+            log({"step": step, "lr": sched.get_last_lr()[0], "time_s": round(time.time() - t0, 1),
+                 **{k: v for k, v in logs.items() if not k.startswith("_")}})
         if cfg["eval_every"] and step % cfg["eval_every"] == 0 and step < steps:
-            m = evaluate(model, read_samples(data, cfg["area"], "test", cfg["camera"], cfg["label_set"],
-                                             cfg["eval_limit"]), cfg, device)
-            log({"step": step, **{f"eval_{k}": v for k, v in m.items()}})
+            log({"step": step, **{f"eval_{k}": v for k, v in run_eval(model, cfg, data, device).items()}})
             model.train()
-        if step % cfg["checkpoint_every"] == 0 or step == steps:
+        if step % cfg["checkpoint_every"] == 0 and step < steps:
             save_checkpoint(out, model, cfg, step)
+    extra = {"train_seconds": time.time() - t0}
+    save_checkpoint(out, model, cfg, steps, extra, finished=True)
+    if cfg["final_eval"]:
+        metrics = run_eval(model, cfg, data, device)
+        metrics["train_seconds"] = extra["train_seconds"]
+        write_json_atomic(out / "metrics.json", {"setting": f"{cfg['variant']} {cfg['area']}-area "
+                                                            f"{cfg['eval_orientation']}", "metrics": metrics,
+                                                 "config": cfg})
+        log({"step": steps, **{f"eval_{k}": v for k, v in metrics.items()}})
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Evaluation
+def run_eval(model, cfg: dict[str, Any], data, device) -> dict[str, Any]:
+    """The config's evaluation protocol on the test split (at most ``eval_limit`` samples)."""
+    from crossview.fine.evaluate import evaluate
 
-
-def eval_yaw_range(orientation: str, cfg: dict | None = None) -> float:
-    if orientation == "known":
-        return 0.0
-    if orientation == "unknown":
-        return 180.0
-    return float((cfg or {}).get("yaw_noise_deg", 20.0))
-
-
-@torch.no_grad()
-def predict_samples(model, samples: list[FineSample], orientation: str = "known", seed: int = 0,
-                    batch_size: int = 8, device="cpu", ransac: bool = False, stage2=None,
-                    fix_heading: bool = False) -> dict[str, np.ndarray]:
-    """Predictions on samples: positions (N, 2) metres, headings (N,), confidences, and the truths.
-
-    ``orientation``: known = images as they are; unknown = each panorama rolled by a yaw fixed by ``seed``.
-    ``stage2``: FG²'s second stage; the panorama is rolled back by the first stage's heading before it.
-    ``fix_heading``: FG² with known orientation solves the translation only, at the known heading.
-    """
-    from crossview.geometry.cameras import roll_panorama
-
-    model.eval()
-    camera = samples[0].camera
-    yaw_range = eval_yaw_range(orientation)
-    geodistill = hasattr(model, "predict_yaw")
-    if geodistill and orientation != "known":  # its estimator covers ±ori_range_deg (±45° as released)
-        yaw_range = min(yaw_range, model.cfg.ori_range_deg)
-    ds = FineDataset(samples, ground_size(model, camera), model.cfg.aerial_size,
-                     yaw_range_deg=yaw_range, fixed_seed=seed)
-    keys = ("xy", "heading", "confidence", "true_xy", "true_heading")
-    res: dict[str, list] = {k: [] for k in keys}
-    for start in range(0, len(ds), batch_size):
-        b = collate([ds[i] for i in range(start, min(len(ds), start + batch_size))])
-        b = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in b.items()}
-        if geodistill:
-            p = model.predict(b, estimate_orientation=orientation != "known" and camera == "panorama")
-        else:
-            p = model.predict(b, ransac=ransac, fixed_heading_deg=b["heading"] if fix_heading else None)
-        xy, heading = p["xy"], p["heading"]
-        if stage2 is not None and camera == "panorama":
-            ground, applied = [], []
-            for k in range(len(heading)):
-                g, a = roll_panorama(b["ground"][k], -float(heading[k]))
-                ground.append(g)
-                applied.append(a)
-            b2 = dict(b, ground=torch.stack(ground))
-            p2 = stage2.predict(b2, ransac=ransac)
-            xy = p2["xy"]
-            heading = torch.remainder(p2["heading"] - torch.tensor(applied, device=xy.device), 360.0)
-        res["xy"].append(xy.cpu())
-        res["heading"].append(heading.cpu())
-        res["confidence"].append(p["confidence"].float().cpu())
-        res["true_xy"].append(b["xy"].cpu())
-        res["true_heading"].append(b["heading"].cpu())
-    return {k: torch.cat(v).numpy() for k, v in res.items()}
-
-
-def evaluate(model, samples: list[FineSample], cfg: dict, device="cpu", orientation: str | None = None,
-             stage2=None, seed: int | None = None) -> dict[str, float]:
-    from crossview.fine.metrics import fine_metrics
-
-    orientation = orientation or ("known" if cfg["orientation"] == "known" else "unknown")
-    p = predict_samples(model, samples, orientation, cfg["eval_seed"] if seed is None else seed,
-                        device=device, ransac=cfg.get("ransac", False), stage2=stage2)
-    return fine_metrics(p["xy"], p["true_xy"], p["heading"], p["true_heading"])
-
-
-def evaluate_run(run: str | Path, data: str | Path, out: str | Path, area: str | None = None,
-                 orientation: str | None = None, stage2: str | Path | None = None, limit: int | None = None,
-                 pictures: int = 16, ransac: bool | None = None, device: str = "cpu", seed: int = 0,
-                 camera: str | None = None, fix_heading: bool = False,
-                 num_matches: int | None = None) -> dict[str, Any]:
-    """Evaluate a run folder on ``data``; writes ``metrics.json``, predictions and pictures to ``out``."""
-    from crossview.fine.metrics import fine_metrics, format_table
-    from crossview.fine.viz import pose_picture
-
-    ckpt_path = Path(run) / "checkpoint.pt" if Path(run).is_dir() else Path(run)
-    if torch.load(ckpt_path, map_location="cpu", weights_only=False).get("method") == "hcnet":
-        from crossview.fine.hcnet_train import evaluate_run as evaluate_hcnet
-
-        return evaluate_hcnet(run, data, out, area=area, limit=limit, pictures=pictures, device=device, seed=seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model, ckpt = load_model(run, device)
-    cfg = ckpt["config"]
-    if num_matches and hasattr(model.cfg, "num_matches"):  # FG²: matches sampled at test (released: 1024)
-        model.cfg.num_matches = int(num_matches)
-    area = area or cfg["area"]
-    camera = camera or cfg["camera"]
-    orientation = orientation or ("known" if cfg["orientation"] == "known" else "unknown")
-    ransac = cfg.get("ransac", False) if ransac is None else ransac
-    samples = read_samples(data, area, "test", camera, cfg.get("label_set", "corrected"), limit)
-    second = load_model(stage2, device)[0] if stage2 else None
-    if second is not None and num_matches:
-        second.cfg.num_matches = int(num_matches)
-    t0 = time.time()
-    fix_heading = fix_heading and orientation == "known" and cfg["method"] == "fg2"
-    p = predict_samples(model, samples, orientation, seed, device=device, ransac=ransac, stage2=second,
-                        fix_heading=fix_heading)
-    secs = time.time() - t0
-    metrics = fine_metrics(p["xy"], p["true_xy"], p["heading"], p["true_heading"])
-    setting = (f"{cfg['method']} {area}-area {orientation}" + (" two-stage" if second else "")
-               + (" ransac" if ransac else "") + (" fixed-heading" if fix_heading else ""))
-    report = {"setting": setting, "method": cfg["method"], "area": area, "orientation": orientation,
-              "camera": camera, "positives_only": True, "label_set": cfg.get("label_set"), "ransac": ransac,
-              "yaw_seed": seed, "two_stage": bool(second), "fix_heading": fix_heading, "run": str(run),
-              "num_matches": getattr(model.cfg, "num_matches", None),
-              "data": str(data),
-              "seconds_per_sample": secs / len(samples), "metrics": metrics}
-    write_json_atomic(out / "metrics.json", report)
-    np.savez(out / "predictions.npz", **p)
-    print(format_table({setting: metrics}))
-    if pictures:
-        pic_dir = out / "pictures"
-        pic_dir.mkdir(exist_ok=True)
-        for i in range(min(pictures, len(samples))):
-            s = samples[i]
-            pose_picture(s.aerial, s.tile_m, p["true_xy"][i], float(p["true_heading"][i]), p["xy"][i],
-                         float(p["heading"][i]), pic_dir / f"{i:04d}_{s.sample_id[:40]}.png",
-                         title=f"err {float(np.linalg.norm(p['xy'][i] - p['true_xy'][i])):.1f} m")
-    return report
-
-
+    test = read_samples(data, cfg["area"], "test", cfg["camera"], cfg["label_set"], cfg["eval_limit"])
+    return evaluate(model, test, cfg["eval_orientation"], cfg["eval_seed"], cfg["eval_prior_deg"], device,
+                    ransac=cfg.get("ransac") or None)

@@ -125,3 +125,37 @@ def spherical_transform(panorama: torch.Tensor, camera: TopDownCamera, heading_d
     grid = torch.stack([gx, gy], -1).expand(b, -1, -1, -1)
     return F.grid_sample(padded, grid, mode=mode, padding_mode="border", align_corners=False)
 
+
+
+@lru_cache(maxsize=8)
+def _hcnet_grid(size: int, fov_deg: float) -> torch.Tensor:
+    s = size / 2
+    f = s / math.tan(math.radians(fov_deg) / 2)
+    a, b = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64),
+                          indexing="ij")
+    x, y = s - a, s - b
+    rho = torch.sqrt(x * x + y * y)
+    u = 1 - (torch.atan2(y, x) + math.pi) / (2 * math.pi)
+    v = 1 - (torch.atan2(torch.full_like(rho, -f), rho) + math.pi / 2) / math.pi
+    return torch.stack([2 * u - 1, 2 * v - 1], -1).float()
+
+
+def hcnet_bev(panorama: torch.Tensor, size: int = 512, fov_deg: float = 170.0, quantize: bool = True) -> torch.Tensor:
+    """HC-Net's released spherical transform: panoramas (B, C, Hp, Wp) in [0, 1] -> the (B, C, size, size) view.
+
+    As the official code computes it (FINE_PARITY_NOTES §3.1): view pixel (row a, col b) takes the ray
+    (size/2 − a, size/2 − b, −f) with f = (size/2)/tan(fov/2) — integer pixel indices, not centres —, sampled with
+    ``grid_sample(align_corners=True)``, bilinear, zero padding, no wrap-around; the official loader then truncates
+    the 8-bit result (``quantize``: floor(255·x)/255). The grid is built at ``size`` directly (the official 500 px
+    argument is ignored because a precomputed grid is passed, so its later resize to 512 is a no-op). The view's up
+    direction is the panorama's centre column, its right 90° clockwise from it: a north-up map when the centre
+    column looks north. ``spherical_transform`` above is our geometrically centred version with a metric option.
+    """
+    if panorama.dim() != 4:
+        raise ValueError(f"panorama must be (B, C, H, W), got shape {tuple(panorama.shape)}")
+    grid = _hcnet_grid(int(size), float(fov_deg)).to(panorama.device, panorama.dtype)
+    out = F.grid_sample(panorama, grid.expand(panorama.shape[0], -1, -1, -1), mode="bilinear",
+                        padding_mode="zeros", align_corners=True)
+    if quantize:
+        out = torch.floor(out * 255.0 + 1e-4).clamp(0, 255) / 255.0
+    return out

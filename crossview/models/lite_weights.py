@@ -29,11 +29,42 @@ LITE_NATIVE_SIZE = {0: 224, 1: 240, 2: 260}
 LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
 
-# Per-block renames: efficientnet_pytorch name → timm name.
-_DS_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+# Per-block renames: efficientnet_pytorch name → timm name (the official HC-Net / GeoDistill EfficientNet copies use
+# the same names, with squeeze-excitation).
+_DS_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2",
+             "_se_reduce": "se.conv_reduce", "_se_expand": "se.conv_expand"}
 _IR_BLOCK = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-             "_project_conv": "conv_pwl", "_bn2": "bn3"}
+             "_project_conv": "conv_pwl", "_bn2": "bn3", "_se_reduce": "se.conv_reduce",
+             "_se_expand": "se.conv_expand"}
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+HEAD_MODULES = ("_conv_head", "_bn1", "_fc")  # after the last block: unused by models that read block features
+
+
+def flat_blocks(model: torch.nn.Module) -> list[tuple[int, int, str]]:
+    """(stage, index in stage, block class name) of every block of a timm EfficientNet, in forward order."""
+    return [(s, j, type(b).__name__) for s, stage in enumerate(model.blocks) for j, b in enumerate(stage)]
+
+
+def timm_key(key: str, flat: list[tuple[int, int, str]]) -> str:
+    """The timm name of an efficientnet_pytorch key (``_blocks.K.module.leaf`` or a top-level module).
+
+    Raises ``KeyError`` with the reason when the key has no counterpart (a block index past the model's, or an
+    unknown module)."""
+    head, _, rest = key.partition(".")
+    if head == "_blocks":
+        idx, _, rest = rest.partition(".")
+        k = int(idx)
+        if k >= len(flat):
+            raise KeyError(f"block {k} but the timm model has {len(flat)} blocks")
+        s, j, kind = flat[k]
+        table = _DS_BLOCK if kind == "DepthwiseSeparableConv" else _IR_BLOCK
+        for module, new in table.items():
+            if rest.startswith(module + "."):
+                return f"blocks.{s}.{j}.{new}.{rest[len(module) + 1:]}"
+        raise KeyError(f"no timm counterpart for {rest} in a {kind} block")
+    if head in _TOP:
+        return f"{_TOP[head]}.{rest}"
+    raise KeyError(f"unknown top-level module {head}")
 
 
 def lite_variant(backbone: str) -> int | None:
@@ -70,29 +101,15 @@ def convert_lite_state_dict(source: dict[str, torch.Tensor], model: torch.nn.Mod
     target key left without a source tensor, or any shape mismatch, raises with the list of offenders.
     """
     target = model.state_dict()
-    blocks = model.blocks
-    flat = [(s, j, type(b).__name__) for s, stage in enumerate(blocks) for j, b in enumerate(stage)]
+    flat = flat_blocks(model)
     out: dict[str, torch.Tensor] = {}
     problems: list[str] = []
     for key, tensor in source.items():
-        head, _, rest = key.partition(".")
-        if head == "_blocks":
-            idx, _, rest = rest.partition(".")
-            module, _, leaf = rest.partition(".")
-            k = int(idx)
-            if k >= len(flat):
-                problems.append(f"{key}: block {k} but the timm model has {len(flat)} blocks")
-                continue
-            s, j, kind = flat[k]
-            table = _DS_BLOCK if kind == "DepthwiseSeparableConv" else _IR_BLOCK
-            if module not in table:
-                problems.append(f"{key}: no timm counterpart for {module} in a {kind} block")
-                continue
-            new = f"blocks.{s}.{j}.{table[module]}.{leaf}"
-        elif head in _TOP:
-            new = f"{_TOP[head]}.{rest}"
-        else:
-            problems.append(f"{key}: unknown top-level module {head}")
+        head = key.partition(".")[0]
+        try:
+            new = timm_key(key, flat)
+        except KeyError as exc:
+            problems.append(f"{key}: {exc.args[0]}")
             continue
         if new not in target:
             if head == "_fc" or head in ("_conv_head", "_bn1"):  # head layers absent from features_only models

@@ -1,14 +1,15 @@
-"""FG²-lite (Xia & Alahi, CVPR 2025): fine-grained matching of two point planes + weighted Procrustes.
+"""PillarMatch — ours, not the published FG²: pillar lifting + fine-grained matching + weighted Procrustes.
 
-FINE_SPEC 2.5, kept: ground features lifted to 3-D points along camera rays at several heights (a pillar per BEV
-cell), a learned selection over height pooling them to a BEV point plane (the argmax height tells which ground
-pixel each BEV feature came from), the aerial features as a second point plane at known metric positions, L2
-descriptors, similarity / temperature with a learnable dustbin and dual-softmax, sparse matches sampled from it,
-the pose by weighted Procrustes (RANSAC optional at test), and training from the pose alone: the virtual
-correspondence error (VCE) on a grid of virtual points plus β × a bidirectional InfoNCE whose positives come from
-the true pose. Changed for small budgets (FINE_SPEC §6 "FG²-lite"): a frozen timm CNN (or any timm backbone)
-instead of DINOv2 ViT-L, and a fixed bilinear sample at the projected pillar points + learned height softmax +
-BEV convolutions instead of deformable attention.
+A design of our own in FG²'s spirit (Xia & Alahi, CVPR 2025; the published architecture is ``crossview.fine.fg2``),
+kept under its own name for small budgets: ground features lifted to 3-D points along camera rays at several
+heights (a pillar per BEV cell), a learned selection over height pooling them to a BEV point plane, the aerial
+features as a second point plane at known metric positions, L2 descriptors, similarity / temperature with a
+learnable dustbin and dual-softmax, sparse matches sampled from it, the pose by weighted Procrustes (RANSAC
+optional at test), and training from the pose alone: the virtual correspondence error (VCE) on a grid of virtual
+points plus β × a bidirectional InfoNCE whose positives come from the true pose. Where it differs from FG²: any
+timm backbone (a frozen CNN on CPU) instead of DINOv2 ViT-L, a fixed bilinear sample at the projected pillar
+points + learned height softmax + BEV convolutions instead of deformable attention, conv + GroupNorm heads, and it
+places pinhole photos as well as panoramas.
 
 Frames: aerial points in the tile frame (x east, y north, metres from the tile centre); ground points in the camera
 frame (x right, y forward). The solver returns (R, t) with ``g = R·a + t`` (crossview.geometry.transforms).
@@ -16,163 +17,86 @@ frame (x right, y forward). The solver returns (R, t) with ``g = R·a + t`` (cro
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crossview.fine.backbones import Backbone, concat_upsampled, feature_info_taps, is_efficientnet
+from crossview.fine.blocks import conv_block, no_circular
+from crossview.fine.preprocess import IMAGENET, normalize
+from crossview.fine.registry import ConfigView, register_arch, register_fine
 from crossview.geometry.bev import bev_grid, metres_to_bev_pixel, pillar_grid
 from crossview.geometry.procrustes import weighted_procrustes
 from crossview.geometry.ransac import ransac_procrustes
 from crossview.geometry.transforms import apply_rigid, pose_to_rigid, rigid_to_pose
+from crossview.models.lite_weights import lite_variant
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass
-class FG2Config:
-    backbone: str = "tf_efficientnet_lite0"  # timm name; "tiny" = a small CNN trained from scratch
-    pretrained: bool = True  # lite0/1/2 load packaged ImageNet weights offline; other timm names use timm's hub
-    freeze_backbone: bool = True  # FG² keeps its DINOv2 frozen
-    out_indices: tuple[int, ...] = (1, 2)  # backbone levels, upsampled to the finest and concatenated
-    backbone_kwargs: dict = field(default_factory=dict)  # e.g. {"dynamic_img_size": True} for DINOv2 at any size
-    ground_size: tuple[int, int] = (128, 256)  # (height, width) of a panorama; pinhole images use pinhole_size
-    pinhole_size: tuple[int, int] = (128, 128)
-    aerial_size: int = 128
-    bev_cells: int = 32  # FG² VIGOR: 41
-    heights_m: tuple[float, ...] = (-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0)  # relative to the camera; FG²: −10…10
-    feat_dim: int = 64
-    desc_dim: int = 64  # FG²: 128
-    temperature: float = 0.1
-    num_matches: int = 256  # FG²: 1024
-    vce_points: int = 10  # virtual points per side
-    vce_spacing_m: float = 5.0
-    beta: float = 1.0  # weight of the matching InfoNCE (FG² stage 1: 100)
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FG2Config:
-        d = dict(d)
-        for k in ("out_indices", "ground_size", "pinhole_size", "heights_m", "mean", "std"):
-            if k in d and d[k] is not None:
-                d[k] = tuple(d[k])
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
-        if unknown:
-            from crossview.errors import ConfigError
-
-            raise ConfigError(f"unknown FG² model keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+DEFAULTS: dict[str, Any] = {
+    "arch": "pillarmatch",
+    "backbone": "tf_efficientnet_lite0",  # timm name; "tiny" = a small CNN trained from scratch
+    "pretrained": True,  # lite0/1/2 load packaged ImageNet weights offline; other timm names use timm's hub
+    "freeze_backbone": True,
+    "out_indices": [1, 2],  # backbone levels (timm feature_info), upsampled to the finest and concatenated
+    "backbone_kwargs": {},
+    "ground_size": [128, 256],  # (height, width) of a panorama; pinhole images use pinhole_size
+    "pinhole_size": [128, 128],
+    "aerial_size": 128,
+    "bev_cells": 32,
+    "heights_m": [-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0],  # relative to the camera
+    "feat_dim": 64,
+    "desc_dim": 64,
+    "temperature": 0.1,
+    "num_matches": 256,
+    "vce_points": 10,  # virtual points per side
+    "vce_spacing_m": 5.0,
+    "beta": 1.0,  # weight of the matching InfoNCE
+    "mean": list(IMAGENET[0]),
+    "std": list(IMAGENET[1]),
+}
+CAMERAS = ("panorama", "pinhole")
 
 
-class TinyCNN(nn.Module):
-    """A four-level CNN for tests and tiny CPU runs (strides 2, 4, 8, 16)."""
+def make_backbone(cfg: dict[str, Any]) -> Backbone:
+    """The frozen (or trainable) feature extractor of our designs (shared with PlaneCorr)."""
+    name = cfg["backbone"]
+    taps = list(cfg["out_indices"])
+    if is_efficientnet(name):
+        taps = feature_info_taps(name, taps)
+    weights = None
+    if cfg["pretrained"] and name != "tiny":
+        weights = "lite" if lite_variant(name) is not None else "timm"
+    return Backbone(name, taps, weights=weights, freeze=bool(cfg["freeze_backbone"]),
+                    kwargs=cfg.get("backbone_kwargs") or None)
 
-    def __init__(self, width: int = 24):
+
+class PillarMatch(nn.Module):
+    """Ours. ``forward(batch)`` returns descriptors and the match matrix; ``solve`` the pose; ``predict`` /
+    ``loss`` implement ``crossview.fine.FineLocalizer``."""
+
+    cameras = CAMERAS
+
+    def __init__(self, cfg: dict[str, Any]):
         super().__init__()
-        chans = [width, width * 2, width * 3, width * 4]
-        layers, c_in = [], 3
-        for c in chans:
-            layers.append(nn.Sequential(nn.Conv2d(c_in, c, 3, 2, 1), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                                        nn.Conv2d(c, c, 3, 1, 1), nn.BatchNorm2d(c), nn.ReLU(inplace=True)))
-            c_in = c
-        self.stages = nn.ModuleList(layers)
-        self.channels = chans
-
-    def forward(self, x):
-        out = []
-        for s in self.stages:
-            x = s(x)
-            out.append(x)
-        return out
-
-
-class Backbone(nn.Module):
-    """timm features at ``out_indices``, upsampled to the finest of them and concatenated."""
-
-    def __init__(self, name: str, out_indices: tuple[int, ...], pretrained: bool, freeze: bool,
-                 kwargs: dict | None = None):
-        super().__init__()
-        self.freeze = freeze
-        if name == "tiny":
-            self.net = TinyCNN()
-            self.indices = tuple(out_indices)
-            self.channels = sum(self.net.channels[i] for i in out_indices)
-            self.is_tiny = True
-        else:
-            import timm
-
-            from crossview.models.lite_weights import lite_variant, load_lite_weights
-
-            lite = lite_variant(name)
-            if lite is not None:
-                name = f"tf_efficientnet_lite{lite}"
-            self.net = timm.create_model(name, features_only=True, out_indices=tuple(out_indices),
-                                         pretrained=bool(pretrained and lite is None), **(kwargs or {}))
-            if pretrained and lite is not None:
-                full = timm.create_model(name, pretrained=False)
-                load_lite_weights(full, lite)
-                missing = self.net.load_state_dict(full.state_dict(), strict=False)
-                if len(missing.missing_keys):
-                    raise RuntimeError(f"backbone keys not loaded: {missing.missing_keys[:5]}")
-            self.indices = None
-            self.channels = sum(self.net.feature_info.channels())
-            self.is_tiny = False
-        if freeze:
-            for p in self.net.parameters():
-                p.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.freeze:
-            self.net.eval()
-        return self
-
-    def forward(self, x):
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            feats = self.net(x)
-        if self.indices is not None:
-            feats = [feats[i] for i in self.indices]
-        size = feats[0].shape[-2:]
-        return torch.cat([feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False)
-                                       for f in feats[1:]], 1)
-
-
-def _conv_block(c_in, c_out, circular=False):
-    mode = "circular" if circular else "zeros"
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1, padding_mode=mode), nn.GroupNorm(8, c_out), nn.GELU(),
-                         nn.Conv2d(c_out, c_out, 3, 1, 1, padding_mode=mode))
-
-
-class FG2(nn.Module):
-    """FG²-lite. ``forward(batch)`` returns descriptors and the match matrix; ``solve`` the pose."""
-
-    def __init__(self, cfg: FG2Config | dict | None = None):
-        super().__init__()
-        cfg = cfg if isinstance(cfg, FG2Config) else FG2Config.from_dict(cfg or {})
-        self.cfg = cfg
-        self.backbone = Backbone(cfg.backbone, cfg.out_indices, cfg.pretrained, cfg.freeze_backbone,
-                                 cfg.backbone_kwargs)
-        c, d = self.backbone.channels, cfg.feat_dim
+        self.config = copy.deepcopy(cfg)
+        self.cfg = cfg = ConfigView(self.config)
+        self.backbone = make_backbone(self.config)
+        c, d = sum(self.backbone.channels), cfg.feat_dim
         self.ground_in = nn.Conv2d(c, d, 1)
-        self.ground_block = _conv_block(d, d, circular=True)
+        self.ground_block = conv_block(d, d, circular=True)
         self.aerial_in = nn.Conv2d(c, d, 1)
-        self.aerial_block = _conv_block(d, d)
+        self.aerial_block = conv_block(d, d)
         n_h = len(cfg.heights_m)
         self.height_score = nn.Conv2d(d, 1, 1)
         self.height_bias = nn.Parameter(torch.zeros(n_h))
         self.height_embed = nn.Parameter(torch.zeros(n_h, d))
         self.empty = nn.Parameter(torch.zeros(d))  # a BEV cell no ray reaches (outside a pinhole's view)
-        self.bev_head = nn.Sequential(_conv_block(d, d), nn.GELU(), nn.Conv2d(d, cfg.desc_dim, 1))
-        self.aerial_head = nn.Sequential(_conv_block(d, d), nn.GELU(), nn.Conv2d(d, cfg.desc_dim, 1))
+        self.bev_head = nn.Sequential(conv_block(d, d), nn.GELU(), nn.Conv2d(d, cfg.desc_dim, 1))
+        self.aerial_head = nn.Sequential(conv_block(d, d), nn.GELU(), nn.Conv2d(d, cfg.desc_dim, 1))
         self.dustbin = nn.Parameter(torch.tensor(1.0))
-        self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False)
         self._grid_cache: dict = {}
 
     # -- geometry ------------------------------------------------------------------------------------------------
@@ -191,7 +115,7 @@ class FG2(nn.Module):
     # -- forward -------------------------------------------------------------------------------------------------
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features of images in [0, 1] (cacheable when the backbone is frozen)."""
-        return self.backbone((images - self.mean) / self.std)
+        return concat_upsampled(self.backbone(normalize(images, self.cfg.mean, self.cfg.std)))
 
     def encode_aerial(self, feats: torch.Tensor) -> torch.Tensor:
         f = self.aerial_in(feats)
@@ -206,7 +130,7 @@ class FG2(nn.Module):
         from backbone features of ground images of size ``hw``."""
         circular = kinds[0] == "panorama"
         f = self.ground_in(feats)
-        f = f + (self.ground_block(f) if circular else _nocirc(self.ground_block, f))
+        f = f + (self.ground_block(f) if circular else no_circular(self.ground_block, f))
         n = self.cfg.bev_cells
         grids, valids = [], []
         for b in range(f.shape[0]):
@@ -273,10 +197,11 @@ class FG2(nn.Module):
         return idx // n_g, idx % n_g, flat.gather(1, idx)
 
     def solve(self, out: dict, tile_m: torch.Tensor, stochastic: bool = False, ransac: bool = False,
-              fixed_heading_deg: torch.Tensor | None = None, generator: torch.Generator | None = None):
+              fixed_heading_deg: torch.Tensor | None = None, generator: torch.Generator | None = None,
+              num_matches: int | None = None):
         """(R, t, ok, confidence) per sample from the match probabilities."""
         pts = self.points(tile_m)
-        ia, ig, w = self.sample_matches(out["prob"], self.cfg.num_matches, stochastic)
+        ia, ig, w = self.sample_matches(out["prob"], int(num_matches or self.cfg.num_matches), stochastic)
         src = torch.gather(pts, 1, ia.unsqueeze(-1).expand(-1, -1, 2))
         dst = torch.gather(pts, 1, ig.unsqueeze(-1).expand(-1, -1, 2))
         fixed = None
@@ -299,11 +224,32 @@ class FG2(nn.Module):
             confs.append(float((w[b] * inl).sum() / w[b].sum().clamp(min=1e-12)))
         return torch.stack(rs), torch.stack(ts), torch.tensor(oks), torch.tensor(confs)
 
-    def predict(self, batch: dict, ransac: bool = False, fixed_heading_deg=None) -> dict:
+    @torch.no_grad()
+    def predict(self, batch: dict, heading_prior=None, ransac: bool = False, num_matches: int | None = None,
+                fix_heading: bool = False) -> dict:
+        """Poses of a batch (``crossview.fine.FineLocalizer``).
+
+        ``heading_prior`` (B,): a panorama is first rolled so that its believed north is in the centre (FG²'s second
+        stage; the heading is then estimated relative to it), or with ``fix_heading`` the prior is taken as exact
+        and only the translation is solved. None: the heading is estimated from scratch (FG²'s first stage)."""
+        from crossview.fine.data import rotate_to_prior
+
+        n = len(batch["tile_m"])
+        applied = None
+        if heading_prior is not None and not fix_heading:
+            batch, applied = rotate_to_prior(batch, heading_prior)
+        fixed = None
+        if fix_heading:
+            if heading_prior is None:
+                raise ValueError("fix_heading needs a heading_prior (the known heading)")
+            fixed = torch.as_tensor(heading_prior, dtype=torch.float32, device=batch["tile_m"].device)
+            fixed = fixed.reshape(-1).expand(n)
         out = self.forward(batch)
-        r, t, ok, conf = self.solve(out, batch["tile_m"], stochastic=False, ransac=ransac,
-                                    fixed_heading_deg=fixed_heading_deg)
+        r, t, ok, conf = self.solve(out, batch["tile_m"], stochastic=False, ransac=ransac, fixed_heading_deg=fixed,
+                                    num_matches=num_matches)
         x, y, h = rigid_to_pose(r, t)
+        if applied is not None:
+            h = torch.remainder(h - applied.to(h.dtype), 360.0)
         return {"xy": torch.stack([x, y], -1), "heading": h, "ok": ok, "confidence": conf, **out}
 
     # -- loss ----------------------------------------------------------------------------------------------------
@@ -350,20 +296,29 @@ class FG2(nn.Module):
             losses.append(-(torch.gather(lp.transpose(1, 2), 2, i.unsqueeze(-1)).squeeze(-1)[inside]).mean())
         return torch.stack(losses).mean() if losses else sim.sum() * 0
 
+    def input_sizes(self, camera: str = "panorama") -> tuple[tuple[int, int], int]:
+        """(ground (H, W), aerial side) the data loader should produce for ``camera``."""
+        g = self.config["pinhole_size"] if camera == "pinhole" else self.config["ground_size"]
+        return tuple(g), int(self.config["aerial_size"])
+
     def config_dict(self) -> dict:
-        return asdict(self.cfg)
-
-
-def _nocirc(block: nn.Sequential, f: torch.Tensor) -> torch.Tensor:
-    """Run a circular-padded block with zero padding (pinhole images have no wrap-around)."""
-    x = f
-    for m in block:
-        if isinstance(m, nn.Conv2d) and m.padding_mode == "circular":
-            x = F.conv2d(x, m.weight, m.bias, m.stride, m.padding)
-        else:
-            x = m(x)
-    return x
+        return copy.deepcopy(self.config)
 
 
 def heading_from_rigid(r: torch.Tensor) -> torch.Tensor:
     return torch.remainder(torch.atan2(r[..., 1, 0], r[..., 0, 0]) * 180.0 / math.pi, 360.0)
+
+
+register_arch("pillarmatch", builder=PillarMatch, defaults=DEFAULTS, published=None, cameras=CAMERAS)
+# CPU size for the synthetic world (128-px tiles, 256×128 panoramas): frozen EfficientNet-Lite0 (packaged ImageNet
+# weights), 24 × 24 BEV cells, 6 heights.
+register_fine("pillarmatch_synthetic", "pillarmatch", bev_cells=24, heights_m=[-2.0, -1.0, 0.0, 2.0, 5.0, 10.0],
+              feat_dim=32, desc_dim=32, pinhole_size=[96, 128], beta=100.0)
+register_fine("pillarmatch_tiny_test", "pillarmatch", backbone="tiny", pretrained=False, freeze_backbone=False,
+              bev_cells=16, heights_m=[-2.0, -1.0, 0.0, 2.0, 5.0, 10.0], feat_dim=32, desc_dim=32,
+              pinhole_size=[96, 128], beta=100.0)
+# At VIGOR sizes on a frozen DINOv2 ViT-L (features_only, last block), FG²'s grid: 41 cells, 11 heights, 128-d.
+register_fine("pillarmatch_vigor", "pillarmatch", backbone="vit_large_patch14_dinov2.lvd142m", out_indices=[23],
+              backbone_kwargs={"dynamic_img_size": True}, ground_size=[714, 1428], aerial_size=630, bev_cells=41,
+              heights_m=[-10.0, -8.0, -6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0, 8.0, 10.0], feat_dim=256,
+              desc_dim=128, num_matches=1024, mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0])

@@ -1,18 +1,21 @@
-"""GeoDistill (Tong et al., ICCV 2025): geometry-guided self-distillation on a heatmap localizer.
+"""PlaneCorr — ours, not the published GeoDistill: ground-plane template correlation + FoV self-distillation.
 
-FINE_SPEC 2.4 and the CCVPE variant of the paper (mask applied to the ground descriptor):
-- base localizer (CCVPE-like output, G2SWeakly-like geometry): ground features are projected onto the ground
-  plane (camera height from the sample) into a camera-centred BEV; its central part is a template whose cosine
-  similarity with the aerial feature map at every position, refined by a small decoder, gives a heatmap over the
-  aerial tile. Trained with CCVPE's loss: cross-entropy against a normalised Gaussian at the true position.
-- distillation: a frozen copy (the teacher, EMA-updated every ``ema_every`` steps with α = 0.9) sees the full
-  panorama; the student sees it with a contiguous azimuth block hidden (visible FoV drawn in [180°, 240°)); the
-  mask is applied to the ground feature columns and projected to the BEV template. Loss: cross-entropy of the
-  student's heatmap distribution against the teacher's (temperatures ``tau_teacher``/``tau_student``). No
-  position labels are used in this stage.
+A design of our own in the spirit of GeoDistill (Tong et al., ICCV 2025; the published architecture is
+``crossview.fine.geodistill``) and CCVPE's heatmap output, for small budgets:
+- base localizer: ground features are projected onto the ground plane (camera height from the sample) into a
+  camera-centred BEV; its central part is a template whose cosine similarity with the aerial feature map at every
+  position, refined by a small decoder, gives a heatmap over the aerial tile. Trained with CCVPE's loss:
+  cross-entropy against a normalised Gaussian at the true position.
+- distillation (``crossview.fine.train_planecorr``): a frozen copy (the teacher, EMA-updated every ``ema_every``
+  steps with α = 0.9) sees the full panorama; the student sees it with a contiguous azimuth block hidden (visible
+  FoV drawn in [180°, 240°)), the mask applied to the ground feature columns and projected to the BEV template.
+  Loss: cross-entropy of the student's heatmap distribution against the teacher's. No position labels.
 - orientation estimator: the aerial features and the BEV of a panorama rolled by up to ±45° feed a small CNN +
-  MLP classifying the yaw into 90 one-degree bins, trained with Gaussian soft labels (σ = 1 bin); at test the
-  panorama is rolled back by the predicted yaw before localizing.
+  MLP classifying the yaw into 90 one-degree bins, trained with Gaussian soft labels; at test the panorama is rolled
+  back by the predicted yaw before localizing.
+Where it differs from GeoDistill: any timm backbone instead of DINOv2 ViT-B blocks 2/5/8/11, one feature map and a
+learned decoder instead of the two DPT decoders and 2 − 2·cos correlations at two levels, supervised Gaussian CE
+instead of weak batch-contrastive training, distillation on logits at temperature 1, a small orientation head.
 """
 
 from __future__ import annotations
@@ -20,50 +23,40 @@ from __future__ import annotations
 import copy
 import math
 import random
-import time
-from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crossview.fine.fg2 import IMAGENET_MEAN, IMAGENET_STD, Backbone, _conv_block, _nocirc
+from crossview.fine.backbones import concat_upsampled
+from crossview.fine.blocks import conv_block, no_circular
+from crossview.fine.pillarmatch import make_backbone
+from crossview.fine.preprocess import IMAGENET, normalize
+from crossview.fine.registry import ConfigView, register_arch, register_fine
 from crossview.geometry.bev import bev_grid, ground_plane_grid, warp_to_bev
 
-
-@dataclass
-class GeoDistillConfig:
-    backbone: str = "tf_efficientnet_lite0"
-    pretrained: bool = True
-    freeze_backbone: bool = True
-    out_indices: tuple[int, ...] = (1, 2)
-    backbone_kwargs: dict = field(default_factory=dict)  # e.g. {"dynamic_img_size": True} for DINOv2 at any size
-    ground_size: tuple[int, int] = (128, 256)
-    aerial_size: int = 128
-    bev_cells: int = 32  # aerial feature grid and BEV grid (cells over the tile side)
-    template_frac: float = 0.5  # side of the template / side of the BEV (G2SWeakly: central 40 %)
-    feat_dim: int = 64
-    heatmap_scale: int = 2  # heatmap resolution = bev_cells × this
-    sigma_px: float = 1.0  # Gaussian of the target at heatmap resolution
-    ori_bins: int = 90
-    ori_range_deg: float = 45.0
-    orientation_mode: str = "classifier"  # classifier (GeoDistill's estimator) | search (heatmap peak over yaws)
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> GeoDistillConfig:
-        d = dict(d)
-        for k in ("out_indices", "ground_size", "mean", "std"):
-            if k in d and d[k] is not None:
-                d[k] = tuple(d[k])
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            from crossview.errors import ConfigError
-
-            raise ConfigError(f"unknown GeoDistill model keys {sorted(unknown)}")
-        return cls(**d)
+DEFAULTS: dict[str, Any] = {
+    "arch": "planecorr",
+    "backbone": "tf_efficientnet_lite0",
+    "pretrained": True,
+    "freeze_backbone": True,
+    "out_indices": [1, 2],
+    "backbone_kwargs": {},
+    "ground_size": [128, 256],
+    "aerial_size": 128,
+    "bev_cells": 32,  # aerial feature grid and BEV grid (cells over the tile side)
+    "template_frac": 0.5,  # side of the template / side of the BEV
+    "feat_dim": 64,
+    "heatmap_scale": 2,  # heatmap resolution = bev_cells × this
+    "sigma_px": 1.0,  # Gaussian of the target at heatmap resolution
+    "ori_bins": 90,
+    "ori_range_deg": 45.0,
+    "orientation_mode": "classifier",  # classifier (the estimator) | search (heatmap peak over yaws)
+    "mean": list(IMAGENET[0]),
+    "std": list(IMAGENET[1]),
+}
+CAMERAS = ("panorama",)
 
 
 def roll_columns(f: torch.Tensor, shift: float) -> torch.Tensor:
@@ -88,30 +81,35 @@ class OrientationEstimator(nn.Module):
         return self.mlp(self.net(torch.cat([aerial, bev], 1)))
 
 
-class GeoDistill(nn.Module):
-    def __init__(self, cfg: GeoDistillConfig | dict | None = None):
+class PlaneCorr(nn.Module):
+    """Ours; ``predict`` / ``loss`` implement ``crossview.fine.FineLocalizer``."""
+
+    cameras = CAMERAS
+
+    def __init__(self, cfg: dict[str, Any]):
         super().__init__()
-        cfg = cfg if isinstance(cfg, GeoDistillConfig) else GeoDistillConfig.from_dict(cfg or {})
-        self.cfg = cfg
-        self.backbone = Backbone(cfg.backbone, cfg.out_indices, cfg.pretrained, cfg.freeze_backbone,
-                                 cfg.backbone_kwargs)
-        c, d = self.backbone.channels, cfg.feat_dim
+        self.config = copy.deepcopy(cfg)
+        self.cfg = cfg = ConfigView(self.config)
+        self.backbone = make_backbone(self.config)
+        c, d = sum(self.backbone.channels), cfg.feat_dim
         self.ground_in = nn.Conv2d(c, d, 1)
-        self.ground_block = _conv_block(d, d, circular=True)
+        self.ground_block = conv_block(d, d, circular=True)
         self.aerial_in = nn.Conv2d(c, d, 1)
-        self.aerial_block = _conv_block(d, d)
+        self.aerial_block = conv_block(d, d)
         self.decoder = nn.Sequential(nn.Conv2d(d + 1, d, 3, 1, 1), nn.GELU(), nn.Conv2d(d, 1, 3, 1, 1))
         self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))  # cosine -> logits
         self.orienter = OrientationEstimator(d, cfg.bev_cells, cfg.ori_bins)
-        self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False)
         self._grids: dict = {}
 
+    def input_sizes(self, camera: str = "panorama") -> tuple[tuple[int, int], int]:
+        """(ground (H, W), aerial side) the data loader should produce."""
+        return tuple(self.config["ground_size"]), int(self.config["aerial_size"])
+
     def config_dict(self) -> dict:
-        return asdict(self.cfg)
+        return copy.deepcopy(self.config)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone((images - self.mean) / self.std)
+        return concat_upsampled(self.backbone(normalize(images, self.cfg.mean, self.cfg.std)))
 
     # -- encoders ------------------------------------------------------------------------------------------------
     def aerial_map(self, feats: torch.Tensor) -> torch.Tensor:
@@ -129,7 +127,7 @@ class GeoDistill(nn.Module):
         if column_mask is not None:
             f = f * column_mask[:, None, None, :]
         f = self.ground_in(f)
-        f = f + (self.ground_block(f) if circular else _nocirc(self.ground_block, f))
+        f = f + (self.ground_block(f) if circular else no_circular(self.ground_block, f))
         if column_mask is not None:
             f = f * column_mask[:, None, None, :]
         n = self.cfg.bev_cells
@@ -197,7 +195,7 @@ class GeoDistill(nn.Module):
                       / (2 * self.cfg.sigma_px**2))
         return g / g.flatten(1).sum(1).clamp(min=1e-12).view(-1, 1, 1)
 
-    def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
+    def loss(self, batch: dict, generator=None) -> tuple[torch.Tensor, dict]:
         out = self.forward(batch)
         logits = out["logits"]
         tgt = self.target(batch["xy"], batch["tile_m"], logits.shape[-1])
@@ -289,19 +287,23 @@ class GeoDistill(nn.Module):
         return torch.tensor(out, device=gf.device)
 
     @torch.no_grad()
-    def predict(self, batch: dict, estimate_orientation: bool = False) -> dict:
-        heading = batch["heading"].clone() if "heading" in batch else torch.zeros(len(batch["tile_m"]))
-        if estimate_orientation and "ground" in batch:
-            from crossview.geometry.cameras import roll_panorama
+    def predict(self, batch: dict, heading_prior=None) -> dict:
+        """Poses of a batch (``crossview.fine.FineLocalizer``): with ``heading_prior`` the panorama is rolled so its
+        believed north is in the centre and the prior is the heading (the localizer assumes a known orientation);
+        without, the orientation estimator (or the heatmap search) gives the heading first."""
+        from crossview.fine.data import rotate_to_prior
 
+        n = len(batch["tile_m"])
+        if heading_prior is not None:
+            prior = torch.as_tensor(heading_prior, dtype=torch.float32, device=batch["tile_m"].device)
+            heading = prior.reshape(-1).expand(n).clone()
+            batch, _ = rotate_to_prior(batch, heading)
+        elif "ground" in batch:
             yaw = self.search_yaw(batch) if self.cfg.orientation_mode == "search" else self.predict_yaw(batch)
-            ground, applied = [], []
-            for k in range(len(yaw)):
-                g, a = roll_panorama(batch["ground"][k], -float(yaw[k]))
-                ground.append(g)
-                applied.append(a)
-            batch = dict(batch, ground=torch.stack(ground))
-            heading = -torch.tensor(applied, device=yaw.device)
+            batch, applied = rotate_to_prior(batch, yaw)
+            heading = -applied
+        else:
+            heading = torch.zeros(n, device=batch["tile_m"].device)
         logits = self.forward(batch)["logits"]
         xy, conf = self.decode(logits, batch["tile_m"])
         return {"xy": xy, "heading": torch.remainder(heading, 360.0), "confidence": conf, "logits": logits}
@@ -315,126 +317,8 @@ def fov_column_mask(batch_size: int, width: int, fov_range, rng: random.Random, 
                         for _ in range(batch_size)])
 
 
-def train_geodistill(model: GeoDistill, cfg, samples, bank, out, log, device, rng, data) -> None:
-    """Base (supervised heatmap) → checkpoint ``base.pt``; a same-length supervised control; distillation;
-    the orientation estimator. Evaluates each and logs the comparison."""
-    from crossview.fine.data import read_samples
-    from crossview.fine.train import evaluate, make_batch, save_checkpoint
-
-    test = read_samples(data, cfg["area"], "test", cfg["camera"], cfg["label_set"], cfg["eval_limit"])
-    everyone = list(range(len(samples)))
-    labelled = everyone
-    if cfg.get("labelled_limit"):  # semi-supervised: labels for a seeded subset, the rest only for distillation
-        n = min(int(cfg["labelled_limit"]), len(samples))
-        labelled = sorted(random.Random(cfg["seed"] + 7).sample(everyone, n))
-        log(f"labelled subset: {n} of {len(samples)} training samples (base and control); distillation uses all "
-            "of them without their labels")
-
-    def batches(pool=None):
-        pool = labelled if pool is None else pool
-        order: list[int] = []
-        while True:
-            while len(order) < cfg["batch_size"]:
-                order += rng.sample(pool, len(pool))
-            idx, order[:] = order[:cfg["batch_size"]], order[cfg["batch_size"]:]
-            yield make_batch(samples, idx, bank, model, cfg["camera"], 0.0, rng, device)
-
-    def supervised(net, steps, tag):
-        opt = torch.optim.AdamW([p for n_, p in net.named_parameters() if p.requires_grad
-                                 and not n_.startswith("orienter")], lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-        net.train()
-        gen, t0 = batches(), time.time()
-        for step in range(1, steps + 1):
-            loss, logs = net.loss(next(gen))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
-            opt.step()
-            if step % 20 == 0 or step == steps:
-                log({"stage": tag, "step": step, "time_s": round(time.time() - t0, 1), **logs})
-
-    def masked_eval(net, fov):
-        return evaluate_limited_fov(net, test, fov, cfg["eval_seed"], device)
-
-    results = {}
-    supervised(model, int(cfg["base_steps"]), "base")
-    save_checkpoint(out, model, cfg, int(cfg["base_steps"]))
-    (out / "checkpoint.pt").replace(out / "base.pt")
-    results["base"] = evaluate(model, test, dict(cfg, orientation="known"), device)
-    results["base_fov180"] = masked_eval(model, 180.0)
-    log({"stage": "base", **{f"eval_{k}": v for k, v in results["base"].items()}})
-    base_state = copy.deepcopy(model.state_dict())
-
-    n_distill = int(cfg["distill_steps"])
-    if n_distill:
-        control = copy.deepcopy(model)
-        supervised(control, n_distill, "control")  # the base trained as long as base + distillation
-        results["base_same_length"] = evaluate(control, test, dict(cfg, orientation="known"), device)
-        results["base_same_length_fov180"] = masked_eval(control, 180.0)
-        log({"stage": "control", **{f"eval_{k}": v for k, v in results["base_same_length"].items()}})
-        del control
-        model.load_state_dict(base_state)
-        teacher = copy.deepcopy(model).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        opt = torch.optim.AdamW([p for n_, p in model.named_parameters() if p.requires_grad
-                                 and not n_.startswith("orienter")], lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-        model.train()
-        gen, t0 = batches(everyone), time.time()  # labels are not read below: the teacher's output is the target
-        for step in range(1, n_distill + 1):
-            b = next(gen)
-            with torch.no_grad():
-                t_logits = teacher(b)["logits"]
-            width = b["ground_feat"].shape[-1] if "ground_feat" in b else model.features(b["ground"]).shape[-1]
-            mask = fov_column_mask(len(b["tile_m"]), width, cfg["fov_range_deg"], rng, device)
-            s_logits = model(b, column_mask=mask)["logits"]
-            p_t = torch.softmax(t_logits.flatten(1) / cfg["tau_teacher"], 1)
-            loss = -(p_t * torch.log_softmax(s_logits.flatten(1) / cfg["tau_student"], 1)).sum(1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-            opt.step()
-            if step % cfg["ema_every"] == 0:
-                with torch.no_grad():
-                    for pt, ps in zip(teacher.parameters(), model.parameters(), strict=True):
-                        pt.mul_(cfg["ema_alpha"]).add_(ps.detach(), alpha=1 - cfg["ema_alpha"])
-            if step % 20 == 0 or step == n_distill:
-                log({"stage": "distill", "step": step, "time_s": round(time.time() - t0, 1),
-                     "distill_loss": float(loss.detach())})
-        results["student"] = evaluate(model, test, dict(cfg, orientation="known"), device)
-        results["student_fov180"] = masked_eval(model, 180.0)
-        results["teacher"] = evaluate(teacher, test, dict(cfg, orientation="known"), device)
-        log({"stage": "student", **{f"eval_{k}": v for k, v in results["student"].items()}})
-
-    n_ori = int(cfg["orientation_steps"])
-    if n_ori:
-        params = list(model.orienter.parameters())
-        opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=1e-4)
-        gen, t0 = batches(), time.time()
-        model.train()
-        for step in range(1, n_ori + 1):
-            b = next(gen)
-            yaws = []
-            if "ground_feat" in b:
-                w = b["ground_feat"].shape[-1]
-                for k in range(len(yaws), b["ground_feat"].shape[0]):
-                    yaw = rng.uniform(-cfg["orientation_range_deg"], cfg["orientation_range_deg"])
-                    b["ground_feat"][k] = roll_columns(b["ground_feat"][k], -yaw / 360.0 * w)
-                    yaws.append(yaw)
-            loss, logs = model.orientation_loss(b, torch.tensor(yaws, device=device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if step % 20 == 0 or step == n_ori:
-                log({"stage": "orientation", "step": step, "time_s": round(time.time() - t0, 1), **logs})
-    save_checkpoint(out, model, cfg, int(cfg["base_steps"]) + n_distill, {"results": results})
-    from crossview.io import write_json_atomic
-
-    write_json_atomic(out / "geodistill_results.json", results)
-
-
 @torch.no_grad()
-def evaluate_limited_fov(model: GeoDistill, samples, fov_deg: float, seed: int, device) -> dict:
+def evaluate_limited_fov(model: PlaneCorr, samples, fov_deg: float, seed: int, device) -> dict:
     """KITTI-style limited field of view on panoramas: each test panorama keeps a ``fov_deg`` block of azimuth
     (start fixed by ``seed``), the rest hidden, as the student sees it."""
     from crossview.fine.data import FineDataset, collate
@@ -454,3 +338,11 @@ def evaluate_limited_fov(model: GeoDistill, samples, fov_deg: float, seed: int, 
         preds.append(xy.cpu())
         truth.append(b["xy"].cpu())
     return fine_metrics(torch.cat(preds).numpy(), torch.cat(truth).numpy())
+
+
+register_arch("planecorr", builder=PlaneCorr, defaults=DEFAULTS, published=None, cameras=CAMERAS)
+register_fine("planecorr_synthetic", "planecorr", feat_dim=32)
+# At VIGOR sizes on a frozen DINOv2 ViT-B (features_only, blocks 2/5/8/11), a 64 × 64 map.
+register_fine("planecorr_vigor", "planecorr", backbone="vit_base_patch14_dinov2.lvd142m", out_indices=[2, 5, 8, 11],
+              ground_size=[322, 644], aerial_size=518, bev_cells=64, feat_dim=256,
+              backbone_kwargs={"dynamic_img_size": True}, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])

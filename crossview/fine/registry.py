@@ -1,0 +1,304 @@
+"""The fine-grained model registry: one interface for every metric localizer, as ``crossview.models`` for retrieval.
+
+An *architecture* (``register_arch``) is a model class with its default config, the paper it reproduces (None for
+designs of our own), and, for published ones, a strict converter from the authors' checkpoint layout. A *variant*
+(``register_fine``) is a named config of an architecture: the published configuration per dataset it was released
+for (``hcnet_vigor``) and a tiny CPU configuration of the same architecture (``hcnet_tiny``). Each model file
+registers its own variants at its end (timm's layout).
+
+    model = create_fine("hcnet_tiny")                          # a registered variant (overrides as keywords)
+    model = load_fine("runs/hc/checkpoint.pt")                 # our checkpoint (config + weights), or its run folder
+    model = load_fine("HC-Net/best.pth", arch="hcnet_vigor")   # the authors' released checkpoint, converted strictly
+
+Every model is a :class:`FineLocalizer`: a plain-dict ``config`` (saved with every checkpoint), the camera kinds it
+places, ``predict(batch, heading_prior=None)`` and ``loss(batch)``. Batches follow ``crossview.fine.data``: images
+in [0, 1], metres east/north of the tile centre, headings clockwise from north.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from crossview.errors import ConfigError
+
+__all__ = ["FineLocalizer", "ConversionReport", "ConfigView", "register_arch", "register_fine", "list_fine_models",
+           "fine_config", "create_fine", "load_fine", "arch_info", "save_fine", "MODEL_MODULES"]
+
+# Model files that register architectures and variants (imported on first use of the registry).
+MODEL_MODULES = ["crossview.fine.hcnet", "crossview.fine.homoflow", "crossview.fine.pillarmatch",
+                 "crossview.fine.planecorr"]
+
+
+@runtime_checkable
+class FineLocalizer(Protocol):
+    """What ``localize``, training and ``locate`` call on a fine-grained model.
+
+    ``predict(batch, heading_prior=None)`` returns at least ``xy`` (B, 2) metres east/north of the tile centre,
+    ``heading`` (B,) degrees clockwise from north of the ground image's centre column / optical axis and
+    ``confidence`` (B,) in [0, 1]. ``heading_prior`` (B,) is the believed heading of each ground image (known
+    orientation: the true one; a compass: the reading); None means unknown, and each model does what its paper
+    does then (HC-Net assumes a north-aligned panorama). ``loss(batch)`` returns (total, parts) for training.
+    """
+
+    config: dict[str, Any]
+    cameras: tuple[str, ...]
+
+    def predict(self, batch: dict[str, Any], heading_prior: Any = None) -> dict[str, torch.Tensor]: ...
+
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+class ConfigView:
+    """Attribute access to a config dict (``view.bev_cells`` reads and writes ``config["bev_cells"]``): the dict
+    stays the one config, saved with checkpoints; the view only spares ``["..."]`` in model code."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, d: dict[str, Any]):
+        object.__setattr__(self, "_d", d)
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__") or key == "_d":  # copy/pickle probes before _d is set
+            raise AttributeError(key)
+        try:
+            return object.__getattribute__(self, "_d")[key]
+        except KeyError:
+            raise AttributeError(f"config has no key {key!r}") from None
+
+    def __reduce__(self):  # copies and pickles share the (copied) dict, as the model's ``config`` does
+        return (ConfigView, (self._d,))
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key not in self._d:
+            raise AttributeError(f"config has no key {key!r}")
+        self._d[key] = value
+
+
+@dataclass
+class ConversionReport:
+    """What a strict converter did with a checkpoint: keys with no counterpart are listed, never dropped."""
+
+    source: str
+    missing: list[str] = field(default_factory=list)  # ours, with no tensor in the checkpoint
+    unexpected: list[str] = field(default_factory=list)  # the checkpoint's, with no counterpart in ours
+    misshaped: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)  # official tensors the forward never reads (accepted)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.misshaped)
+
+    def summary(self) -> str:
+        lines = [f"{self.source}: " + ("converted" if self.ok else "NOT converted")]
+        for name in ("missing", "unexpected", "misshaped", "unused"):
+            keys = getattr(self, name)
+            if keys:
+                shown = ", ".join(keys[:8]) + (f" … (+{len(keys) - 8})" if len(keys) > 8 else "")
+                lines.append(f"  {name} ({len(keys)}): {shown}")
+        return "\n".join(lines)
+
+    def raise_if_failed(self) -> None:
+        if not self.ok:
+            raise ConfigError(self.summary() + "\n  (check --fine-arch: the checkpoint must come from that "
+                                               "architecture and configuration)")
+
+
+@dataclass
+class _Arch:
+    name: str
+    builder: Any
+    defaults: dict[str, Any]
+    published: str | None
+    converter: Any = None
+    exporter: Any = None
+    reproduce: Any = None
+    official_repo: str | None = None
+    cameras: tuple[str, ...] = ("panorama",)
+    official_params: int | None = None
+
+
+_ARCHS: dict[str, _Arch] = {}
+_VARIANTS: dict[str, dict[str, Any]] = {}
+_LOADED = False
+
+
+def _ensure() -> None:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        for module in MODEL_MODULES:
+            importlib.import_module(module)
+
+
+def register_arch(name: str, builder: Any, defaults: dict[str, Any], published: str | None = None,
+                  converter: Any = None, exporter: Any = None, reproduce: Any = None,
+                  official_repo: str | None = None, cameras: tuple[str, ...] = ("panorama",),
+                  official_params: int | None = None) -> None:
+    """Register an architecture: ``builder(config) -> model``; ``published`` names the paper (None: ours)."""
+    if name in _ARCHS:
+        raise ValueError(f"fine architecture {name!r} registered twice")
+    if defaults.get("arch") != name:
+        raise ValueError(f"defaults of {name!r} must carry arch={name!r}")
+    _ARCHS[name] = _Arch(name, builder, copy.deepcopy(defaults), published, converter, exporter, reproduce,
+                         official_repo, tuple(cameras), official_params)
+
+
+def register_fine(name: str, arch: str, **overrides: Any) -> None:
+    """Register variant ``name`` of ``arch``: its defaults updated with ``overrides`` (checked now)."""
+    if name in _VARIANTS:
+        raise ValueError(f"fine model {name!r} registered twice")
+    if arch not in _ARCHS:
+        raise ValueError(f"register architecture {arch!r} before its variant {name!r}")
+    _check_keys(arch, overrides, f"variant {name!r}")
+    _VARIANTS[name] = {"arch": arch, **copy.deepcopy(overrides)}
+
+
+def _check_keys(arch: str, overrides: dict[str, Any], where: str) -> None:
+    known = set(_ARCHS[arch].defaults) | {"name", "arch"}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown {arch} config keys {sorted(unknown)}; known: {sorted(known)}")
+
+
+def list_fine_models(pattern: str | None = None, arch: str | None = None) -> list[str]:
+    """Registered variant names (those containing ``pattern``, of ``arch``), sorted."""
+    _ensure()
+    return sorted(n for n, v in _VARIANTS.items()
+                  if (pattern is None or pattern in n) and (arch is None or v["arch"] == arch))
+
+
+def arch_info(arch_or_name: str) -> _Arch:
+    """The architecture record of an architecture or variant name."""
+    _ensure()
+    arch = _VARIANTS[arch_or_name]["arch"] if arch_or_name in _VARIANTS else arch_or_name
+    if arch not in _ARCHS:
+        raise ConfigError(f"unknown fine architecture or model {arch_or_name!r}; architectures: "
+                          f"{', '.join(sorted(_ARCHS))}; models: {', '.join(list_fine_models())}")
+    return _ARCHS[arch]
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def fine_config(name_or_cfg: str | dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """The resolved config: architecture defaults ← variant ← ``overrides`` (nested dicts merged key by key;
+    unknown keys refused). A dict with an ``arch`` key (e.g. a checkpoint's) is resolved the same way."""
+    _ensure()
+    if isinstance(name_or_cfg, dict):
+        arch = name_or_cfg.get("arch")
+        if arch not in _ARCHS:
+            raise ConfigError(f"config has arch {arch!r}; registered fine architectures: {', '.join(sorted(_ARCHS))}")
+        variant, name = dict(name_or_cfg), name_or_cfg.get("name")
+    else:
+        if name_or_cfg not in _VARIANTS:
+            raise ConfigError(f"unknown fine model {name_or_cfg!r}; registered: {', '.join(list_fine_models())}")
+        variant, name = _VARIANTS[name_or_cfg], name_or_cfg
+        arch = variant["arch"]
+    _check_keys(arch, variant, f"config of {name or arch}")
+    _check_keys(arch, overrides, "overrides")
+    cfg = _merge(_merge(_ARCHS[arch].defaults, variant), overrides)
+    cfg["arch"], cfg["name"] = arch, name or arch
+    return cfg
+
+
+def create_fine(name_or_cfg: str | dict[str, Any], **overrides: Any) -> torch.nn.Module:
+    """Build a fine model from a registered name or a config dict, with config ``overrides``."""
+    cfg = fine_config(name_or_cfg, **overrides)
+    return _ARCHS[cfg["arch"]].builder(cfg)
+
+
+def save_fine(model: torch.nn.Module, path: str | os.PathLike, **extra: Any) -> Path:
+    """Write ``{"model_config", "state_dict", **extra}`` atomically: ``load_fine(path)`` rebuilds the model."""
+    from crossview.io import save_torch_atomic
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return save_torch_atomic(path, {"method": model.config["arch"], "model_config": copy.deepcopy(model.config),
+                                    "state_dict": state, **extra})
+
+
+_LEGACY = {"fg2": "pillarmatch", "geodistill": "planecorr", "hcnet": "homoflow"}
+
+
+def _from_checkpoint(ckpt: dict[str, Any], where: str, overrides: dict[str, Any]) -> torch.nn.Module:
+    cfg = dict(ckpt["model_config"])
+    if "arch" not in cfg or cfg["arch"] not in _ARCHS:  # runs written before the registry (ours, old names)
+        legacy = _LEGACY.get(cfg.get("arch") or ckpt.get("method"))
+        if legacy is None:
+            raise ConfigError(f"{where}: checkpoint of unknown architecture {cfg.get('arch') or ckpt.get('method')!r}")
+        cfg = _ARCHS[legacy].builder.legacy_config(cfg) if hasattr(_ARCHS[legacy].builder, "legacy_config") \
+            else {**cfg, "arch": legacy}
+    no_fetch = {"weights": None} if "weights" in _ARCHS[cfg["arch"]].defaults else {}
+    if "pretrained" in _ARCHS[cfg["arch"]].defaults:
+        no_fetch["pretrained"] = False  # the state dict carries every weight
+    model = create_fine(cfg, **{**no_fetch, **overrides})
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    for key in set(no_fetch) - set(overrides):  # the config keeps recording where the weights first came from
+        model.config[key] = cfg.get(key, model.config[key])
+    return model
+
+
+def load_fine(source: str | os.PathLike | dict[str, Any], arch: str | None = None,
+              device: str | torch.device = "cpu", **overrides: Any) -> torch.nn.Module:
+    """A fine model in eval mode from any of:
+
+    - a registered variant name (random or packaged weights, as the variant says);
+    - our checkpoint (file, run folder holding ``checkpoint.pt``, or its dict): config + weights;
+    - an official state dict (file or dict; ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers and
+      ``module.`` prefixes accepted) with ``arch`` naming the variant it was trained as (``hcnet_vigor``): converted
+      by the architecture's strict converter, which lists missing / unexpected / misshaped keys and fails on any.
+    """
+    _ensure()
+    if isinstance(source, str) and source in _VARIANTS and not Path(source).exists():
+        return create_fine(source, **overrides).to(device).eval()
+    where = "<dict>"
+    if not isinstance(source, dict):
+        path = Path(source)
+        if path.is_dir():
+            path = path / "checkpoint.pt"
+        if not path.exists():
+            raise ConfigError(f"{path}: no such fine-model checkpoint; give a run folder from `crossview fine-train`, "
+                              f"a checkpoint file, an official checkpoint with --fine-arch, or a registered name "
+                              f"({', '.join(list_fine_models())})")
+        where = str(path)
+        try:
+            source = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a truncated or foreign file
+            raise ConfigError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+    if not isinstance(source, dict):
+        raise ConfigError(f"{where}: expected a dict checkpoint, got {type(source).__name__}")
+    if "model_config" in source and "state_dict" in source:
+        return _from_checkpoint(source, where, overrides).to(device).eval()
+    state = source
+    for wrapper in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
+    if not arch:
+        raise ConfigError(f"{where}: this is not a crossview checkpoint (no model_config); if it is an official "
+                          f"release, say which variant with arch= / --fine-arch (e.g. hcnet_vigor)")
+    info = arch_info(arch)
+    if info.converter is None:
+        raise ConfigError(f"{arch}: {info.name} is a design of our own; it has no official checkpoint layout")
+    model = create_fine(arch if arch in _VARIANTS else info.name, **{"keep_unused": False, **overrides}
+                        if "keep_unused" in info.defaults else overrides)
+    tensors = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in state.items()
+               if torch.is_tensor(v)}
+    converted, report = info.converter(tensors, model)
+    report.raise_if_failed()
+    model.load_state_dict(converted, strict=True)
+    model.conversion_report = report
+    return model.to(device).eval()

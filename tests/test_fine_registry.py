@@ -1,0 +1,117 @@
+"""The fine-grained model registry: every registered variant builds and is a FineLocalizer, configs merge in one
+place and refuse unknown keys, checkpoints round-trip, presets resolve, and inference code never imports
+training code (checked on the source, so a lazy import inside a function counts too)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+
+from crossview.errors import ConfigError
+from crossview.fine import FineLocalizer, create_fine, fine_config, list_fine_models, load_fine, save_fine
+from crossview.fine.data import FineDataset, collate, flat_world_samples
+from crossview.fine.registry import arch_info
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PACKAGE = Path(__file__).resolve().parents[1] / "crossview"
+TRAINING = ("crossview.fine.train", "crossview.train")  # crossview.fine.train_* and the retrieval trainer
+# inference side: model files, loading, localization, evaluation, locate and the web app
+INFERENCE = sorted({*PACKAGE.glob("fine/*.py"), PACKAGE / "locate.py", *PACKAGE.glob("serve/*.py")}
+                   - {*PACKAGE.glob("fine/train*.py"), PACKAGE / "fine" / "presets.py"})
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+@pytest.mark.parametrize("path", INFERENCE, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_inference_code_does_not_import_training_code(path):
+    bad = sorted(n for n in _imports(path) if n.startswith(TRAINING))
+    assert not bad, f"{path.relative_to(PACKAGE)} imports training code: {bad}"
+
+
+def test_every_variant_resolves_and_names_its_paper():
+    names = list_fine_models()
+    assert {"hcnet_vigor", "hcnet_tiny"} <= set(names)
+    for name in names:
+        cfg = fine_config(name)
+        assert cfg["name"] == name and cfg["arch"] in name
+        info = arch_info(name)
+        if info.published:
+            assert info.official_repo and info.converter and info.reproduce, name
+    assert arch_info("pillarmatch").published is None  # ours: no published name, no official layout
+
+
+def _tiny_batch(model, n=2):
+    (h, w), a = model.input_sizes("panorama")
+    samples = flat_world_samples(n, seed=0, tile_px=a, tile_m=64.0, ground_hw=(h, w))
+    return collate([FineDataset(samples, (h, w), a)[i] for i in range(n)])
+
+
+CPU_VARIANTS = [n for n in list_fine_models() if n.endswith(("_tiny", "_synthetic", "_tiny_test"))]
+
+
+@pytest.mark.parametrize("name", CPU_VARIANTS)
+def test_cpu_variants_are_fine_localizers_and_round_trip(name, tmp_path):
+    torch.manual_seed(0)
+    model = create_fine(name).eval()
+    assert isinstance(model, FineLocalizer)
+    batch = _tiny_batch(model)
+    with torch.no_grad():
+        p = model.predict(batch, heading_prior=torch.zeros(2))
+    assert p["xy"].shape == (2, 2) and p["heading"].shape == (2,) and p["confidence"].shape == (2,)
+    assert torch.isfinite(p["xy"]).all() and ((p["confidence"] >= 0) & (p["confidence"] <= 1 + 1e-6)).all()
+    save_fine(model, tmp_path / "checkpoint.pt")
+    again = load_fine(tmp_path)  # a run folder holding checkpoint.pt
+    assert again.config == model.config
+    with torch.no_grad():
+        q = again.predict(batch, heading_prior=torch.zeros(2))
+    assert torch.allclose(p["xy"], q["xy"]) and torch.allclose(p["heading"], q["heading"])
+
+
+def test_config_merge_and_errors():
+    cfg = fine_config("hcnet_tiny", loss={"yaw": 5.0})
+    assert cfg["loss"]["yaw"] == 5.0 and cfg["loss"]["gamma"] == 0.85  # nested dicts merge key by key
+    assert fine_config({"arch": "hcnet", "iterations": 3})["iterations"] == 3
+    with pytest.raises(ConfigError, match="unknown fine model 'hcnet_b7'"):
+        fine_config("hcnet_b7")
+    with pytest.raises(ConfigError, match="bev_cellz"):
+        create_fine("pillarmatch_synthetic", bev_cellz=3)
+    with pytest.raises(ConfigError, match="registered fine architectures"):
+        fine_config({"arch": "nope"})
+    with pytest.raises(ConfigError, match="no such fine-model checkpoint"):
+        load_fine("/nonexistent/run")
+    with pytest.raises(ConfigError, match="design of our own"):
+        load_fine({"weight": torch.zeros(1)}, arch="pillarmatch_synthetic")
+
+
+def test_presets_resolve_to_registered_models():
+    from crossview.fine.presets import PRESETS, resolve_config
+
+    for name in PRESETS:
+        cfg = resolve_config(name)
+        assert cfg["variant"] in list_fine_models() and cfg["method"] == fine_config(cfg["variant"])["arch"]
+    cfg = resolve_config("hcnet-vigor-same")  # HC-Net's released recipe
+    assert (cfg["lr"], cfg["weight_decay"], cfg["adam_eps"], cfg["batch_size"], cfg["steps"]) == \
+        (3.5e-4, 5e-4, 1e-7, 16, 180_000)
+    assert cfg["anneal"] == "linear" and cfg["warmup_frac"] == 0.05 and cfg["eval_prior_deg"] == 45.0
+    with pytest.raises(ConfigError, match="bev_cellz"):
+        resolve_config("pillarmatch-synthetic-cpu", {"model.bev_cellz": 3})
+
+
+def test_reproduce_official_refuses_unknown_fixtures():
+    from crossview.fine import reproduce_official
+
+    with pytest.raises(ConfigError, match="no registered architecture"):
+        reproduce_official({"official_commit": {"repo": "github.com/someone/else"}})
