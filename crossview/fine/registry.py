@@ -235,12 +235,15 @@ _LEGACY = {"fg2": "pillarmatch", "geodistill": "planecorr", "hcnet": "homoflow"}
 
 def _from_checkpoint(ckpt: dict[str, Any], where: str, overrides: dict[str, Any]) -> torch.nn.Module:
     cfg = dict(ckpt["model_config"])
-    if "arch" not in cfg or cfg["arch"] not in _ARCHS:  # runs written before the registry (ours, old names)
+    if "name" not in cfg:  # runs written before the registry: our designs under their old, published names
         legacy = _LEGACY.get(cfg.get("arch") or ckpt.get("method"))
         if legacy is None:
             raise ConfigError(f"{where}: checkpoint of unknown architecture {cfg.get('arch') or ckpt.get('method')!r}")
-        cfg = _ARCHS[legacy].builder.legacy_config(cfg) if hasattr(_ARCHS[legacy].builder, "legacy_config") \
-            else {**cfg, "arch": legacy}
+        known = set(_ARCHS[legacy].defaults)
+        cfg = {**{k: v for k, v in cfg.items() if k in known}, "arch": legacy, "name": legacy}
+    elif cfg.get("arch") not in _ARCHS:
+        raise ConfigError(f"{where}: checkpoint of unknown architecture {cfg.get('arch')!r}; registered: "
+                          f"{', '.join(sorted(_ARCHS))}")
     no_fetch = {"weights": None} if "weights" in _ARCHS[cfg["arch"]].defaults else {}
     if "pretrained" in _ARCHS[cfg["arch"]].defaults:
         no_fetch["pretrained"] = False  # the state dict carries every weight
