@@ -234,3 +234,30 @@ def test_locate_cli_with_an_official_checkpoint(fixture, tmp_path, capsys):
     r = json.loads(out)
     assert r["method"] == "fine" and r["fine_method"] == "hcnet_vigor"
     assert math.isfinite(r["lat"]) and math.isfinite(r["heading_deg"])
+
+
+@pytest.mark.slow
+def test_tiny_hcnet_learns_on_a_flat_world(tmp_path):
+    """The published architecture at toy size (64-px view and tile, EfficientNet-Lite0 block 4: an 8 × 8
+    correlation), the official loss and recipe, 200 steps on a flat textured world: the held-out median position
+    error falls far below the tile-centre baseline and the heading error below the ±45° prior's. Measured (one
+    thread, shared machine, 111 s): median 2.91 m against 12.59 m, heading 5.5° against 17.1°."""
+    import random
+
+    from crossview.fine.evaluate import evaluate
+    from crossview.fine.presets import resolve_config
+    from crossview.fine.train import train_loop
+
+    train = flat_world_samples(96, seed=0, tile_px=64, tile_m=64.0, ground_hw=(64, 128), random_heading=True,
+                               worlds=4)
+    test = flat_world_samples(32, seed=99, tile_px=64, tile_m=64.0, ground_hw=(64, 128), random_heading=True,
+                              worlds=2)
+    torch.manual_seed(0)
+    model = create_fine("hcnet_tiny", image_size=64, feature_block=4, pano_size=[64, 128])
+    before = evaluate(model, test, "prior", seed=17, prior_deg=45.0)
+    cfg = resolve_config("hcnet-synthetic-cpu", {"steps": 200, "lr": 3e-3, "log_every": 1000, "final_eval": False})
+    train_loop(model, cfg, train, None, tmp_path, lambda *a: None, "cpu", random.Random(0), None)
+    m = evaluate(model, test, "prior", seed=17, prior_deg=45.0)
+    assert m["baseline_tile_centre_median_m"] > 10.0
+    assert m["median_m"] < 0.4 * m["baseline_tile_centre_median_m"] < before["median_m"]
+    assert m["heading_median_deg"] < 0.5 * m["baseline_prior_heading_median_deg"]
