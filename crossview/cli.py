@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Cross-view geo-localization: retrieve the satellite tile, then place the camera in it.",
     )
     parser.add_argument("--version", action="version", version=f"crossview {__version__}")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when stderr "
+                                                              "is not a terminal)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in command_modules():
         importlib.import_module(name).register(sub)
@@ -44,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.quiet:
+        from crossview.progress import set_quiet
+
+        set_quiet(True)
     try:
         return int(args.func(args) or 0)
     except CrossviewError as exc:

@@ -132,7 +132,9 @@ def positive_ranks(
     semi_above = np.zeros(n_q, dtype=np.int64) if semis is not None else None
     neg_inf = float("-inf")
 
-    for q0 in range(0, n_q, block):
+    from crossview.progress import progress
+
+    for q0 in progress(range(0, n_q, block), desc="rank queries", unit="block"):
         q1 = min(q0 + block, n_q)
         qb = q[q0:q1].to(dev, dtype)
         pb = torch.from_numpy(pos[q0:q1]).to(dev)

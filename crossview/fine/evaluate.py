@@ -74,7 +74,9 @@ def predict_samples(model: torch.nn.Module, samples: list, orientation: str = "k
     noise = prior_noise(len(samples), prior_deg, seed) if orientation == "prior" else np.zeros(len(samples))
     opts = predict_options(model, options)
     res: dict[str, list] = {k: [] for k in ("xy", "heading", "confidence", "prior", "true_xy", "true_heading")}
-    for start in range(0, len(ds), batch_size):
+    from crossview.progress import progress
+
+    for start in progress(range(0, len(ds), batch_size), desc=f"evaluate {model.config.get('name')}", unit="batch"):
         b = collate([ds[i] for i in range(start, min(len(ds), start + batch_size))])
         b = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in b.items()}
         prior = None

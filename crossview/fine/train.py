@@ -188,7 +188,10 @@ def train_loop(model, cfg, samples, bank, out, log, device, rng, data) -> None:
     model.train()
     order: list[int] = []
     t0 = time.time()
-    for step in range(1, steps + 1):
+    from crossview.progress import progress
+
+    bar = progress(range(1, steps + 1), desc=f"train {cfg['variant']}", unit="step")
+    for step in bar:
         if len(order) < cfg["batch_size"]:
             order += rng.sample(range(len(samples)), len(samples))
         idx, order = order[:cfg["batch_size"]], order[cfg["batch_size"]:]
@@ -199,6 +202,8 @@ def train_loop(model, cfg, samples, bank, out, log, device, rng, data) -> None:
         torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
         opt.step()
         sched.step()
+        bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}",
+                        samples_s=f"{step * cfg['batch_size'] / max(time.time() - t0, 1e-9):.1f}", refresh=False)
         if step % cfg["log_every"] == 0 or step == steps:
             log({"step": step, "lr": sched.get_last_lr()[0], "time_s": round(time.time() - t0, 1),
                  **{k: v for k, v in logs.items() if not k.startswith("_")}})

@@ -104,7 +104,9 @@ def embed_images(model: torch.nn.Module, paths: Sequence[str | Path], view: str,
     model.eval()
     out = []
     autocast = torch.autocast(device.type, dtype=torch.float16) if (half and device.type == "cuda") else None
-    for start in range(0, len(source), batch):
+    from crossview.progress import progress
+
+    for start in progress(range(0, len(source), batch), desc=f"embed {view}", unit="batch"):
         x = torch.stack([source.get(i) for i in range(start, min(start + batch, len(source)))]).to(device)
         x = (x.float() / 255.0 - m) / s
         if autocast is not None:

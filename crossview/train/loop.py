@@ -236,6 +236,10 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
                             persistent_workers=False, generator=torch.Generator())
         pair.train()
         t0, seen = time.perf_counter(), 0
+        from crossview.progress import progress
+
+        bar = progress(total=len(batches) - step_in_epoch, desc=f"epoch {epoch}", unit="step") if info.is_main \
+            else None
         for q, r, _ in loader:
             norm = _normalizer(model, query_view, ref_view, device)
             q, r = norm(q.to(device, non_blocking=True), r.to(device, non_blocking=True))
@@ -256,6 +260,10 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
             step += 1
             step_in_epoch += 1
             seen += len(q) * info.world_size
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
+                                pairs_s=f"{seen / max(time.perf_counter() - t0, 1e-9):.1f}", refresh=False)
             if info.is_main and (step % 10 == 0 or step == total_steps or step_in_epoch == 1):
                 elapsed = time.perf_counter() - t0
                 logger.log({"type": "train", "step": step, "epoch": epoch, "loss": loss.item(),
@@ -268,6 +276,8 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
             if step >= total_steps:
                 done = True
                 break
+        if bar is not None:
+            bar.close()
         if not done or step_in_epoch >= len(batches):
             epoch, step_in_epoch = epoch + 1, 0
         last_epoch = done or epoch >= int(cfg["epochs"])
