@@ -31,7 +31,8 @@ from crossview.fine.registry import create_fine, load_fine, save_fine
 from crossview.io import write_json_atomic
 
 # architecture -> "module:function" of a trainer with its own schedule (signature as train_planecorr)
-TRAINERS: dict[str, str] = {"planecorr": "crossview.fine.train_planecorr:train_planecorr"}
+TRAINERS: dict[str, str] = {"planecorr": "crossview.fine.train_planecorr:train_planecorr",
+                            "geodistill": "crossview.fine.train_geodistill:train_geodistill"}
 
 
 def pick_device(name: str) -> torch.device:
