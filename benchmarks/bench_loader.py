@@ -23,9 +23,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from crossview.data.cache import ImageCache
+from crossview.data.images import ImageSource
 from crossview.data.records import Record, Reference, Split
 from crossview.io import write_json_atomic
-from crossview.train.data import BatchList, ImageSource, PairDataset
+from crossview.train.data import BatchList, PairDataset
 from crossview.train.loop import _collate
 
 SIZES = {"cvusa": ((128, 512), (256, 256)), "vigor": ((320, 640), (320, 320))}

@@ -75,9 +75,9 @@ def evaluate_on(run: Path, data: Path, dataset: str, split: str, crop: bool, out
     # script depends on nothing but training and the metric.
     from contextlib import nullcontext
 
+    from crossview.data.images import ImageSource
     from crossview.evaluate import evaluate_retrieval
     from crossview.models import input_spec
-    from crossview.train.data import ImageSource
     from crossview.train.loop import embed_source
 
     qv, rv = split_obj.records[0].query_view, split_obj.references[0].view

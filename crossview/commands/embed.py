@@ -34,14 +34,14 @@ def run(args: argparse.Namespace) -> int:
 
     from crossview.commands.eval import resolve_model
     from crossview.data import read_dataset
+    from crossview.device import pick_device
     from crossview.search.embed import embed_split
     from crossview.search.shards import parse_shard_arg
     from crossview.train.distributed import init_distributed, is_dist
-    from crossview.train.loop import pick_device
 
     shard = parse_shard_arg(args.shard) if args.shard else None
     info = init_distributed(None if args.device == "auto" else args.device)
-    device = pick_device(args.device, info)
+    device = pick_device(args.device, info.local_rank)
     model, name, _ = resolve_model(args.model)
     model = model.to(device)
     kwargs = {"area": args.area}

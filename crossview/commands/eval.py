@@ -64,13 +64,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from crossview.data import read_dataset
+    from crossview.device import pick_device
     from crossview.errors import ConfigError
     from crossview.evaluate.report import evaluate_split
     from crossview.train.distributed import init_distributed, is_dist
-    from crossview.train.loop import pick_device
 
     info = init_distributed(None if args.device == "auto" else args.device)
-    device = pick_device(args.device, info)
+    device = pick_device(args.device, info.local_rank)
     model, name, run_info = resolve_model(args.model)
     model = model.to(device)
     cfg = run_info.get("config", {})

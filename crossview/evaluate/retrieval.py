@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from crossview.device import device_of
+
 DEFAULT_BLOCK = 1024
 MAX_BLOCK_WIDTH = 2**24  # counts are summed in float32: exact while a block row has fewer than 2**24 entries
 
@@ -45,15 +47,6 @@ def as_tensor(x: Any) -> torch.Tensor:
 def compute_dtype(*xs: torch.Tensor) -> torch.dtype:
     """float64 if any input is float64, otherwise float32 (float16 storage is widened before the matmul)."""
     return torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
-
-
-def pick_device(device: str | torch.device | None, *xs: torch.Tensor) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    for x in xs:
-        if x.device.type != "cpu":
-            return x.device
-    return torch.device("cpu")
 
 
 def _check(query: torch.Tensor, ref: torch.Tensor) -> None:
@@ -120,7 +113,7 @@ def positive_ranks(
         if semis.max() >= n_r:
             raise ValueError(f"semi-positives must be reference rows in [0, {n_r})")
 
-    dev = pick_device(device, q, r)
+    dev = device_of(device, q, r)
     dtype = compute_dtype(q, r)
     block = max(1, int(block))
     if n_r > MAX_BLOCK_WIDTH:
@@ -234,7 +227,7 @@ def top_k(
     """The ``k`` most similar references of every query, streamed: ``(scores (Q, k), rows (Q, k))``."""
     q, r = as_tensor(query_desc), as_tensor(ref_desc)
     _check(q, r)
-    dev, dtype = pick_device(device, q, r), compute_dtype(q, r)
+    dev, dtype = device_of(device, q, r), compute_dtype(q, r)
     k = min(int(k), r.shape[0])
     r_dev = r.to(dev, dtype)
     scores, rows = [], []

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from crossview.evaluate.retrieval import _check, as_tensor, compute_dtype, pick_device
+from crossview.device import device_of
+from crossview.evaluate.retrieval import _check, as_tensor, compute_dtype
 
 PROTOCOLS = ("original", "sample4geo")
 
@@ -66,7 +67,7 @@ def good_positions(
         raise ValueError(f"labels do not match descriptors: {ql.shape[0]} query labels for {q.shape[0]} queries, "
                          f"{gl.shape[0]} gallery labels for {g.shape[0]} gallery items")
     junk = junk_mask(ql, gl, protocol)
-    dev, dtype = pick_device(device, q, g), compute_dtype(q, g)
+    dev, dtype = device_of(device, q, g), compute_dtype(q, g)
     g_dev = g.to(dev, dtype)
     gl_dev = torch.from_numpy(gl).to(dev)
     keep = torch.from_numpy(~junk).to(dev)

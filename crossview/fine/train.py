@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from crossview.device import pick_device
 from crossview.fine.data import FineDataset, FineSample, collate, read_samples
 from crossview.fine.presets import train_yaw_range
 from crossview.fine.registry import create_fine, load_fine, save_fine
@@ -33,12 +34,6 @@ from crossview.io import write_json_atomic
 # architecture -> "module:function" of a trainer with its own schedule (signature as train_planecorr)
 TRAINERS: dict[str, str] = {"planecorr": "crossview.fine.train_planecorr:train_planecorr",
                             "geodistill": "crossview.fine.train_geodistill:train_geodistill"}
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _frozen(model: torch.nn.Module) -> bool:

@@ -93,7 +93,7 @@ def embed_images(model: torch.nn.Module, paths: Sequence[str | Path], view: str,
                  device: str | torch.device = "cpu", half: bool = False, cache_dir: Path | None = None
                  ) -> torch.Tensor:
     """L2-normalised float32 descriptors (N, D) of image files seen as ``view``, in order."""
-    from crossview.train.data import ImageSource
+    from crossview.data.images import ImageSource
 
     size, mean, std = model_input_spec(model, view)
     source = ImageSource([str(p) for p in paths], tuple(size), cache_dir)

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from crossview.device import pick_device
 from crossview.errors import CrossviewError
 from crossview.io import write_json_atomic
 from crossview.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from crossview.train.distributed import DistInfo, init_distributed
+from crossview.train.distributed import init_distributed
 from crossview.train.losses import symmetric_infonce
 from crossview.train.sampling import location_batches, mine_similar_neighbours
 
@@ -53,12 +54,6 @@ def dataset_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg.get("crop"):
         kwargs["crop"] = True
     return kwargs
-
-
-def pick_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
@@ -137,7 +132,7 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
     from crossview.train.data import BatchList, ImageSource, PairDataset
 
     info = init_distributed(cfg["device"] if cfg["device"] != "auto" else None)
-    device = pick_device(cfg["device"], info)
+    device = pick_device(cfg["device"], info.local_rank)
     out, data = Path(out), Path(data)
     ckpt_path = out / "checkpoints" / "last.pt"
     if info.is_main:
