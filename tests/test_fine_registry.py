@@ -1,11 +1,8 @@
 """The fine-grained model registry: every registered variant builds and is a FineLocalizer, configs merge in one
-place and refuse unknown keys, checkpoints round-trip, presets resolve, and inference code never imports
-training code (checked on the source, so a lazy import inside a function counts too)."""
+place and refuse unknown keys, checkpoints round-trip, presets resolve. (That inference code never imports
+training code is checked for the whole package in tests/test_layers.py.)"""
 
 from __future__ import annotations
-
-import ast
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,30 +13,6 @@ from crossview.fine.data import FineDataset, collate, flat_world_samples
 from crossview.fine.registry import arch_info
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-PACKAGE = Path(__file__).resolve().parents[1] / "crossview"
-TRAINING = ("crossview.fine.train", "crossview.train")  # crossview.fine.train_* and the retrieval trainer
-# inference side: model files, loading, localization, evaluation, locate and the web app
-INFERENCE = sorted({*PACKAGE.glob("fine/*.py"), PACKAGE / "locate.py", *PACKAGE.glob("serve/*.py")}
-                   - {*PACKAGE.glob("fine/train*.py"), PACKAGE / "fine" / "presets.py"})
-
-
-def _imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names |= {f"{node.module}.{a.name}" for a in node.names}
-    return names
-
-
-@pytest.mark.parametrize("path", INFERENCE, ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_inference_code_does_not_import_training_code(path):
-    bad = sorted(n for n in _imports(path) if n.startswith(TRAINING))
-    assert not bad, f"{path.relative_to(PACKAGE)} imports training code: {bad}"
-
 
 def test_every_variant_resolves_and_names_its_paper():
     names = list_fine_models()

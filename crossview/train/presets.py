@@ -102,7 +102,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # Every row of the MFRGN paper's tables (and their synthetic twins) is a preset too: data in crossview.paper.tables.
-from crossview.paper.tables import PAPER_PRESETS  # noqa: E402
+from crossview.train.paper_presets import PAPER_PRESETS  # noqa: E402
 
 PRESETS.update(PAPER_PRESETS)
 

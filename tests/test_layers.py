@@ -1,0 +1,60 @@
+"""Imports only point down the layers: errors/io/config → geometry, data, synth, models → train, evaluate, search,
+tiles, paper, viz → fine → locate → serve → commands. Inference code (search, evaluate, fine's models, locate,
+serve) never imports training code. Checked on the source (ast), so a lazy import inside a function counts too."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "crossview"
+TIERS = {
+    "errors": 0, "io": 0, "config": 0, "device": 0, "progress": 0,
+    "geometry": 1, "data": 1, "synth": 1, "models": 1,
+    "train": 2, "evaluate": 2, "search": 2, "tiles": 2, "paper": 2, "viz": 2,
+    "fine": 3,
+    "locate": 4,
+    "serve": 5,
+    "commands": 6, "cli": 6,
+}
+INFERENCE = ("search", "evaluate", "locate", "serve")
+TRAINING = ("crossview.train", "crossview.fine.train")
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE)
+
+
+def _layer(parts: list[str]) -> str | None:
+    return parts[1] if len(parts) > 1 and parts[0] == "crossview" else None
+
+
+def _imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+    return {n for n in out if n.startswith("crossview.")}
+
+
+def test_every_package_has_a_tier():
+    top = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in _modules()}
+    assert top <= set(TIERS), f"give these a tier in tests/test_layers.py: {sorted(top - set(TIERS))}"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_down(path):
+    mine = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+    bad = []
+    for name in _imports(path):
+        theirs = _layer(name.split("."))
+        if theirs is not None and theirs in TIERS and TIERS[theirs] > TIERS[mine]:
+            bad.append(f"{name} (tier {TIERS[theirs]} > {mine}'s {TIERS[mine]})")
+        if (mine in INFERENCE or (mine == "fine" and not path.name.startswith(("train", "presets"))))\
+                and name.startswith(TRAINING):
+            bad.append(f"{name} (training code imported by inference code)")
+    assert not bad, f"{path.relative_to(PACKAGE)} imports upward: {bad}"
