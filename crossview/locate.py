@@ -699,11 +699,8 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     """
     import random
 
+    from crossview.geometry.angles import angle_diff_deg
     from crossview.tiles import build_tiles, distance_m
-
-    def heading_error_deg(a: float, b: float) -> float:
-        d = (a - b) % 360.0
-        return min(d, 360.0 - d)
 
     world, run = Path(world_dir), (Path(run_dir) if _is_path(run_dir) else run_dir)
     if out is None and not _is_path(run_dir):
@@ -741,14 +738,14 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
                "prior_heading_deg": prior[0], "top1_tile": top["tile"],
                "top1_contains_camera": top["tile"] in positives,
                "retrieval_error_m": distance_m((top["lat"], top["lon"]), truth),
-               "retrieval_heading_error_deg": float(heading_error_deg(prior[0], true_heading))}
+               "retrieval_heading_error_deg": float(angle_diff_deg(prior[0], true_heading))}
         if fix is not None:
             row.update(gps_fix=list(fix), gps_error_m=distance_m(fix, truth))
         if r["method"] == "fine":
             row.update(fine_error_m=distance_m((r["lat"], r["lon"]), truth), fine_tile=r["tile"],
                        fine_tile_contains_camera=r["tile"] in positives,
                        fine_heading_error_deg=None if r["heading_deg"] is None else
-                       float(heading_error_deg(r["heading_deg"], true_heading)),
+                       float(angle_diff_deg(r["heading_deg"], true_heading)),
                        fine_confidence=r["confidence"], uncertainty_m=r["uncertainty_m"])
         rows.append(row)
     ret = [r["retrieval_error_m"] for r in rows]

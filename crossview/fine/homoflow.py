@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from crossview.errors import ConfigError
 from crossview.fine.preprocess import IMAGENET, LITE
 from crossview.fine.registry import register_arch, register_fine
+from crossview.geometry.angles import wrap180
 from crossview.geometry.homography import dlt, image_corners, pixel_grid, transform_points
 from crossview.geometry.spherical import TopDownCamera, spherical_transform
 
@@ -391,7 +392,7 @@ def homoflow_loss(model: HomoFlow, out: dict[str, Any], xy_px: torch.Tensor, del
     for i, (h, corners) in enumerate(zip(out["homographies"], out["corners"])):
         pose = model.read_pose(h, 0.0, aerial_mpp)
         centre = (pose["pixel"] - xy_px).norm(dim=-1) / cell
-        yaw = torch.deg2rad(torch.remainder(pose["delta_deg"] - delta_deg + 180.0, 360.0) - 180.0).abs()
+        yaw = torch.deg2rad(wrap180(pose["delta_deg"] - delta_deg)).abs()
         term = centre + w["yaw"] * yaw
         if tc is not None and w["corners"] > 0:
             term = term + w["corners"] * (corners - tc).norm(dim=-1).mean(-1) / cell

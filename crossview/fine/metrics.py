@@ -9,13 +9,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from crossview.geometry.angles import angle_diff_deg
+
 POSITION_THRESHOLDS_M = (1.0, 3.0, 5.0)
 HEADING_THRESHOLDS_DEG = (1.0, 3.0, 5.0)
 
 
 def heading_error_deg(pred, true) -> np.ndarray:
-    d = np.remainder(np.asarray(pred, dtype=float) - np.asarray(true, dtype=float), 360.0)
-    return np.minimum(d, 360.0 - d)
+    """Smallest absolute heading difference (degrees, [0, 180]) as a float array."""
+    return np.asarray(angle_diff_deg(np.asarray(pred, dtype=float), np.asarray(true, dtype=float)), dtype=float)
 
 
 def lateral_longitudinal(pred_xy, true_xy, true_heading_deg) -> tuple[np.ndarray, np.ndarray]:

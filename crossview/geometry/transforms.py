@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from crossview.geometry.angles import angle_diff_deg  # noqa: F401 (re-exported)
+
 
 def rotation_matrix(theta: torch.Tensor) -> torch.Tensor:
     """Counter-clockwise rotation matrices (..., 2, 2) for angles ``theta`` in radians."""
@@ -55,9 +57,3 @@ def rigid_to_pose(r: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch
     c = -(r.transpose(-1, -2) @ t.unsqueeze(-1)).squeeze(-1)
     heading = torch.remainder(rotation_angle(r) * (180.0 / math.pi), 360.0)
     return c[..., 0], c[..., 1], heading
-
-
-def angle_diff_deg(a, b):
-    """Smallest absolute difference of two headings in degrees, in [0, 180]."""
-    d = torch.remainder(torch.as_tensor(a) - torch.as_tensor(b), 360.0)
-    return torch.minimum(d, 360.0 - d)

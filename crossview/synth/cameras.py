@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from crossview.geometry.angles import wrap180
 from crossview.synth.world import BUILDING, CAR, GRASS, TREE, World
 
 
@@ -37,9 +38,6 @@ def tile_point(x, y, e0: float, n0: float, mpp: float, size: int):
     return e0 + (np.asarray(x) - size / 2) * mpp, n0 - (np.asarray(y) - size / 2) * mpp
 
 
-def wrap_deg(a):
-    """Angle(s) wrapped into [-180, 180)."""
-    return (np.asarray(a) + 180.0) % 360.0 - 180.0
 
 
 def panorama_pixel(e, n, up, cam_e: float, cam_n: float, eye: float, width: int, height: int,
@@ -48,7 +46,7 @@ def panorama_pixel(e, n, up, cam_e: float, cam_n: float, eye: float, width: int,
     de, dn = np.asarray(e) - cam_e, np.asarray(n) - cam_n
     az = np.degrees(np.arctan2(de, dn))
     el = np.degrees(np.arctan2(np.asarray(up) - eye, np.hypot(de, dn)))
-    x = (width / 2 + wrap_deg(az - heading_deg) / 360.0 * width) % width
+    x = (width / 2 + wrap180(az - heading_deg) / 360.0 * width) % width
     y = (el_top - el) / (el_top - el_bottom) * height
     return x, y
 
@@ -301,7 +299,7 @@ def add_transients(img: np.ndarray, depth: np.ndarray, az_deg: np.ndarray, tan_e
         car = rng.random() < 0.6
         half_w = (2.2 if car else 0.3) / d
         top_h = 1.5 if car else 1.75
-        cols = np.abs(np.radians(wrap_deg(np.asarray(az_deg) - a0))) < half_w
+        cols = np.abs(np.radians(wrap180(np.asarray(az_deg) - a0))) < half_w
         colour = rng.random(3).astype(np.float32) * (0.8 if car else 0.6) + 0.1
         if not cols.any():
             continue
