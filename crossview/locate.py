@@ -439,11 +439,10 @@ class Locator:
                 from crossview.geometry.cameras import roll_panorama
 
                 x, _ = roll_panorama(x, -heading_prior[0])
-        x = x[None].float().to(self.device) / 255.0
-        m = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
-        s = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        from crossview.data.transforms import normalize
+
         with torch.no_grad():
-            d = self.model.embed((x - m) / s, view=view)
+            d = self.model.embed(normalize(x[None].to(self.device), mean, std), view=view)
         return torch.nn.functional.normalize(d.float(), dim=1).cpu().numpy()
 
     def search(self, desc: np.ndarray, top_k: int, area: tuple[float, float, float] | None = None):

@@ -17,11 +17,16 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 
-def normalize(img: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 C×H×W (or B×C×H×W) → float32 normalised with ``mean``/``std`` given for [0, 1] pixels."""
-    x = img.float().div_(255.0)
-    m = torch.tensor(mean, dtype=x.dtype).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(-1, 1, 1)
+def normalize(images: torch.Tensor, mean, std, scale: float = 1.0) -> torch.Tensor:
+    """The one normalisation: ``(x·scale − mean) / std`` per channel, ``mean``/``std`` given for [0, 1] pixels.
+
+    ``images`` (C, H, W) or (B, C, H, W): uint8 (divided by 255 first, giving float32) or float in [0, 1] (its
+    dtype kept); the result is on the images' device."""
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images
+    if scale != 1.0:
+        x = x * scale
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
     return (x - m) / s
 
 

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from crossview.errors import ConfigError
-from crossview.fine.preprocess import IMAGENET, LITE
+from crossview.fine.preprocess import IMAGENET, LITE, normalize
 from crossview.fine.registry import register_arch, register_fine
 from crossview.geometry.angles import wrap180
 from crossview.geometry.homography import dlt, image_corners, pixel_grid, transform_points
@@ -153,8 +153,6 @@ class HomoFlow(nn.Module):
         self.radius, self.levels = int(cfg["corr_radius"]), int(cfg["corr_levels"])
         cin = self.levels * (2 * self.radius + 1) ** 2 + 2
         self.update = _UpdateBlock(cin, int(cfg["hidden"]), self.bev_cells)
-        self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
 
     # -- geometry helpers -------------------------------------------------------------------------------------
     def initial_homography(self, aerial_mpp: torch.Tensor | None, batch: int, device) -> torch.Tensor:
@@ -216,8 +214,8 @@ class HomoFlow(nn.Module):
             raise ValueError(f"HC-Net expects a {s}×{s} view and a {a}×{a} tile, got {tuple(bev.shape[-2:])} and "
                              f"{tuple(aerial.shape[-2:])}")
         b = bev.shape[0]
-        fb = self.bev_encoder((bev - self.mean) / self.std)
-        fa = self.aerial_encoder((aerial - self.mean) / self.std)
+        fb = self.bev_encoder(normalize(bev, cfg["mean"], cfg["std"]))
+        fa = self.aerial_encoder(normalize(aerial, cfg["mean"], cfg["std"]))
         c = fb.shape[1]
         if cfg["feature_norm"]:
             fb, fa = F.normalize(fb, dim=1), F.normalize(fa, dim=1)

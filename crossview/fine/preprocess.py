@@ -12,11 +12,10 @@ own conventions are expressed the same way:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 
+from crossview.data.transforms import normalize  # noqa: F401 (the one normalisation, re-exported)
 from crossview.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 from crossview.models.lite_weights import LITE_MEAN, LITE_STD
 
@@ -26,14 +25,6 @@ IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)
 LITE = (LITE_MEAN, LITE_STD)
 
 __all__ = ["IMAGENET", "LITE", "SIGNED", "UNIT", "normalize", "to_unit", "image_tensor"]
-
-
-def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float], scale: float = 1.0) -> torch.Tensor:
-    """``(images·scale − mean) / std`` per channel; ``images`` (B, 3, H, W) in [0, 1]."""
-    m = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    x = images * scale if scale != 1.0 else images
-    return (x - m) / s
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:

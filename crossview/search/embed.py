@@ -94,12 +94,11 @@ def embed_images(model: torch.nn.Module, paths: Sequence[str | Path], view: str,
                  ) -> torch.Tensor:
     """L2-normalised float32 descriptors (N, D) of image files seen as ``view``, in order."""
     from crossview.data.images import ImageSource
+    from crossview.data.transforms import normalize
 
     size, mean, std = model_input_spec(model, view)
     source = ImageSource([str(p) for p in paths], tuple(size), cache_dir)
     device = torch.device(device)
-    m = torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
     was_training = model.training
     model.eval()
     out = []
@@ -108,7 +107,7 @@ def embed_images(model: torch.nn.Module, paths: Sequence[str | Path], view: str,
 
     for start in progress(range(0, len(source), batch), desc=f"embed {view}", unit="batch"):
         x = torch.stack([source.get(i) for i in range(start, min(start + batch, len(source)))]).to(device)
-        x = (x.float() / 255.0 - m) / s
+        x = normalize(x, mean, std)
         if autocast is not None:
             with autocast:
                 d = model.embed(x, view=view)

@@ -294,15 +294,14 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
 
 
 def _normalizer(model, query_view: str, ref_view: str, device: torch.device):
+    from crossview.data.transforms import normalize
     from crossview.models import input_spec
 
     _, qm, qs = input_spec(model, query_view)
     _, rm, rs = input_spec(model, ref_view)
-    qm, qs, rm, rs = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (qm, qs, rm, rs))
 
     def norm(q: torch.Tensor, r: torch.Tensor):
-        q = (q.float() / 255.0 - qm) / qs
-        r = (r.float() / 255.0 - rm) / rs
+        q, r = normalize(q, qm, qs), normalize(r, rm, rs)
         if device.type == "cuda":
             q, r = q.contiguous(memory_format=torch.channels_last), r.contiguous(memory_format=torch.channels_last)
         return q, r
@@ -313,17 +312,16 @@ def _normalizer(model, query_view: str, ref_view: str, device: torch.device):
 @torch.no_grad()
 def embed_source(model, source, view: str, device, autocast, batch_size: int = 128) -> torch.Tensor:
     """Descriptors (N, D) float32 for every image of an :class:`ImageSource`, in order."""
+    from crossview.data.transforms import normalize
     from crossview.models import input_spec
 
     _, mean, std = input_spec(model, view)
-    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
     model.eval()
     out = []
     for start in range(0, len(source), batch_size):
         x = torch.stack([source.get(i) for i in range(start, min(start + batch_size, len(source)))]).to(device)
         with autocast():
-            out.append(model.embed((x.float() / 255.0 - m) / s, view=view).float())
+            out.append(model.embed(normalize(x, mean, std), view=view).float())
     model.train()
     return torch.cat(out)
 
