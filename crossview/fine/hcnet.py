@@ -43,7 +43,7 @@ from torch import nn
 from crossview.errors import ConfigError
 from crossview.fine.backbones import Backbone
 from crossview.fine.preprocess import SIGNED, normalize
-from crossview.fine.registry import ConversionReport, register_arch, register_fine
+from crossview.fine.registry import ConversionReport, convert_keys, register_arch, register_fine, rename_by_prefix
 from crossview.geometry.homography import dlt, transform_points
 
 DEFAULTS: dict[str, Any] = {
@@ -399,7 +399,6 @@ def official_loss(model: HCNet, out: dict[str, Any], gt_pixel: torch.Tensor, ori
 # Official checkpoints (xlwangDev/HC-Net layout)
 
 _OFFICIAL_PREFIX = {"sat_efficientnet.": "aerial_encoder.net.", "grd_efficientnet.": "bev_encoder.net."}
-_UPDATE = {"layer10.": "head."}
 
 
 def _update_key(rest: str) -> str:
@@ -426,65 +425,31 @@ def convert_official(state: dict[str, torch.Tensor], model: HCNet) -> tuple[dict
     target = model.state_dict()
     flats = {"aerial_encoder.net.": flat_blocks(model.aerial_encoder.net),
              "bev_encoder.net.": flat_blocks(model.bev_encoder.net)}
+
+    def rename(k: str) -> str | None:
+        for old, ours in _OFFICIAL_PREFIX.items():
+            if k.startswith(old):
+                new = ours + timm_key(k[len(old):], flats[ours])
+                unused = k[len(old):].partition(".")[0] in HEAD_MODULES and new not in target
+                return "" if unused else new
+        if k.startswith("update_block_4.cnn."):
+            return _update_key(k[len("update_block_4.cnn."):])
+        return None
+
     report = ConversionReport(source="official HC-Net (xlwangDev/HC-Net @62329ddb)")
-    out: dict[str, torch.Tensor] = {}
-    for key, tensor in state.items():
-        k = key[len("module."):] if key.startswith("module.") else key
-        new = None
-        try:
-            for old, ours in _OFFICIAL_PREFIX.items():
-                if k.startswith(old):
-                    rest = k[len(old):]
-                    if rest.partition(".")[0] in HEAD_MODULES and ours + timm_key(rest, flats[ours]) not in target:
-                        report.unused.append(key)
-                        new = ""
-                        break
-                    new = ours + timm_key(rest, flats[ours])
-                    break
-            if new is None and k.startswith("update_block_4.cnn."):
-                new = _update_key(k[len("update_block_4.cnn."):])
-        except KeyError as exc:
-            report.unexpected.append(f"{key} ({exc.args[0]})")
-            continue
-        if new == "":
-            continue
-        if new is None or new not in target:
-            report.unexpected.append(key if new is None else f"{key} -> {new} (not in our model)")
-            continue
-        if tuple(target[new].shape) != tuple(tensor.shape):
-            report.misshaped.append(f"{key} -> {new}: {tuple(tensor.shape)} vs ours {tuple(target[new].shape)}")
-            continue
-        out[new] = tensor
-    report.missing = [k for k in target if k not in out]
-    return out, report
+    return convert_keys(state, target, rename, report), report
 
 
 def export_official(model: HCNet) -> dict[str, torch.Tensor]:
     """Our weights in the official layout (the inverse of ``convert_official``; head tensors only when kept)."""
-    from crossview.models.lite_weights import flat_blocks
+    from crossview.models.lite_weights import official_prefixes
 
-    inverse: dict[str, str] = {}
-    for ours, official in (("aerial_encoder.net.", "sat_efficientnet."), ("bev_encoder.net.", "grd_efficientnet.")):
-        net = getattr(model, ours.split(".")[0]).net
-        flat = flat_blocks(net)
-        from crossview.models.lite_weights import _DS_BLOCK, _IR_BLOCK, _TOP
-
-        for k, (s, j, kind) in enumerate(flat):
-            table = _DS_BLOCK if kind == "DepthwiseSeparableConv" else _IR_BLOCK
-            for mod, new in table.items():
-                inverse[f"{ours}blocks.{s}.{j}.{new}."] = f"{official}_blocks.{k}.{mod}."
-        for mod, new in _TOP.items():
-            inverse[f"{ours}{new}."] = f"{official}{mod}."
+    inverse = {**official_prefixes(model.aerial_encoder.net, "aerial_encoder.net.", "sat_efficientnet."),
+               **official_prefixes(model.bev_encoder.net, "bev_encoder.net.", "grd_efficientnet.")}
     for i, name in enumerate(("layer1", "layer3", "layer4")):
         inverse[f"update.down.{i}."] = f"update_block_4.cnn.{name}."
     inverse["update.head."] = "update_block_4.cnn.layer10."
-    out = {}
-    for key, tensor in model.state_dict().items():
-        prefix = max((p for p in inverse if key.startswith(p)), key=len, default=None)
-        if prefix is None:
-            raise ConfigError(f"no official name for {key}")
-        out[inverse[prefix] + key[len(prefix):]] = tensor.detach().cpu()
-    return out
+    return rename_by_prefix(model.state_dict(), inverse)
 
 
 def reproduce_official(fixture: dict[str, Any]) -> dict[str, Any]:

@@ -110,6 +110,43 @@ class ConversionReport:
                                                "architecture and configuration)")
 
 
+def convert_keys(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], rename: Any,
+                 report: ConversionReport) -> dict[str, torch.Tensor]:
+    """The shared part of every strict converter: ``rename(key)`` gives our name, ``""`` for an official tensor
+    the forward never uses (listed in ``report.unused``), or None / raises ``KeyError`` for one with no
+    counterpart (``report.unexpected``); names and shapes are checked against ``target`` (our state dict) and the
+    keys of ours left without a tensor go to ``report.missing``. DataParallel's ``module.`` prefix is dropped."""
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        k = key[len("module."):] if key.startswith("module.") else key
+        try:
+            new = rename(k)
+        except KeyError as exc:
+            report.unexpected.append(f"{key} ({exc.args[0] if exc.args else exc})")
+            continue
+        if new == "":
+            report.unused.append(key)
+        elif new is None or new not in target:
+            report.unexpected.append(key if new is None else f"{key} -> {new} (not in our model)")
+        elif tuple(target[new].shape) != tuple(tensor.shape):
+            report.misshaped.append(f"{key} -> {new}: {tuple(tensor.shape)} vs ours {tuple(target[new].shape)}")
+        else:
+            out[new] = tensor
+    report.missing = [k for k in target if k not in out]
+    return out
+
+
+def rename_by_prefix(state: dict[str, torch.Tensor], prefixes: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Keys renamed by their longest matching prefix in ``prefixes`` (ours -> official, for exporters)."""
+    out = {}
+    for key, tensor in state.items():
+        prefix = max((p for p in prefixes if key.startswith(p)), key=len, default=None)
+        if prefix is None:
+            raise ConfigError(f"no official name for {key}")
+        out[prefixes[prefix] + key[len(prefix):]] = tensor.detach().cpu()
+    return out
+
+
 @dataclass
 class _Arch:
     name: str

@@ -67,6 +67,19 @@ def timm_key(key: str, flat: list[tuple[int, int, str]]) -> str:
     raise KeyError(f"unknown top-level module {head}")
 
 
+def official_prefixes(model: torch.nn.Module, ours: str, official: str) -> dict[str, str]:
+    """Module prefixes of a timm EfficientNet (under ``ours``) -> their efficientnet_pytorch names (under
+    ``official``): the inverse of :func:`timm_key`, for exporting checkpoints in the official layout."""
+    inverse: dict[str, str] = {}
+    for k, (s, j, kind) in enumerate(flat_blocks(model)):
+        table = _DS_BLOCK if kind == "DepthwiseSeparableConv" else _IR_BLOCK
+        for mod, new in table.items():
+            inverse[f"{ours}blocks.{s}.{j}.{new}."] = f"{official}_blocks.{k}.{mod}."
+    for mod, new in _TOP.items():
+        inverse[f"{ours}{new}."] = f"{official}{mod}."
+    return inverse
+
+
 def lite_variant(backbone: str) -> int | None:
     """0/1/2 for ``efficientnet_lite{N}`` or ``tf_efficientnet_lite{N}``, else None."""
     name = backbone.split(".")[0]
