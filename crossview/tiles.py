@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from crossview.errors import ConfigError, CrossviewError, DatasetError
-from crossview.geometry.geo import VIGOR_MPP_640, haversine_m, offset_to_latlon
+from crossview.geometry.geo import VIGOR_MPP_640, offset_to_latlon
+from crossview.geometry.geodesy import geodesic_m
 from crossview.io import atomic_write, write_json_atomic
 
 MANIFEST = "manifest.json"
@@ -44,8 +45,8 @@ def _offset(lat0: float, lon0: float, east_m: float, north_m: float) -> LatLon:
 
 
 def distance_m(a: LatLon, b: LatLon) -> float:
-    """Great-circle distance in metres between two (lat, lon) points."""
-    return float(haversine_m(a[0], a[1], b[0], b[1]))
+    """WGS84 geodesic distance in metres between two (lat, lon) points."""
+    return float(geodesic_m(a[0], a[1], b[0], b[1]))
 
 
 # --- the manifest ------------------------------------------------------------------------------------------

@@ -187,7 +187,7 @@ def test_geo_conversions():
     lat, lon = geo.offset_to_latlon(lat0, lon0, 30.0, -40.0)
     e, n = geo.latlon_to_offset(lat0, lon0, lat, lon)
     assert (float(e), float(n)) == pytest.approx((30.0, -40.0), abs=1e-6)
-    assert float(geo.haversine_m(lat0, lon0, lat, lon)) == pytest.approx(50.0, rel=1e-4)
+    assert float(geo.distance_m(lat0, lon0, lat, lon)) == pytest.approx(50.0, rel=1e-6)
     assert float(geo.haversine_m(0.0, 0.0, 1.0, 0.0)) == pytest.approx(math.pi / 180 * geo.EARTH_RADIUS_M)
     px, py = geo.metres_to_tile_pixel(10.0, 5.0, (640, 640), 0.1)
     assert (float(px), float(py)) == (420.0, 270.0)
@@ -206,3 +206,25 @@ def test_ransac_with_known_rotation_solves_translation_only():
     noisy[:40] = torch.rand(40, 2, generator=g, dtype=dst.dtype) * 60 - 30
     r2, t2, inliers, _ = ransac_procrustes(src, noisy, iterations=50, generator=g, fixed_rotation=r)
     assert torch.equal(r2, r) and torch.allclose(t2, t, atol=1e-9) and inliers[40:].all() and not inliers[:40].any()
+
+
+def test_wgs84_geodesics_known_answers():
+    """Textbook WGS84 distances: a degree of latitude at the equator (110,574.389 m), a degree of longitude on
+    it (a·π/180 = 111,319.491 m), the meridian quadrant (10,001,965.729 m) and Karney's Wellington–Salamanca
+    example (19,959,679.267 m); the tangent plane is exactly invertible and agrees with the geodesic over a tile."""
+    from crossview.geometry.geodesy import enu_to_latlon, geodesic_m, latlon_to_enu
+
+    assert geodesic_m(0.0, 0.0, 1.0, 0.0) == pytest.approx(110574.389, abs=1e-3)
+    assert geodesic_m(0.0, 0.0, 0.0, 1.0) == pytest.approx(111319.491, abs=1e-3)
+    assert geodesic_m(0.0, 0.0, 90.0, 0.0) == pytest.approx(10001965.729, abs=1e-3)
+    assert geodesic_m(-41.32, 174.81, 40.96, -5.50) == pytest.approx(19959679.267, abs=1e-2)
+    lat, lon = enu_to_latlon(np.array([30.0, -250.0]), np.array([-40.0, 120.0]), 40.7, -74.0)
+    e, n = latlon_to_enu(lat, lon, 40.7, -74.0)
+    assert np.allclose(e, [30.0, -250.0], atol=1e-6) and np.allclose(n, [-40.0, 120.0], atol=1e-6)
+    d = geodesic_m(40.7, -74.0, lat, lon)
+    assert np.allclose(d, np.hypot([30.0, -250.0], [-40.0, 120.0]), rtol=1e-5)  # millimetres
+    # a sphere is 0.13 % off north and 0.25 % off east at 40.7°N: the reason for one ellipsoidal geodesy
+    r = geo.EARTH_RADIUS_M
+    assert geodesic_m(40.7, -74.0, 40.7 + 1e-3, -74.0) / (math.radians(1e-3) * r) == pytest.approx(0.99868, abs=1e-5)
+    east = math.radians(1e-3) * r * math.cos(math.radians(40.7))
+    assert geodesic_m(40.7, -74.0, 40.7, -74.0 + 1e-3) / east == pytest.approx(1.00255, abs=1e-5)

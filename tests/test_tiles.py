@@ -12,7 +12,8 @@ from PIL import Image
 
 from crossview.cli import main
 from crossview.errors import ConfigError, CrossviewError, DatasetError
-from crossview.geometry.geo import EARTH_RADIUS_M, latlon_to_offset, offset_to_latlon
+from crossview.geometry.geo import latlon_to_offset, offset_to_latlon
+from crossview.geometry.geodesy import radii
 from crossview.tiles import build_tiles, distance_m, read_manifest
 
 LAT0, LON0 = 40.0, -74.0
@@ -20,9 +21,10 @@ LAT0, LON0 = 40.0, -74.0
 
 def _corners(width_m: float, height_m: float) -> tuple[float, float, float, float]:
     """NW/SE corners of an image ``width_m`` x ``height_m`` metres whose NW corner is (LAT0, LON0)."""
-    dlat = math.degrees(height_m / EARTH_RADIUS_M)
-    lat_c = LAT0 - dlat / 2
-    dlon = math.degrees(width_m / (EARTH_RADIUS_M * math.cos(math.radians(lat_c))))
+    m, _ = radii(LAT0)
+    dlat = math.degrees(height_m / m)
+    _, n = radii(LAT0 - dlat / 2)
+    dlon = math.degrees(width_m / n)
     return LAT0, LON0, LAT0 - dlat, LON0 + dlon
 
 

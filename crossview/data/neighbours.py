@@ -65,11 +65,12 @@ def nearest_neighbours(coords: np.ndarray, k: int = DEFAULT_K, metric: str = "ha
     return np.take_along_axis(idx, order, axis=1)
 
 
-def haversine_m(a: tuple[float, float], b: tuple[float, float], radius: float = 6_371_000.0) -> float:
-    """Great-circle distance in metres between two (lat, lon) points in degrees."""
-    la1, lo1, la2, lo2 = map(np.radians, (a[0], a[1], b[0], b[1]))
-    h = np.sin((la2 - la1) / 2) ** 2 + np.cos(la1) * np.cos(la2) * np.sin((lo2 - lo1) / 2) ** 2
-    return float(2 * radius * np.arcsin(np.sqrt(h)))
+def haversine_m(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Great-circle distance (metres, mean-radius sphere) between two (lat, lon) points in degrees: the order the
+    neighbour tables follow (``crossview.geometry.geo.haversine_m``; true distances: ``geometry.geodesy``)."""
+    from crossview.geometry.geo import haversine_m as sphere
+
+    return float(sphere(a[0], a[1], b[0], b[1]))
 
 
 def location_coordinates(split: Split) -> tuple[np.ndarray, np.ndarray, str]:

@@ -2,7 +2,8 @@
 
 Tile pixels: (x right, y down), origin at the top-left corner, north-up tile of ``size`` = (width, height) pixels
 at ``mpp`` metres per pixel; tile metres: x east, y north of the tile centre. Lat/lon: WGS84 degrees, converted
-through a local tangent plane at the reference point (accurate to millimetres over a tile).
+through the WGS84 tangent plane at the reference point (``crossview.geometry.geodesy``: millimetres over a tile);
+distances are WGS84 geodesics.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import math
 
 import numpy as np
 
-EARTH_RADIUS_M = 6371008.8  # mean radius (IUGG); HC-Net's reports use 6 371 004
+from crossview.geometry.geodesy import MEAN_RADIUS_M, enu_to_latlon, geodesic_m, latlon_to_enu
+
+EARTH_RADIUS_M = MEAN_RADIUS_M  # 6,371,008.8 m (IUGG mean radius; HC-Net's reports use 6 371 004)
 WEB_MERCATOR_EQUATOR_MPP = 156543.03392  # metres per pixel at zoom 0 on the equator, 256-px tiles
 VIGOR_MPP_640 = {"NewYork": 0.113248, "Seattle": 0.100817, "SanFrancisco": 0.118141, "Chicago": 0.111262}
 
@@ -29,21 +32,22 @@ def metres_to_tile_pixel(x_m, y_m, size, mpp: float):
 
 
 def offset_to_latlon(lat0: float, lon0: float, east_m, north_m):
-    """Tangent-plane offset (metres) from (lat0, lon0) -> (lat, lon) degrees."""
-    lat = lat0 + np.degrees(np.asarray(north_m, dtype=float) / EARTH_RADIUS_M)
-    lon = lon0 + np.degrees(np.asarray(east_m, dtype=float) / (EARTH_RADIUS_M * math.cos(math.radians(lat0))))
-    return lat, lon
+    """WGS84 tangent-plane offset (metres east, north) from (lat0, lon0) -> (lat, lon) degrees."""
+    return enu_to_latlon(east_m, north_m, lat0, lon0)
 
 
 def latlon_to_offset(lat0: float, lon0: float, lat, lon):
-    """(lat, lon) degrees -> tangent-plane offset (east, north) metres from (lat0, lon0)."""
-    north = np.radians(np.asarray(lat, dtype=float) - lat0) * EARTH_RADIUS_M
-    east = np.radians(np.asarray(lon, dtype=float) - lon0) * EARTH_RADIUS_M * math.cos(math.radians(lat0))
-    return east, north
+    """(lat, lon) degrees -> WGS84 tangent-plane offset (east, north) metres from (lat0, lon0)."""
+    return latlon_to_enu(lat, lon, lat0, lon0)
+
+
+def distance_m(lat1, lon1, lat2, lon2):
+    """The WGS84 geodesic distance in metres (``crossview.geometry.geodesy.geodesic_m``)."""
+    return geodesic_m(lat1, lon1, lat2, lon2)
 
 
 def haversine_m(lat1, lon1, lat2, lon2, radius: float = EARTH_RADIUS_M):
-    """Great-circle distance in metres."""
+    """Great-circle distance on a sphere of ``radius`` (HC-Net's reports use 6,371,004 m); prefer ``distance_m``."""
     p1, p2 = np.radians(lat1), np.radians(lat2)
     dp, dl = p2 - p1, np.radians(np.asarray(lon2, dtype=float) - np.asarray(lon1, dtype=float))
     a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
