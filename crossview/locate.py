@@ -718,7 +718,9 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     locator = Locator(index, model=None if _is_path(run_dir) else run, fine_model=fine_run, refine=refine,
                       device=device)
     rows = []
-    for i, rec in enumerate(picks):
+    from crossview.progress import progress
+
+    for i, rec in enumerate(progress(picks, desc="locate", unit="photo")):
         truth = (float(rec["lat"]), float(rec["lon"]))
         true_heading = float(rec.get("heading_deg") or 0.0)
         noise = random.Random(seed * 1000003 + i).uniform(-heading_noise_deg, heading_noise_deg)

@@ -206,8 +206,13 @@ def _cut_raster(image, pix2ll, out: Path, tile_px: int, overlap: float, mpp: flo
     step = max(1, round(tile_px * (1 - overlap)))
     tiles_dir = out / "tiles"
     tiles = []
-    for r, y0 in enumerate(_starts(h, tile_px, step)):
-        for c, x0 in enumerate(_starts(w, tile_px, step)):
+    from crossview.progress import progress
+
+    rows, cols = _starts(h, tile_px, step), _starts(w, tile_px, step)
+    bar = progress(total=len(rows) * len(cols), desc="tiles", unit="tile")
+    for r, y0 in enumerate(rows):
+        for c, x0 in enumerate(cols):
+            bar.update(1)
             tid = f"r{r:04d}_c{c:04d}"
             fp = _footprint(pix2ll, x0, y0, x0 + tile_px, y0 + tile_px)
             lat, lon = pix2ll(x0 + tile_px / 2, y0 + tile_px / 2)
@@ -215,6 +220,7 @@ def _cut_raster(image, pix2ll, out: Path, tile_px: int, overlap: float, mpp: flo
             crop = image.crop((x0, y0, x0 + tile_px, y0 + tile_px))
             path = atomic_write(tiles_dir / f"{tid}.png", lambda p, im=crop: im.save(p, format="PNG"))
             tiles.append(Tile(tid, path, lat, lon, tile_mpp, tile_px, tile_px, fp))
+    bar.close()
     return tiles
 
 

@@ -41,16 +41,18 @@ def is_open(world: World, e: float, n: float, radius: float = 1.2) -> bool:
     return bool(~np.isin(win, (BUILDING, TREE, CAR)).any())
 
 
-def parallel_map(fn: Callable, jobs: list, workers: int) -> list:
-    """``[fn(j) for j in jobs]``, in processes when ``workers > 1`` (results in job order)."""
+def parallel_map(fn: Callable, jobs: list, workers: int, desc: str = "synth") -> list:
+    """``[fn(j) for j in jobs]``, in processes when ``workers > 1`` (results in job order), with a progress bar."""
     import multiprocessing as mp
+
+    from crossview.progress import progress
 
     # fork only: workers inherit module state (a world built once in the parent) without pickling it
     if workers <= 1 or len(jobs) <= 1 or "fork" not in mp.get_all_start_methods():
-        return [fn(j) for j in jobs]
+        return [fn(j) for j in progress(jobs, desc=desc, unit="job")]
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("fork"),
                              initializer=_die_with_parent) as ex:
-        return list(ex.map(fn, jobs))
+        return list(progress(ex.map(fn, jobs), total=len(jobs), desc=desc, unit="job"))
 
 
 def _die_with_parent() -> None:
