@@ -35,5 +35,14 @@ def progress(iterable: Iterable[T] | None = None, total: int | None = None, desc
     """A tqdm bar over ``iterable`` (or a manual one with ``update`` when ``iterable`` is None)."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled(), dynamic_ncols=True,
-                leave=False, **kwargs)
+    on = enabled()
+    width = {}
+    if on:  # a terminal that reports no width (some ptys) would get an empty bar
+        try:
+            size = os.get_terminal_size(sys.stderr.fileno())
+        except (OSError, ValueError):
+            size = os.terminal_size((0, 0))
+        width = {"dynamic_ncols": True} if size.columns > 0 else {"ncols": 100}
+        if size.lines <= 0:  # tqdm hides bars below the screen's last row
+            width["nrows"] = 24
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not on, leave=False, **width, **kwargs)
