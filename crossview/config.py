@@ -23,6 +23,22 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
+def merge_preset(base: dict[str, Any], presets: dict[str, dict[str, Any]], preset: str | None,
+                 overrides: dict[str, Any] | None, what: str = "preset") -> dict[str, Any]:
+    """The one config resolver: ``base`` ← ``presets[preset]`` ← ``overrides`` (dotted keys reach nested entries,
+    unknown top-level keys are refused); the preset's name is recorded under ``preset``. Callers then check and
+    fill in what is specific to them."""
+    import copy
+
+    cfg = copy.deepcopy(base)
+    if preset is not None:
+        if preset not in presets:
+            raise ConfigError(f"unknown {what} {preset!r}; choose one of: {', '.join(sorted(presets))}")
+        cfg.update(copy.deepcopy(presets[preset]))
+        cfg["preset"] = preset
+    return apply_overrides(cfg, overrides, base)
+
+
 def apply_overrides(cfg: dict[str, Any], overrides: dict[str, Any] | None, known: dict[str, Any]) -> dict[str, Any]:
     """Set ``overrides`` on ``cfg`` in place (and return it). Top-level keys must be in ``known`` (or ``preset``);
     dotted keys (``model_kwargs.aerial_size``) set nested dictionary entries."""

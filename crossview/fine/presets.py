@@ -13,7 +13,7 @@ import copy
 import importlib
 from typing import Any
 
-from crossview.config import apply_overrides, parse_override  # noqa: F401 (re-exported)
+from crossview.config import apply_overrides, merge_preset, parse_override  # noqa: F401 (re-exported)
 from crossview.errors import ConfigError
 
 BASE: dict[str, Any] = {
@@ -146,13 +146,7 @@ def resolve_config(preset: str | None, overrides: dict[str, Any] | None = None) 
     The model overrides are checked against the variant's architecture now, so a typo fails before training."""
     from crossview.fine.registry import fine_config
 
-    cfg = copy.deepcopy(BASE)
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown fine-grained preset {preset!r}; choose one of: {', '.join(sorted(PRESETS))}")
-        cfg.update(copy.deepcopy(PRESETS[preset]))
-        cfg["preset"] = preset
-    apply_overrides(cfg, overrides, BASE)
+    cfg = merge_preset(BASE, PRESETS, preset, overrides, "fine-grained preset")
     if not cfg["variant"]:
         raise ConfigError("the config names no model: set variant=<a registered fine model> "
                           "(`crossview fine-model-info --list`)")

@@ -7,10 +7,9 @@ clipping by value at 100, synchronised flip (p 0.5) and rotate/roll (p 0.75).
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-from crossview.config import apply_overrides, parse_override  # noqa: F401 (re-exported)
+from crossview.config import apply_overrides, merge_preset, parse_override  # noqa: F401 (re-exported)
 from crossview.errors import ConfigError
 
 BASE: dict[str, Any] = {
@@ -112,13 +111,7 @@ def resolve_config(preset: str | None, overrides: dict[str, Any] | None = None) 
 
     Dotted keys (``model_kwargs.aerial_size``) set nested dictionary entries.
     """
-    cfg = copy.deepcopy(BASE)
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(sorted(PRESETS))}")
-        cfg.update(copy.deepcopy(PRESETS[preset]))
-        cfg["preset"] = preset
-    apply_overrides(cfg, overrides, BASE)
+    cfg = merge_preset(BASE, PRESETS, preset, overrides)
     for required in ("model", "dataset"):
         if not cfg.get(required):
             raise ConfigError(f"config needs {required!r}: pick a preset or pass --set {required}=...")
