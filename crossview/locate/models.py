@@ -1,0 +1,175 @@
+"""The models locate uses: the retrieval model and index over the tiles, and the fine-grained localizer."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crossview.errors import ConfigError, CrossviewError, DatasetError
+from crossview.locate.photo import Photo
+
+
+def resolve_checkpoint(path: str | os.PathLike, names: tuple[str, ...] = ("model.pt",)) -> Path:
+    """A run folder (its ``model.pt``) or a checkpoint file -> the checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        for name in names:
+            if (path / name).is_file():
+                return path / name
+        raise ConfigError(f"{path} is a folder without {' or '.join(names)}; give a finished run folder or a "
+                          "checkpoint file")
+    if not path.is_file():
+        raise ConfigError(f"model {path} does not exist; give a run folder or a checkpoint file")
+    return path
+
+
+def _is_path(x: Any) -> bool:
+    return isinstance(x, str | os.PathLike)
+
+
+def _load_retrieval(model: Path | Any, device: str):
+    """A retrieval model from its checkpoint; an already built model (an ``nn.Module``) is used as given."""
+    if not _is_path(model):
+        return model.to(device).eval()
+    from crossview.models import load_model
+
+    return load_model(str(model)).to(device).eval()
+
+
+def _identity(model) -> dict[str, Any]:
+    from crossview.search.embed import model_identity
+
+    views = tuple(v for v in ("ground", "aerial", "drone") if _has_view(model, v))
+    return model_identity(model, views=views)
+
+
+def _has_view(model, view: str) -> bool:
+    from crossview.models import input_spec
+
+    try:
+        input_spec(model, view)
+    except ConfigError:
+        return False
+    return True
+
+
+def index_tiles(tiles: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike, *, kind: str = "flat",
+                device: str = "cpu", batch: int = 32, **index_kwargs: Any) -> Path:
+    """Embed the tiles of a manifest (``crossview tiles``) with a retrieval model and save an index at ``out``.
+
+    ``model``: a training run folder or checkpoint (or a built model, whose checkpoint then goes unrecorded). The
+    sidecar records the checkpoint and the manifest (absolute paths) so :class:`Locator` needs only the index.
+    Returns ``out``; an index already built from the same model and manifest is kept.
+    """
+    from crossview.search.embed import embed_images
+    from crossview.search.index import build_index, load_index, save_index
+    from crossview.tiles import MANIFEST, read_manifest
+
+    tiles, out = Path(tiles), Path(out)
+    manifest = (tiles / MANIFEST if tiles.is_dir() else tiles).resolve()
+    checkpoint = resolve_checkpoint(model).resolve() if _is_path(model) else None
+    net = _load_retrieval(checkpoint or model, device)
+    ident = _identity(net)
+    if out.exists():
+        try:
+            old = load_index(out, query_meta=ident)
+            if checkpoint and old.meta.get("tiles_manifest") == str(manifest) and \
+                    old.meta.get("checkpoint") == str(checkpoint):
+                return out
+        except CrossviewError:
+            pass
+    records = read_manifest(manifest)
+    desc = embed_images(net, [t.path for t in records], "aerial", batch=batch, device=device)
+    meta = {**ident, "checkpoint": str(checkpoint) if checkpoint else None, "tiles_manifest": str(manifest)}
+    index = build_index(desc, [t.id for t in records], [(t.lat, t.lon) for t in records], meta, kind=kind,
+                        **index_kwargs)
+    return save_index(index, out)
+
+
+def _load_fine(run: str | os.PathLike | Any, device: str, arch: str | None = None) -> tuple[Any, str]:
+    """(model, name) of a fine localizer: a run folder or checkpoint of ``crossview fine-train``, a registered
+    name, or an official checkpoint with ``arch`` naming its variant (``--fine-arch hcnet_vigor``), all through
+    ``crossview.fine.load_fine``. An object that is not a path is used as given: a loaded model, or anything with
+    ``localize_in_tile(photo, tile, heading_prior) -> Pose`` (and optionally ``cameras``)."""
+    if not _is_path(run):
+        return run, str(getattr(run, "method", type(run).__name__)).lower()
+    from crossview.fine.registry import load_fine
+
+    try:
+        model = load_fine(run, arch=arch, device=device)
+    except ConfigError as exc:
+        raise ConfigError(f"--fine-model {run}: {exc}") from exc
+    return model, model.config.get("name", model.config["arch"])
+
+
+def _run_median_error(run: str | os.PathLike | Any) -> float | None:
+    """The held-out median position error (m) a fine run reports in its ``metrics.json`` (``crossview fine-train`` /
+    ``fine-eval``), used as the floor of locate's uncertainty; None when the run was not evaluated."""
+    if not _is_path(run):
+        return getattr(run, "median_m", None)
+    folder = Path(run) if Path(run).is_dir() else Path(run).parent
+    try:
+        data = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for d in (data, data.get("metrics") if isinstance(data, dict) else None):
+        if isinstance(d, dict) and isinstance(d.get("median_m"), int | float) and math.isfinite(d["median_m"]):
+            return float(d["median_m"])
+    return None
+
+
+def _fine_cameras(model) -> tuple[str, ...]:
+    """The photo kinds a fine localizer places (HC-Net and GeoDistill need a full panorama)."""
+    return tuple(getattr(model, "cameras", ("panorama",)))
+
+
+def _fine_localize(model, photo: Photo, tile, prior: tuple[float, float] | None, device: str = "cpu"):
+    """Pose of ``photo`` in ``tile`` (metres east/north of its centre) by ``crossview.fine.localize``; ``prior``'s
+    centre is the believed heading of the panorama's centre column / the photo's optical axis."""
+    import inspect
+
+    from crossview.fine import localize
+    from crossview.fine.pose import CameraSpec
+
+    if hasattr(model, "localize_in_tile"):
+        return model.localize_in_tile(photo, tile, prior)
+    camera = CameraSpec("panorama") if photo.camera == "panorama" else CameraSpec("pinhole", photo.fov_deg)
+    heading = prior[0] if prior else None
+    # matching models sample FG²'s released test-time 1,024 matches
+    extra = {"num_matches": 1024} if "num_matches" in inspect.signature(model.predict).parameters else {}
+    return localize(np.asarray(photo.image), str(tile.path), camera, heading_prior=heading, model=model,
+                    metres_per_pixel=tile.mpp, tile=tile.id, device=device, **extra)
+
+
+def _match_tiles(ids: list[str], tiles: list, what: str, manifest) -> dict[str, Any]:
+    """Index id -> Tile. Ids are tile ids (``crossview locate-index``) or, for indexes made by ``crossview index
+    build`` from a dataset split, image paths: matched by path, by folder/stem, or by file name."""
+    keys: dict[str, Any] = {}
+    ambiguous: set[str] = set()
+    for t in tiles:
+        p = Path(t.path)
+        for key in {t.id, p.as_posix(), p.name, p.stem, f"{p.parent.name}/{p.stem}", f"{p.parent.name}/{p.name}"}:
+            if key in keys and keys[key] is not t:
+                ambiguous.add(key)
+            keys.setdefault(key, t)
+    for key in ambiguous - {t.id for t in tiles}:  # a short name two tiles share identifies neither
+        del keys[key]
+    out, missing = {}, []
+    for i in ids:
+        q = Path(i)
+        t = keys.get(i) or keys.get(q.as_posix()) or keys.get(f"{q.parent.name}/{q.name}") or keys.get(q.name)
+        if t is None:
+            missing.append(i)
+        else:
+            out[i] = t
+    if missing:
+        raise DatasetError(f"{what} and tile manifest {manifest} do not match: {len(missing)} of {len(ids)} index "
+                           f"ids are not tiles there, e.g. {missing[0]!r}; pass the manifest the index was built from")
+    return out
+
+

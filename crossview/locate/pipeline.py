@@ -1,0 +1,282 @@
+"""The photo -> pose pipeline: :class:`Locator` (loaded once, locates many photos) and :func:`locate`."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crossview.errors import ConfigError, CrossviewError
+from crossview.geometry.geo import latlon_to_offset, offset_to_latlon
+from crossview.io import write_json_atomic
+from crossview.locate.area import parse_near, tile_geometry, tiles_near
+from crossview.locate.draw import draw_result, draw_thumbnail
+from crossview.locate.models import (
+    _fine_cameras,
+    _fine_localize,
+    _has_view,
+    _identity,
+    _is_path,
+    _load_fine,
+    _load_retrieval,
+    _match_tiles,
+    _run_median_error,
+    resolve_checkpoint,
+)
+from crossview.locate.photo import Photo, parse_heading_prior, pinhole_to_panorama, read_photo
+
+
+class Locator:
+    """Loaded once, locates many photos: the index, its retrieval model, the tiles, and optionally a fine model.
+
+    ``index``: a path saved by :func:`index_tiles` (or any crossview index whose ids are tile ids of ``tiles``);
+    ``model``: the retrieval checkpoint when the index does not record it; ``tiles``: a manifest when the index
+    does not record it; ``fine_model``: a fine-localization run or checkpoint (an official checkpoint with
+    ``fine_arch``, e.g. ``hcnet_vigor``); ``refine``: tiles refined per photo.
+    """
+
+    def __init__(self, index: str | os.PathLike, *, model: str | os.PathLike | None = None,
+                 tiles: str | os.PathLike | None = None, fine_model: str | os.PathLike | None = None,
+                 fine_arch: str | None = None, refine: int = 3, device: str = "cpu"):
+        from crossview.search.index import load_index
+        from crossview.tiles import read_manifest
+
+        self.index_path, self.device, self.refine = Path(index), device, int(refine)
+        self.index = load_index(self.index_path)
+        meta = self.index.meta
+        ckpt = model if model is not None else meta.get("checkpoint")
+        if ckpt is None:
+            raise ConfigError(f"index {index} does not record its retrieval model: pass --model RUN (the run that "
+                              "embedded its tiles), or build it with `crossview locate-index`")
+        self.checkpoint = resolve_checkpoint(ckpt) if _is_path(ckpt) else None
+        self.model = _load_retrieval(self.checkpoint or ckpt, device)
+        self.index.check_query_model(_identity(self.model), what=f"the retrieval model {self.checkpoint or ckpt}")
+        manifest = tiles or meta.get("tiles_manifest")
+        if manifest is None:
+            raise ConfigError(f"index {index} does not say where its tile images are: pass --tiles MANIFEST "
+                              "(from `crossview tiles`)")
+        self.tiles = _match_tiles(self.index.ids, read_manifest(manifest), f"index {index}", manifest)
+        self.fine_path = Path(fine_model) if fine_model is not None and _is_path(fine_model) else None
+        self.fine, self.fine_method = _load_fine(fine_model, device, fine_arch) if fine_model is not None \
+            else (None, None)
+        self.fine_median_m = _run_median_error(fine_model) if fine_model is not None else None
+        self.geometry = tile_geometry([self.tiles[i] for i in self.index.ids])  # rows in index order
+
+    def describe(self) -> dict[str, Any]:
+        return {"index": self.index_path.name, "tiles": len(self.index), "model": self.index.meta.get("name"),
+                "fine_model": self.fine_path.name if self.fine_path else self.fine_method}
+
+    # -- stages --
+    def embed(self, photo: Photo, heading_prior: tuple[float, float] | None) -> np.ndarray:
+        import torch
+        from PIL import Image
+
+        from crossview.models import input_spec
+
+        view = "drone" if photo.camera == "drone" else "ground"
+        if not _has_view(self.model, view):
+            raise CrossviewError(f"the index's retrieval model ({self.index.meta.get('name')}) does not embed "
+                                 f"{photo.camera} images; use an index built with a model for that view")
+        (h, w), mean, std = input_spec(self.model, view)
+        if photo.camera == "pinhole":
+            pano = pinhole_to_panorama(np.asarray(photo.image), photo.fov_deg, (h, w),
+                                       heading_prior[0] if heading_prior else 0.0)
+            x = torch.from_numpy(pano).permute(2, 0, 1)
+        else:
+            x = torch.from_numpy(np.array(photo.image.resize((w, h), Image.BILINEAR), dtype=np.uint8))
+            x = x.permute(2, 0, 1)
+            if photo.camera == "panorama" and heading_prior:
+                # the models are trained on north-aligned panoramas: turn the centre column to face north
+                from crossview.geometry.cameras import roll_panorama
+
+                x, _ = roll_panorama(x, -heading_prior[0])
+        from crossview.data.transforms import normalize
+
+        with torch.no_grad():
+            d = self.model.embed(normalize(x[None].to(self.device), mean, std), view=view)
+        return torch.nn.functional.normalize(d.float(), dim=1).cpu().numpy()
+
+    def search(self, desc: np.ndarray, top_k: int, area: tuple[float, float, float] | None = None):
+        """The ``top_k`` best tiles for one descriptor, optionally only those within the search ``area``."""
+        n = len(self.index)
+        if area is None:
+            return self.index.search(desc, min(top_k, n))
+        allowed = tiles_near(self.geometry, *area)
+        if not allowed.any():
+            raise CrossviewError(f"no tile of the index {self.index_path} comes within {area[2]:g} m of "
+                                 f"{area[0]:.6f},{area[1]:.6f}: widen the radius of --near or check the coordinates "
+                                 "(latitude first)")
+        k = min(n, max(256, 16 * top_k))
+        while True:  # grow the candidate list until enough allowed tiles are in it (or it holds them all)
+            scores, rows = self.index.search_rows(desc, k)
+            keep = [j for j, r in enumerate(rows[0]) if r >= 0 and allowed[r]][:top_k]
+            if len(keep) >= min(top_k, int(allowed.sum())) or k >= n:
+                break
+            k = min(n, 4 * k)
+        ids = np.asarray([self.index.ids[rows[0][j]] for j in keep], dtype=object)[None]
+        return scores[:, keep], ids
+
+    def _refine_candidate(self, photo: Photo, c: dict, prior, area) -> dict:
+        """Fine pose of ``photo`` in candidate ``c``'s tile, stored in ``c`` (lat/lon, confidence, in_area)."""
+        from crossview.tiles import distance_m
+
+        pose = self.refine_in(photo, self.tiles[c["tile"]], prior)
+        lat, lon = (float(v) for v in offset_to_latlon(c["lat"], c["lon"], pose.x_m, pose.y_m))
+        c["pose"] = {"x_m": float(pose.x_m), "y_m": float(pose.y_m), "lat": lat, "lon": lon,
+                     "heading_deg": None if pose.heading_deg is None else float(pose.heading_deg),
+                     "confidence": float(pose.confidence)}
+        if area is not None:
+            c["pose"]["in_area"] = bool(distance_m((lat, lon), area[:2]) <= area[2])
+        c["confidence"] = float(pose.confidence)
+        return c
+
+    def _recentre(self, photo: Photo, best: dict, cands: list[dict], prior, area) -> dict:
+        """The answer refined again in the tile whose centre is nearest to it, when the two agree within a quarter
+        tile; else ``best`` unchanged. The extra tile joins ``cands`` (``"source": "recentre"``)."""
+        from crossview.tiles import distance_m
+
+        here = (best["pose"]["lat"], best["pose"]["lon"])
+        east, north = latlon_to_offset(here[0], here[1], self.geometry[:, 0], self.geometry[:, 1])
+        tid = self.index.ids[int(np.argmin(np.hypot(east, north)))]
+        if tid == best["tile"]:
+            return best
+        c = next((c for c in cands if c["tile"] == tid), None)
+        if c is None:
+            t = self.tiles[tid]
+            c = {"rank": len(cands) + 1, "tile": tid, "score": None, "lat": t.lat, "lon": t.lon, "mpp": t.mpp,
+                 "file": str(t.path), "source": "recentre"}
+            cands.append(c)
+        if "pose" not in c:
+            self._refine_candidate(photo, c, prior, area)
+        t = self.tiles[tid]
+        agree = distance_m(here, (c["pose"]["lat"], c["pose"]["lon"])) <= 0.25 * max(t.width, t.height) * t.mpp
+        return c if agree and c["pose"].get("in_area", True) else best
+
+    def refine_in(self, photo: Photo, tile, heading_prior):
+        """The fine model's Pose of ``photo`` inside ``tile`` (metres east/north of its centre)."""
+        return _fine_localize(self.fine, photo, tile, heading_prior, self.device)
+
+    def locate(self, photo: str | os.PathLike | Photo, *, camera: str = "panorama", fov_deg: float | None = None,
+               heading_prior: str | tuple | None = None, top_k: int = 5, refine: int | None = None,
+               near: str | tuple | None = None, recentre: bool = True, out: str | os.PathLike | None = None,
+               thumbnails: bool = False) -> dict[str, Any]:
+        """Locate one photo; returns (and with ``out`` writes ``locate.json`` + ``locate.png``) the answer dict.
+
+        ``near``: ``(lat, lon, radius_m)`` or ``"LAT,LON±R"``, a search area (a rough GPS fix): only tiles whose
+        footprint comes within ``radius_m`` of the point are ranked, and refined answers outside it are dropped.
+        ``recentre``: after fine localization, refine once more in the index's tile centred nearest the answer
+        (fine models are trained with the camera near the tile centre) and keep that answer when it agrees.
+        """
+        prior = parse_heading_prior(heading_prior)
+        area = parse_near(near)
+        if not isinstance(photo, Photo):
+            photo = read_photo(photo, camera, fov_deg)
+        top_k = max(1, int(top_k))
+        refine = self.refine if refine is None else int(refine)
+        scores, ids = self.search(self.embed(photo, prior), top_k, area)
+        cands = []
+        for rank, (score, tid) in enumerate(zip(scores[0], ids[0]), 1):
+            if tid is None:
+                continue
+            t = self.tiles[tid]
+            cands.append({"rank": rank, "tile": tid, "score": float(score), "lat": t.lat, "lon": t.lon,
+                          "mpp": t.mpp, "file": str(t.path)})
+        if not cands:
+            raise CrossviewError(f"index {self.index_path} is empty")
+        cameras = _fine_cameras(self.fine) if self.fine is not None else ()
+        use_fine = refine > 0 and photo.camera in cameras
+        if use_fine:
+            for c in cands[:refine]:
+                self._refine_candidate(photo, c, prior, area)
+            refined = cands[:refine]
+            # answers outside the search area are not answers (when every one is, the most confident stays)
+            best = max([c for c in refined if c["pose"].get("in_area", True)] or refined,
+                       key=lambda c: c["confidence"])
+            if recentre:
+                best = self._recentre(photo, best, cands, prior, area)
+                refined = [c for c in cands if "pose" in c]
+            p = best["pose"]
+            result = {"method": "fine", "lat": p["lat"], "lon": p["lon"], "x_m": p["x_m"], "y_m": p["y_m"],
+                      "heading_deg": p["heading_deg"], "confidence": p["confidence"],
+                      "uncertainty_m": _fine_uncertainty(best, refined, self.tiles[best["tile"]],
+                                                         self.fine_median_m)}
+        else:
+            best = cands[0]
+            t = self.tiles[best["tile"]]
+            result = {"method": "retrieval", "lat": best["lat"], "lon": best["lon"], "x_m": 0.0, "y_m": 0.0,
+                      "heading_deg": None, "confidence": best["score"],
+                      "uncertainty_m": 0.5 * max(t.width, t.height) * t.mpp}
+            if self.fine is not None and refine > 0:
+                result["note"] = (f"the fine model ({self.fine_method}) places {' and '.join(cameras)} images, not "
+                                  f"{photo.camera} ones: the tile centre is reported")
+        if result["heading_deg"] is None and prior is not None:
+            result["heading_deg"], result["heading_from"] = prior[0], "prior"
+        for c in cands:
+            c["chosen"] = c is best
+        result.update({"tile": best["tile"], "photo": str(photo.path), "camera": photo.camera,
+                       "fov_deg": photo.fov_deg, "heading_prior": list(prior) if prior else None,
+                       "near": list(area) if area else None,
+                       "candidates": cands, "index": str(self.index_path), "model": self.index.meta.get("name"),
+                       "fine_model": (str(self.fine_path) if self.fine_path else self.fine_method)
+                       if use_fine else None, "fine_method": self.fine_method if use_fine else None})
+        if out is not None:
+            out = Path(out)
+            out.mkdir(parents=True, exist_ok=True)
+            tile = self.tiles[best["tile"]]
+            x, y = tile.pixel_of(result["x_m"], result["y_m"])
+            draw_result(tile.path, (x, y), result["heading_deg"], result["uncertainty_m"] / tile.mpp,
+                        out / "locate.png", caption=_caption(result))
+            result["picture"] = "locate.png"
+            if thumbnails:
+                for c in cands:
+                    t = self.tiles[c["tile"]]
+                    pos = t.pixel_of(c["pose"]["x_m"], c["pose"]["y_m"]) if "pose" in c else None
+                    name = f"candidate_{c['rank']}.jpg"
+                    draw_thumbnail(t.path, pos, out / name)
+                    c["thumbnail"] = name
+            write_json_atomic(out / "locate.json", result)
+        return result
+
+
+def _fine_uncertainty(best: dict, refined: list[dict], tile, run_median_m: float | None = None) -> float:
+    """Confidence-weighted spread (m) of the refined answers near the chosen one, at least the fine run's
+    evaluated median error (when its metrics.json has one) and at least 4 tile pixels.
+
+    A heuristic: overlapping tiles that agree give a small radius, ones that disagree nearby a larger one.
+    Answers more than a tile width away are other hypotheses (they stay listed among the candidates), not
+    spread of this one.
+    """
+    from crossview.tiles import distance_m
+
+    floor, reach = max(4 * tile.mpp, run_median_m or 0.0), max(tile.width, tile.height) * tile.mpp
+    near = [(c["confidence"], distance_m((best["pose"]["lat"], best["pose"]["lon"]),
+                                         (c["pose"]["lat"], c["pose"]["lon"]))) for c in refined]
+    near = [(w, d) for w, d in near if d <= reach]
+    total = sum(w for w, _ in near)
+    if total <= 0:
+        return 0.5 * reach
+    return float(max(floor, math.sqrt(sum(w * d * d for w, d in near) / total)))
+
+
+def _caption(r: dict[str, Any]) -> str:
+    head = "heading ?" if r["heading_deg"] is None else f"heading {r['heading_deg']:.0f}°"
+    return f"{r['lat']:.6f}, {r['lon']:.6f}  {head}  ±{r['uncertainty_m']:.1f} m  ({r['method']})"
+
+
+def locate(photo: str | os.PathLike | Photo, index: str | os.PathLike | Locator, **kwargs: Any) -> dict[str, Any]:
+    """One-call form: ``locate(photo, index, camera=..., fov_deg=..., heading_prior=..., near=None, top_k=5, refine=3,
+    fine_model=None, fine_arch=None, model=None, tiles=None, out=None, device="cpu")`` -> the answer dict (see
+    Locator.locate)."""
+    parse_heading_prior(kwargs.get("heading_prior"))  # the cheap checks first: before any model is loaded
+    parse_near(kwargs.get("near"))
+    if not isinstance(photo, Photo):
+        photo = read_photo(photo, kwargs.pop("camera", "panorama"), kwargs.pop("fov_deg", None))
+    if not isinstance(index, Locator):
+        load = {k: kwargs.pop(k) for k in ("model", "tiles", "fine_model", "fine_arch", "device") if k in kwargs}
+        index = Locator(index, refine=kwargs.get("refine") or 3, **load)
+    return index.locate(photo, **kwargs)
+
+
