@@ -12,7 +12,8 @@ lat/lon at the edge``. Stage functions:
 - :func:`demo_locate` measures the whole chain on held-out photos of the synthetic world.
 
 Modules: ``photo`` (reading photos, cameras, EXIF, the heading prior), ``area`` (the ``--near`` search area),
-``models`` (retrieval index and fine localizer), ``pipeline`` (``Locator``, ``locate``), ``draw`` (pictures),
+``models`` (retrieval index and fine localizer), ``pipeline`` (``Locator``, ``locate``), ``result`` (the
+``Candidate`` / ``Result`` records), ``draw`` (pictures),
 ``benchmark`` (``demo_locate``).
 
 Frames: positions inside a tile are metres east/north of its centre (``crossview.fine.Pose``), converted to
@@ -27,7 +28,8 @@ from crossview.locate.draw import draw_result, draw_thumbnail
 from crossview.locate.models import _run_median_error, index_tiles, resolve_checkpoint
 from crossview.locate.photo import CAMERAS, Photo, parse_heading_prior, pinhole_to_panorama, read_photo
 from crossview.locate.pipeline import Locator, locate
+from crossview.locate.result import Candidate, FinePose, Result
 
-__all__ = ["CAMERAS", "Locator", "Photo", "demo_locate", "draw_result", "draw_thumbnail", "index_tiles", "locate",
-           "parse_heading_prior", "parse_near", "pinhole_to_panorama", "read_photo", "resolve_checkpoint",
-           "tile_geometry", "tiles_near", "_run_median_error"]
+__all__ = ["CAMERAS", "Candidate", "FinePose", "Result", "Locator", "Photo", "demo_locate", "draw_result",
+           "draw_thumbnail", "index_tiles", "locate", "parse_heading_prior", "parse_near", "pinhole_to_panorama",
+           "read_photo", "resolve_checkpoint", "tile_geometry", "tiles_near", "_run_median_error"]

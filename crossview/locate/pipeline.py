@@ -27,6 +27,7 @@ from crossview.locate.models import (
     resolve_checkpoint,
 )
 from crossview.locate.photo import Photo, parse_heading_prior, pinhole_to_panorama, read_photo
+from crossview.locate.result import Candidate, FinePose, Result
 
 
 class Locator:
@@ -119,41 +120,38 @@ class Locator:
         ids = np.asarray([self.index.ids[rows[0][j]] for j in keep], dtype=object)[None]
         return scores[:, keep], ids
 
-    def _refine_candidate(self, photo: Photo, c: dict, prior, area) -> dict:
-        """Fine pose of ``photo`` in candidate ``c``'s tile, stored in ``c`` (lat/lon, confidence, in_area)."""
+    def _refine_candidate(self, photo: Photo, c: Candidate, prior, area) -> Candidate:
+        """Fine pose of ``photo`` in candidate ``c``'s tile, stored in ``c.pose`` (lat/lon, confidence, in_area)."""
         from crossview.tiles import distance_m
 
-        pose = self.refine_in(photo, self.tiles[c["tile"]], prior)
-        lat, lon = (float(v) for v in offset_to_latlon(c["lat"], c["lon"], pose.x_m, pose.y_m))
-        c["pose"] = {"x_m": float(pose.x_m), "y_m": float(pose.y_m), "lat": lat, "lon": lon,
-                     "heading_deg": None if pose.heading_deg is None else float(pose.heading_deg),
-                     "confidence": float(pose.confidence)}
-        if area is not None:
-            c["pose"]["in_area"] = bool(distance_m((lat, lon), area[:2]) <= area[2])
-        c["confidence"] = float(pose.confidence)
+        pose = self.refine_in(photo, self.tiles[c.tile], prior)
+        lat, lon = (float(v) for v in offset_to_latlon(c.lat, c.lon, pose.x_m, pose.y_m))
+        in_area = None if area is None else bool(distance_m((lat, lon), area[:2]) <= area[2])
+        c.pose = FinePose(float(pose.x_m), float(pose.y_m), lat, lon,
+                          None if pose.heading_deg is None else float(pose.heading_deg), float(pose.confidence),
+                          in_area)
         return c
 
-    def _recentre(self, photo: Photo, best: dict, cands: list[dict], prior, area) -> dict:
+    def _recentre(self, photo: Photo, best: Candidate, cands: list[Candidate], prior, area) -> Candidate:
         """The answer refined again in the tile whose centre is nearest to it, when the two agree within a quarter
-        tile; else ``best`` unchanged. The extra tile joins ``cands`` (``"source": "recentre"``)."""
+        tile; else ``best`` unchanged. The extra tile joins ``cands`` (``source="recentre"``)."""
         from crossview.tiles import distance_m
 
-        here = (best["pose"]["lat"], best["pose"]["lon"])
+        here = (best.pose.lat, best.pose.lon)
         east, north = latlon_to_offset(here[0], here[1], self.geometry[:, 0], self.geometry[:, 1])
         tid = self.index.ids[int(np.argmin(np.hypot(east, north)))]
-        if tid == best["tile"]:
+        if tid == best.tile:
             return best
-        c = next((c for c in cands if c["tile"] == tid), None)
+        c = next((c for c in cands if c.tile == tid), None)
         if c is None:
             t = self.tiles[tid]
-            c = {"rank": len(cands) + 1, "tile": tid, "score": None, "lat": t.lat, "lon": t.lon, "mpp": t.mpp,
-                 "file": str(t.path), "source": "recentre"}
+            c = Candidate(len(cands) + 1, tid, None, t.lat, t.lon, t.mpp, str(t.path), source="recentre")
             cands.append(c)
-        if "pose" not in c:
+        if c.pose is None:
             self._refine_candidate(photo, c, prior, area)
         t = self.tiles[tid]
-        agree = distance_m(here, (c["pose"]["lat"], c["pose"]["lon"])) <= 0.25 * max(t.width, t.height) * t.mpp
-        return c if agree and c["pose"].get("in_area", True) else best
+        agree = distance_m(here, (c.pose.lat, c.pose.lon)) <= 0.25 * max(t.width, t.height) * t.mpp
+        return c if agree and c.in_area else best
 
     def refine_in(self, photo: Photo, tile, heading_prior):
         """The fine model's Pose of ``photo`` inside ``tile`` (metres east/north of its centre)."""
@@ -163,7 +161,17 @@ class Locator:
                heading_prior: str | tuple | None = None, top_k: int = 5, refine: int | None = None,
                near: str | tuple | None = None, recentre: bool = True, out: str | os.PathLike | None = None,
                thumbnails: bool = False) -> dict[str, Any]:
-        """Locate one photo; returns (and with ``out`` writes ``locate.json`` + ``locate.png``) the answer dict.
+        """Locate one photo; returns (and with ``out`` writes ``locate.json`` + ``locate.png``) the answer as a
+        JSON-ready dict (``locate_result`` gives the typed :class:`Result`). Options as :meth:`locate_result`."""
+        return self.locate_result(photo, camera=camera, fov_deg=fov_deg, heading_prior=heading_prior, top_k=top_k,
+                                  refine=refine, near=near, recentre=recentre, out=out,
+                                  thumbnails=thumbnails).to_dict()
+
+    def locate_result(self, photo: str | os.PathLike | Photo, *, camera: str = "panorama",
+                      fov_deg: float | None = None, heading_prior: str | tuple | None = None, top_k: int = 5,
+                      refine: int | None = None, near: str | tuple | None = None, recentre: bool = True,
+                      out: str | os.PathLike | None = None, thumbnails: bool = False) -> Result:
+        """Locate one photo.
 
         ``near``: ``(lat, lon, radius_m)`` or ``"LAT,LON±R"``, a search area (a rough GPS fix): only tiles whose
         footprint comes within ``radius_m`` of the point are ranked, and refined answers outside it are dropped.
@@ -177,71 +185,64 @@ class Locator:
         top_k = max(1, int(top_k))
         refine = self.refine if refine is None else int(refine)
         scores, ids = self.search(self.embed(photo, prior), top_k, area)
-        cands = []
+        cands: list[Candidate] = []
         for rank, (score, tid) in enumerate(zip(scores[0], ids[0]), 1):
             if tid is None:
                 continue
             t = self.tiles[tid]
-            cands.append({"rank": rank, "tile": tid, "score": float(score), "lat": t.lat, "lon": t.lon,
-                          "mpp": t.mpp, "file": str(t.path)})
+            cands.append(Candidate(rank, tid, float(score), t.lat, t.lon, t.mpp, str(t.path)))
         if not cands:
             raise CrossviewError(f"index {self.index_path} is empty")
         cameras = _fine_cameras(self.fine) if self.fine is not None else ()
         use_fine = refine > 0 and photo.camera in cameras
+        common = {"photo": str(photo.path), "camera": photo.camera, "fov_deg": photo.fov_deg,
+                  "heading_prior": list(prior) if prior else None, "near": list(area) if area else None,
+                  "candidates": cands, "index": str(self.index_path), "model": self.index.meta.get("name")}
         if use_fine:
             for c in cands[:refine]:
                 self._refine_candidate(photo, c, prior, area)
             refined = cands[:refine]
             # answers outside the search area are not answers (when every one is, the most confident stays)
-            best = max([c for c in refined if c["pose"].get("in_area", True)] or refined,
-                       key=lambda c: c["confidence"])
+            best = max([c for c in refined if c.in_area] or refined, key=lambda c: c.confidence)
             if recentre:
                 best = self._recentre(photo, best, cands, prior, area)
-                refined = [c for c in cands if "pose" in c]
-            p = best["pose"]
-            result = {"method": "fine", "lat": p["lat"], "lon": p["lon"], "x_m": p["x_m"], "y_m": p["y_m"],
-                      "heading_deg": p["heading_deg"], "confidence": p["confidence"],
-                      "uncertainty_m": _fine_uncertainty(best, refined, self.tiles[best["tile"]],
-                                                         self.fine_median_m)}
+                refined = [c for c in cands if c.pose is not None]
+            p = best.pose
+            result = Result("fine", p.lat, p.lon, p.x_m, p.y_m, p.heading_deg, p.confidence,
+                            _fine_uncertainty(best, refined, self.tiles[best.tile], self.fine_median_m), best.tile,
+                            **common, fine_model=str(self.fine_path) if self.fine_path else self.fine_method,
+                            fine_method=self.fine_method)
         else:
             best = cands[0]
-            t = self.tiles[best["tile"]]
-            result = {"method": "retrieval", "lat": best["lat"], "lon": best["lon"], "x_m": 0.0, "y_m": 0.0,
-                      "heading_deg": None, "confidence": best["score"],
-                      "uncertainty_m": 0.5 * max(t.width, t.height) * t.mpp}
+            t = self.tiles[best.tile]
+            result = Result("retrieval", best.lat, best.lon, 0.0, 0.0, None, best.score,
+                            0.5 * max(t.width, t.height) * t.mpp, best.tile, **common)
             if self.fine is not None and refine > 0:
-                result["note"] = (f"the fine model ({self.fine_method}) places {' and '.join(cameras)} images, not "
-                                  f"{photo.camera} ones: the tile centre is reported")
-        if result["heading_deg"] is None and prior is not None:
-            result["heading_deg"], result["heading_from"] = prior[0], "prior"
+                result.note = (f"the fine model ({self.fine_method}) places {' and '.join(cameras)} images, not "
+                               f"{photo.camera} ones: the tile centre is reported")
+        if result.heading_deg is None and prior is not None:
+            result.heading_deg, result.heading_from = prior[0], "prior"
         for c in cands:
-            c["chosen"] = c is best
-        result.update({"tile": best["tile"], "photo": str(photo.path), "camera": photo.camera,
-                       "fov_deg": photo.fov_deg, "heading_prior": list(prior) if prior else None,
-                       "near": list(area) if area else None,
-                       "candidates": cands, "index": str(self.index_path), "model": self.index.meta.get("name"),
-                       "fine_model": (str(self.fine_path) if self.fine_path else self.fine_method)
-                       if use_fine else None, "fine_method": self.fine_method if use_fine else None})
+            c.chosen = c is best
         if out is not None:
             out = Path(out)
             out.mkdir(parents=True, exist_ok=True)
-            tile = self.tiles[best["tile"]]
-            x, y = tile.pixel_of(result["x_m"], result["y_m"])
-            draw_result(tile.path, (x, y), result["heading_deg"], result["uncertainty_m"] / tile.mpp,
+            tile = self.tiles[best.tile]
+            x, y = tile.pixel_of(result.x_m, result.y_m)
+            draw_result(tile.path, (x, y), result.heading_deg, result.uncertainty_m / tile.mpp,
                         out / "locate.png", caption=_caption(result))
-            result["picture"] = "locate.png"
+            result.picture = "locate.png"
             if thumbnails:
                 for c in cands:
-                    t = self.tiles[c["tile"]]
-                    pos = t.pixel_of(c["pose"]["x_m"], c["pose"]["y_m"]) if "pose" in c else None
-                    name = f"candidate_{c['rank']}.jpg"
-                    draw_thumbnail(t.path, pos, out / name)
-                    c["thumbnail"] = name
-            write_json_atomic(out / "locate.json", result)
+                    t = self.tiles[c.tile]
+                    pos = t.pixel_of(c.pose.x_m, c.pose.y_m) if c.pose is not None else None
+                    c.thumbnail = f"candidate_{c.rank}.jpg"
+                    draw_thumbnail(t.path, pos, out / c.thumbnail)
+            write_json_atomic(out / "locate.json", result.to_dict())
         return result
 
 
-def _fine_uncertainty(best: dict, refined: list[dict], tile, run_median_m: float | None = None) -> float:
+def _fine_uncertainty(best: Candidate, refined: list[Candidate], tile, run_median_m: float | None = None) -> float:
     """Confidence-weighted spread (m) of the refined answers near the chosen one, at least the fine run's
     evaluated median error (when its metrics.json has one) and at least 4 tile pixels.
 
@@ -252,8 +253,7 @@ def _fine_uncertainty(best: dict, refined: list[dict], tile, run_median_m: float
     from crossview.tiles import distance_m
 
     floor, reach = max(4 * tile.mpp, run_median_m or 0.0), max(tile.width, tile.height) * tile.mpp
-    near = [(c["confidence"], distance_m((best["pose"]["lat"], best["pose"]["lon"]),
-                                         (c["pose"]["lat"], c["pose"]["lon"]))) for c in refined]
+    near = [(c.confidence, distance_m((best.pose.lat, best.pose.lon), (c.pose.lat, c.pose.lon))) for c in refined]
     near = [(w, d) for w, d in near if d <= reach]
     total = sum(w for w, _ in near)
     if total <= 0:
@@ -261,9 +261,9 @@ def _fine_uncertainty(best: dict, refined: list[dict], tile, run_median_m: float
     return float(max(floor, math.sqrt(sum(w * d * d for w, d in near) / total)))
 
 
-def _caption(r: dict[str, Any]) -> str:
-    head = "heading ?" if r["heading_deg"] is None else f"heading {r['heading_deg']:.0f}°"
-    return f"{r['lat']:.6f}, {r['lon']:.6f}  {head}  ±{r['uncertainty_m']:.1f} m  ({r['method']})"
+def _caption(r: Result) -> str:
+    head = "heading ?" if r.heading_deg is None else f"heading {r.heading_deg:.0f}°"
+    return f"{r.lat:.6f}, {r.lon:.6f}  {head}  ±{r.uncertainty_m:.1f} m  ({r.method})"
 
 
 def locate(photo: str | os.PathLike | Photo, index: str | os.PathLike | Locator, **kwargs: Any) -> dict[str, Any]:
