@@ -10,14 +10,16 @@ frame axes) instead of aligned with the camera's forward direction.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from crossview.geometry.transforms import rotation_matrix
+from crossview.geometry.types import Camera, Device, DType
 
 
-def bev_grid(n: int, metres_per_cell: float, dtype=torch.float32, device=None) -> torch.Tensor:
+def bev_grid(n: int, metres_per_cell: float, dtype: DType = torch.float32, device: Device = None) -> torch.Tensor:
     """Metric (x, y) of the cell centres, shape (n, n, 2), row-major like an image."""
     c = (torch.arange(n, dtype=dtype, device=device) + 0.5 - n / 2) * metres_per_cell
     y, x = torch.meshgrid(-c, c, indexing="ij")
@@ -30,6 +32,7 @@ def metres_to_bev_pixel(xy: torch.Tensor, n: int, metres_per_cell: float) -> tor
 
 
 def bev_pixel_to_metres(px: torch.Tensor, n: int, metres_per_cell: float) -> torch.Tensor:
+    """Continuous BEV pixel (col, row), origin top-left -> (x, y) metres (the inverse of metres_to_bev_pixel)."""
     return torch.stack([(px[..., 0] - n / 2) * metres_per_cell, (n / 2 - px[..., 1]) * metres_per_cell], -1)
 
 
@@ -39,14 +42,15 @@ def _world_to_camera(xy: torch.Tensor, heading_deg: float) -> torch.Tensor:
     return xy @ r.T
 
 
-def project_points(camera, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def project_points(camera: Camera, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """3-D points (..., 3) in the camera frame -> normalised grid_sample coordinates (..., 2) and a valid mask."""
     u, v, valid = camera.ray_to_pixel(points)
     grid = torch.stack([2 * u / camera.width - 1, 2 * v / camera.height - 1], -1)
     return grid, valid
 
 
-def pillar_grid(camera, n: int, metres_per_cell: float, heights_m, world: bool = False, dtype=torch.float32):
+def pillar_grid(camera: Camera, n: int, metres_per_cell: float, heights_m: Sequence[float], world: bool = False,
+                dtype: DType = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """Sampling grid of a height-layered BEV (FG²'s 3-D lifting).
 
     Each BEV cell owns a vertical pillar of points at ``heights_m`` (metres relative to the camera, up positive).
@@ -61,8 +65,8 @@ def pillar_grid(camera, n: int, metres_per_cell: float, heights_m, world: bool =
     return grid.to(dtype), valid
 
 
-def ground_plane_grid(camera, n: int, metres_per_cell: float, camera_height_m: float, world: bool = False,
-                      dtype=torch.float32):
+def ground_plane_grid(camera: Camera, n: int, metres_per_cell: float, camera_height_m: float, world: bool = False,
+                      dtype: DType = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """Sampling grid (n, n, 2) and valid mask (n, n) of the ground plane ``camera_height_m`` below the camera."""
     grid, valid = pillar_grid(camera, n, metres_per_cell, [-camera_height_m], world, dtype)
     return grid[0], valid[0]
@@ -89,7 +93,8 @@ def warp_to_bev(image: torch.Tensor, grid: torch.Tensor, valid: torch.Tensor | N
     return out
 
 
-def pixel_to_ground(camera, u, v, camera_height_m: float) -> tuple[torch.Tensor, torch.Tensor]:
+def pixel_to_ground(camera: Camera, u: torch.Tensor, v: torch.Tensor,
+                    camera_height_m: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Where the ray through pixel (u, v) meets the ground plane: (x right, y forward) metres and a valid mask
     (rays at or above the horizon never meet it)."""
     ray = camera.pixel_to_ray(u, v)

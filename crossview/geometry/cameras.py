@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from crossview.geometry.types import Device
+
 
 def _as_tensor(x, like: torch.Tensor | None = None) -> torch.Tensor:
     if like is not None:
@@ -36,7 +38,7 @@ class PanoramaCamera:
     kind = "panorama"
     fov_deg = 360.0
 
-    def pixel_to_ray(self, u, v) -> torch.Tensor:
+    def pixel_to_ray(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Unit rays (..., 3) in the camera frame for pixel coordinates ``u`` (x) and ``v`` (y)."""
         u = _as_tensor(u)
         v = _as_tensor(v, u)
@@ -45,6 +47,7 @@ class PanoramaCamera:
         return torch.stack([torch.sin(az) * torch.cos(el), torch.cos(az) * torch.cos(el), torch.sin(el)], -1)
 
     def ray_to_pixel(self, rays: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Camera-frame rays/points (..., 3) -> continuous pixels (u, v) and a mask of those in front of it."""
         """(u, v, valid) for rays (..., 3) in the camera frame (need not be unit length)."""
         rays = _as_tensor(rays)
         x, y, z = rays.unbind(-1)
@@ -69,13 +72,15 @@ class PinholeCamera:
 
     @property
     def focal(self) -> float:
+        """Focal length in pixels for the horizontal field of view."""
         return (self.width / 2) / math.tan(math.radians(self.fov_deg) / 2)
 
     def _pitch(self) -> tuple[float, float]:
         p = math.radians(self.pitch_deg)
         return math.cos(p), math.sin(p)
 
-    def pixel_to_ray(self, u, v) -> torch.Tensor:
+    def pixel_to_ray(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Unit rays (..., 3) in the camera frame (x right, y forward, z up) through continuous pixels (u, v)."""
         u = _as_tensor(u)
         v = _as_tensor(v, u)
         xc = (u - self.width / 2) / self.focal  # optical frame: x right, y along the axis, z up
@@ -111,7 +116,7 @@ def roll_panorama(image: torch.Tensor, yaw_deg: float) -> tuple[torch.Tensor, fl
     return torch.roll(image, shifts=shift, dims=-1), -shift * 360.0 / width
 
 
-def fov_mask(width: int, start_deg: float, fov_deg: float, device=None) -> torch.Tensor:
+def fov_mask(width: int, start_deg: float, fov_deg: float, device: Device = None) -> torch.Tensor:
     """Column mask (W,) of a panorama whose visible part spans ``fov_deg`` from relative azimuth ``start_deg``.
 
     Azimuths are relative to the centre column, clockwise, so the columns kept are a contiguous circular block

@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+from crossview.geometry.types import ArrayLike
+
 WGS84_A = 6378137.0  # semi-major axis (m)
 WGS84_F = 1 / 298.257223563
 WGS84_B = WGS84_A * (1 - WGS84_F)
@@ -36,21 +38,21 @@ def radii(lat0_deg: float) -> tuple[float, float]:
     return m, n * math.cos(math.radians(lat0_deg))
 
 
-def enu_to_latlon(east_m, north_m, lat0: float, lon0: float):
+def enu_to_latlon(east_m: ArrayLike, north_m: ArrayLike, lat0: float, lon0: float) -> tuple[ArrayLike, ArrayLike]:
     """Local metres (east, north) of ``(lat0, lon0)`` -> (lat, lon) degrees (floats or arrays)."""
     m, n = radii(lat0)
     return lat0 + np.degrees(np.asarray(north_m, dtype=np.float64) / m), lon0 + np.degrees(
         np.asarray(east_m, dtype=np.float64) / n)
 
 
-def latlon_to_enu(lat, lon, lat0: float, lon0: float):
+def latlon_to_enu(lat: ArrayLike, lon: ArrayLike, lat0: float, lon0: float) -> tuple[ArrayLike, ArrayLike]:
     """(lat, lon) degrees -> local metres (east, north) of ``(lat0, lon0)``."""
     m, n = radii(lat0)
     return np.radians(np.asarray(lon, dtype=np.float64) - lon0) * n, np.radians(
         np.asarray(lat, dtype=np.float64) - lat0) * m
 
 
-def geodesic_m(lat1, lon1, lat2, lon2):
+def geodesic_m(lat1: ArrayLike, lon1: ArrayLike, lat2: ArrayLike, lon2: ArrayLike) -> float | np.ndarray:
     """Length of the WGS84 geodesic between two points (metres), by Vincenty's inverse formula."""
     lat1, lon1, lat2, lon2 = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (lat1, lon1, lat2, lon2)))
     f, a, b = WGS84_F, WGS84_A, WGS84_B

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from crossview.geometry.types import ArrayLike, Device, DType
+
 
 def _check_points(name: str, pts: torch.Tensor) -> None:
     if pts.dim() != 3 or pts.shape[-1] != 2:
@@ -77,7 +79,7 @@ def dlt(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = Non
     return (h / h[:, 2:, 2:]).to(out_dtype)
 
 
-def image_corners(height: int, width: int, dtype=torch.float32, device=None) -> torch.Tensor:
+def image_corners(height: int, width: int, dtype: DType = torch.float32, device: Device = None) -> torch.Tensor:
     """The four image corners (4, 2) in the order top-left, top-right, bottom-left, bottom-right."""
     return torch.tensor([[0.0, 0.0], [width, 0.0], [0.0, height], [width, height]], dtype=dtype, device=device)
 
@@ -92,7 +94,8 @@ def four_point_homography(src_corners: torch.Tensor, displacement: torch.Tensor)
     return dlt(src_corners, src_corners + displacement)
 
 
-def pixel_grid(height: int, width: int, stride: float = 1.0, dtype=torch.float32, device=None) -> torch.Tensor:
+def pixel_grid(height: int, width: int, stride: float = 1.0, dtype: DType = torch.float32,
+               device: Device = None) -> torch.Tensor:
     """Centres of the ``stride``-pixel cells of an image, (H/stride · W/stride, 2), row-major, in pixel units."""
     ys = (torch.arange(int(height // stride), dtype=dtype, device=device) + 0.5) * stride
     xs = (torch.arange(int(width // stride), dtype=dtype, device=device) + 0.5) * stride
@@ -112,7 +115,8 @@ def warp_image(image: torch.Tensor, h: torch.Tensor, out_size: tuple[int, int], 
     return F.grid_sample(image, norm.view(b, ho, wo, 2), mode=mode, padding_mode=padding_mode, align_corners=False)
 
 
-def similarity_homography(scale, angle_rad, tx, ty, centre=(0.0, 0.0)) -> torch.Tensor:
+def similarity_homography(scale: ArrayLike, angle_rad: ArrayLike, tx: ArrayLike, ty: ArrayLike,
+                          centre: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
     """(B, 3, 3) homographies: rotate by ``angle_rad`` (clockwise on screen, since y points down) and scale about
     ``centre``, then translate by (tx, ty). Arguments are floats or (B,) tensors."""
     args = torch.broadcast_tensors(*(torch.as_tensor(a, dtype=torch.float64) for a in (scale, angle_rad, tx, ty)))

@@ -15,7 +15,8 @@ from crossview.geometry.transforms import rotation_matrix
 
 
 def weighted_procrustes(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = None,
-                        fixed_rotation: torch.Tensor | None = None, eps: float = 1e-9):
+                        fixed_rotation: torch.Tensor | None = None,
+                        eps: float = 1e-9) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rigid (R, t) with ``dst ≈ R·src + t``.
 
     Args:

@@ -16,7 +16,8 @@ from crossview.geometry.transforms import apply_rigid
 def ransac_procrustes(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = None,
                       iterations: int = 100, inlier_threshold: float = 2.5, soft_threshold: float = 5.0,
                       refine_steps: int = 4, generator: torch.Generator | None = None,
-                      fixed_rotation: torch.Tensor | None = None):
+                      fixed_rotation: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Robust (R, t) with ``dst ≈ R·src + t`` for one set of pairs (N, 2).
 
     With ``fixed_rotation`` (known orientation) each hypothesis is a translation from a single pair.

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from crossview.errors import ConfigError
+from crossview.geometry.types import ArrayLike, Device, DType
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ def _base_uv_on(camera: TopDownCamera, device: str, dtype: torch.dtype) -> torch
     return _base_uv(camera).to(device=device, dtype=dtype)
 
 
-def spherical_uv(camera: TopDownCamera, heading_deg=0.0, device=None, dtype=torch.float32) -> torch.Tensor:
+def spherical_uv(camera: TopDownCamera, heading_deg: ArrayLike = 0.0, device: Device = None,
+                 dtype: DType = torch.float32) -> torch.Tensor:
     """Fractional panorama coordinates (B, H, W, 2) sampled by each output pixel.
 
     ``heading_deg`` (float or (B,) tensor): heading of the panorama's centre column, clockwise from north, as
@@ -105,7 +107,7 @@ def spherical_uv(camera: TopDownCamera, heading_deg=0.0, device=None, dtype=torc
     return torch.stack([u, base[..., 1].expand_as(u)], -1)
 
 
-def spherical_transform(panorama: torch.Tensor, camera: TopDownCamera, heading_deg=0.0,
+def spherical_transform(panorama: torch.Tensor, camera: TopDownCamera, heading_deg: ArrayLike = 0.0,
                         mode: str = "bilinear") -> torch.Tensor:
     """Warp panoramas (B, C, Hp, Wp) to the top-down view (B, C, H, W) of ``camera``.
 

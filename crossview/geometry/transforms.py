@@ -14,6 +14,7 @@ import math
 import torch
 
 from crossview.geometry.angles import angle_diff_deg  # noqa: F401 (re-exported)
+from crossview.geometry.types import ArrayLike
 
 
 def rotation_matrix(theta: torch.Tensor) -> torch.Tensor:
@@ -34,16 +35,18 @@ def apply_rigid(r: torch.Tensor, t: torch.Tensor, points: torch.Tensor) -> torch
 
 
 def invert_rigid(r: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse (Rᵀ, −Rᵀ·t) of the rigid transform p -> R·p + t."""
     rt = r.transpose(-1, -2)
     return rt, -(rt @ t.unsqueeze(-1)).squeeze(-1)
 
 
-def compose_rigid(r1, t1, r2, t2) -> tuple[torch.Tensor, torch.Tensor]:
+def compose_rigid(r1: torch.Tensor, t1: torch.Tensor, r2: torch.Tensor,
+                  t2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The transform applying (r2, t2) first, then (r1, t1)."""
     return r1 @ r2, (r1 @ t2.unsqueeze(-1)).squeeze(-1) + t1
 
 
-def pose_to_rigid(x_m, y_m, heading_deg) -> tuple[torch.Tensor, torch.Tensor]:
+def pose_to_rigid(x_m: ArrayLike, y_m: ArrayLike, heading_deg: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
     """Camera pose in the tile frame -> (R, t) mapping aerial points to ground (camera-frame) points."""
     x_m, y_m = torch.as_tensor(x_m), torch.as_tensor(y_m)
     heading = torch.as_tensor(heading_deg, dtype=x_m.dtype if x_m.is_floating_point() else None)

@@ -40,6 +40,7 @@ def draw_result(tile_path: str | os.PathLike, xy: tuple[float, float], heading_d
 
 def draw_thumbnail(tile_path: str | os.PathLike, xy: tuple[float, float] | None, out: str | os.PathLike,
                    size: int = 192) -> Path:
+    """A JPEG thumbnail (``size`` px on its long side) of a candidate tile with its fine position as a dot."""
     from PIL import Image, ImageDraw
 
     from crossview.io import atomic_write

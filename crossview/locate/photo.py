@@ -50,6 +50,7 @@ class Photo:
 
     @property
     def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
         return self.image.size
 
 

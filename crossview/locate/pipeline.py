@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from crossview.errors import ConfigError, CrossviewError
+from crossview.fine.pose import Pose
 from crossview.geometry.geo import latlon_to_offset, offset_to_latlon
 from crossview.io import write_json_atomic
 from crossview.locate.area import parse_near, tile_geometry, tiles_near
@@ -28,6 +29,7 @@ from crossview.locate.models import (
 )
 from crossview.locate.photo import Photo, parse_heading_prior, pinhole_to_panorama, read_photo
 from crossview.locate.result import Candidate, FinePose, Result
+from crossview.tiles import Tile
 
 
 class Locator:
@@ -67,11 +69,15 @@ class Locator:
         self.geometry = tile_geometry([self.tiles[i] for i in self.index.ids])  # rows in index order
 
     def describe(self) -> dict[str, Any]:
+        """What is loaded: the index (name, tile count), its retrieval model and the fine model."""
         return {"index": self.index_path.name, "tiles": len(self.index), "model": self.index.meta.get("name"),
                 "fine_model": self.fine_path.name if self.fine_path else self.fine_method}
 
     # -- stages --
     def embed(self, photo: Photo, heading_prior: tuple[float, float] | None) -> np.ndarray:
+        """The photo's L2-normalised descriptor (1, D) with the index's retrieval model: a panorama is first turned so
+        that its believed north (the prior's centre) is in the middle; a pinhole photo is painted into a panorama
+        canvas at that heading."""
         import torch
         from PIL import Image
 
@@ -100,7 +106,8 @@ class Locator:
             d = self.model.embed(normalize(x[None].to(self.device), mean, std), view=view)
         return torch.nn.functional.normalize(d.float(), dim=1).cpu().numpy()
 
-    def search(self, desc: np.ndarray, top_k: int, area: tuple[float, float, float] | None = None):
+    def search(self, desc: np.ndarray, top_k: int,
+               area: tuple[float, float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``top_k`` best tiles for one descriptor, optionally only those within the search ``area``."""
         n = len(self.index)
         if area is None:
@@ -153,7 +160,7 @@ class Locator:
         agree = distance_m(here, (c.pose.lat, c.pose.lon)) <= 0.25 * max(t.width, t.height) * t.mpp
         return c if agree and c.in_area else best
 
-    def refine_in(self, photo: Photo, tile, heading_prior):
+    def refine_in(self, photo: Photo, tile: Tile, heading_prior: tuple[float, float] | None) -> Pose:
         """The fine model's Pose of ``photo`` inside ``tile`` (metres east/north of its centre)."""
         return _fine_localize(self.fine, photo, tile, heading_prior, self.device)
 

@@ -21,6 +21,7 @@ class FinePose:
     in_area: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``in_area`` only with a search area)."""
         d = {"x_m": self.x_m, "y_m": self.y_m, "lat": self.lat, "lon": self.lon, "heading_deg": self.heading_deg,
              "confidence": self.confidence}
         if self.in_area is not None:
@@ -47,13 +48,16 @@ class Candidate:
 
     @property
     def confidence(self) -> float | None:
+        """The fine pose's confidence (None when the tile was not refined)."""
         return None if self.pose is None else self.pose.confidence
 
     @property
     def in_area(self) -> bool:
+        """False only for a refined answer outside the search area."""
         return self.pose is None or self.pose.in_area is not False
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``source``, ``pose``, ``confidence``, ``thumbnail`` only when they apply)."""
         d: dict[str, Any] = {"rank": self.rank, "tile": self.tile, "score": self.score, "lat": self.lat,
                              "lon": self.lon, "mpp": self.mpp, "file": self.file}
         if self.source is not None:
@@ -96,6 +100,7 @@ class Result:
     picture: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON written to ``locate.json`` and served by the web app."""
         d: dict[str, Any] = {k: getattr(self, k) for k in (
             "method", "lat", "lon", "x_m", "y_m", "heading_deg", "confidence", "uncertainty_m")}
         for k in ("note", "heading_from"):
