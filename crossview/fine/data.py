@@ -213,6 +213,7 @@ class FineDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def yaw_for(self, i: int) -> float:
+        """The yaw (degrees) sample ``i`` is rolled by: fixed by ``fixed_seed`` or drawn anew."""
         if self.yaw_range <= 0:
             return 0.0
         rng = random.Random(self.fixed_seed * 1000003 + i) if self.fixed_seed is not None else random
@@ -242,6 +243,7 @@ class FineDataset(torch.utils.data.Dataset):
 
 
 def collate(items: list[dict]) -> dict:
+    """Stack a list of ``FineDataset`` items into a batch (lists for non-tensors); one camera kind per batch."""
     out = {}
     for key in items[0]:
         vals = [it[key] for it in items]
@@ -279,9 +281,9 @@ def _texture(size: int, gen: torch.Generator) -> torch.Tensor:
     return (tex / tex.amax(dim=(1, 2), keepdim=True)).clamp(0, 1)
 
 
-def flat_world_samples(n: int, seed: int = 0, tile_px: int = 128, tile_m: float = 64.0, ground_hw=(64, 128),
-                       camera: str = "panorama", fov_deg: float = 360.0, eye_height_m: float = 2.0,
-                       max_offset_frac: float = 0.25, random_heading: bool = False,
+def flat_world_samples(n: int, seed: int = 0, tile_px: int = 128, tile_m: float = 64.0,
+                       ground_hw: tuple[int, int] = (64, 128), camera: str = "panorama", fov_deg: float = 360.0,
+                       eye_height_m: float = 2.0, max_offset_frac: float = 0.25, random_heading: bool = False,
                        worlds: int = 4) -> list[FineSample]:
     """Panoramas (or pinhole views) of a flat textured ground and their north-up tiles, exact poses.
 
@@ -332,10 +334,11 @@ def flat_world_samples(n: int, seed: int = 0, tile_px: int = 128, tile_m: float 
 
 
 def with_heading(samples: list[FineSample], heading_deg: float) -> list[FineSample]:
+    """The same samples with their heading label replaced (e.g. 0 for north-aligned panoramas)."""
     return [replace(s, heading_deg=heading_deg) for s in samples]
 
 
-def rotate_to_prior(batch: dict, heading_prior) -> tuple[dict, torch.Tensor]:
+def rotate_to_prior(batch: dict, heading_prior: float | torch.Tensor) -> tuple[dict, torch.Tensor]:
     """Roll each panorama of ``batch`` so that the direction it is believed to face (``heading_prior`` (B,) or a
     float, degrees clockwise from north, of its centre column) moves to north: the centre column then looks along
     (true heading − prior). Returns the new batch and the yaw applied per sample (whole columns; the rolled image's

@@ -36,6 +36,7 @@ def fine_model_info(name: str) -> dict[str, Any]:
 
 
 def format_fine_info(info: dict[str, Any]) -> str:
+    """The table ``crossview fine-model-info`` prints."""
     lines = [f"{info['name']}  (arch {info['arch']}: {info['published']})"]
     if info.get("official_repo"):
         lines.append(f"  official code: {info['official_repo']}")

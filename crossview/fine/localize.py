@@ -42,8 +42,10 @@ def _as_array(image) -> np.ndarray:
     return arr
 
 
-def localize(ground_image, aerial_tile, camera: str | CameraSpec = "panorama", heading_prior: float | None = None,
-             model=None, metres_per_pixel: float | None = None, tile: str | None = None, arch: str | None = None,
+def localize(ground_image: str | os.PathLike | np.ndarray | torch.Tensor,
+             aerial_tile: str | os.PathLike | np.ndarray | torch.Tensor, camera: str | CameraSpec = "panorama",
+             heading_prior: float | None = None, model: str | os.PathLike | torch.nn.Module | None = None,
+             metres_per_pixel: float | None = None, tile: str | None = None, arch: str | None = None,
              device: str = "cpu", **options: Any) -> Pose:
     """Place the ground camera inside the aerial tile.
 

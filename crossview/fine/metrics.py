@@ -10,17 +10,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from crossview.geometry.angles import angle_diff_deg
+from crossview.geometry.types import ArrayLike
 
 POSITION_THRESHOLDS_M = (1.0, 3.0, 5.0)
 HEADING_THRESHOLDS_DEG = (1.0, 3.0, 5.0)
 
 
-def heading_error_deg(pred, true) -> np.ndarray:
+def heading_error_deg(pred: ArrayLike, true: ArrayLike) -> np.ndarray:
     """Smallest absolute heading difference (degrees, [0, 180]) as a float array."""
     return np.asarray(angle_diff_deg(np.asarray(pred, dtype=float), np.asarray(true, dtype=float)), dtype=float)
 
 
-def lateral_longitudinal(pred_xy, true_xy, true_heading_deg) -> tuple[np.ndarray, np.ndarray]:
+def lateral_longitudinal(pred_xy: ArrayLike, true_xy: ArrayLike,
+                         true_heading_deg: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Absolute error along the true heading (longitudinal) and across it (lateral), metres."""
     err = np.asarray(pred_xy, dtype=float) - np.asarray(true_xy, dtype=float)
     h = np.radians(np.asarray(true_heading_deg, dtype=float))

@@ -24,6 +24,7 @@ class Pose:
     extras: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON fields (``extras`` left out)."""
         d = asdict(self)
         d.pop("extras")
         return d
@@ -55,7 +56,7 @@ class CameraSpec:
         if self.kind == "pinhole" and not 0 < self.fov_deg < 180:
             raise ValueError(f"a pinhole camera needs 0 < fov_deg < 180, got {self.fov_deg}")
 
-    def model(self, width: int, height: int, heading_deg: float = 0.0):
+    def model(self, width: int, height: int, heading_deg: float = 0.0) -> Any:
         """The geometry camera for an image of ``width`` × ``height``."""
         from crossview.geometry.cameras import PanoramaCamera, PinholeCamera
 

@@ -12,6 +12,8 @@ own conventions are expressed the same way:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -40,10 +42,9 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
     return x.contiguous()
 
 
-def image_tensor(image, device: str | torch.device = "cpu") -> torch.Tensor:
+def image_tensor(image: str | Path | np.ndarray | torch.Tensor,
+                 device: str | torch.device = "cpu") -> torch.Tensor:
     """A path, an H×W×3 uint8 array or a (3, H, W)/(H, W, 3) tensor -> (1, 3, H, W) float32 in [0, 1]."""
-    from pathlib import Path
-
     if isinstance(image, str | Path):
         from PIL import Image
 

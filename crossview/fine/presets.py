@@ -68,9 +68,13 @@ BASE: dict[str, Any] = {
 _HC_VIGOR = {"variant": "hcnet_vigor", "batch_size": 16, "lr": 3.5e-4, "weight_decay": 5e-4, "adam_eps": 1e-7,
              "warmup_frac": 0.05, "anneal": "linear", "grad_clip": 1.0, "steps": 180_000, "cache_features": False,
              "final_eval": True, "eval_orientation": "prior", "eval_prior_deg": 45.0}
-# The same architecture at CPU size (hcnet_tiny) on the synthetic world, the same recipe at a higher learning
-# rate for a few-minute run.
-_HC_SYNTH = {**_HC_VIGOR, "variant": "hcnet_tiny", "batch_size": 8, "lr": 1e-3, "steps": 600, "threads": 1}
+# The same architecture at CPU size (hcnet_tiny), the same recipe at a higher learning rate, sized for the dense
+# synthetic world (`crossview synth --layout vigor --scale dense`: 2,000 training panoramas; on the small world's 300
+# it memorises them). Measured (2026-12-02, one thread, 65 min on a shared 2-core machine, 300 held-out panoramas,
+# ±45° prior): median 2.31 m against the tile centre's 14.42 m, heading 4.5° against the prior's 22.2°.
+# benchmarks/results/hcnet_synthetic.json.
+_HC_SYNTH = {**_HC_VIGOR, "variant": "hcnet_tiny", "batch_size": 8, "lr": 3e-3, "steps": 4000, "threads": 1,
+             "eval_limit": 300, "checkpoint_every": 500}
 
 # -- designs of our own (not the published models)
 _PM_SYNTH = {"variant": "pillarmatch_synthetic", "batch_size": 8, "lr": 1e-3, "steps": 1500, "eval_limit": 200,

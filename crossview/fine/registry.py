@@ -50,9 +50,17 @@ class FineLocalizer(Protocol):
     config: dict[str, Any]
     cameras: tuple[str, ...]
 
-    def predict(self, batch: dict[str, Any], heading_prior: Any = None) -> dict[str, torch.Tensor]: ...
+    def input_sizes(self, camera: str) -> tuple[tuple[int, int], int]:
+        """(ground (H, W), aerial side) the data loader should produce for ``camera``."""
+        ...
 
-    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def predict(self, batch: dict[str, Any], heading_prior: Any = None) -> dict[str, torch.Tensor]:
+        """Poses of a batch: ``xy``, ``heading``, ``confidence`` (see the class docstring)."""
+        ...
+
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training objective on a batch: (total, named parts)."""
+        ...
 
 
 class ConfigView:
@@ -93,9 +101,11 @@ class ConversionReport:
 
     @property
     def ok(self) -> bool:
+        """True when nothing is missing, unexpected or misshaped."""
         return not (self.missing or self.unexpected or self.misshaped)
 
     def summary(self) -> str:
+        """One line per kind of problem, with the first keys of each."""
         lines = [f"{self.source}: " + ("converted" if self.ok else "NOT converted")]
         for name in ("missing", "unexpected", "misshaped", "unused"):
             keys = getattr(self, name)
@@ -105,6 +115,7 @@ class ConversionReport:
         return "\n".join(lines)
 
     def raise_if_failed(self) -> None:
+        """A ``ConfigError`` with the summary when the conversion is not clean."""
         if not self.ok:
             raise ConfigError(self.summary() + "\n  (check --fine-arch: the checkpoint must come from that "
                                                "architecture and configuration)")

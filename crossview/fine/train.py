@@ -61,8 +61,9 @@ class FeatureBank:
             f"(ground {tuple(self.ground.shape[1:])}, aerial {tuple(self.aerial.shape[1:])})")
 
 
-def make_batch(samples: list[FineSample], idx: list[int], bank: FeatureBank | None, model, camera: str,
-               yaw_range: float, rng: random.Random, device, photometric: bool = False) -> dict:
+def make_batch(samples: list[FineSample], idx: list[int], bank: FeatureBank | None, model: torch.nn.Module,
+               camera: str, yaw_range: float, rng: random.Random, device: str | torch.device,
+               photometric: bool = False) -> dict:
     """A training batch: cached features with column rolls, or images with exact rolls."""
     if bank is None:
         gsize, asize = model.input_sizes(camera)
@@ -108,13 +109,14 @@ class RunLog:
                   flush=True)
 
 
-def save_checkpoint(out: Path, model, cfg: dict, step: int, extra: dict | None = None,
+def save_checkpoint(out: Path, model: torch.nn.Module, cfg: dict, step: int, extra: dict | None = None,
                     finished: bool = False) -> Path:
     """``checkpoint.pt``: the model (``save_fine`` layout), the training config and the step, atomically."""
     return save_fine(model, out / "checkpoint.pt", config=cfg, step=step, finished=finished, **(extra or {}))
 
 
-def optimizer_and_schedule(model: torch.nn.Module, cfg: dict[str, Any], steps: int, params=None):
+def optimizer_and_schedule(model: torch.nn.Module, cfg: dict[str, Any], steps: int,
+                           params: Any = None) -> tuple[torch.optim.Optimizer, Any, list[torch.nn.Parameter]]:
     """AdamW over the trainable parameters and a OneCycle schedule over ``steps``."""
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], eps=cfg["adam_eps"])
@@ -175,7 +177,8 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, command: list[
     return out
 
 
-def train_loop(model, cfg, samples, bank, out, log, device, rng, data) -> None:
+def train_loop(model: torch.nn.Module, cfg: dict[str, Any], samples: list[FineSample], bank: FeatureBank | None,
+               out: Path, log: Any, device: str | torch.device, rng: random.Random, data: Any) -> None:
     """The shared loop: one objective, ``model.loss(batch, generator=...)``."""
     steps = int(cfg["steps"])
     opt, sched, params = optimizer_and_schedule(model, cfg, steps)
@@ -219,7 +222,8 @@ def train_loop(model, cfg, samples, bank, out, log, device, rng, data) -> None:
         log({"step": steps, **{f"eval_{k}": v for k, v in metrics.items()}})
 
 
-def run_eval(model, cfg: dict[str, Any], data, device) -> dict[str, Any]:
+def run_eval(model: torch.nn.Module, cfg: dict[str, Any], data: str | Path,
+             device: str | torch.device) -> dict[str, Any]:
     """The config's evaluation protocol on the test split (at most ``eval_limit`` samples)."""
     from crossview.fine.evaluate import evaluate
 
