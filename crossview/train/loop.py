@@ -26,7 +26,7 @@ from crossview.device import pick_device
 from crossview.errors import CrossviewError
 from crossview.io import write_json_atomic
 from crossview.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from crossview.train.distributed import init_distributed
+from crossview.train.distributed import DistInfo, init_distributed
 from crossview.train.losses import symmetric_infonce
 from crossview.train.sampling import location_batches, mine_similar_neighbours
 
@@ -128,8 +128,8 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
     """
     from crossview import __version__
     from crossview.data import read_dataset
-    from crossview.models import create_model, input_spec
-    from crossview.train.data import BatchList, ImageSource, PairDataset
+    from crossview.models import create_model
+    from crossview.train.data import BatchList
 
     info = init_distributed(cfg["device"] if cfg["device"] != "auto" else None)
     device = pick_device(cfg["device"], info.local_rank)
@@ -150,44 +150,13 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
     model = create_model(cfg["model"], pretrained=cfg["pretrained"], **cfg["model_kwargs"]).to(device)
     query_view = split.records[0].query_view
     ref_view = split.references[0].view
-    (q_size, _, _), (r_size, _, _) = input_spec(model, query_view), input_spec(model, ref_view)
-
-    cache_dir = [data / "crossview_cache", out / "cache"] if cfg["cache"] else None
-    queries = ImageSource([str(r.query_path) for r in split.records], q_size, cache_dir)
-    references = ImageSource([str(r.path) for r in split.references], r_size, cache_dir)
-    dataset = PairDataset(split, queries, references, train=True, prob_flip=cfg["prob_flip"],
-                          prob_rotate=cfg["prob_rotate"], photometric=cfg["photometric"])
-    if cfg["shuffle_labels"]:  # control: break the query/reference correspondence, keep everything else
-        dataset.positive = np.random.default_rng(seed + 1).permutation(dataset.positive)
+    queries, references, dataset = _training_pairs(split, model, cfg, data, out)
     locations = dataset.positive
 
-    if cfg["channels_last"] and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    if cfg["grad_checkpointing"] and hasattr(model, "set_grad_checkpointing"):
-        model.set_grad_checkpointing(True)
-    pair = PairModule(model, query_view, ref_view)
-    if info.enabled:
-        pair = torch.nn.parallel.DistributedDataParallel(
-            pair, device_ids=[device.index] if device.type == "cuda" else None)
-    forward = torch.compile(pair) if cfg["compile"] else pair
+    model, pair, forward = _pair_module(model, query_view, ref_view, cfg, device, info)
+    batch_size, steps_per_epoch, total_steps = _schedule(len(split.records), cfg, info.world_size)
 
-    batch_size = int(cfg["batch_size"])
-    if batch_size % info.world_size:
-        raise CrossviewError(f"batch_size {batch_size} must be divisible by the {info.world_size} processes")
-    steps_per_epoch = len(split.records) // batch_size
-    if steps_per_epoch == 0:
-        raise CrossviewError(f"{len(split.records)} training pairs is fewer than one batch of {batch_size}")
-    total_steps = steps_per_epoch * int(cfg["epochs"])
-    if cfg["max_steps"]:
-        total_steps = min(total_steps, int(cfg["max_steps"]))
-
-    fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg["lr"], cfg["backbone_lr_scale"]), lr=cfg["lr"],
-                                  weight_decay=cfg["weight_decay"], fused=fused)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(
-        int(cfg["warmup_epochs"] * steps_per_epoch), steps_per_epoch * int(cfg["epochs"])))
-    amp_dtype = pick_precision(cfg["precision"], device)
-    scaler = torch.amp.GradScaler(device.type, init_scale=2.0**10, enabled=amp_dtype is torch.float16)
+    optimizer, scheduler, scaler, amp_dtype = _optimisation(model, cfg, steps_per_epoch, device)
 
     neighbours = None
     if cfg["gps_sample"]:
@@ -196,17 +165,7 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
         neighbours = load_gps_neighbours(cfg["dataset"], data, area=cfg["area"], split=split)
     step, epoch, step_in_epoch = 0, 0, 0
     if resume:
-        if not ckpt_path.exists():
-            raise TrainingError(f"no checkpoint to resume at {ckpt_path}; start the run without --resume")
-        state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        step, epoch, step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
-        neighbours = state["neighbours"]
-        rank_rng = out / "checkpoints" / f"rng_rank{info.rank}.pt"
-        set_rng_state(load_checkpoint(rank_rng)["rng"] if info.rank and rank_rng.exists() else state["rng"])
+        step, epoch, step_in_epoch, neighbours = _resume(ckpt_path, info.rank, model, optimizer, scheduler, scaler)
 
     logger = _Logger(out / "metrics.jsonl", info.is_main, cfg["tensorboard"])
 
@@ -235,23 +194,14 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
 
         bar = progress(total=len(batches) - step_in_epoch, desc=f"epoch {epoch}", unit="step") if info.is_main \
             else None
+        norm = _normalizer(model, query_view, ref_view, device)
         for q, r, _ in loader:
-            norm = _normalizer(model, query_view, ref_view, device)
             q, r = norm(q.to(device, non_blocking=True), r.to(device, non_blocking=True))
-            with autocast():
-                dq, dr = forward(q, r)
-            loss = symmetric_infonce(dq, dr, model.logit_scale.exp(), cfg["label_smoothing"])
+            loss = _optimisation_step(forward, model, q, r, cfg, autocast, optimizer, scaler, scheduler)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"loss became {loss.item()} at step {step}; the last good checkpoint is {ckpt_path}. "
                     "Lower --set lr=..., use --set precision=fp32, or check the data.")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_value_(model.parameters(), cfg["clip_value"])
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
             step += 1
             step_in_epoch += 1
             seen += len(q) * info.world_size
@@ -282,8 +232,8 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
             if info.is_main:
                 logger.log({"type": "eval", "step": step, "epoch": epoch, **metrics})
                 print(" ".join(f"{k}={v:.2f}" for k, v in metrics.items() if isinstance(v, float)))
-            if cfg["sim_sample"] and not last_epoch:
-                neighbours = mine_training_neighbours(model, split, queries, references, cfg, device, autocast)
+        if cfg["sim_sample"] and not last_epoch and every and epoch % every == 0:
+            neighbours = mine_training_neighbours(model, split, queries, references, cfg, device, autocast)
         checkpoint()
     logger.close()
     if info.is_main:
@@ -291,6 +241,99 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
 
         save_model(model, out / "model.pt")
     return out
+
+
+def _pair_module(model: torch.nn.Module, query_view: str, ref_view: str, cfg: dict[str, Any], device: torch.device,
+                 info: DistInfo):
+    """(model, the pair module — DDP-wrapped under torchrun —, its forward: compiled with ``compile``)."""
+    if cfg["channels_last"] and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if cfg["grad_checkpointing"] and hasattr(model, "set_grad_checkpointing"):
+        model.set_grad_checkpointing(True)
+    pair = PairModule(model, query_view, ref_view)
+    if info.enabled:
+        pair = torch.nn.parallel.DistributedDataParallel(
+            pair, device_ids=[device.index] if device.type == "cuda" else None)
+    return model, pair, torch.compile(pair) if cfg["compile"] else pair
+
+
+def _schedule(n_pairs: int, cfg: dict[str, Any], world_size: int) -> tuple[int, int, int]:
+    """(global batch size, steps per epoch, total steps) with the errors that name the fix."""
+    batch_size = int(cfg["batch_size"])
+    if batch_size % world_size:
+        raise CrossviewError(f"batch_size {batch_size} must be divisible by the {world_size} processes")
+    steps_per_epoch = n_pairs // batch_size
+    if steps_per_epoch == 0:
+        raise CrossviewError(f"{n_pairs} training pairs is fewer than one batch of {batch_size}")
+    total_steps = steps_per_epoch * int(cfg["epochs"])
+    if cfg["max_steps"]:
+        total_steps = min(total_steps, int(cfg["max_steps"]))
+    return batch_size, steps_per_epoch, total_steps
+
+
+def _resume(ckpt_path: Path, rank: int, model, optimizer, scheduler, scaler) -> tuple[int, int, int, Any]:
+    """Restore a run from ``checkpoints/last.pt`` (and this rank's RNG file): (step, epoch, step in epoch,
+    neighbour table)."""
+    if not ckpt_path.exists():
+        raise TrainingError(f"no checkpoint to resume at {ckpt_path}; start the run without --resume")
+    state = load_checkpoint(ckpt_path)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    rank_rng = ckpt_path.parent / f"rng_rank{rank}.pt"
+    set_rng_state(load_checkpoint(rank_rng)["rng"] if rank and rank_rng.exists() else state["rng"])
+    return state["step"], state["epoch"], state["step_in_epoch"], state["neighbours"]
+
+
+def _training_pairs(split, model: torch.nn.Module, cfg: dict[str, Any], data: Path, out: Path):
+    """(query images, reference images, the pair dataset) of a training split at the model's input sizes, served
+    from the image caches (``data/crossview_cache`` made by ``crossview prepare --cache``, else ``out/cache``)."""
+    from crossview.data.images import ImageSource
+    from crossview.models import input_spec
+    from crossview.train.data import PairDataset
+
+    (q_size, _, _) = input_spec(model, split.records[0].query_view)
+    (r_size, _, _) = input_spec(model, split.references[0].view)
+    cache_dir = [data / "crossview_cache", out / "cache"] if cfg["cache"] else None
+    queries = ImageSource([str(r.query_path) for r in split.records], q_size, cache_dir)
+    references = ImageSource([str(r.path) for r in split.references], r_size, cache_dir)
+    dataset = PairDataset(split, queries, references, train=True, prob_flip=cfg["prob_flip"],
+                          prob_rotate=cfg["prob_rotate"], photometric=cfg["photometric"])
+    if cfg["shuffle_labels"]:  # control: break the query/reference correspondence, keep everything else
+        dataset.positive = np.random.default_rng(int(cfg["seed"]) + 1).permutation(dataset.positive)
+    return queries, references, dataset
+
+
+def _optimisation(model: torch.nn.Module, cfg: dict[str, Any], steps_per_epoch: int, device: torch.device):
+    """AdamW (backbone at ``backbone_lr_scale``), cosine schedule with warm-up, the gradient scaler and the
+    autocast dtype (None = fp32)."""
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg["lr"], cfg["backbone_lr_scale"]), lr=cfg["lr"],
+                                  weight_decay=cfg["weight_decay"], fused=device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(
+        int(cfg["warmup_epochs"] * steps_per_epoch), steps_per_epoch * int(cfg["epochs"])))
+    amp_dtype = pick_precision(cfg["precision"], device)
+    scaler = torch.amp.GradScaler(device.type, init_scale=2.0**10, enabled=amp_dtype is torch.float16)
+    return optimizer, scheduler, scaler, amp_dtype
+
+
+def _optimisation_step(forward, model: torch.nn.Module, q: torch.Tensor, r: torch.Tensor, cfg: dict[str, Any],
+                       autocast, optimizer, scaler, scheduler) -> torch.Tensor:
+    """One step of the symmetric InfoNCE on a batch of normalised pairs; returns the loss (the caller checks it is
+    finite: with a non-finite loss the optimiser step is skipped by the scaler only under fp16)."""
+    with autocast():
+        dq, dr = forward(q, r)
+    loss = symmetric_infonce(dq, dr, model.logit_scale.exp(), cfg["label_smoothing"])
+    if not torch.isfinite(loss):
+        return loss
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_value_(model.parameters(), cfg["clip_value"])
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return loss
 
 
 def _normalizer(model, query_view: str, ref_view: str, device: torch.device):
