@@ -197,25 +197,26 @@ def official_key(key: str, arch: str) -> str:
         raise ConfigError(f"{key}: no counterpart in the official {arch} model")
     view, rest = m[1], m[2]
     sfx = f"_{_VIEW_BACK[view]}" if view != "shared" else ""
-    m = re.fullmatch(r"pps_norm\.(.+)", rest)
-    if m:
-        return f"norm{2 if view == 'ground' else 1}.{m[1]}"
-    m = re.fullmatch(r"scam_(high|low)\.(\d+)\.(q|k|v|out|norm1|norm2|ffn\.fc1|ffn\.fc2)\.(.+)", rest)
-    if m:
-        return f"transformer{sfx}_{'H' if m[1] == 'high' else 'L'}.layers.{m[2]}.{_LAYER_BACK[m[3]]}.{m[4]}"
-    m = re.fullmatch(r"global_proj\.(.+)", rest)
-    if m:
-        return f"proj{sfx}.{m[1]}"
-    m = re.fullmatch(r"gpab\.(\d)\.prompt\.(conv1|bn1|conv2|bn2)\.(.+)", rest)
-    if m:
-        return f"proj_gl{sfx}.{m[1]}.{_PROMPT_BACK[m[2]]}.{m[3]}"
-    m = re.fullmatch(r"gpab\.(\d)\.(channel|spatial)\.(.+)", rest)
-    if m:
-        return f"{'ch' if m[2] == 'channel' else 'sp'}{sfx}.{m[1]}.{m[3]}"
-    m = re.fullmatch(r"local_proj\.(.+)", rest)
-    if m:
-        return f"proj_local{sfx}.{m[1]}"
+    for pattern, name in _HEAD_EXPORT:
+        hit = re.fullmatch(pattern, rest)
+        if hit:
+            return name(hit, view, sfx)
     raise ConfigError(f"{key}: no counterpart in the official {arch} model")
+
+
+# our per-view head keys (after ``heads.<view>.``) -> the official names; ``sfx`` is the view's suffix
+_HEAD_EXPORT = [
+    (r"pps_norm\.(.+)", lambda m, view, sfx: f"norm{2 if view == 'ground' else 1}.{m[1]}"),
+    (r"scam_(high|low)\.(\d+)\.(q|k|v|out|norm1|norm2|ffn\.fc1|ffn\.fc2)\.(.+)",
+     lambda m, view, sfx: f"transformer{sfx}_{'H' if m[1] == 'high' else 'L'}.layers.{m[2]}."
+                          f"{_LAYER_BACK[m[3]]}.{m[4]}"),
+    (r"global_proj\.(.+)", lambda m, view, sfx: f"proj{sfx}.{m[1]}"),
+    (r"gpab\.(\d)\.prompt\.(conv1|bn1|conv2|bn2)\.(.+)",
+     lambda m, view, sfx: f"proj_gl{sfx}.{m[1]}.{_PROMPT_BACK[m[2]]}.{m[3]}"),
+    (r"gpab\.(\d)\.(channel|spatial)\.(.+)",
+     lambda m, view, sfx: f"{'ch' if m[2] == 'channel' else 'sp'}{sfx}.{m[1]}.{m[3]}"),
+    (r"local_proj\.(.+)", lambda m, view, sfx: f"proj_local{sfx}.{m[1]}"),
+]
 
 
 def export_official(model: torch.nn.Module) -> dict[str, torch.Tensor]:
