@@ -25,15 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crossview.fine.backbones import Backbone, concat_upsampled, feature_info_taps, is_efficientnet
-from crossview.fine.blocks import conv_block, no_circular
+from crossview.fine.backbones import concat_upsampled
+from crossview.fine.blocks import add_view_encoders, conv_block, make_backbone, no_circular  # noqa: F401
 from crossview.fine.preprocess import IMAGENET, normalize
 from crossview.fine.registry import ConfigView, register_arch, register_fine
 from crossview.geometry.bev import bev_grid, metres_to_bev_pixel, pillar_grid
 from crossview.geometry.procrustes import weighted_procrustes
 from crossview.geometry.ransac import ransac_procrustes
 from crossview.geometry.transforms import apply_rigid, pose_to_rigid, rigid_to_pose
-from crossview.models.lite_weights import lite_variant
 
 DEFAULTS: dict[str, Any] = {
     "arch": "pillarmatch",
@@ -60,19 +59,6 @@ DEFAULTS: dict[str, Any] = {
 CAMERAS = ("panorama", "pinhole")
 
 
-def make_backbone(cfg: dict[str, Any]) -> Backbone:
-    """The frozen (or trainable) feature extractor of our designs (shared with PlaneCorr)."""
-    name = cfg["backbone"]
-    taps = list(cfg["out_indices"])
-    if is_efficientnet(name):
-        taps = feature_info_taps(name, taps)
-    weights = None
-    if cfg["pretrained"] and name != "tiny":
-        weights = "lite" if lite_variant(name) is not None else "timm"
-    return Backbone(name, taps, weights=weights, freeze=bool(cfg["freeze_backbone"]),
-                    kwargs=cfg.get("backbone_kwargs") or None)
-
-
 class PillarMatch(nn.Module):
     """Ours. ``forward(batch)`` returns descriptors and the match matrix; ``solve`` the pose; ``predict`` /
     ``loss`` implement ``crossview.fine.FineLocalizer``."""
@@ -83,12 +69,7 @@ class PillarMatch(nn.Module):
         super().__init__()
         self.config = copy.deepcopy(cfg)
         self.cfg = cfg = ConfigView(self.config)
-        self.backbone = make_backbone(self.config)
-        c, d = sum(self.backbone.channels), cfg.feat_dim
-        self.ground_in = nn.Conv2d(c, d, 1)
-        self.ground_block = conv_block(d, d, circular=True)
-        self.aerial_in = nn.Conv2d(c, d, 1)
-        self.aerial_block = conv_block(d, d)
+        d = add_view_encoders(self, self.config)
         n_h = len(cfg.heights_m)
         self.height_score = nn.Conv2d(d, 1, 1)
         self.height_bias = nn.Parameter(torch.zeros(n_h))

@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossview.fine.backbones import concat_upsampled
-from crossview.fine.blocks import conv_block, no_circular
-from crossview.fine.pillarmatch import make_backbone
+from crossview.fine.blocks import add_view_encoders, no_circular
 from crossview.fine.preprocess import IMAGENET, normalize
 from crossview.fine.registry import ConfigView, register_arch, register_fine
 from crossview.geometry.bev import bev_grid, ground_plane_grid, warp_to_bev
@@ -90,12 +89,7 @@ class PlaneCorr(nn.Module):
         super().__init__()
         self.config = copy.deepcopy(cfg)
         self.cfg = cfg = ConfigView(self.config)
-        self.backbone = make_backbone(self.config)
-        c, d = sum(self.backbone.channels), cfg.feat_dim
-        self.ground_in = nn.Conv2d(c, d, 1)
-        self.ground_block = conv_block(d, d, circular=True)
-        self.aerial_in = nn.Conv2d(c, d, 1)
-        self.aerial_block = conv_block(d, d)
+        d = add_view_encoders(self, self.config)
         self.decoder = nn.Sequential(nn.Conv2d(d + 1, d, 3, 1, 1), nn.GELU(), nn.Conv2d(d, 1, 3, 1, 1))
         self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))  # cosine -> logits
         self.orienter = OrientationEstimator(d, cfg.bev_cells, cfg.ori_bins)
