@@ -33,7 +33,7 @@ __all__ = ["FineLocalizer", "ConversionReport", "ConfigView", "register_arch", "
 
 # Model files that register architectures and variants (imported on first use of the registry).
 MODEL_MODULES = ["crossview.fine.hcnet", "crossview.fine.homoflow", "crossview.fine.pillarmatch",
-                 "crossview.fine.planecorr", "crossview.fine.geodistill"]
+                 "crossview.fine.planecorr", "crossview.fine.geodistill", "crossview.fine.fg2"]
 
 
 @runtime_checkable

@@ -33,6 +33,7 @@ from crossview.io import write_json_atomic
 
 # architecture -> "module:function" of a trainer with its own schedule (signature as train_planecorr)
 TRAINERS: dict[str, str] = {"planecorr": "crossview.fine.train_planecorr:train_planecorr",
+                            "fg2": "crossview.fine.train_fg2:train_fg2",
                             "geodistill": "crossview.fine.train_geodistill:train_geodistill"}
 
 
