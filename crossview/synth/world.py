@@ -116,9 +116,8 @@ def build_world(style: CityStyle, half_extent: float, rng: np.random.Generator, 
     """A square city centred on the origin covering ``[-half_extent, half_extent]`` m east and north."""
     n_cells = int(np.ceil(2 * half_extent / cell))
     e_min, n_max = -n_cells * cell / 2, n_cells * cell / 2
-    R = C = n_cells
-    cc = (e_min + (np.arange(C) + 0.5) * cell).astype(np.float32)
-    rr = (n_max - (np.arange(R) + 0.5) * cell).astype(np.float32)
+    cc = (e_min + (np.arange(n_cells) + 0.5) * cell).astype(np.float32)
+    rr = (n_max - (np.arange(n_cells) + 0.5) * cell).astype(np.float32)
     E, N = np.meshgrid(cc, rr)
     a = np.radians(style.grid_angle_deg)
     ca, sa = np.float32(np.cos(a)), np.float32(np.sin(a))
@@ -127,21 +126,50 @@ def build_world(style: CityStyle, half_extent: float, rng: np.random.Generator, 
     ext = half_extent * 1.5
     ulines = _lines(rng, -ext, ext, style.block_u)
     vlines = _lines(rng, -ext, ext, style.block_v)
+    albedo, cls, btype = _ground_cover(style, rng, cell, U, V, ulines, vlines)
+
+    def uv_to_en(u, v):
+        return u * ca - v * sa, u * sa + v * ca
+
+    b = {k: [] for k in ("ce", "cn", "hu", "hv", "height", "facade", "glass", "floor", "wspace")}
+    cars: list[tuple[float, float, float, float, np.ndarray]] = []  # (u, v, half u, half v, colour)
+    trees: list[tuple[float, float, float, float]] = []  # (east, north, radius, height)
+    _block_objects(style, rng, half_extent, ulines, vlines, btype, uv_to_en, b, cars, trees)
+    if style.street_tree_spacing > 0:
+        _street_objects(style, rng, half_extent, ulines, vlines, uv_to_en, cars, trees)
+
+    bld = Buildings(**{k: np.asarray(v, np.float32) for k, v in b.items()})
+    if len(bld.ce) == 0:
+        bld = Buildings(*(np.zeros(0, np.float32) for _ in range(4)), np.zeros(0, np.float32),
+                        np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), np.zeros(0, np.float32),
+                        np.zeros(0, np.float32))
+    height = np.zeros((n_cells, n_cells), np.float32)
+    bid = np.full((n_cells, n_cells), -1, np.int32)
+    world = World(style, cell, e_min, n_max, height, albedo, cls, bid, bld, a)
+    _raster_buildings(world, U, V, rng)
+    _raster_cars(world, U, V, cars)
+    _raster_trees(world, trees, rng)
+    world.aerial = aerial_raster(world)
+    return world
+
+
+def _ground_cover(style: CityStyle, rng: np.random.Generator, cell: float, U: np.ndarray, V: np.ndarray,
+                  ulines: np.ndarray, vlines: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Albedo and class maps of the flat ground (grass, roads, sidewalks, parking, plazas, road markings) on the
+    grid-aligned coordinates ``U``, ``V``, and the block type of every block (0 buildings, 1 park, 2 parking,
+    3 plaza)."""
+    R, C = U.shape
     ku, du = _nearest_line(U, ulines)
     kv, dv = _nearest_line(V, vlines)
     hw = style.road_width / 2
     road = (np.abs(du) < hw) | (np.abs(dv) < hw)
     walk = ~road & ((np.abs(du) < hw + style.sidewalk) | (np.abs(dv) < hw + style.sidewalk))
-
-    height = np.zeros((R, C), np.float32)
     cls = np.full((R, C), GRASS, np.uint8)
-    bid = np.full((R, C), -1, np.int32)
     albedo = np.empty((R, C, 3), np.float32)
     albedo[:] = style.grass
     grass_tex = value_noise(rng, (R, C), 6.0 / cell)
     albedo *= (0.75 + 0.5 * grass_tex)[..., None]
 
-    # block types: 0 buildings, 1 park, 2 parking, 3 plaza
     btype = rng.choice(4, size=(len(ulines) + 1, len(vlines) + 1),
                        p=[1 - style.p_park - style.p_parking - 0.03, style.p_park, style.p_parking, 0.03])
     blk = btype[ku, kv]
@@ -182,16 +210,14 @@ def build_world(style: CityStyle, half_extent: float, rng: np.random.Generator, 
     pu = np.mod(U, 14.0)
     stall = pm & (((pu > 0.5) & (pu < 5.5)) | ((pu > 8.5) & (pu < 13.5))) & (np.mod(V, 2.7) < 0.14)
     paint(stall, (0.92, 0.92, 0.9), MARKING, None, 0.03)
+    return albedo, cls, btype
 
-    # ---- objects: buildings, parked cars, trees
-    b = {k: [] for k in ("ce", "cn", "hu", "hv", "height", "facade", "glass", "floor", "wspace")}
-    cars: list[tuple[float, float, float, float, np.ndarray]] = []  # (u, v, half u, half v, colour)
-    trees: list[tuple[float, float, float, float]] = []  # (east, north, radius, height)
 
-    def uv_to_en(u, v):
-        return u * ca - v * sa, u * sa + v * ca
-
-    inner = hw + style.sidewalk
+def _block_objects(style: CityStyle, rng: np.random.Generator, half_extent: float, ulines: np.ndarray,
+                   vlines: np.ndarray, btype: np.ndarray, uv_to_en, b: dict, cars: list, trees: list) -> None:
+    """Buildings on building blocks, trees in parks and cars in parking lots (appended to ``b``, ``cars``,
+    ``trees``)."""
+    inner = style.road_width / 2 + style.sidewalk
     lim = half_extent * 1.45
     for iu in range(1, len(ulines)):
         for iv in range(1, len(vlines)):
@@ -214,44 +240,37 @@ def build_world(style: CityStyle, half_extent: float, rng: np.random.Generator, 
                         for vs in np.arange(np.floor(v0 / 2.7) * 2.7 + 1.35, v1, 2.7):
                             if u0 + 2.5 < ru < u1 - 2.5 and v0 + 1 < vs < v1 - 1 and rng.random() < 0.55:
                                 cars.append((ru, vs, 2.2, 0.9, rng.random(3)))
-    # street trees and cars parked along the curb
-    if style.street_tree_spacing > 0:
-        for lines, other, along_u in ((ulines, vlines, False), (vlines, ulines, True)):
-            for x in lines:
-                for side in (-1, 1):
-                    off = x + side * (hw + style.sidewalk * 0.5)
-                    s = -ext + rng.uniform(0, style.street_tree_spacing)
-                    while s < ext:
-                        _, dd = _nearest_line(np.asarray([s]), other)
-                        if abs(dd[0]) > inner + 3 and rng.random() < 0.8:
-                            u, v = (s, off) if along_u else (off, s)
-                            e, n = uv_to_en(u, v)
-                            if abs(e) < lim and abs(n) < lim:
-                                trees.append((e, n, rng.uniform(1.5, 3.0), rng.uniform(5, 10)))
-                        s += style.street_tree_spacing * rng.uniform(0.8, 1.2)
-                    # parked cars in the curb lane
-                    s = -ext + rng.uniform(0, 8)
-                    while s < ext:
-                        _, dd = _nearest_line(np.asarray([s]), other)
-                        if abs(dd[0]) > inner + 4 and rng.random() < 0.35:
-                            cu = x + side * (hw - 1.3)
-                            if along_u:
-                                cars.append((s, cu, 2.2, 0.9, rng.random(3)))
-                            else:
-                                cars.append((cu, s, 0.9, 2.2, rng.random(3)))
-                        s += rng.uniform(6, 12)
 
-    bld = Buildings(**{k: np.asarray(v, np.float32) for k, v in b.items()})
-    if len(bld.ce) == 0:
-        bld = Buildings(*(np.zeros(0, np.float32) for _ in range(4)), np.zeros(0, np.float32),
-                        np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), np.zeros(0, np.float32),
-                        np.zeros(0, np.float32))
-    world = World(style, cell, e_min, n_max, height, albedo, cls, bid, bld, a)
-    _raster_buildings(world, U, V, rng)
-    _raster_cars(world, U, V, cars)
-    _raster_trees(world, trees, rng)
-    world.aerial = aerial_raster(world)
-    return world
+
+def _street_objects(style: CityStyle, rng: np.random.Generator, half_extent: float, ulines: np.ndarray,
+                    vlines: np.ndarray, uv_to_en, cars: list, trees: list) -> None:
+    """Street trees along the sidewalks and cars parked in the curb lane of every street (appended)."""
+    hw = style.road_width / 2
+    inner = hw + style.sidewalk
+    ext, lim = half_extent * 1.5, half_extent * 1.45
+    for lines, other, along_u in ((ulines, vlines, False), (vlines, ulines, True)):
+        for x in lines:
+            for side in (-1, 1):
+                off = x + side * (hw + style.sidewalk * 0.5)
+                s = -ext + rng.uniform(0, style.street_tree_spacing)
+                while s < ext:
+                    _, dd = _nearest_line(np.asarray([s]), other)
+                    if abs(dd[0]) > inner + 3 and rng.random() < 0.8:
+                        u, v = (s, off) if along_u else (off, s)
+                        e, n = uv_to_en(u, v)
+                        if abs(e) < lim and abs(n) < lim:
+                            trees.append((e, n, rng.uniform(1.5, 3.0), rng.uniform(5, 10)))
+                    s += style.street_tree_spacing * rng.uniform(0.8, 1.2)
+                s = -ext + rng.uniform(0, 8)
+                while s < ext:
+                    _, dd = _nearest_line(np.asarray([s]), other)
+                    if abs(dd[0]) > inner + 4 and rng.random() < 0.35:
+                        cu = x + side * (hw - 1.3)
+                        if along_u:
+                            cars.append((s, cu, 2.2, 0.9, rng.random(3)))
+                        else:
+                            cars.append((cu, s, 0.9, 2.2, rng.random(3)))
+                    s += rng.uniform(6, 12)
 
 
 def _lots(style, rng, u0, u1, v0, v1, b, cars):

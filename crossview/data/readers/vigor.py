@@ -116,6 +116,9 @@ def read(
     label_set: str = "original",
     cities: Sequence[str] | None = None,
 ) -> Split:
+    """One VIGOR split (``train``/``test``) of the ``same`` or ``cross`` area protocol, with the official city
+    sets unless ``cities`` is given; ``label_set`` picks the original or the corrected offsets. Every problem found
+    is reported through ``scan`` (file:line) rather than raised one at a time."""
     if split not in SPLITS:
         raise ConfigError(f"VIGOR has splits {SPLITS}, not {split!r}")
     if area not in ("same", "cross"):
@@ -136,6 +139,18 @@ def read(
     # Real labels give offsets at 640 px; the synthetic world declares its own (its native tile size).
     offset_px = (meta or {}).get("label_tile_px") or (meta or {}).get("tile_size") or LABEL_TILE_PX
 
+    references, sat_index, tile_px = _read_tiles(root, cities, label_dir, label_set, meta, scan)
+    records = _read_panoramas(root, cities, label_dir, area, split, label_set, offset_px, sat_index, tile_px, scan)
+    return Split(
+        dataset="vigor", name=f"{area}-{split}", records=records, references=references,
+        meta={"area": area, "label_set": label_set, "cities": list(cities), "tile_px": tile_px},
+    )
+
+
+def _read_tiles(root: Path, cities: Sequence[str], label_dir: Path, label_set: str, meta: dict | None,
+                scan: Scan) -> tuple[list[Reference], dict[str, int], dict[str, int | None]]:
+    """The satellite tiles of ``cities`` from their ``satellite_list.txt``: (references, tile name -> reference
+    index, tile size in pixels per city). Problems go to ``scan``."""
     references: list[Reference] = []
     sat_index: dict[str, int] = {}
     tile_px: dict[str, int | None] = {}
@@ -171,6 +186,14 @@ def read(
             references.append(Reference(index=len(references), path=path, view="aerial", gps=gps,
                                         metres_per_pixel=mpp, group=city))
 
+    return references, sat_index, tile_px
+
+
+def _read_panoramas(root: Path, cities: Sequence[str], label_dir: Path, area: str, split: str, label_set: str,
+                    offset_px: float, sat_index: dict[str, int], tile_px: dict[str, int | None],
+                    scan: Scan) -> list[Record]:
+    """The labelled panoramas of ``cities`` (13 columns: panorama, then the positive and three semi-positive
+    tiles each as ``satellite dr dc``); offsets are given at ``offset_px`` and converted to the tiles' pixels."""
     records: list[Record] = []
     fname = label_file_name(area, split, label_set)
     for city in cities:
@@ -217,7 +240,4 @@ def read(
                 semi_positives=tuple(idx[1:]), gps=(pano[1], pano[2]), heading_deg=0.0, pixel_xy=pixel_xy,
                 group=city,
             ))
-    return Split(
-        dataset="vigor", name=f"{area}-{split}", records=records, references=references,
-        meta={"area": area, "label_set": label_set, "cities": list(cities), "tile_px": tile_px},
-    )
+    return records
