@@ -1,4 +1,4 @@
-"""``crossview serve``: a web page to upload a photo and see where it was taken."""
+"""``crossview serve``: a web page to upload a photo and see where it was taken, on a map."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="web page: upload a photo, see its position and heading on the aerial tiles")
+    p = sub.add_parser("serve", help="web page: upload a photo, see its position and heading on a map of the tiles")
     p.add_argument("--index", required=True, help="tile index built by `crossview locate-index` or `crossview embed`")
     p.add_argument("--fine-model", help="fine-localization run folder or checkpoint (default: tile centres only)")
     p.add_argument("--fine-arch", help="the registered variant an official --fine-model checkpoint was released as "
@@ -15,24 +15,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--data-dir", help="folder for uploads and results (default: a new temporary folder)")
-    p.add_argument("--max-mb", type=float, default=20.0, help="largest upload accepted, MB (default 20)")
     p.add_argument("--device", default="cpu", help="torch device for the models (default cpu)")
+    g = p.add_argument_group("limits")
+    g.add_argument("--max-mb", type=float, default=20.0, help="largest upload accepted, MB (default 20)")
+    g.add_argument("--max-megapixels", type=float, default=64.0,
+                   help="largest photo by decoded size, megapixels (default 64; larger ones are refused unread)")
+    g.add_argument("--workers", type=int, default=1, help="photos located at once (default 1)")
+    g.add_argument("--queue", type=int, default=4, help="photos waiting beyond those; more get 'busy, retry in N s' "
+                                                        "(503) (default 4)")
+    g.add_argument("--timeout", type=float, default=300.0, help="seconds a photo may wait and be located (default "
+                                                                "300)")
+    g.add_argument("--keep-hours", type=float, default=1.0, help="result folders are removed after this (default 1)")
+    p.add_argument("--log-file", help="append the JSON-lines log here (default: stderr)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
     import tempfile
 
+    from crossview.errors import ConfigError
     from crossview.locate import Locator
-    from crossview.serve import locator_pipeline, make_server
+    from crossview.serve import Limits, locator_pipeline, make_server
+    from crossview.serve.logs import configure
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.workers < 1 or args.queue < 0:
+        raise ConfigError(f"--workers {args.workers} / --queue {args.queue}: at least 1 worker and 0 waiting places")
+    if args.max_mb <= 0 or args.max_megapixels <= 0 or args.timeout <= 0 or args.keep_hours <= 0:
+        raise ConfigError("--max-mb, --max-megapixels, --timeout and --keep-hours must be positive")
+    configure(args.log_file)
     locator = Locator(args.index, fine_model=args.fine_model, fine_arch=args.fine_arch, refine=args.refine,
                       device=args.device)
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="crossview-serve-")
-    server = make_server(locator_pipeline(locator), data_dir, host=args.host, port=args.port,
-                         max_bytes=int(args.max_mb * 2**20), info=locator.describe())
+    limits = Limits(max_bytes=int(args.max_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
+                    workers=args.workers, queue=args.queue, locate_timeout_s=args.timeout,
+                    keep_s=args.keep_hours * 3600)
+    server = make_server(locator_pipeline(locator), data_dir, host=args.host, port=args.port, limits=limits,
+                         info=locator.describe(), tiles=locator.tiles)
     host, port = server.server_address[:2]
     print(f"crossview serve: http://{host}:{port}/  (data: {data_dir}; Ctrl-C stops)", flush=True)
     try:

@@ -1,8 +1,15 @@
 "use strict";
-// The page's one job: send the form to /api/locate and show the answer or the error.
+// The page: send the form to /api/locate, show the answer (or the error) in words and on a Leaflet map of the
+// index. Everything is fetched from this server (the page's security policy allows nothing else). Map
+// coordinates are WGS84 lat/lon; headings are degrees clockwise from north.
 (function () {
   const $ = (id) => document.getElementById(id);
+  const ARROW_PX = 70; // the heading arrow's length on screen
   let maxBytes = 20 * 1024 * 1024;
+  let map = null;
+  let answerLayer = null;
+  let candidateLayers = [];
+  let arrow = null;
 
   function showError(message) {
     const box = $("error");
@@ -15,6 +22,114 @@
     return value === null || value === undefined ? "unknown" : Number(value).toFixed(digits) + (unit || "");
   }
 
+  // --- the map -------------------------------------------------------------------------------------------
+  function initMap() {
+    map = L.map("map", { zoomSnap: 0.25, maxZoom: 23, worldCopyJump: false });
+    map.attributionControl.setPrefix("Leaflet");
+    map.setView([0, 0], 2);
+    answerLayer = L.featureGroup().addTo(map);
+    map.on("zoomend", drawArrow);
+    fetch("/api/tiles").then((r) => r.json()).then(showIndex).catch(() => {
+      $("map-caption").textContent = "The index could not be loaded.";
+    });
+  }
+
+  function showIndex(layer) {
+    if (!layer || !layer.count) {
+      $("map-caption").textContent = "The index has no tiles to show.";
+      return;
+    }
+    if (layer.mode === "images") {
+      layer.tiles.forEach((t) => {
+        L.imageOverlay(t.url, t.bounds, { className: "cv-tile", alt: "aerial tile " + t.id }).addTo(map);
+      });
+      $("map-caption").textContent = "The index: " + layer.count + " aerial tiles, drawn at their footprints.";
+    } else {
+      layer.rects.forEach((b) => {
+        L.rectangle(b, { className: "cv-coverage", stroke: false, interactive: false }).addTo(map);
+      });
+      $("map-caption").textContent = "The index: " + layer.count + " aerial tiles; the shaded area is what they " +
+        "cover (too many to draw one by one).";
+    }
+    if (!answerLayer.getLayers().length) { map.fitBounds(layer.bounds); }
+  }
+
+  // the heading arrow, in screen pixels (the map's projection keeps angles, so north is up on screen)
+  function drawArrow() {
+    if (!arrow) { return; }
+    if (arrow.line) { answerLayer.removeLayer(arrow.line); }
+    const h = arrow.heading * Math.PI / 180;
+    const p = map.latLngToLayerPoint(arrow.at);
+    const tip = p.add(L.point(Math.sin(h), -Math.cos(h)).multiplyBy(ARROW_PX));
+    const barb = (turn) => {
+      const a = h + Math.PI + turn;
+      return map.layerPointToLatLng(tip.add(L.point(Math.sin(a), -Math.cos(a)).multiplyBy(16)));
+    };
+    const tipLL = map.layerPointToLatLng(tip);
+    arrow.line = L.polyline([[arrow.at, tipLL], [barb(0.45), tipLL, barb(-0.45)]],
+      { className: "cv-heading", interactive: false }).addTo(answerLayer);
+  }
+
+  function popupFor(c) {
+    const box = document.createElement("div");
+    box.className = "cv-popup";
+    if (c.thumbnail_url) {
+      const img = document.createElement("img");
+      img.src = c.thumbnail_url;
+      img.alt = "tile " + c.tile;
+      box.appendChild(img);
+    }
+    const text = document.createElement("span");
+    text.textContent = "#" + c.rank + " tile " + c.tile + (c.chosen ? " (chosen)" : "") + " — score " +
+      fmt(c.score, 3);
+    box.appendChild(text);
+    return box;
+  }
+
+  function showOnMap(r) {
+    answerLayer.clearLayers();
+    candidateLayers = [];
+    arrow = null;
+    const items = [];
+    (r.candidates || []).forEach((c, i) => {
+      if (!c.footprint) { candidateLayers.push(null); return; }
+      const poly = L.polygon(c.footprint, { className: "cv-candidate" + (c.chosen ? " cv-chosen" : "") })
+        .bindPopup(popupFor(c), { maxWidth: 260 });
+      poly.on("click", () => selectCandidate(i, false));
+      poly.addTo(answerLayer);
+      candidateLayers.push(poly);
+      items.push(poly);
+    });
+    if (r.near) {
+      items.push(L.circle([r.near[0], r.near[1]], { radius: r.near[2], className: "cv-near", interactive: false })
+        .addTo(answerLayer));
+    }
+    if (r.lat !== null && r.lat !== undefined) {
+      const at = L.latLng(r.lat, r.lon);
+      items.push(L.circle(at, { radius: Math.max(r.uncertainty_m || 0, 0.5), className: "cv-uncertainty",
+        interactive: false }).addTo(answerLayer));
+      L.marker(at, { title: "estimated position", alt: "estimated position", keyboard: false }).addTo(answerLayer);
+      if (r.heading_deg !== null && r.heading_deg !== undefined) {
+        arrow = { at: at, heading: Number(r.heading_deg), line: null };
+      }
+    }
+    $("legend").hidden = false;
+    if (items.length) {
+      map.fitBounds(L.featureGroup(items).getBounds(), { padding: [30, 30], maxZoom: 21 });
+    }
+    drawArrow();
+  }
+
+  function selectCandidate(i, openPopup) {
+    document.querySelectorAll("#candidates li").forEach((li, j) => li.classList.toggle("selected", j === i));
+    const poly = candidateLayers[i];
+    if (poly && openPopup) {
+      map.fitBounds(poly.getBounds(), { padding: [40, 40], maxZoom: 21 });
+      poly.openPopup();
+    }
+  }
+
+  // --- the answer in words -------------------------------------------------------------------------------
   function render(r) {
     $("error").hidden = true;
     $("latlon").textContent = fmt(r.lat, 6) + ", " + fmt(r.lon, 6);
@@ -28,9 +143,10 @@
     if (r.picture_url) { $("picture").src = r.picture_url; }
     const list = $("candidates");
     list.replaceChildren();
-    (r.candidates || []).forEach((c) => {
+    (r.candidates || []).forEach((c, i) => {
       const item = document.createElement("li");
       item.className = "candidate" + (c.chosen ? " chosen" : "");
+      item.title = "show tile " + c.tile + " on the map";
       if (c.thumbnail_url) {
         const img = document.createElement("img");
         img.src = c.thumbnail_url;
@@ -42,9 +158,11 @@
         fmt(c.lon, 6) + (c.confidence !== undefined && c.confidence !== null ? " — confidence " +
         fmt(c.confidence, 3) : "");
       item.appendChild(text);
+      item.addEventListener("click", () => selectCandidate(i, true));
       list.appendChild(item);
     });
     $("result").hidden = false;
+    if (map) { showOnMap(r); }
   }
 
   async function submit(event) {
@@ -76,6 +194,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     $("locate-form").addEventListener("submit", submit);
+    if (window.L) { initMap(); } else { $("map-caption").textContent = "The map script did not load."; }
     fetch("/api/config").then((r) => r.json()).then((c) => {
       maxBytes = c.max_bytes;
       $("max-mb").textContent = String(Math.round(maxBytes / 1048576 * 10) / 10);
