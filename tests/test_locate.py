@@ -66,20 +66,22 @@ def test_photo_checks(tmp_path):
 
 
 def test_exif(tmp_path):
-    # FoV from the 35-mm focal length: 2·atan(36 / (2·28)) = 65.47°
+    # FoV from the 35-mm focal length over the full-frame diagonal spread on a 4:3 photo: 2·atan(34.6 / (2·28))
     photo = read_photo(_save(tmp_path / "a.jpg", (400, 300), _exif(focal35=28)), "pinhole")
-    assert photo.fov_deg == pytest.approx(math.degrees(2 * math.atan(36 / 56)))
-    assert read_photo(tmp_path / "a.jpg", "pinhole", fov_deg=50).fov_deg == 50  # the flag wins
+    assert photo.fov_deg == pytest.approx(math.degrees(2 * math.atan(math.hypot(36, 24) * 0.8 / 56)))
+    assert photo.fov_from == "exif"
+    flagged = read_photo(tmp_path / "a.jpg", "pinhole", fov_deg=50)
+    assert (flagged.fov_deg, flagged.fov_from) == (50, "flag")  # the flag wins
     rotated = read_photo(_save(tmp_path / "r.jpg", (400, 300), _exif(orientation=6)), "pinhole", fov_deg=60)
     assert rotated.size == (300, 400)  # EXIF orientation 6: turned upright
     raw = (tmp_path / "a.jpg").read_bytes()
     i = raw.index(b"Exif\x00\x00")
-    for patch, why in ((slice(i + 6, i + 8), "not a TIFF header"), (slice(i + 10, i + 14), "points past the end")):
+    for patch in (slice(i + 6, i + 8), slice(i + 10, i + 14)):  # not a TIFF header; first IFD past the end
         bad = bytearray(raw)
-        bad[patch] = b"XX" if why.startswith("not") else b"\x7f\xff\xff\xff"
+        bad[patch] = b"XX" if patch.stop - patch.start == 2 else b"\x7f\xff\xff\xff"
         (tmp_path / "bad.jpg").write_bytes(bytes(bad))
-        with pytest.raises(CrossviewError, match=f"EXIF metadata is unreadable.*{why}"):
-            read_photo(tmp_path / "bad.jpg", "pinhole", fov_deg=60)
+        broken = read_photo(tmp_path / "bad.jpg", "pinhole", fov_deg=60)  # damaged EXIF: a note, not a failure
+        assert broken.fov_deg == 60 and any("EXIF block is present but unreadable" in n for n in broken.notes)
 
 
 def test_pinhole_to_panorama_known_columns():

@@ -13,13 +13,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("photo", help="JPEG or PNG: a 2:1 panorama, a pinhole photo (with --fov) or a drone image")
     p.add_argument("--index", required=True, help="index from `crossview locate-index`")
     p.add_argument("--camera", default="panorama", choices=["panorama", "pinhole", "drone"])
-    p.add_argument("--fov", type=float, help="horizontal field of view of a pinhole photo, degrees (else from EXIF)")
+    p.add_argument("--fov", type=float, help="horizontal field of view of a pinhole photo, degrees (default: from "
+                                             "the EXIF focal length)")
     p.add_argument("--heading-prior", help="DEG±ERR: heading of the panorama centre / photo axis, clockwise from "
                                            "north, and its uncertainty (e.g. 90±20 or 90+-20; negative: "
-                                           "--heading-prior=-30±10)")
+                                           "--heading-prior=-30±10); default: the EXIF compass direction "
+                                           "(GPSImgDirection) ±20°; 'none': no heading prior")
     p.add_argument("--near", help="LAT,LON±RADIUS_M: search only tiles within RADIUS_M metres of this point (a rough "
                                   "GPS fix), e.g. --near 40.7128,-74.0060±150 (negative latitude: "
-                                  "--near=-33.8688,151.2093±150)")
+                                  "--near=-33.8688,151.2093±150); default: the EXIF GPS fix (radius 3x its stated "
+                                  "accuracy, at least 20 m; 50 m without one); 'none': search every tile")
+    p.add_argument("--no-exif", dest="use_exif", action="store_false",
+                   help="ignore the photo's EXIF (GPS, compass, focal length, orientation)")
     p.add_argument("--top-k", type=int, default=5, help="tiles retrieved (default 5)")
     p.add_argument("--refine", type=int, default=3, help="best tiles refined by the fine model (default 3)")
     p.add_argument("--fine-model", help="fine-localization run folder or checkpoint (default: tile centres only)")
@@ -42,13 +47,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
 
     from crossview.locate import locate
 
     result = locate(args.photo, args.index, camera=args.camera, fov_deg=args.fov, heading_prior=args.heading_prior,
                     near=args.near, top_k=args.top_k, refine=args.refine, fine_model=args.fine_model,
                     fine_arch=args.fine_arch, model=args.model,
-                    tiles=args.tiles, out=args.out, device=args.device)
+                    tiles=args.tiles, out=args.out, device=args.device, use_exif=args.use_exif)
+    for note in (result.get("priors") or {}).get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
+    for flag in result.get("flags", []):
+        print(f"warning: not a confident fix: {flag}", file=sys.stderr)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -1,11 +1,11 @@
-"""Reading a user's photo: camera kinds, aspect and EXIF checks, the heading prior, pinhole -> panorama."""
+"""Reading a user's photo: camera kinds, aspect checks, EXIF priors, the heading prior, pinhole -> panorama."""
 
 from __future__ import annotations
 
 import math
 import os
 import re
-import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 
 from crossview.errors import ConfigError, CrossviewError
+from crossview.locate.exif import ExifInfo, read_exif
 
 CAMERAS = ("panorama", "pinhole", "drone")
 PANORAMA_ASPECT = (1.9, 2.1)  # equirectangular panoramas are 2:1
 PINHOLE_ASPECT = (0.3, 3.0)
 _PRIOR = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?)\s*(?:±|\+-|\+/-|~)\s*(\d+(?:\.\d*)?)\s*$")
-_EXIF_FOCAL_35MM = 0xA405  # FocalLengthIn35mmFilm, in the Exif sub-IFD
 
 
 def parse_heading_prior(text: str | tuple | list | None) -> tuple[float, float] | None:
@@ -39,14 +39,22 @@ def parse_heading_prior(text: str | tuple | list | None) -> tuple[float, float] 
 
 
 
+DEFAULT_FOV_DEG = 66.0  # a phone's main camera (26 mm equivalent), used when the EXIF focal length is implausible
+
+
 @dataclass
 class Photo:
-    """A checked photo: RGB pixels (EXIF orientation applied), its camera model and field of view."""
+    """A checked photo: RGB pixels (EXIF orientation applied), its camera model and horizontal field of view;
+    ``fov_from`` says where the field of view came from (``flag`` | ``exif`` | ``default`` | ``none``), ``exif``
+    holds the photo's EXIF priors and ``notes`` what in its metadata was unusable."""
 
     path: Path
     image: Any = field(repr=False)  # PIL.Image.Image, RGB
     camera: str
     fov_deg: float | None
+    fov_from: str = "none"
+    exif: ExifInfo | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -54,38 +62,14 @@ class Photo:
         return self.image.size
 
 
-def _exif_fov(exif) -> float | None:
-    try:
-        f35 = exif.get_ifd(0x8769).get(_EXIF_FOCAL_35MM) or exif.get(_EXIF_FOCAL_35MM)
-    except Exception:  # noqa: BLE001 - a broken sub-IFD: no FoV from it
-        return None
-    if not f35:
-        return None
-    return math.degrees(2 * math.atan(36.0 / (2 * float(f35))))  # horizontal FoV of a 36 mm wide frame
-
-
-def _check_exif(raw: bytes) -> str | None:
-    """What is wrong with a raw EXIF block (TIFF header and first IFD), or None. Pillow skips such damage silently."""
-    data = raw[6:] if raw.startswith(b"Exif\x00\x00") else raw
-    if len(data) < 8:
-        return "the EXIF block is shorter than its 8-byte header"
-    order = {b"II": "<", b"MM": ">"}.get(data[:2])
-    if order is None or struct.unpack(order + "H", data[2:4])[0] != 42:
-        return "the EXIF header is not a TIFF header (II*/MM*)"
-    offset = struct.unpack(order + "I", data[4:8])[0]
-    if offset + 2 > len(data):
-        return f"the first EXIF directory points past the end of the block ({offset} > {len(data)})"
-    count = struct.unpack(order + "H", data[offset:offset + 2])[0]
-    if offset + 2 + 12 * count > len(data):
-        return f"the first EXIF directory claims {count} entries, more than the block holds"
-    return None
-
-
-def read_photo(path: str | os.PathLike, camera: str = "panorama", fov_deg: float | None = None) -> Photo:
+def read_photo(path: str | os.PathLike, camera: str = "panorama", fov_deg: float | None = None,
+               use_exif: bool = True) -> Photo:
     """Open and check ``path`` for ``camera`` (``panorama`` | ``pinhole`` | ``drone``); raise a clear error if unfit.
 
     Panoramas must be about 2:1 (equirectangular); a pinhole photo needs its horizontal field of view, from
-    ``fov_deg`` or the EXIF 35-mm focal length; the EXIF orientation is applied (except to panoramas).
+    ``fov_deg`` or the EXIF focal length; the EXIF orientation is applied (except to panoramas). Damaged or
+    implausible EXIF never fails: it is ignored with a note in ``Photo.notes`` (an implausible focal length falls
+    back to :data:`DEFAULT_FOV_DEG`). ``use_exif=False`` ignores the EXIF entirely.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -95,25 +79,23 @@ def read_photo(path: str | os.PathLike, camera: str = "panorama", fov_deg: float
     if not path.is_file():
         raise CrossviewError(f"photo {path} does not exist or is not a file")
     try:
-        im = Image.open(path)
-        im.load()
+        with warnings.catch_warnings(record=True) as caught:  # Pillow warns of corrupt EXIF while opening
+            warnings.simplefilter("always")
+            im = Image.open(path)
+            im.load()
     except UnidentifiedImageError as exc:
         raise CrossviewError(f"{path} is not an image Pillow can read; give a JPEG or PNG photo") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise CrossviewError(f"{path}: the image is damaged or truncated ({exc}); re-export it") from exc
-    raw = im.info.get("exif")
-    problem = _check_exif(raw) if raw else None
-    if problem:
-        raise CrossviewError(f"{path}: its EXIF metadata is unreadable ({problem}); strip it (e.g. `exiftool -all= "
-                             "PHOTO` or re-save the image without metadata) and try again")
-    try:
-        exif = im.getexif()
-        exif_fov = _exif_fov(exif)
-        if camera != "panorama":
+    exif = read_exif(im) if use_exif else None
+    notes = [f"{path.name}: {n}" for n in exif.notes] if exif else []
+    if exif is not None and not exif.notes:
+        notes += [f"{path.name}: {w.message}" for w in caught if "exif" in str(w.message).lower()]
+    if exif is not None and exif.orientation not in (None, 1) and camera != "panorama":
+        try:
             im = ImageOps.exif_transpose(im)
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds on malformed EXIF
-        raise CrossviewError(f"{path}: its EXIF metadata is unreadable ({type(exc).__name__}: {exc}); strip it "
-                             "(e.g. `exiftool -all= PHOTO` or re-save the image) and try again") from exc
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds on malformed EXIF
+            notes.append(f"{path.name}: the EXIF orientation could not be applied ({exc}); used as stored")
     im = im.convert("RGB")
     w, h = im.size
     aspect = w / h
@@ -121,17 +103,24 @@ def read_photo(path: str | os.PathLike, camera: str = "panorama", fov_deg: float
         raise CrossviewError(f"{path} is {w}x{h} (aspect {aspect:.2f}); a panorama must be equirectangular, about "
                              "2:1. For an ordinary photo use --camera pinhole --fov DEG, for a drone image "
                              "--camera drone")
+    fov_from = "flag" if fov_deg is not None else "none"
     if camera == "pinhole":
         if not PINHOLE_ASPECT[0] <= aspect <= PINHOLE_ASPECT[1]:
             raise CrossviewError(f"{path} is {w}x{h} (aspect {aspect:.2f}), too elongated for a pinhole photo; "
                                  "for a 360° panorama use --camera panorama")
-        fov_deg = fov_deg if fov_deg is not None else exif_fov
+        if fov_deg is None and exif is not None and exif.fov_deg is not None:
+            fov_deg, fov_from = exif.fov_deg, "exif"
+        elif fov_deg is None and exif is not None and any("focal length" in n for n in exif.notes):
+            fov_deg, fov_from = DEFAULT_FOV_DEG, "default"
+            notes.append(f"{path.name}: field of view {DEFAULT_FOV_DEG:g}° assumed (a phone's main camera); pass "
+                         "--fov DEG if that is wrong")
         if fov_deg is None:
             raise CrossviewError(f"{path}: a pinhole photo needs its horizontal field of view: pass --fov DEG (its "
-                                 "EXIF has no 35-mm focal length to compute it from)")
+                                 "EXIF has no focal length to compute it from)")
         if not 1 <= fov_deg < 180:
             raise CrossviewError(f"--fov {fov_deg}: the horizontal field of view must be between 1 and 180 degrees")
-    return Photo(path, im, camera, float(fov_deg) if fov_deg is not None else None)
+    return Photo(path, im, camera, float(fov_deg) if fov_deg is not None else None,
+                 fov_from if camera == "pinhole" or fov_deg is not None else "none", exif, notes)
 
 
 def pinhole_to_panorama(image: np.ndarray, fov_deg: float, size: tuple[int, int],

@@ -28,6 +28,7 @@ from crossview.locate.models import (
     resolve_checkpoint,
 )
 from crossview.locate.photo import Photo, parse_heading_prior, pinhole_to_panorama, read_photo
+from crossview.locate.priors import contradictions, is_off, resolve_priors
 from crossview.locate.result import Candidate, FinePose, Result
 from crossview.tiles import Tile
 
@@ -167,28 +168,37 @@ class Locator:
     def locate(self, photo: str | os.PathLike | Photo, *, camera: str = "panorama", fov_deg: float | None = None,
                heading_prior: str | tuple | None = None, top_k: int = 5, refine: int | None = None,
                near: str | tuple | None = None, recentre: bool = True, out: str | os.PathLike | None = None,
-               thumbnails: bool = False) -> dict[str, Any]:
+               thumbnails: bool = False, use_exif: bool = True) -> dict[str, Any]:
         """Locate one photo; returns (and with ``out`` writes ``locate.json`` + ``locate.png``) the answer as a
         JSON-ready dict (``locate_result`` gives the typed :class:`Result`). Options as :meth:`locate_result`."""
         return self.locate_result(photo, camera=camera, fov_deg=fov_deg, heading_prior=heading_prior, top_k=top_k,
                                   refine=refine, near=near, recentre=recentre, out=out,
-                                  thumbnails=thumbnails).to_dict()
+                                  thumbnails=thumbnails, use_exif=use_exif).to_dict()
 
     def locate_result(self, photo: str | os.PathLike | Photo, *, camera: str = "panorama",
                       fov_deg: float | None = None, heading_prior: str | tuple | None = None, top_k: int = 5,
                       refine: int | None = None, near: str | tuple | None = None, recentre: bool = True,
-                      out: str | os.PathLike | None = None, thumbnails: bool = False) -> Result:
+                      out: str | os.PathLike | None = None, thumbnails: bool = False, use_exif: bool = True) -> Result:
         """Locate one photo.
 
         ``near``: ``(lat, lon, radius_m)`` or ``"LAT,LON±R"``, a search area (a rough GPS fix): only tiles whose
         footprint comes within ``radius_m`` of the point are ranked, and refined answers outside it are dropped.
         ``recentre``: after fine localization, refine once more in the index's tile centred nearest the answer
         (fine models are trained with the camera near the tile centre) and keep that answer when it agrees.
+        Without ``near`` / ``heading_prior`` the photo's EXIF GPS fix and compass direction are used (``"none"``
+        turns a prior off, ``use_exif=False`` ignores the EXIF); ``Result.priors`` records where each came from, and
+        ``Result.flags`` lists how the answer contradicts them (such an answer is not ``confident``).
         """
-        prior = parse_heading_prior(heading_prior)
-        area = parse_near(near)
         if not isinstance(photo, Photo):
-            photo = read_photo(photo, camera, fov_deg)
+            photo = read_photo(photo, camera, fov_deg, use_exif=use_exif)
+        priors = resolve_priors(photo, near, heading_prior, use_exif)
+        prior, area = priors.heading, priors.near
+        if area is not None and priors.sources["near"] == "exif" and not tiles_near(self.geometry, *area).any():
+            priors.notes.append(f"the photo's GPS fix {area[0]:.6f},{area[1]:.6f} (±{area[2]:g} m) is outside the "
+                                f"index {self.index_path.name}: all its tiles were searched (pass --near to choose "
+                                "the area yourself)")
+            priors.sources["near"], area = "exif (outside the index, ignored)", None
+            priors.near = None
         top_k = max(1, int(top_k))
         refine = self.refine if refine is None else int(refine)
         scores, ids = self.search(self.embed(photo, prior), top_k, area)
@@ -204,7 +214,8 @@ class Locator:
         use_fine = refine > 0 and photo.camera in cameras
         common = {"photo": str(photo.path), "camera": photo.camera, "fov_deg": photo.fov_deg,
                   "heading_prior": list(prior) if prior else None, "near": list(area) if area else None,
-                  "candidates": cands, "index": str(self.index_path), "model": self.index.meta.get("name")}
+                  "priors": priors.to_dict(), "candidates": cands, "index": str(self.index_path),
+                  "model": self.index.meta.get("name")}
         if use_fine:
             for c in cands[:refine]:
                 self._refine_candidate(photo, c, prior, area)
@@ -229,6 +240,8 @@ class Locator:
                                f"{photo.camera} ones: the tile centre is reported")
         if result.heading_deg is None and prior is not None:
             result.heading_deg, result.heading_from = prior[0], "prior"
+        result.flags = contradictions(result.lat, result.lon, result.heading_deg, priors,
+                                      heading_estimated=result.heading_from is None)
         for c in cands:
             c.chosen = c is best
         if out is not None:
@@ -237,7 +250,7 @@ class Locator:
             tile = self.tiles[best.tile]
             x, y = tile.pixel_of(result.x_m, result.y_m)
             draw_result(tile.path, (x, y), result.heading_deg, result.uncertainty_m / tile.mpp,
-                        out / "locate.png", caption=_caption(result))
+                        out / "locate.png", caption=_caption(result), flags=result.flags)
             result.picture = "locate.png"
             if thumbnails:
                 for c in cands:
@@ -277,10 +290,12 @@ def locate(photo: str | os.PathLike | Photo, index: str | os.PathLike | Locator,
     """One-call form: ``locate(photo, index, camera=..., fov_deg=..., heading_prior=..., near=None, top_k=5, refine=3,
     fine_model=None, fine_arch=None, model=None, tiles=None, out=None, device="cpu")`` -> the answer dict (see
     Locator.locate)."""
-    parse_heading_prior(kwargs.get("heading_prior"))  # the cheap checks first: before any model is loaded
-    parse_near(kwargs.get("near"))
+    for text, parse in ((kwargs.get("heading_prior"), parse_heading_prior), (kwargs.get("near"), parse_near)):
+        if not is_off(text):  # the cheap checks first: before any model is loaded
+            parse(text)
     if not isinstance(photo, Photo):
-        photo = read_photo(photo, kwargs.pop("camera", "panorama"), kwargs.pop("fov_deg", None))
+        photo = read_photo(photo, kwargs.pop("camera", "panorama"), kwargs.pop("fov_deg", None),
+                           use_exif=kwargs.get("use_exif", True))
     if not isinstance(index, Locator):
         load = {k: kwargs.pop(k) for k in ("model", "tiles", "fine_model", "fine_arch", "device") if k in kwargs}
         index = Locator(index, refine=kwargs.get("refine") or 3, **load)

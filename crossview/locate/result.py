@@ -98,6 +98,13 @@ class Result:
     heading_from: str | None = None  # "prior" when the heading is the user's prior
     note: str | None = None
     picture: str | None = None
+    priors: dict[str, Any] | None = None  # each prior's value and origin (flag | exif | none), EXIF notes
+    flags: list[str] = field(default_factory=list)  # how the answer contradicts the user's priors
+
+    @property
+    def confident(self) -> bool:
+        """False when the answer contradicts the user's own priors (``flags``): never a confident fix then."""
+        return not self.flags
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON written to ``locate.json`` and served by the web app."""
@@ -106,10 +113,13 @@ class Result:
         for k in ("note", "heading_from"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
+        d.update({"confident": self.confident, "flags": list(self.flags)})
         d.update({"tile": self.tile, "photo": self.photo, "camera": self.camera, "fov_deg": self.fov_deg,
                   "heading_prior": self.heading_prior, "near": self.near,
                   "candidates": [c.to_dict() for c in self.candidates], "index": self.index, "model": self.model,
                   "fine_model": self.fine_model, "fine_method": self.fine_method})
+        if self.priors is not None:
+            d["priors"] = self.priors
         if self.picture is not None:
             d["picture"] = self.picture
         return d
