@@ -18,7 +18,8 @@ Module for module (``../shared/design/FINE_PARITY_NOTES.md`` §2, FINE_SPEC §2.
    grid units (``grid_size_h`` per tile side); at test time optionally the official RANSAC (20 × 8,192 draws,
    100 three-point hypotheses each, soft-inlier scoring, 4 refinements), seedable and generator-exact;
 6. training: the virtual-correspondence error (VCE) on a 10 × 10 grid spanning 5 units plus β × a bidirectional
-   InfoNCE on the raw similarity, positives from the true pose (``TRAIN_PRESETS``, trainer ``crossview.fine.train_fg2``).
+   InfoNCE on the raw similarity, positives from the true pose (``TRAIN_PRESETS``; the trainer is
+   ``crossview.fine.train_fg2``).
 
 Official quirks kept in the published variants (released weights depend on them), each with the clean behaviour as
 a config option:
@@ -33,8 +34,8 @@ a config option:
 - ``pose_convention="official"``: the released VIGOR loader labels a rolled panorama with t = −c (the camera
   position c, not −R·c) and ``vigor_eval`` reads the position as −t; ``"rigid"`` uses ground = R·(aerial − c)
   throughout. Both agree at known orientation (R = I).
-- In training a rank-1 Procrustes covariance in any element skips the whole step (``crossview.fine.train_fg2``); at test time
-  ``predict`` falls back per element (tile centre, ``ok`` False) rather than dropping the batch.
+- In training a rank-1 Procrustes covariance in any element skips the whole step (``crossview.fine.train_fg2``); at
+  test time ``predict`` falls back per element (tile centre, ``ok`` False) rather than dropping the batch.
 
 Frames. Official grid coordinates are (x, y) = (down the tile / south, right / east) for the aerial grid and
 (backward, right) for the ground grid (a north-aligned panorama's centre column looks along −x). ``predict``
@@ -56,7 +57,7 @@ from torch import nn
 
 from crossview.errors import ConfigError
 from crossview.fine.preprocess import LITE, UNIT, normalize
-from crossview.fine.registry import ConversionReport, register_arch, register_fine
+from crossview.fine.registry import ConversionReport, convert_keys, register_arch, register_fine
 
 __all__ = ["FG2", "DeformableAttention", "DescriptorHead", "official_procrustes", "official_ransac",
            "official_query_grid", "convert_official", "export_official", "reproduce_official",
@@ -1007,25 +1008,17 @@ def convert_official(state: dict[str, torch.Tensor], model: FG2) -> tuple[dict[s
     Returns (our state dict, report); ``report.ok`` is False when any key is missing, unexpected or misshaped."""
     target = model.state_dict()
     report = FG2ConversionReport(source=f"official FG² ({_OFFICIAL})")
-    out: dict[str, torch.Tensor] = {}
     dino: dict[str, torch.Tensor] = {}
+    head: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         k = key[len("module."):] if key.startswith("module.") else key
         for prefix in ("backbone.", "dinov2.", "dinov2_vitl14."):
             if k.startswith(prefix) and _is_dino_key(k[len(prefix):]):
                 k = k[len(prefix):]
                 break
-        if _is_dino_key(k):
-            dino[k] = tensor
-            continue
-        new = _official_to_ours(k)
-        if new is None or new not in target:
-            report.unexpected.append(key if new is None else f"{key} -> {new} (not in our model)")
-            continue
-        if tuple(target[new].shape) != tuple(tensor.shape):
-            report.misshaped.append(f"{key} -> {new}: {tuple(tensor.shape)} vs ours {tuple(target[new].shape)}")
-            continue
-        out[new] = tensor
+        (dino if _is_dino_key(k) else head)[k if _is_dino_key(k) else key] = tensor
+    out = convert_keys(head, target, _official_to_ours, report)
+    report.missing = []  # recomputed below, once the query grid and the backbone are placed
     if model.config["block4_ffn"] == "ffn1" and any(k.startswith("blocks.3.ffn.") for k in out):
         report.unused += [f"grd_ffn4.{k.split('ffn.', 1)[1]}" for k in out if k.startswith("blocks.3.ffn.")]
     if "query_grid" not in out and not report.misshaped:

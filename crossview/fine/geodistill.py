@@ -66,7 +66,7 @@ from torch import nn
 from crossview.errors import ConfigError
 from crossview.fine.backbones import Backbone, is_efficientnet
 from crossview.fine.preprocess import LITE, SIGNED, UNIT, normalize
-from crossview.fine.registry import ConversionReport, register_arch, register_fine
+from crossview.fine.registry import ConversionReport, convert_keys, register_arch, register_fine
 
 __all__ = ["GeoDistill", "DPTHead", "OrientationEstimator", "cv2_linear_resize", "official_fov_mask", "xcorr",
            "bev_sampling_grid", "g2s_weakly_loss", "distillation_loss", "evaluate_limited_fov", "convert_official",
@@ -909,36 +909,21 @@ def convert_official(state: dict[str, torch.Tensor], model: GeoDistill) -> tuple
     flats = {}
     if model.orienter is not None:
         flats = {ours: flat_blocks(getattr(model.orienter, ours.split(".")[1]).net) for ours in _ORI_PREFIX.values()}
-    out: dict[str, torch.Tensor] = {}
-    for key, tensor in state.items():
-        k = key[len("module."):] if key.startswith("module.") else key
+    def rename(k: str) -> str | None:
         new: str | None = None
-        try:
-            for old, ours in _DPT_PREFIX.items():
-                if k.startswith(old):
-                    new = ours + _dpt_key(k[len(old):])
-            for old, ours in _ORI_PREFIX.items():
-                if k.startswith(old) and ours in flats:
-                    new = _orientation_key(k[len(old):], ours, flats[ours], target)
-                    if new == "":
-                        report.unused.append(key)
-            if new is None and k.startswith(("fusion_layer.", "fc.")) and model.orienter is not None:
-                new = "orienter." + (k.replace("fusion_layer.", "fusion.", 1) if k.startswith("fusion_layer.") else k)
-            if new is None and not k.startswith(tuple(_DPT_PREFIX) + tuple(_ORI_PREFIX) + ("fusion_layer.", "fc.")):
-                new = "encoder." + (k if k == "mask_token" else f"vit.{k}")
-        except (KeyError, ValueError) as exc:
-            report.unexpected.append(f"{key} ({exc.args[0] if exc.args else exc})")
-            continue
-        if new == "":
-            continue
-        if new is None or new not in target:
-            report.unexpected.append(key if new is None else f"{key} -> {new} (not in our model)")
-            continue
-        if tuple(target[new].shape) != tuple(tensor.shape):
-            report.misshaped.append(f"{key} -> {new}: {tuple(tensor.shape)} vs ours {tuple(target[new].shape)}")
-            continue
-        out[new] = tensor
-    report.missing = [k for k in target if k not in out]
+        for old, ours in _DPT_PREFIX.items():
+            if k.startswith(old):
+                new = ours + _dpt_key(k[len(old):])
+        for old, ours in _ORI_PREFIX.items():
+            if k.startswith(old) and ours in flats:
+                new = _orientation_key(k[len(old):], ours, flats[ours], target)
+        if new is None and k.startswith(("fusion_layer.", "fc.")) and model.orienter is not None:
+            new = "orienter." + (k.replace("fusion_layer.", "fusion.", 1) if k.startswith("fusion_layer.") else k)
+        if new is None and not k.startswith(tuple(_DPT_PREFIX) + tuple(_ORI_PREFIX) + ("fusion_layer.", "fc.")):
+            new = "encoder." + (k if k == "mask_token" else f"vit.{k}")
+        return new
+
+    out = convert_keys(state, target, rename, report)
     return out, report
 
 
@@ -1106,9 +1091,12 @@ def reproduce_official(fixture: dict[str, Any]) -> dict[str, Any]:
 # EMA teacher α 0.9 once per epoch); the official validation keeps the best teacher and student. VIGOR same-area
 # training has 52,609 panoramas (the official loader trains on 80 % of them: 5,261 steps of 8 per epoch).
 _EPOCH_VIGOR = int(0.8 * 52609) // 8
+# Keys of train_geodistill beyond the shared ones (defaults: no validation split, all pairs labelled, distillation
+# at ``lr``): ``val_limit`` training panoramas held out as validation, validated every ``val_every`` steps.
+_GD_OPTIONS = {"val_limit": None, "val_every": 0, "distill_lr": None}
 _GD_VIGOR = {"variant": "geodistill_vigor", "batch_size": 8, "lr": 1e-4, "weight_decay": 1e-5, "grad_clip": 1.0,
              "base_steps": 10 * _EPOCH_VIGOR, "distill_steps": 20 * _EPOCH_VIGOR, "ema_every": _EPOCH_VIGOR,
-             "steps": 30 * _EPOCH_VIGOR, "cache_features": False, "orientation_steps": 0}
+             "steps": 30 * _EPOCH_VIGOR, "cache_features": False, "orientation_steps": 0, **_GD_OPTIONS}
 # The same architecture at CPU size (geodistill_tiny) on the dense synthetic world (2,000 training panoramas: one
 # epoch = 250 steps of 8, the EMA period); a higher learning rate for a run of minutes on one thread. The base adds
 # G2SWeakly's noisy-GPS term (GPS within 5 m, weight 20): with the contrastive loss alone the tiny base did not
@@ -1116,7 +1104,7 @@ _GD_VIGOR = {"variant": "geodistill_vigor", "batch_size": 8, "lr": 1e-4, "weight
 _GD_SYNTH = {"variant": "geodistill_tiny", "model": {"gps_weight": 20.0}, "batch_size": 8, "lr": 1e-3,
              "weight_decay": 1e-5, "grad_clip": 1.0, "base_steps": 600, "distill_steps": 400, "steps": 1000,
              "ema_every": 250, "eval_limit": 200, "cache_features": False, "orientation_steps": 0, "threads": 1,
-             "log_every": 50}
+             "log_every": 50, **_GD_OPTIONS}
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "geodistill-vigor-same": {**_GD_VIGOR, "area": "same"},
     "geodistill-vigor-cross": {**_GD_VIGOR, "area": "cross"},

@@ -124,15 +124,16 @@ class ConversionReport:
 def convert_keys(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], rename: Any,
                  report: ConversionReport) -> dict[str, torch.Tensor]:
     """The shared part of every strict converter: ``rename(key)`` gives our name, ``""`` for an official tensor
-    the forward never uses (listed in ``report.unused``), or None / raises ``KeyError`` for one with no
-    counterpart (``report.unexpected``); names and shapes are checked against ``target`` (our state dict) and the
-    keys of ours left without a tensor go to ``report.missing``. DataParallel's ``module.`` prefix is dropped."""
+    the forward never uses (listed in ``report.unused``), or None / raises ``KeyError`` or ``ValueError`` for one
+    with no counterpart (``report.unexpected``); names and shapes are checked against ``target`` (our state dict)
+    and the keys of ours left without a tensor go to ``report.missing``. DataParallel's ``module.`` prefix is
+    dropped."""
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         k = key[len("module."):] if key.startswith("module.") else key
         try:
             new = rename(k)
-        except KeyError as exc:
+        except (KeyError, ValueError) as exc:
             report.unexpected.append(f"{key} ({exc.args[0] if exc.args else exc})")
             continue
         if new == "":

@@ -204,15 +204,28 @@ def train_loop(model: torch.nn.Module, cfg: dict[str, Any], samples: list[FineSa
         sched.step()
         bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}",
                         samples_s=f"{step * cfg['batch_size'] / max(time.time() - t0, 1e-9):.1f}", refresh=False)
-        if step % cfg["log_every"] == 0 or step == steps:
-            log({"step": step, "lr": sched.get_last_lr()[0], "time_s": round(time.time() - t0, 1),
-                 **{k: v for k, v in logs.items() if not k.startswith("_")}})
-        if cfg["eval_every"] and step % cfg["eval_every"] == 0 and step < steps:
-            log({"step": step, **{f"eval_{k}": v for k, v in run_eval(model, cfg, data, device).items()}})
-            model.train()
-        if step % cfg["checkpoint_every"] == 0 and step < steps:
-            save_checkpoint(out, model, cfg, step)
-    extra = {"train_seconds": time.time() - t0}
+        after_step(model, cfg, out, log, data, device, step, steps,
+                   {"lr": sched.get_last_lr()[0], "time_s": round(time.time() - t0, 1), **logs})
+    finish_run(model, cfg, out, log, data, device, steps, {"train_seconds": time.time() - t0})
+
+
+def after_step(model: torch.nn.Module, cfg: dict[str, Any], out: Path, log: Any, data: str | Path,
+               device: str | torch.device, step: int, steps: int, record: dict[str, Any]) -> None:
+    """What every trainer does after a step: log ``record`` every ``log_every`` steps (keys starting with ``_``
+    are private), evaluate every ``eval_every`` steps and checkpoint every ``checkpoint_every`` steps."""
+    if step % cfg["log_every"] == 0 or step == steps:
+        log({"step": step, **{k: v for k, v in record.items() if not k.startswith("_")}})
+    if cfg["eval_every"] and step % cfg["eval_every"] == 0 and step < steps:
+        log({"step": step, **{f"eval_{k}": v for k, v in run_eval(model, cfg, data, device).items()}})
+        model.train()
+    if step % cfg["checkpoint_every"] == 0 and step < steps:
+        save_checkpoint(out, model, cfg, step)
+
+
+def finish_run(model: torch.nn.Module, cfg: dict[str, Any], out: Path, log: Any, data: str | Path,
+               device: str | torch.device, steps: int, extra: dict[str, Any]) -> None:
+    """The finished checkpoint (with ``extra``, e.g. ``train_seconds``) and, with ``final_eval``, the config's
+    evaluation written to ``metrics.json``."""
     save_checkpoint(out, model, cfg, steps, extra, finished=True)
     if cfg["final_eval"]:
         metrics = run_eval(model, cfg, data, device)

@@ -11,8 +11,7 @@ import torch
 
 from crossview.fine.fg2 import FG2
 from crossview.fine.presets import train_yaw_range
-from crossview.fine.train import make_batch, optimizer_and_schedule, run_eval, save_checkpoint
-from crossview.io import write_json_atomic
+from crossview.fine.train import after_step, finish_run, make_batch, optimizer_and_schedule
 
 __all__ = ["train_fg2"]
 
@@ -52,20 +51,6 @@ def train_fg2(model: FG2, cfg: dict[str, Any], samples: list, bank: Any, out: Pa
                 torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
             opt.step()
             sched.step()
-        if step % cfg["log_every"] == 0 or step == steps:
-            log({"step": step, "lr": sched.get_last_lr()[0], "time_s": round(time.time() - t0, 1),
-                 "skipped": skipped, **{k: v for k, v in logs.items() if not k.startswith("_")}})
-        if cfg["eval_every"] and step % cfg["eval_every"] == 0 and step < steps:
-            log({"step": step, **{f"eval_{k}": v for k, v in run_eval(model, cfg, data, device).items()}})
-            model.train()
-        if step % cfg["checkpoint_every"] == 0 and step < steps:
-            save_checkpoint(out, model, cfg, step)
-    extra = {"train_seconds": time.time() - t0, "skipped_steps": skipped}
-    save_checkpoint(out, model, cfg, steps, extra, finished=True)
-    if cfg["final_eval"]:
-        metrics = run_eval(model, cfg, data, device)
-        metrics["train_seconds"] = extra["train_seconds"]
-        write_json_atomic(out / "metrics.json", {"setting": f"{cfg['variant']} {cfg['area']}-area "
-                                                            f"{cfg['eval_orientation']}", "metrics": metrics,
-                                                 "config": cfg})
-        log({"step": steps, **{f"eval_{k}": v for k, v in metrics.items()}})
+        after_step(model, cfg, out, log, data, device, step, steps,
+                   {"lr": sched.get_last_lr()[0], "time_s": round(time.time() - t0, 1), "skipped": skipped, **logs})
+    finish_run(model, cfg, out, log, data, device, steps, {"train_seconds": time.time() - t0, "skipped_steps": skipped})

@@ -6,6 +6,15 @@ Around the official recipe, for the comparison the paper's claim needs: the base
 distillation (``control``), and every stage evaluated on held-out samples on full panoramas and on limited-FoV ones
 (``geodistill_results.json`` in the run folder). Batches hold panoramas with distinct positive tiles (as the
 official ``DistanceBatchSampler``: a panorama whose tile is already in the batch waits for a later one).
+
+Options beyond the official recipe (config keys, read with defaults): ``labelled_limit`` (semi-supervised: the weak
+pairs, i.e. positive tile and noisy GPS, of a seeded subset only train the base and the control; distillation runs over
+every training panoramas without labels, as ``train_planecorr``), ``val_limit`` (a seeded subset of the training
+split held out of all training and evaluated as validation, to choose a schedule without the test split),
+``val_every`` (validation every so many steps of each stage, with a checkpoint ``<stage>_<step>.pt`` there, e.g.
+``base_<step>.pt`` to chain a later run from with ``init_from`` and ``base_steps=0``; the teacher is validated at
+the end) and ``distill_lr`` (the distillation learning rate;
+default ``lr``).
 """
 
 from __future__ import annotations
@@ -21,18 +30,21 @@ import torch
 from crossview.fine.data import read_samples
 from crossview.fine.evaluate import evaluate
 from crossview.fine.geodistill import GeoDistill, draw_fov, evaluate_limited_fov, official_fov_mask
+from crossview.fine.registry import save_fine
 from crossview.fine.train import make_batch, save_checkpoint
 from crossview.io import write_json_atomic
 
 LIMITED_FOV_DEG = (180.0, 90.0)  # held-out limited-FoV settings reported with every stage
 
 
-def distinct_tile_batches(samples: list, batch_size: int, rng: random.Random):
+def distinct_tile_batches(samples: list, batch_size: int, rng: random.Random, pool: list[int] | None = None):
     """Index batches whose panoramas have distinct positive tiles, endlessly (shuffled epochs; a panorama whose tile
-    is already in the current batch is kept for the next one, as the official ``DistanceBatchSampler``)."""
+    is already in the current batch is kept for the next one, as the official ``DistanceBatchSampler``). ``pool``:
+    the indices of ``samples`` to draw from (default: all)."""
     backup: list[int] = []
+    population = range(len(samples)) if pool is None else list(pool)
     while True:
-        order = rng.sample(range(len(samples)), len(samples))
+        order = rng.sample(population, len(population))
         batch: list[int] = []
         tiles: set = set()
         for i in backup + order:
@@ -81,38 +93,81 @@ def evaluate_stage(model: GeoDistill, test: list, cfg: dict[str, Any], device) -
     return out
 
 
+def split_training(n: int, cfg: dict[str, Any]) -> tuple[list[int], list[int], list[int]]:
+    """(validation, distillation pool, labelled subset) indices of ``n`` training samples: ``val_limit`` seeded
+    samples held out of all training; of the rest, ``labelled_limit`` seeded ones keep their weak pairs (base and
+    control); distillation reads every non-validation sample without labels. Defaults: no validation, all
+    labelled."""
+    everyone = list(range(n))
+    val: list[int] = []
+    if cfg.get("val_limit"):
+        val = sorted(random.Random(int(cfg["seed"]) + 5).sample(everyone, min(int(cfg["val_limit"]), n - 1)))
+    held = set(val)
+    pool = [i for i in everyone if i not in held]
+    labelled = pool
+    if cfg.get("labelled_limit"):
+        labelled = sorted(random.Random(int(cfg["seed"]) + 7).sample(pool, min(int(cfg["labelled_limit"]), len(pool))))
+    return val, pool, labelled
+
+
 def train_geodistill(model: GeoDistill, cfg: dict[str, Any], samples: list, bank, out, log, device,
                      rng: random.Random, data) -> None:
     """Base (weak) → ``base.pt``; the same-length weak control; distillation; the orientation estimator. Each
     localizer is evaluated on the held-out split and the comparison written to ``geodistill_results.json``."""
     test = read_samples(data, cfg["area"], "test", cfg["camera"], cfg["label_set"], cfg["eval_limit"])
-    gen = distinct_tile_batches(samples, int(cfg["batch_size"]), rng)
+    val_idx, pool, labelled = split_training(len(samples), cfg)
+    val = [samples[i] for i in val_idx]
+    if val or len(labelled) < len(pool):
+        log(f"training split: {len(val)} held out for validation; weak pairs of {len(labelled)} of the other "
+            f"{len(pool)} (base and control); distillation over all {len(pool)} without labels")
+    val_every = int(cfg.get("val_every") or 0)
     cache = TokenCache(model)
+    results: dict[str, Any] = {"seconds": {}, "split": {"validation": len(val), "labelled": len(labelled),
+                                                        "distillation": len(pool)}}
+    if val:
+        results["validation"] = {}
 
-    def batch() -> dict:
-        idx = next(gen)
-        return dict(make_batch(samples, idx, None, model, cfg["camera"], 0.0, rng, device), index=idx)
+    def batches(which: list[int]):
+        gen = distinct_tile_batches(samples, int(cfg["batch_size"]), rng, which)
+        while True:
+            idx = next(gen)
+            yield dict(make_batch(samples, idx, None, model, cfg["camera"], 0.0, rng, device), index=idx)
+
+    def validate(net: GeoDistill, tag: str, step: int) -> None:
+        was = net.training
+        r = evaluate_stage(net, val, cfg, device)
+        results["validation"].setdefault(tag, {})[str(step)] = r
+        log({"stage": f"val_{tag}", "step": step, **{f"val_{k}": v["median_m"] for k, v in r.items()}})
+        net.train(was)
 
     def weak(net: GeoDistill, steps: int, tag: str) -> float:
         opt = torch.optim.AdamW(heads(net), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         net.train()
-        t0 = time.time()
+        gen = batches(labelled)
+        t0, spent = time.time(), 0.0
         for step in range(1, steps + 1):
-            b = batch()
+            b = next(gen)
             loss, logs = net.loss(b, tokens=cache(b["index"], b))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(heads(net), cfg["grad_clip"])
             opt.step()
             if step % cfg["log_every"] == 0 or step == steps:
-                log({"stage": tag, "step": step, "time_s": round(time.time() - t0, 1), **logs})
-        return time.time() - t0
+                log({"stage": tag, "step": step, "time_s": round(spent + time.time() - t0, 1), **logs})
+            if val and val_every and step % val_every == 0:
+                spent += time.time() - t0
+                validate(net, tag, step)
+                if step < steps:
+                    save_fine(net, out / f"{tag}_{step}.pt", config=cfg, step=step)
+                t0 = time.time()
+        return spent + time.time() - t0
 
-    results: dict[str, Any] = {"seconds": {}}
     n_base, n_distill = int(cfg["base_steps"]), int(cfg["distill_steps"])
     results["seconds"]["base"] = weak(model, n_base, "base")
     save_checkpoint(out, model, cfg, n_base)
     (out / "checkpoint.pt").replace(out / "base.pt")
+    if val and not (val_every and n_base and n_base % val_every == 0):
+        validate(model, "base", n_base)
     results["base"] = evaluate_stage(model, test, cfg, device)
     log({"stage": "base", **{f"eval_{k}": v["median_m"] for k, v in results["base"].items()}})
 
@@ -120,19 +175,23 @@ def train_geodistill(model: GeoDistill, cfg: dict[str, Any], samples: list, bank
         base_state = copy.deepcopy(model.state_dict())
         control = copy.deepcopy(model)
         results["seconds"]["control"] = weak(control, n_distill, "control")  # the base trained as long
+        if val and not (val_every and n_distill % val_every == 0):
+            validate(control, "control", n_distill)
         results["base_same_length"] = evaluate_stage(control, test, cfg, device)
         log({"stage": "control", **{f"eval_{k}": v["median_m"] for k, v in results["base_same_length"].items()}})
         del control
         model.load_state_dict(base_state)
         teacher = copy.deepcopy(model).eval()
         teacher.requires_grad_(False)
-        opt = torch.optim.AdamW(heads(model), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        opt = torch.optim.AdamW(heads(model), lr=float(cfg.get("distill_lr") or cfg["lr"]),
+                                weight_decay=cfg["weight_decay"])
         np_rng = np.random.RandomState(int(cfg["seed"]) + 11)
         ema = float(model.config["ema"])
         model.train()
-        t0 = time.time()
+        gen = batches(pool)
+        t0, spent = time.time(), 0.0
         for step in range(1, n_distill + 1):
-            b = batch()  # its labels are not read: the teacher's output is the target
+            b = next(gen)  # its labels are not read: the teacher's output is the target
             width = b["ground"].shape[-1]
             masks = [official_fov_mask(width, *draw_fov(np_rng, model.config["fov_range_deg"]))
                      for _ in range(b["ground"].shape[0])]
@@ -153,9 +212,17 @@ def train_geodistill(model: GeoDistill, cfg: dict[str, Any], samples: list, bank
                                           strict=True):
                             pt.mul_(ema).add_(ps.detach(), alpha=1 - ema)
             if step % cfg["log_every"] == 0 or step == n_distill:
-                log({"stage": "distill", "step": step, "time_s": round(time.time() - t0, 1),
+                log({"stage": "distill", "step": step, "time_s": round(spent + time.time() - t0, 1),
                      "distill_loss": float(loss.detach())})
-        results["seconds"]["distill"] = time.time() - t0
+            if val and (val_every and step % val_every == 0 or step == n_distill):
+                spent += time.time() - t0
+                validate(model, "student", step)
+                if step < n_distill:
+                    save_fine(model, out / f"student_{step}.pt", config=cfg, step=step)
+                else:
+                    validate(teacher, "teacher", step)
+                t0 = time.time()
+        results["seconds"]["distill"] = spent + time.time() - t0
         results["student"] = evaluate_stage(model, test, cfg, device)
         results["teacher"] = evaluate_stage(teacher, test, cfg, device)
         log({"stage": "student", **{f"eval_{k}": v["median_m"] for k, v in results["student"].items()}})
@@ -168,8 +235,9 @@ def train_geodistill(model: GeoDistill, cfg: dict[str, Any], samples: list, bank
         model.train()
         t0 = time.time()
         r = float(cfg["orientation_range_deg"])
+        gen = batches(labelled)
         for step in range(1, n_ori + 1):
-            b = batch()
+            b = next(gen)
             w = b["ground"].shape[-1]
             yaws = [rng.uniform(-r, r) for _ in range(b["ground"].shape[0])]
             shifts = [int(y / 360 * w) for y in yaws]  # the loader rolls by +yaw; predict rolls back by −yaw
