@@ -99,6 +99,31 @@ def test_pinhole_to_panorama_known_columns():
     assert rows.min() == pytest.approx(32 - 64 * 36.87 / 180, abs=1.01)
 
 
+def test_large_photo_is_reduced_before_projection(monkeypatch):
+    """A 4,032-px photo of 1-px stripes lands on ~90 canvas columns: prefiltered, it paints a flat grey (the stripes
+    are far above the canvas's Nyquist limit); sampled without the prefilter, bilinear sampling aliases them into
+    spurious structure. A pattern the canvas can hold survives the prefilter."""
+    import crossview.locate.photo as photo_mod
+
+    fine = np.zeros((3024, 4032, 3), np.uint8)
+    fine[:, ::2] = 255
+    window = (slice(50, 78), slice(110, 146), 0)  # inside the footprint: columns 128 ± 25, rows 64 ± 19
+    painted = pinhole_to_panorama(fine, 70.0, (128, 256)).astype(float)[window]
+    assert photo_mod.reduce_for_canvas(fine, 70.0, (128, 256)).shape[1] < 200
+    with monkeypatch.context() as m:  # the same projection without the prefilter
+        m.setattr(photo_mod, "reduce_for_canvas", lambda image, fov, size: image)
+        aliased = pinhole_to_panorama(fine, 70.0, (128, 256)).astype(float)[window]
+    assert painted.mean() == pytest.approx(127.5, abs=3)
+    # the energy left after removing the mean: noise-level when prefiltered, far more when aliased
+    assert painted.var() < 4.0 and aliased.var() > 100 * max(painted.var(), 1.0)
+    coarse = np.zeros((3024, 4032, 3), np.uint8)
+    coarse[:, :2016] = 255
+    kept = pinhole_to_panorama(coarse, 70.0, (128, 256))[64, :, 0].astype(float)
+    assert kept[118] > 240 and kept[138] < 15  # left half white, right half black
+    small = np.zeros((60, 80, 3), np.uint8)
+    assert photo_mod.reduce_for_canvas(small, 90.0, (128, 256)) is small  # not finer than the canvas: untouched
+
+
 def test_cli_reports_input_errors(tmp_path, capsys):
     (tmp_path / "x.jpg").write_text("hello")
     (tmp_path / "idx").write_bytes(b"")

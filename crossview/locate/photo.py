@@ -129,7 +129,9 @@ def pinhole_to_panorama(image: np.ndarray, fov_deg: float, size: tuple[int, int]
 
     The canvas's centre column looks north; the photo's optical axis looks ``heading_deg`` clockwise from north.
     This lets a retrieval model trained on panoramas embed a limited-FoV photo (the CVUSA/VIGOR limited-FoV
-    protocol feeds a crop of the panorama in the same way).
+    protocol feeds a crop of the panorama in the same way). A photo finer than the canvas (a 4,032-px phone photo
+    lands on about a hundred canvas columns) is first reduced with a Lanczos filter, so that bilinear sampling
+    does not alias (see :func:`reduce_for_canvas`).
     """
     import torch
     import torch.nn.functional as F
@@ -137,7 +139,8 @@ def pinhole_to_panorama(image: np.ndarray, fov_deg: float, size: tuple[int, int]
     from crossview.geometry.cameras import PanoramaCamera, PinholeCamera
 
     h, w = size
-    ph, pw = image.shape[:2]
+    ph, pw = image.shape[:2]  # the geometry is the photo's; the pixels sampled may be a reduced copy of them
+    image = reduce_for_canvas(image, fov_deg, size)
     u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
     rays = PanoramaCamera(w, h, 0.0).pixel_to_ray(torch.from_numpy(u), torch.from_numpy(v))
     a = math.radians(heading_deg)  # turn the world rays into the photo's frame (rotate about the vertical)
@@ -145,9 +148,25 @@ def pinhole_to_panorama(image: np.ndarray, fov_deg: float, size: tuple[int, int]
     rays = torch.stack([x * math.cos(a) - y * math.sin(a), x * math.sin(a) + y * math.cos(a), z], -1)
     pu, pv, valid = PinholeCamera(pw, ph, fov_deg).ray_to_pixel(rays)
     grid = torch.stack([pu / pw * 2 - 1, pv / ph * 2 - 1], -1).float()[None]
-    src = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    src = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float()  # a writable copy
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
     out = out * valid.float()[None]
     return out.permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
 
 
+
+
+def reduce_for_canvas(image: np.ndarray, fov_deg: float, size: tuple[int, int]) -> np.ndarray:
+    """The photo (H×W×3 uint8) reduced with a Lanczos filter to about the canvas's angular resolution at its optical
+    axis, where a pinhole pixel is widest in angle: (2·tan(fov/2)/W)⁻¹ photo pixels per radian against W_c/(2π)
+    canvas columns per radian (and H_c/π rows). Unchanged when the photo is not finer than the canvas."""
+    from PIL import Image
+
+    h, w = size
+    ph, pw = image.shape[:2]
+    f = pw / (2 * math.tan(math.radians(fov_deg) / 2))  # focal length in photo pixels (square pixels)
+    kx, ky = f * 2 * math.pi / w, f * math.pi / h  # photo pixels per canvas pixel at the axis
+    if kx <= 1.0 and ky <= 1.0:
+        return image
+    nw, nh = max(1, round(pw / max(kx, 1.0))), max(1, round(ph / max(ky, 1.0)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((nw, nh), Image.LANCZOS))
