@@ -280,3 +280,20 @@ def test_geodistill_labelled_subset_for_base_all_samples_for_distillation(tmp_pa
     assert len(drawn) >= 10 and n_train > 10 and all(len(b) == 8 for b in drawn)
     assert len(set(supervised)) == 3
     assert len(unlabelled_seen - set(supervised)) > 3
+
+
+def test_planecorr_orientation_stage_without_cached_features(tmp_path):
+    """Every PlaneCorr stage runs when backbone features are not cached (the orientation stage rolled cached
+    features only and crashed on an empty yaw list); the run writes its comparison."""
+    from crossview.cli import main
+    from crossview.synth import generate
+
+    root = generate("vigor", tmp_path / "world", scale="tiny", seed=0)
+    run = tmp_path / "run"
+    assert main(["fine-train", "planecorr-synthetic-cpu", "--data", str(root), "--out", str(run), "--set",
+                 "base_steps=2", "--set", "distill_steps=2", "--set", "orientation_steps=2", "--set", "steps=4",
+                 "--set", "batch_size=2", "--set", "eval_limit=2", "--set", "cache_features=false"]) == 0
+    results = json.loads((run / "planecorr_results.json").read_text())
+    assert {"base", "base_same_length", "student", "teacher"} <= set(results)
+    log = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("stage") == "orientation" and np.isfinite(r["ori_loss"]) for r in log)

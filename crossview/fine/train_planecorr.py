@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import random
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -74,33 +75,7 @@ def train_planecorr(model: PlaneCorr, cfg, samples, bank, out, log, device, rng,
         log({"stage": "control", **{f"eval_{k}": v for k, v in results["base_same_length"].items()}})
         del control
         model.load_state_dict(base_state)
-        teacher = copy.deepcopy(model).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        opt = torch.optim.AdamW([p for n_, p in model.named_parameters() if p.requires_grad
-                                 and not n_.startswith("orienter")], lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-        model.train()
-        gen, t0 = batches(everyone), time.time()  # labels are not read below: the teacher's output is the target
-        for step in range(1, n_distill + 1):
-            b = next(gen)
-            with torch.no_grad():
-                t_logits = teacher(b)["logits"]
-            width = b["ground_feat"].shape[-1] if "ground_feat" in b else model.features(b["ground"]).shape[-1]
-            mask = fov_column_mask(len(b["tile_m"]), width, cfg["fov_range_deg"], rng, device)
-            s_logits = model(b, column_mask=mask)["logits"]
-            p_t = torch.softmax(t_logits.flatten(1) / cfg["tau_teacher"], 1)
-            loss = -(p_t * torch.log_softmax(s_logits.flatten(1) / cfg["tau_student"], 1)).sum(1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-            opt.step()
-            if step % cfg["ema_every"] == 0:
-                with torch.no_grad():
-                    for pt, ps in zip(teacher.parameters(), model.parameters(), strict=True):
-                        pt.mul_(cfg["ema_alpha"]).add_(ps.detach(), alpha=1 - cfg["ema_alpha"])
-            if step % 20 == 0 or step == n_distill:
-                log({"stage": "distill", "step": step, "time_s": round(time.time() - t0, 1),
-                     "distill_loss": float(loss.detach())})
+        teacher = distill(model, cfg, batches(everyone), rng, device, log, n_distill)
         results["student"] = evaluate(model, test, "known", device=device)
         results["student_fov180"] = masked_eval(model, 180.0)
         results["teacher"] = evaluate(teacher, test, "known", device=device)
@@ -108,24 +83,71 @@ def train_planecorr(model: PlaneCorr, cfg, samples, bank, out, log, device, rng,
 
     n_ori = int(cfg["orientation_steps"])
     if n_ori:
-        params = list(model.orienter.parameters())
-        opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=1e-4)
-        gen, t0 = batches(), time.time()
-        model.train()
-        for step in range(1, n_ori + 1):
-            b = next(gen)
-            yaws = []
-            if "ground_feat" in b:
-                w = b["ground_feat"].shape[-1]
-                for k in range(len(yaws), b["ground_feat"].shape[0]):
-                    yaw = rng.uniform(-cfg["orientation_range_deg"], cfg["orientation_range_deg"])
-                    b["ground_feat"][k] = roll_columns(b["ground_feat"][k], -yaw / 360.0 * w)
-                    yaws.append(yaw)
-            loss, logs = model.orientation_loss(b, torch.tensor(yaws, device=device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if step % 20 == 0 or step == n_ori:
-                log({"stage": "orientation", "step": step, "time_s": round(time.time() - t0, 1), **logs})
+        train_orienter(model, cfg, batches(), rng, device, log, n_ori)
     save_checkpoint(out, model, cfg, int(cfg["base_steps"]) + n_distill, {"results": results}, finished=True)
     write_json_atomic(out / "planecorr_results.json", results)
+
+
+def distill(model: PlaneCorr, cfg: dict, batches: Iterator[dict], rng: random.Random, device, log,
+            steps: int) -> PlaneCorr:
+    """FoV self-distillation from a frozen copy of ``model``: the student sees a random field of view
+    (``fov_range_deg``) and matches the teacher's full-view heatmap (temperatures ``tau_teacher`` /
+    ``tau_student``); the teacher follows the student by EMA every ``ema_every`` steps. Labels are not read.
+    Returns the teacher."""
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW([p for n_, p in model.named_parameters() if p.requires_grad
+                             and not n_.startswith("orienter")], lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    model.train()
+    t0 = time.time()
+    for step in range(1, steps + 1):
+        b = next(batches)
+        with torch.no_grad():
+            t_logits = teacher(b)["logits"]
+        width = b["ground_feat"].shape[-1] if "ground_feat" in b else model.features(b["ground"]).shape[-1]
+        mask = fov_column_mask(len(b["tile_m"]), width, cfg["fov_range_deg"], rng, device)
+        s_logits = model(b, column_mask=mask)["logits"]
+        p_t = torch.softmax(t_logits.flatten(1) / cfg["tau_teacher"], 1)
+        loss = -(p_t * torch.log_softmax(s_logits.flatten(1) / cfg["tau_student"], 1)).sum(1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+        opt.step()
+        if step % cfg["ema_every"] == 0:
+            with torch.no_grad():
+                for pt, ps in zip(teacher.parameters(), model.parameters(), strict=True):
+                    pt.mul_(cfg["ema_alpha"]).add_(ps.detach(), alpha=1 - cfg["ema_alpha"])
+        if step % 20 == 0 or step == steps:
+            log({"stage": "distill", "step": step, "time_s": round(time.time() - t0, 1),
+                 "distill_loss": float(loss.detach())})
+    return teacher
+
+
+def train_orienter(model: PlaneCorr, cfg: dict, batches: Iterator[dict], rng: random.Random, device, log,
+                   steps: int) -> None:
+    """The orientation estimator alone, on cached ground features rolled by a random yaw within
+    ±``orientation_range_deg``."""
+    params = list(model.orienter.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=1e-4)
+    t0 = time.time()
+    model.train()
+    for step in range(1, steps + 1):
+        b = next(batches)
+        if "ground_feat" not in b:  # features not cached: computed here (the estimator trains alone)
+            with torch.no_grad():
+                b["ground_feat"] = model.features(b["ground"])
+                b["ground_hw"] = tuple(b["ground"].shape[-2:])
+        yaws = []
+        w = b["ground_feat"].shape[-1]
+        for k in range(b["ground_feat"].shape[0]):
+            yaw = rng.uniform(-cfg["orientation_range_deg"], cfg["orientation_range_deg"])
+            b["ground_feat"][k] = roll_columns(b["ground_feat"][k], -yaw / 360.0 * w)
+            yaws.append(yaw)
+        loss, logs = model.orientation_loss(b, torch.tensor(yaws, device=device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 20 == 0 or step == steps:
+            log({"stage": "orientation", "step": step, "time_s": round(time.time() - t0, 1), **logs})
+
