@@ -191,26 +191,13 @@ def train_geodistill(model: GeoDistill, cfg: dict[str, Any], samples: list, bank
         gen = batches(pool)
         t0, spent = time.time(), 0.0
         for step in range(1, n_distill + 1):
-            b = next(gen)  # its labels are not read: the teacher's output is the target
-            width = b["ground"].shape[-1]
-            masks = [official_fov_mask(width, *draw_fov(np_rng, model.config["fov_range_deg"]))
-                     for _ in range(b["ground"].shape[0])]
-            column = torch.as_tensor(np.stack(masks), dtype=torch.float32, device=device)
-            tokens = {**cache(b["index"], b), "masked_ground": model.tokens(b["ground"] * column[:, None, None, :])}
-            with torch.no_grad():
-                t_enc = teacher.encode_batch(b, tokens=tokens)
-            s_enc = model.encode_batch(b, column, tokens=tokens)
-            loss = model.distill_loss(t_enc, s_enc)
+            loss = distill_loss(model, teacher, next(gen), cache, np_rng, device)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(heads(model), cfg["grad_clip"])
             opt.step()
             if step % cfg["ema_every"] == 0:  # the official update, once per epoch
-                with torch.no_grad():
-                    for name in ("aerial_head", "ground_head"):
-                        for pt, ps in zip(getattr(teacher, name).parameters(), getattr(model, name).parameters(),
-                                          strict=True):
-                            pt.mul_(ema).add_(ps.detach(), alpha=1 - ema)
+                ema_update(teacher, model, ema)
             if step % cfg["log_every"] == 0 or step == n_distill:
                 log({"stage": "distill", "step": step, "time_s": round(spent + time.time() - t0, 1),
                      "distill_loss": float(loss.detach())})
@@ -230,25 +217,55 @@ def train_geodistill(model: GeoDistill, cfg: dict[str, Any], samples: list, bank
 
     n_ori = int(cfg["orientation_steps"])
     if n_ori and model.orienter is not None:
-        params = [p for p in model.orienter.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=1e-4)
-        model.train()
-        t0 = time.time()
-        r = float(cfg["orientation_range_deg"])
-        gen = batches(labelled)
-        for step in range(1, n_ori + 1):
-            b = next(gen)
-            w = b["ground"].shape[-1]
-            yaws = [rng.uniform(-r, r) for _ in range(b["ground"].shape[0])]
-            shifts = [int(y / 360 * w) for y in yaws]  # the loader rolls by +yaw; predict rolls back by −yaw
-            ground = torch.stack([torch.roll(g, s, dims=-1) for g, s in zip(b["ground"], shifts)])
-            labels = torch.tensor([s * 360.0 / w for s in shifts], device=device)
-            loss, logs = model.orientation_loss(b["aerial"], ground, labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
-            opt.step()
-            if step % cfg["log_every"] == 0 or step == n_ori:
-                log({"stage": "orientation", "step": step, "time_s": round(time.time() - t0, 1), **logs})
+        train_orienter(model, cfg, batches(labelled), rng, device, log, n_ori)
     save_checkpoint(out, model, cfg, n_base + n_distill, {"results": results}, finished=True)
     write_json_atomic(out / "geodistill_results.json", results)
+
+
+def distill_loss(model: GeoDistill, teacher: GeoDistill, b: dict, cache: TokenCache, np_rng: np.random.RandomState,
+                 device) -> torch.Tensor:
+    """One distillation batch: the student sees each panorama through a random field of view (the official draw),
+    the teacher the whole panorama; the batch's labels are not read (the teacher's output is the target)."""
+    width = b["ground"].shape[-1]
+    masks = [official_fov_mask(width, *draw_fov(np_rng, model.config["fov_range_deg"]))
+             for _ in range(b["ground"].shape[0])]
+    column = torch.as_tensor(np.stack(masks), dtype=torch.float32, device=device)
+    tokens = {**cache(b["index"], b), "masked_ground": model.tokens(b["ground"] * column[:, None, None, :])}
+    with torch.no_grad():
+        t_enc = teacher.encode_batch(b, tokens=tokens)
+    s_enc = model.encode_batch(b, column, tokens=tokens)
+    return model.distill_loss(t_enc, s_enc)
+
+
+def ema_update(teacher: GeoDistill, student: GeoDistill, ema: float) -> None:
+    """teacher ← ema · teacher + (1 − ema) · student, over the two heads (the frozen DINOv2 is shared)."""
+    with torch.no_grad():
+        for name in ("aerial_head", "ground_head"):
+            for pt, ps in zip(getattr(teacher, name).parameters(), getattr(student, name).parameters(), strict=True):
+                pt.mul_(ema).add_(ps.detach(), alpha=1 - ema)
+
+
+def train_orienter(model: GeoDistill, cfg: dict[str, Any], batches, rng: random.Random, device, log,
+                   steps: int) -> None:
+    """The orientation estimator alone, on panoramas rolled by whole columns to a random yaw within
+    ±``orientation_range_deg`` (the loader rolls by +yaw; ``predict`` rolls back by −yaw)."""
+    params = [p for p in model.orienter.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=1e-4)
+    model.train()
+    t0 = time.time()
+    r = float(cfg["orientation_range_deg"])
+    for step in range(1, steps + 1):
+        b = next(batches)
+        w = b["ground"].shape[-1]
+        yaws = [rng.uniform(-r, r) for _ in range(b["ground"].shape[0])]
+        shifts = [int(y / 360 * w) for y in yaws]
+        ground = torch.stack([torch.roll(g, s, dims=-1) for g, s in zip(b["ground"], shifts)])
+        labels = torch.tensor([s * 360.0 / w for s in shifts], device=device)
+        loss, logs = model.orientation_loss(b["aerial"], ground, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
+        opt.step()
+        if step % cfg["log_every"] == 0 or step == steps:
+            log({"stage": "orientation", "step": step, "time_s": round(time.time() - t0, 1), **logs})
+
