@@ -24,7 +24,8 @@ def _median(values: list[float]) -> float | None:
 def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_run: str | os.PathLike | None = None,
                 n: int = 20, *, out: str | os.PathLike | None = None, heading_noise_deg: float = 45.0,
                 refine: int = 3, top_k: int = 5, seed: int = 0, device: str = "cpu",
-                gps_noise_m: float | None = None, near_radius_m: float | None = None) -> dict[str, Any]:
+                gps_noise_m: float | None = None, near_radius_m: float | None = None,
+                split: str = "all") -> dict[str, Any]:
     """Locate ``n`` held-out panoramas of a synthetic VIGOR-like world and compare with the known truth.
 
     Builds the tile set of the world's ``satellite/`` folder and an index with the retrieval model of
@@ -36,6 +37,8 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     after fine localization. ``gps_noise_m`` simulates a rough GPS fix per photo (the truth moved by a seeded
     random offset of up to that many metres) and searches only tiles within ``near_radius_m`` (default: the same)
     of it; the fix itself is then reported as a third baseline.
+    ``split``: ``all`` test panoramas, or the ``first`` (even positions of the test list) / ``second`` (odd) half,
+    two disjoint sets: calibration on one, measurement on the other (:mod:`crossview.locate.calibrate`).
     Writes ``metrics.json`` and ``per_photo.jsonl`` under ``out`` (default ``run_dir/locate_demo``).
     """
     import random
@@ -54,6 +57,9 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     test = [r for r in records if r.get("split") == "test" and r.get("camera", "panorama") == "panorama"]
     if not test:
         raise DatasetError(f"{poses_path} has no test-split panoramas")
+    if split not in ("all", "first", "second"):
+        raise ConfigError(f"demo_locate: split {split!r} is not all, first or second")
+    test = test if split == "all" else test[0 if split == "first" else 1::2]
     picks = [test[i] for i in sorted(set(np.linspace(0, len(test) - 1, min(n, len(test))).round().astype(int)))]
     manifest = build_tiles(world / "satellite", out / "tiles")
     index = index_tiles(manifest, run, out / "tiles.index", device=device)
@@ -90,6 +96,10 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
                        fine_heading_error_deg=None if r["heading_deg"] is None else
                        float(angle_diff_deg(r["heading_deg"], true_heading)),
                        fine_confidence=r["confidence"], uncertainty_m=r["uncertainty_m"])
+        u = r.get("uncertainty") or {}
+        row.update(error_m=row.get("fine_error_m", distance_m((r["lat"], r["lon"]), truth)),
+                   raw_uncertainty_m=u.get("raw_m", r["uncertainty_m"]), uncertainty_key=u.get("kind", r["method"]),
+                   radii_m={"68": u["68"], "95": u["95"]} if u.get("calibrated") else None, flags=r.get("flags", []))
         rows.append(row)
     ret = [r["retrieval_error_m"] for r in rows]
     metrics: dict[str, Any] = {
@@ -100,7 +110,8 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
         "gps_noise_m": gps_noise_m, "near_radius_m": (near_radius_m or gps_noise_m) if gps_noise_m else None,
         "world": str(world), "run": str(run) if _is_path(run_dir) else type(run).__name__,
         "fine_run": None if fine_run is None else str(fine_run) if _is_path(fine_run) else type(fine_run).__name__,
-        "index": str(index),
+        "index": str(index), "out": str(out), "split": split,
+        "flagged": float(np.mean([bool(r["flags"]) for r in rows])),
     }
     if gps_noise_m:
         metrics["gps_fix"] = {"median_m": _median([r["gps_error_m"] for r in rows])}

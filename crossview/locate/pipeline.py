@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from crossview.fine.pose import Pose
 from crossview.geometry.geo import latlon_to_offset, offset_to_latlon
 from crossview.io import write_json_atomic
 from crossview.locate.area import parse_near, tile_geometry, tiles_near
+from crossview.locate.calibrate import calibration_key, calibration_path, load_calibration, radii, raw_uncertainty
 from crossview.locate.draw import draw_result, draw_thumbnail
 from crossview.locate.models import (
     _fine_cameras,
@@ -68,6 +68,8 @@ class Locator:
             else (None, None)
         self.fine_median_m = _run_median_error(fine_model) if fine_model is not None else None
         self.geometry = tile_geometry([self.tiles[i] for i in self.index.ids])  # rows in index order
+        self.calibration_path = calibration_path(self.fine_path, self.index_path)
+        self.calibration = load_calibration(self.calibration_path)
 
     def describe(self) -> dict[str, Any]:
         """What is loaded: the index (name, tile count), its retrieval model and the fine model."""
@@ -161,6 +163,17 @@ class Locator:
         agree = distance_m(here, (c.pose.lat, c.pose.lon)) <= 0.25 * max(t.width, t.height) * t.mpp
         return c if agree and c.in_area else best
 
+    def _calibrate(self, result: Result, area: bool) -> None:
+        """The raw uncertainty becomes the calibrated 68 % radius (``uncertainty_m``) and 95 % radius when the
+        locator has a calibration for this kind of answer (:mod:`crossview.locate.calibrate`)."""
+        key = calibration_key(result.method, area)
+        r = radii(self.calibration, key, result.uncertainty_m)
+        result.uncertainty = {"68": r["68"] if r else None, "95": r["95"] if r else None, "calibrated": r is not None,
+                              "raw_m": result.uncertainty_m, "kind": key}
+        if r is not None:
+            result.uncertainty["calibration"] = str(self.calibration_path)
+            result.uncertainty_m = r["68"]
+
     def refine_in(self, photo: Photo, tile: Tile, heading_prior: tuple[float, float] | None) -> Pose:
         """The fine model's Pose of ``photo`` inside ``tile`` (metres east/north of its centre)."""
         return _fine_localize(self.fine, photo, tile, heading_prior, self.device)
@@ -227,7 +240,7 @@ class Locator:
                 refined = [c for c in cands if c.pose is not None]
             p = best.pose
             result = Result("fine", p.lat, p.lon, p.x_m, p.y_m, p.heading_deg, p.confidence,
-                            _fine_uncertainty(best, refined, self.tiles[best.tile], self.fine_median_m), best.tile,
+                            raw_uncertainty(best, refined, self.tiles[best.tile], self.fine_median_m), best.tile,
                             **common, fine_model=str(self.fine_path) if self.fine_path else self.fine_method,
                             fine_method=self.fine_method)
         else:
@@ -242,6 +255,7 @@ class Locator:
             result.heading_deg, result.heading_from = prior[0], "prior"
         result.flags = contradictions(result.lat, result.lon, result.heading_deg, priors,
                                       heading_estimated=result.heading_from is None)
+        self._calibrate(result, area is not None)
         for c in cands:
             c.chosen = c is best
         if out is not None:
@@ -262,28 +276,12 @@ class Locator:
         return result
 
 
-def _fine_uncertainty(best: Candidate, refined: list[Candidate], tile, run_median_m: float | None = None) -> float:
-    """Confidence-weighted spread (m) of the refined answers near the chosen one, at least the fine run's
-    evaluated median error (when its metrics.json has one) and at least 4 tile pixels.
-
-    A heuristic: overlapping tiles that agree give a small radius, ones that disagree nearby a larger one.
-    Answers more than a tile width away are other hypotheses (they stay listed among the candidates), not
-    spread of this one.
-    """
-    from crossview.tiles import distance_m
-
-    floor, reach = max(4 * tile.mpp, run_median_m or 0.0), max(tile.width, tile.height) * tile.mpp
-    near = [(c.confidence, distance_m((best.pose.lat, best.pose.lon), (c.pose.lat, c.pose.lon))) for c in refined]
-    near = [(w, d) for w, d in near if d <= reach]
-    total = sum(w for w, _ in near)
-    if total <= 0:
-        return 0.5 * reach
-    return float(max(floor, math.sqrt(sum(w * d * d for w, d in near) / total)))
-
-
 def _caption(r: Result) -> str:
     head = "heading ?" if r.heading_deg is None else f"heading {r.heading_deg:.0f}°"
-    return f"{r.lat:.6f}, {r.lon:.6f}  {head}  ±{r.uncertainty_m:.1f} m  ({r.method})"
+    u = r.uncertainty or {}
+    radius = (f"±{u['68']:.1f} m (68 %), ±{u['95']:.1f} m (95 %)" if u.get("calibrated")
+              else f"±{r.uncertainty_m:.1f} m (uncalibrated)")
+    return f"{r.lat:.6f}, {r.lon:.6f}  {head}  {radius}  ({r.method})"
 
 
 def locate(photo: str | os.PathLike | Photo, index: str | os.PathLike | Locator, **kwargs: Any) -> dict[str, Any]:

@@ -74,7 +74,8 @@ class Candidate:
 @dataclass
 class Result:
     """Where the photo was taken: WGS84 lat/lon, metres east/north of the chosen ``tile``'s centre, heading,
-    confidence and an uncertainty radius in metres; ``method`` is ``fine`` or ``retrieval`` (the tile centre)."""
+    confidence and an uncertainty radius in metres (the calibrated 68 % radius when the locator is calibrated;
+    ``uncertainty`` holds the 68 % and 95 % radii); ``method`` is ``fine`` or ``retrieval`` (the tile centre)."""
 
     method: str
     lat: float
@@ -100,6 +101,7 @@ class Result:
     picture: str | None = None
     priors: dict[str, Any] | None = None  # each prior's value and origin (flag | exif | none), EXIF notes
     flags: list[str] = field(default_factory=list)  # how the answer contradicts the user's priors
+    uncertainty: dict[str, Any] | None = None  # {"68": r68, "95": r95 (m), "calibrated", "raw_m", "kind"}
 
     @property
     def confident(self) -> bool:
@@ -114,6 +116,8 @@ class Result:
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         d.update({"confident": self.confident, "flags": list(self.flags)})
+        if self.uncertainty is not None:
+            d["uncertainty"] = self.uncertainty
         d.update({"tile": self.tile, "photo": self.photo, "camera": self.camera, "fov_deg": self.fov_deg,
                   "heading_prior": self.heading_prior, "near": self.near,
                   "candidates": [c.to_dict() for c in self.candidates], "index": self.index, "model": self.model,

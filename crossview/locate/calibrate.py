@@ -1,0 +1,154 @@
+"""Uncertainty that means something: radii within which the true position lies at stated rates (68 %, 95 %).
+
+A locator's raw uncertainty (the confidence-weighted spread of its refined answers, :func:`raw_uncertainty`) is a
+score, not a probability. :func:`calibrate` runs the locator on held-out synthetic photos with known truth and fits,
+per kind of answer (``fine`` / ``retrieval``, with or without a search area), the split-conformal quantile of
+``error / raw``: the radius ``c_q · raw`` then holds the truth with probability at least ``q`` on photos like those
+(exchangeable with the calibration set). The factors are saved in a JSON sidecar next to the fine model
+(``locate_calibration.json``; for a locator without one, next to the index) that :class:`Locator` reads.
+:func:`measure_coverage` checks the rates on photos disjoint from the calibration set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crossview.io import write_json_atomic
+
+CALIBRATION = "locate_calibration.json"
+LEVELS = {"68": 0.68, "95": 0.95}
+MIN_SAMPLES = 20  # fewer calibration answers of a kind: that kind stays uncalibrated
+
+
+def calibration_key(method: str, area: bool) -> str:
+    """``fine`` / ``retrieval``, ``+near`` when a search area limited the answer (errors are then much smaller)."""
+    return method + ("+near" if area else "")
+
+
+def calibration_path(fine_model: str | os.PathLike | None, index: str | os.PathLike) -> Path:
+    """Where a locator's calibration lives: beside its fine model (run folder or checkpoint), else its index."""
+    if fine_model is not None:
+        p = Path(fine_model)
+        return (p if p.is_dir() else p.parent) / CALIBRATION
+    index = Path(index)
+    return index.with_name(index.name + ".calibration.json")
+
+
+def load_calibration(path: str | os.PathLike | None) -> dict[str, Any] | None:
+    """The sidecar's content, or None when absent or unreadable (locate then reports raw, uncalibrated radii)."""
+    if path is None:
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("factors"), dict) else None
+
+
+def conformal_quantile(scores: np.ndarray | list[float], level: float) -> float:
+    """Split-conformal quantile: the ⌈(n+1)·level⌉-th smallest score (the largest when that exceeds n)."""
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    if s.size == 0:
+        raise ValueError("conformal_quantile: no scores")
+    k = min(int(math.ceil((s.size + 1) * level)), s.size)
+    return float(s[k - 1])
+
+
+def fit(errors_m: list[float], raw_m: list[float]) -> dict[str, float]:
+    """Factors ``{"68": c68, "95": c95, "n": n}`` so that ``error <= c · raw`` at each level."""
+    ratio = np.asarray(errors_m, np.float64) / np.maximum(np.asarray(raw_m, np.float64), 1e-6)
+    return {**{k: conformal_quantile(ratio, q) for k, q in LEVELS.items()}, "n": int(ratio.size)}
+
+
+def radii(calibration: dict[str, Any] | None, key: str, raw_m: float) -> dict[str, float] | None:
+    """``{"68": r68, "95": r95}`` in metres for an answer of kind ``key`` with raw uncertainty ``raw_m``; None when
+    the calibration has no such kind."""
+    f = (calibration or {}).get("factors", {}).get(key)
+    if not f:
+        return None
+    return {k: float(f[k] * raw_m) for k in LEVELS}
+
+
+def raw_uncertainty(best, refined: list, tile, run_median_m: float | None = None) -> float:
+    """Confidence-weighted spread (m) of the refined answers near the chosen one, at least the fine run's
+    evaluated median error (when its metrics.json has one) and at least 4 tile pixels: the score calibration
+    turns into radii. Answers more than a tile width away are other hypotheses, not spread of this one."""
+    from crossview.tiles import distance_m
+
+    floor, reach = max(4 * tile.mpp, run_median_m or 0.0), max(tile.width, tile.height) * tile.mpp
+    near = [(c.confidence, distance_m((best.pose.lat, best.pose.lon), (c.pose.lat, c.pose.lon))) for c in refined]
+    near = [(w, d) for w, d in near if d <= reach]
+    total = sum(w for w, _ in near)
+    if total <= 0:
+        return 0.5 * reach
+    return float(max(floor, math.sqrt(sum(w * d * d for w, d in near) / total)))
+
+
+def _fit_rows(rows: list[dict[str, Any]], min_samples: int = MIN_SAMPLES) -> dict[str, dict[str, float]]:
+    by_key: dict[str, tuple[list[float], list[float]]] = {}
+    for r in rows:
+        e, s = by_key.setdefault(r["uncertainty_key"], ([], []))
+        e.append(r["error_m"])
+        s.append(r["raw_uncertainty_m"])
+    return {k: fit(e, s) for k, (e, s) in by_key.items() if len(e) >= min_samples}
+
+
+def calibrate(world_dir: str | os.PathLike, run_dir: Any, fine_run: Any = None, n: int = 200, *,
+              half: str = "first", out: str | os.PathLike | None = None, path: str | os.PathLike | None = None,
+              min_samples: int = MIN_SAMPLES, **demo: Any) -> dict[str, Any]:
+    """Calibrate a locator (retrieval ``run_dir`` + ``fine_run``) on ``n`` test panoramas of a synthetic world
+    (``half``: ``first`` = even positions of the test list, so that ``second`` stays held out), with the
+    priors of ``demo_locate`` (``gps_noise_m``, ``heading_noise_deg``, ``top_k``, ``refine``, ``seed``).
+    Kinds of answer with fewer than ``min_samples`` photos stay uncalibrated. Writes the sidecar (atomically) at
+    ``path`` (default: :func:`calibration_path`) and returns its content."""
+    from crossview.locate.benchmark import demo_locate
+
+    metrics = demo_locate(world_dir, run_dir, fine_run, n=n, out=out, split=half, **demo)
+    rows = [json.loads(line) for line in (Path(metrics["out"]) / "per_photo.jsonl").read_text().splitlines()]
+    factors = _fit_rows(rows, min_samples)
+    index = metrics["index"]
+    target = Path(path) if path is not None else calibration_path(
+        fine_run if isinstance(fine_run, str | os.PathLike) else None, index)
+    data = {"factors": factors, "levels": LEVELS, "score": "raw_uncertainty_m (confidence-weighted spread of the "
+            "refined answers, floored)", "photos": len(rows), "world": str(world_dir), "half": half,
+            "protocol": {k: metrics.get(k) for k in ("gps_noise_m", "near_radius_m", "heading_noise_deg")},
+            "run": metrics["run"], "fine_run": metrics["fine_run"]}
+    write_json_atomic(target, data)
+    return {**data, "path": str(target)}
+
+
+def coverage(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fraction (and count) of answers whose error lies within their 68 % and 95 % radii, per kind and overall."""
+    out: dict[str, Any] = {}
+    groups: dict[str, list[dict[str, Any]]] = {"all": [r for r in rows if r.get("radii_m")]}
+    for r in groups["all"]:
+        groups.setdefault(r["uncertainty_key"], []).append(r)
+    for name, rs in groups.items():
+        g: dict[str, Any] = {"photos": len(rs)}
+        for k in LEVELS:
+            inside = sum(r["error_m"] <= r["radii_m"][k] for r in rs)
+            g[f"within_{k}"] = inside
+            g[f"rate_{k}"] = inside / len(rs) if rs else None
+            g[f"median_radius_{k}_m"] = float(np.median([r["radii_m"][k] for r in rs])) if rs else None
+        out[name] = g
+    out["uncalibrated"] = sum(1 for r in rows if not r.get("radii_m"))
+    return out
+
+
+def measure_coverage(world_dir: str | os.PathLike, run_dir: Any, fine_run: Any = None, n: int = 200, *,
+                     half: str = "second", out: str | os.PathLike | None = None, **demo: Any) -> dict[str, Any]:
+    """Locate ``n`` held-out panoramas (``half="second"``: disjoint from :func:`calibrate`'s) with the saved
+    calibration and report how often the truth lies within the stated radii (:func:`coverage`) plus the median
+    errors of ``demo_locate``."""
+    from crossview.locate.benchmark import demo_locate
+
+    metrics = demo_locate(world_dir, run_dir, fine_run, n=n, out=out, split=half, **demo)
+    rows = [json.loads(line) for line in (Path(metrics["out"]) / "per_photo.jsonl").read_text().splitlines()]
+    return {"coverage": coverage(rows), "fine": metrics.get("fine"), "retrieval": metrics["retrieval"],
+            "gps_fix": metrics.get("gps_fix"), "photos": metrics["photos"], "flagged": metrics.get("flagged")}
