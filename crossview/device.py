@@ -20,3 +20,181 @@ def device_of(device: str | torch.device | None, *tensors: torch.Tensor) -> torc
         if x.device.type != "cpu":
             return x.device
     return torch.device("cpu")
+
+
+# -- CPU inference precision: decided here, used by embed, eval, locate-index, locate and serve --
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The processor's feature flags from ``/proc/cpuinfo`` (empty where there is none, e.g. macOS)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_bf16_supported() -> bool:
+    """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX), so oneDNN's bf16 kernels are fast; without
+    them bf16 is emulated and slower than fp32."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_precision(requested: str = "auto", device: str | torch.device = "cpu") -> str:
+    """The inference precision, ``fp32`` or ``bf16``, for ``requested`` (``auto | fp32 | bf16``) on ``device``.
+
+    ``auto``: bf16 on a CPU with native bf16 (see :func:`cpu_bf16_supported`), fp32 elsewhere, including GPUs
+    (whose fp16 path is ``--half``). An explicit ``bf16`` is honoured everywhere (emulated, hence slow, on CPUs
+    without bf16)."""
+    from crossview.errors import ConfigError
+
+    if requested not in PRECISIONS:
+        raise ConfigError(f"--precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
+    if requested != "auto":
+        return requested
+    return "bf16" if torch.device(device).type == "cpu" and cpu_bf16_supported() else "fp32"
+
+
+def inference_autocast(precision: str, device: str | torch.device = "cpu", half: bool = False):
+    """The context inference runs in: bf16 autocast for ``precision="bf16"`` (convolutions and matrix products in
+    bf16, reductions and normalisations kept in fp32 by torch's autocast lists), fp16 autocast for ``half`` on a
+    GPU, else nothing."""
+    import contextlib
+
+    dev = torch.device(device).type
+    if precision == "bf16":
+        return torch.autocast(dev, dtype=torch.bfloat16)
+    if half and dev == "cuda":
+        return torch.autocast(dev, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def prepare_for_inference(model: torch.nn.Module, precision: str, device: str | torch.device = "cpu"):
+    """``model`` in eval mode, on the CPU bf16 path also in channels-last layout (oneDNN's fast convolutions);
+    weights keep their values and fp32 type, so the model's identity hash does not change."""
+    model.eval()
+    if precision == "bf16" and torch.device(device).type == "cpu":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def as_input(x: torch.Tensor, precision: str) -> torch.Tensor:
+    """An image batch in the layout :func:`prepare_for_inference` chose (channels-last on the bf16 path)."""
+    return x.contiguous(memory_format=torch.channels_last) if precision == "bf16" and x.dim() == 4 else x
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, else the CPU count)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def competing_load(threads: int) -> str | None:
+    """A warning when other processes already keep the cores busy (1-minute load average, or processes running
+    right now, plus our ``threads`` exceed the cores), else None. Measured before our own work starts."""
+    import os
+
+    cores = usable_cpus()
+    try:
+        load1 = os.getloadavg()[0]
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0]) - 1  # minus this process
+    except (AttributeError, OSError, ValueError, IndexError):
+        return None
+    busy = max(load1, float(running))
+    if busy + threads <= cores + 0.5:
+        return None
+    return (f"other processes are competing for the CPU (load average {load1:.2f}, {running} running, "
+            f"{cores} cores, {threads} threads here): inference will be slower than it can be; stop them or "
+            f"lower --threads")
+
+
+def configure_threads(threads: int | None = None, warn: bool = True) -> int:
+    """Set torch's intra-op threads to ``threads`` (default: the usable CPUs, one per core, no oversubscription)
+    and warn on stderr when other processes compete for the cores. Returns the thread count."""
+    import sys
+
+    from crossview.errors import ConfigError
+
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads {threads}: give at least 1")
+    n = int(threads or usable_cpus())
+    torch.set_num_threads(n)
+    msg = competing_load(n) if warn else None
+    if msg:
+        print(f"crossview: warning: {msg}", file=sys.stderr)
+    return n
+
+
+def inference_record(precision: str, device: str | torch.device = "cpu") -> dict:
+    """What outputs record about how inference ran: precision, channels-last, threads, native CPU bf16."""
+    cpu = torch.device(device).type == "cpu"
+    return {"precision": precision, "channels_last": precision == "bf16" and cpu,
+            "threads": torch.get_num_threads() if cpu else None, "cpu_bf16": cpu_bf16_supported() if cpu else None}
+
+
+def add_precision_args(parser) -> None:
+    """``--precision auto|fp32|bf16`` and ``--threads N`` on a sub-command's parser."""
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="inference precision: auto = bf16 + channels-last on CPUs with native bf16 "
+                             "(AVX-512 BF16 / AMX), fp32 elsewhere (default auto); descriptors are stored as "
+                             "float32 either way")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: the usable CPU count)")
+
+
+def _to_fp32(x):
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+    if isinstance(x, tuple | list):
+        return type(x)(_to_fp32(v) for v in x) if not hasattr(x, "_fields") else type(x)(*(_to_fp32(v) for v in x))
+    if isinstance(x, dict):
+        return {k: _to_fp32(v) for k, v in x.items()}
+    return x
+
+
+def _networks(model: torch.nn.Module):
+    """The direct sub-networks of ``model``: its children, with module lists and dicts opened."""
+    for child in model.children():
+        if isinstance(child, torch.nn.ModuleList | torch.nn.ModuleDict):  # no forward of their own
+            yield from (child.values() if isinstance(child, torch.nn.ModuleDict) else child)
+        else:
+            yield child
+
+
+def subnetwork_autocast(model: torch.nn.Module, precision: str, device: str | torch.device = "cpu"):
+    """A context in which only ``model``'s sub-networks (its child modules: encoders, heads, update blocks) run under
+    bf16 autocast, each returning fp32 tensors, while what ``model`` computes between them (spherical / BEV
+    transforms' sampling grids, correlation soft-argmax, Procrustes, RANSAC, homography solves) stays in fp32.
+    The fine models' pose geometry needs fp32 (``torch.linalg`` has no bf16 kernels), their feature networks do
+    not. For ``precision="fp32"`` nothing changes."""
+    import contextlib
+    import functools
+
+    if precision != "bf16":
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def ctx():
+        wrapped = []
+        for net in _networks(model):
+            def forward(*a, _f=net.forward, **k):
+                with inference_autocast(precision, device):
+                    return _to_fp32(_f(*a, **k))
+            net.forward = functools.wraps(net.forward)(forward)
+            wrapped.append(net)
+        try:
+            yield model
+        finally:
+            for net in wrapped:
+                del net.forward  # back to the class's forward
+    return ctx()

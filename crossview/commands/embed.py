@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from crossview.device import add_precision_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -26,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored descriptor type")
     p.add_argument("--device", default="auto")
     p.add_argument("--half", action="store_true", help="fp16 autocast on GPU")
+    add_precision_args(p)
     p.set_defaults(func=run)
 
 
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     from crossview.commands.eval import resolve_model
     from crossview.data import read_dataset
-    from crossview.device import pick_device
+    from crossview.device import configure_threads, cpu_precision, pick_device
     from crossview.search.embed import embed_split
     from crossview.search.shards import parse_shard_arg
     from crossview.train.distributed import init_distributed, is_dist
@@ -42,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     shard = parse_shard_arg(args.shard) if args.shard else None
     info = init_distributed(None if args.device == "auto" else args.device)
     device = pick_device(args.device, info.local_rank)
+    precision = cpu_precision(args.precision, device)
+    if device.type == "cpu":
+        configure_threads(args.threads, warn=info.is_main)
     model, name, _ = resolve_model(args.model)
     model = model.to(device)
     kwargs = {"area": args.area}
@@ -51,10 +57,12 @@ def run(args: argparse.Namespace) -> int:
     roles = ("query", "reference") if args.views == "both" else (args.views,)
     folders = embed_split(model, split, args.out, roles=roles, shard=shard, shard_size=args.shard_size,
                           batch=args.batch, device=device, dtype=getattr(torch, args.dtype), half=args.half,
+                          precision=precision,
                           model_name=name, root=Path(args.root), rank=info.rank, world=info.world_size)
     if is_dist():
         torch.distributed.barrier()
     if info.is_main:
+        print(f"precision: {precision}")
         for role, folder in folders.items():
             print(f"{role}: {folder}")
     return 0

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from crossview.device import add_precision_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -37,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--half", action="store_true", help="fp16 autocast for embedding on GPU")
+    add_precision_args(p)
     p.set_defaults(func=run)
 
 
@@ -64,13 +67,16 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from crossview.data import read_dataset
-    from crossview.device import pick_device
+    from crossview.device import configure_threads, cpu_precision, pick_device
     from crossview.errors import ConfigError
     from crossview.evaluate.report import evaluate_split
     from crossview.train.distributed import init_distributed, is_dist
 
     info = init_distributed(None if args.device == "auto" else args.device)
     device = pick_device(args.device, info.local_rank)
+    precision = cpu_precision(args.precision, device)
+    if device.type == "cpu":
+        configure_threads(args.threads, warn=info.is_main)
     model, name, run_info = resolve_model(args.model)
     model = model.to(device)
     cfg = run_info.get("config", {})
@@ -105,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         if info.enabled:  # every rank embeds its shards; rank 0 evaluates
             from crossview.search.embed import embed_split
 
-            embed_split(model, split, emb, batch=args.batch, device=device, half=args.half, model_name=name,
+            embed_split(model, split, emb, batch=args.batch, device=device, half=args.half, precision=precision,
+                        model_name=name,
                         root=Path(data), rank=info.rank, world=info.world_size)
             if is_dist():
                 torch.distributed.barrier()
@@ -114,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         records[split_name] = evaluate_split(
             model, split, sub, direction=args.direction, protocol=args.u1652_protocol,
             pictures=args.top_k_pictures, picture_k=args.picture_k, embeddings=emb, device=device,
-            batch=args.batch, half=args.half, model_name=name, root=Path(data), extra=extra)
+            batch=args.batch, half=args.half, precision=precision, model_name=name, root=Path(data), extra=extra)
     if len(splits) > 1 and info.is_main:  # headline = the first direction; every direction nested
         from crossview.io import write_json_atomic
 

@@ -60,7 +60,7 @@ def build(args: argparse.Namespace) -> int:
     folder = _shard_folder(args.shards, "reference")
     ids, desc, gps, man = load_shards(folder)
     meta = {**man["model"], "dim": int(desc.shape[1]), "view": man.get("view"), "dataset": man.get("dataset"),
-            "split": man.get("split")}
+            "split": man.get("split"), "precision": man.get("precision", "fp32")}
     idx = build_index(desc, ids, gps, meta, kind=args.kind, nlist=args.nlist, m=args.m, nbits=args.nbits,
                       opq=args.opq, refine=args.refine, nprobe=args.nprobe)
     save_index(idx, args.out)

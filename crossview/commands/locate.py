@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from crossview.device import add_precision_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("locate", help="estimate where a photo was taken (lat/lon, heading) against a tile index",
@@ -34,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tiles", help="tile manifest, when the index does not record it")
     p.add_argument("--out", help="folder for locate.json and locate.png")
     p.add_argument("--device", default="cpu")
+    add_precision_args(p)
     p.set_defaults(func=run)
 
     q = sub.add_parser("locate-index", help="embed a tile set (crossview tiles) into a search index for locate")
@@ -42,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--out", required=True, help="index file to write (plus INDEX.json)")
     q.add_argument("--kind", default="flat", choices=["flat", "ivfpq"])
     q.add_argument("--device", default="cpu")
+    add_precision_args(q)
     q.set_defaults(func=run_index)
 
 
@@ -49,11 +53,14 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
+    from crossview.device import configure_threads
     from crossview.locate import locate
 
+    if args.device == "cpu":
+        configure_threads(args.threads)
     result = locate(args.photo, args.index, camera=args.camera, fov_deg=args.fov, heading_prior=args.heading_prior,
                     near=args.near, top_k=args.top_k, refine=args.refine, fine_model=args.fine_model,
-                    fine_arch=args.fine_arch, model=args.model,
+                    fine_arch=args.fine_arch, model=args.model, precision=args.precision,
                     tiles=args.tiles, out=args.out, device=args.device, use_exif=args.use_exif)
     for note in (result.get("priors") or {}).get("notes", []):
         print(f"note: {note}", file=sys.stderr)
@@ -64,8 +71,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_index(args: argparse.Namespace) -> int:
+    from crossview.device import configure_threads
     from crossview.locate import index_tiles
 
-    path = index_tiles(args.tiles, args.model, args.out, kind=args.kind, device=args.device)
+    if args.device == "cpu":
+        configure_threads(args.threads)
+    path = index_tiles(args.tiles, args.model, args.out, kind=args.kind, device=args.device,
+                       precision=args.precision)
     print(f"index: {path} (+ {path.name}.json)")
     return 0

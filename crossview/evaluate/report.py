@@ -95,13 +95,18 @@ def evaluate_split(
     device: str | torch.device = "cpu",
     batch: int = 32,
     half: bool = False,
+    precision: str = "fp32",
     model_name: str | None = None,
     root: Path | None = None,
     extra: dict[str, Any] | None = None,
     log=print,
 ) -> dict[str, Any]:
     """Embed (reusing finished shards), evaluate, print one table, write ``out/metrics.json``,
-    ``out/recall_at_k.png`` and ``out/top{k}.png`` (``pictures`` queries). Returns the metrics."""
+    ``out/recall_at_k.png`` and ``out/top{k}.png`` (``pictures`` queries). Returns the metrics.
+
+    ``precision``: ``fp32`` or ``bf16`` (see :func:`crossview.device.cpu_precision`), recorded in the metrics with
+    the layout and thread count (``inference``)."""
+    from crossview.device import inference_record
     from crossview.evaluate.figures import recall_curve_plot, topk_sheet
     from crossview.search.embed import embed_split, view_folders
     from crossview.search.shards import load_shards
@@ -110,8 +115,8 @@ def evaluate_split(
     out.mkdir(parents=True, exist_ok=True)
     emb = Path(embeddings) if embeddings else out / "embeddings"
     t0 = time.perf_counter()
-    embed_split(model, split, emb, batch=batch, device=device, half=half, model_name=model_name, root=root,
-                log=log)
+    embed_split(model, split, emb, batch=batch, device=device, half=half, precision=precision,
+                model_name=model_name, root=root, log=log)
     t_embed = time.perf_counter() - t0
     folders = view_folders(split)
     _, q, _, qman = load_shards(emb / folders["query"], dtype=torch.float32)
@@ -134,7 +139,9 @@ def evaluate_split(
               "split_meta": {k: v for k, v in split.meta.items() if isinstance(v, str | int | float | bool)},
               "model": qman["model"].get("name"), "model_config_hash": qman["model"].get("config_hash"),
               "model_weights_hash": qman["model"].get("weights_hash"), "descriptor_dim": int(q.shape[1]),
-              "embed_s": round(t_embed, 3), "eval_s": round(t_eval, 3), "embeddings": str(emb), **(extra or {})}
+              "embed_s": round(t_embed, 3), "eval_s": round(t_eval, 3), "embeddings": str(emb),
+              "precision": qman.get("precision", precision), "inference": inference_record(precision, device),
+              **(extra or {})}
     if split.dataset == "university1652":
         record["protocol"] = protocol
     write_json_atomic(out / "metrics.json", record)

@@ -32,13 +32,16 @@ def _is_path(x: Any) -> bool:
     return isinstance(x, str | os.PathLike)
 
 
-def _load_retrieval(model: Path | Any, device: str):
-    """A retrieval model from its checkpoint; an already built model (an ``nn.Module``) is used as given."""
+def _load_retrieval(model: Path | Any, device: str, precision: str = "fp32"):
+    """A retrieval model from its checkpoint, ready for ``precision`` (channels-last on the CPU bf16 path); an
+    already built model (an ``nn.Module``) is used as given."""
+    from crossview.device import prepare_for_inference
+
     if not _is_path(model):
-        return model.to(device).eval()
+        return prepare_for_inference(model.to(device), precision, device)
     from crossview.models import load_model
 
-    return load_model(str(model)).to(device).eval()
+    return prepare_for_inference(load_model(str(model)).to(device), precision, device)
 
 
 def _identity(model) -> dict[str, Any]:
@@ -59,13 +62,16 @@ def _has_view(model, view: str) -> bool:
 
 
 def index_tiles(tiles: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike, *, kind: str = "flat",
-                device: str = "cpu", batch: int = 32, **index_kwargs: Any) -> Path:
+                device: str = "cpu", batch: int = 32, precision: str = "fp32", **index_kwargs: Any) -> Path:
     """Embed the tiles of a manifest (``crossview tiles``) with a retrieval model and save an index at ``out``.
 
     ``model``: a training run folder or checkpoint (or a built model, whose checkpoint then goes unrecorded). The
     sidecar records the checkpoint and the manifest (absolute paths) so :class:`Locator` needs only the index.
-    Returns ``out``; an index already built from the same model and manifest is kept.
+    Returns ``out``; an index already built from the same model and manifest is kept. ``precision``
+    (``auto | fp32 | bf16``, see :func:`crossview.device.cpu_precision`) is recorded in the sidecar; descriptors
+    are stored as float32 either way, so queries in any precision search it.
     """
+    from crossview.device import cpu_precision
     from crossview.search.embed import embed_images
     from crossview.search.index import build_index, load_index, save_index
     from crossview.tiles import MANIFEST, read_manifest
@@ -73,7 +79,8 @@ def index_tiles(tiles: str | os.PathLike, model: str | os.PathLike, out: str | o
     tiles, out = Path(tiles), Path(out)
     manifest = (tiles / MANIFEST if tiles.is_dir() else tiles).resolve()
     checkpoint = resolve_checkpoint(model).resolve() if _is_path(model) else None
-    net = _load_retrieval(checkpoint or model, device)
+    precision = cpu_precision(precision, device)
+    net = _load_retrieval(checkpoint or model, device, precision)
     ident = _identity(net)
     if out.exists():
         try:
@@ -84,19 +91,26 @@ def index_tiles(tiles: str | os.PathLike, model: str | os.PathLike, out: str | o
         except CrossviewError:
             pass
     records = read_manifest(manifest)
-    desc = embed_images(net, [t.path for t in records], "aerial", batch=batch, device=device)
-    meta = {**ident, "checkpoint": str(checkpoint) if checkpoint else None, "tiles_manifest": str(manifest)}
+    desc = embed_images(net, [t.path for t in records], "aerial", batch=batch, device=device, precision=precision)
+    meta = {**ident, "checkpoint": str(checkpoint) if checkpoint else None, "tiles_manifest": str(manifest),
+            "precision": precision}
     index = build_index(desc, [t.id for t in records], [(t.lat, t.lon) for t in records], meta, kind=kind,
                         **index_kwargs)
     return save_index(index, out)
 
 
-def _load_fine(run: str | os.PathLike | Any, device: str, arch: str | None = None) -> tuple[Any, str]:
+def _load_fine(run: str | os.PathLike | Any, device: str, arch: str | None = None,
+               precision: str = "fp32") -> tuple[Any, str]:
     """(model, name) of a fine localizer: a run folder or checkpoint of ``crossview fine-train``, a registered
     name, or an official checkpoint with ``arch`` naming its variant (``--fine-arch hcnet_vigor``), all through
     ``crossview.fine.load_fine``. An object that is not a path is used as given: a loaded model, or anything with
-    ``localize_in_tile(photo, tile, heading_prior) -> Pose`` (and optionally ``cameras``)."""
+    ``localize_in_tile(photo, tile, heading_prior) -> Pose`` (and optionally ``cameras``). A loaded torch model is
+    laid out for ``precision`` (channels-last on the CPU bf16 path)."""
+    from crossview.device import prepare_for_inference
+
     if not _is_path(run):
+        if hasattr(run, "predict") and hasattr(run, "parameters"):
+            prepare_for_inference(run, precision, device)
         return run, str(getattr(run, "method", type(run).__name__)).lower()
     from crossview.fine.registry import load_fine
 
@@ -104,6 +118,7 @@ def _load_fine(run: str | os.PathLike | Any, device: str, arch: str | None = Non
         model = load_fine(run, arch=arch, device=device)
     except ConfigError as exc:
         raise ConfigError(f"--fine-model {run}: {exc}") from exc
+    prepare_for_inference(model, precision, device)
     return model, model.config.get("name", model.config["arch"])
 
 
@@ -128,11 +143,15 @@ def _fine_cameras(model) -> tuple[str, ...]:
     return tuple(getattr(model, "cameras", ("panorama",)))
 
 
-def _fine_localize(model, photo: Photo, tile, prior: tuple[float, float] | None, device: str = "cpu"):
+def _fine_localize(model, photo: Photo, tile, prior: tuple[float, float] | None, device: str = "cpu",
+                   precision: str = "fp32"):
     """Pose of ``photo`` in ``tile`` (metres east/north of its centre) by ``crossview.fine.localize``; ``prior``'s
-    centre is the believed heading of the panorama's centre column / the photo's optical axis."""
+    centre is the believed heading of the panorama's centre column / the photo's optical axis. ``precision="bf16"``
+    runs the model's feature networks under bf16 autocast; its geometry stays fp32 (see
+    :func:`crossview.device.subnetwork_autocast`)."""
     import inspect
 
+    from crossview.device import subnetwork_autocast
     from crossview.fine import localize
     from crossview.fine.pose import CameraSpec
 
@@ -142,8 +161,9 @@ def _fine_localize(model, photo: Photo, tile, prior: tuple[float, float] | None,
     heading = prior[0] if prior else None
     # matching models sample FG²'s released test-time 1,024 matches
     extra = {"num_matches": 1024} if "num_matches" in inspect.signature(model.predict).parameters else {}
-    return localize(np.asarray(photo.image), str(tile.path), camera, heading_prior=heading, model=model,
-                    metres_per_pixel=tile.mpp, tile=tile.id, device=device, **extra)
+    with subnetwork_autocast(model, precision, device):
+        return localize(np.asarray(photo.image), str(tile.path), camera, heading_prior=heading, model=model,
+                        metres_per_pixel=tile.mpp, tile=tile.id, device=device, **extra)
 
 
 def _match_tiles(ids: list[str], tiles: list, what: str, manifest) -> dict[str, Any]:

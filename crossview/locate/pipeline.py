@@ -44,11 +44,13 @@ class Locator:
 
     def __init__(self, index: str | os.PathLike, *, model: str | os.PathLike | None = None,
                  tiles: str | os.PathLike | None = None, fine_model: str | os.PathLike | None = None,
-                 fine_arch: str | None = None, refine: int = 3, device: str = "cpu"):
+                 fine_arch: str | None = None, refine: int = 3, device: str = "cpu", precision: str = "fp32"):
+        from crossview.device import cpu_precision
         from crossview.search.index import load_index
         from crossview.tiles import read_manifest
 
         self.index_path, self.device, self.refine = Path(index), device, int(refine)
+        self.precision = cpu_precision(precision, device)  # fp32 | bf16: see crossview.device
         self.index = load_index(self.index_path)
         meta = self.index.meta
         ckpt = model if model is not None else meta.get("checkpoint")
@@ -56,7 +58,7 @@ class Locator:
             raise ConfigError(f"index {index} does not record its retrieval model: pass --model RUN (the run that "
                               "embedded its tiles), or build it with `crossview locate-index`")
         self.checkpoint = resolve_checkpoint(ckpt) if _is_path(ckpt) else None
-        self.model = _load_retrieval(self.checkpoint or ckpt, device)
+        self.model = _load_retrieval(self.checkpoint or ckpt, device, self.precision)
         self.index.check_query_model(_identity(self.model), what=f"the retrieval model {self.checkpoint or ckpt}")
         manifest = tiles or meta.get("tiles_manifest")
         if manifest is None:
@@ -64,7 +66,8 @@ class Locator:
                               "(from `crossview tiles`)")
         self.tiles = _match_tiles(self.index.ids, read_manifest(manifest), f"index {index}", manifest)
         self.fine_path = Path(fine_model) if fine_model is not None and _is_path(fine_model) else None
-        self.fine, self.fine_method = _load_fine(fine_model, device, fine_arch) if fine_model is not None \
+        self.fine, self.fine_method = _load_fine(fine_model, device, fine_arch, self.precision) \
+            if fine_model is not None \
             else (None, None)
         self.fine_median_m = _run_median_error(fine_model) if fine_model is not None else None
         self.geometry = tile_geometry([self.tiles[i] for i in self.index.ids])  # rows in index order
@@ -74,7 +77,8 @@ class Locator:
     def describe(self) -> dict[str, Any]:
         """What is loaded: the index (name, tile count), its retrieval model and the fine model."""
         return {"index": self.index_path.name, "tiles": len(self.index), "model": self.index.meta.get("name"),
-                "fine_model": self.fine_path.name if self.fine_path else self.fine_method}
+                "fine_model": self.fine_path.name if self.fine_path else self.fine_method,
+                "precision": self.precision}
 
     # -- stages --
     def embed(self, photo: Photo, heading_prior: tuple[float, float] | None) -> np.ndarray:
@@ -104,9 +108,10 @@ class Locator:
 
                 x, _ = roll_panorama(x, -heading_prior[0])
         from crossview.data.transforms import normalize
+        from crossview.device import as_input, inference_autocast
 
-        with torch.no_grad():
-            d = self.model.embed(normalize(x[None].to(self.device), mean, std), view=view)
+        with torch.no_grad(), inference_autocast(self.precision, self.device):
+            d = self.model.embed(as_input(normalize(x[None].to(self.device), mean, std), self.precision), view=view)
         return torch.nn.functional.normalize(d.float(), dim=1).cpu().numpy()
 
     def search(self, desc: np.ndarray, top_k: int,
@@ -176,7 +181,7 @@ class Locator:
 
     def refine_in(self, photo: Photo, tile: Tile, heading_prior: tuple[float, float] | None) -> Pose:
         """The fine model's Pose of ``photo`` inside ``tile`` (metres east/north of its centre)."""
-        return _fine_localize(self.fine, photo, tile, heading_prior, self.device)
+        return _fine_localize(self.fine, photo, tile, heading_prior, self.device, self.precision)
 
     def locate(self, photo: str | os.PathLike | Photo, *, camera: str = "panorama", fov_deg: float | None = None,
                heading_prior: str | tuple | None = None, top_k: int = 5, refine: int | None = None,
@@ -228,7 +233,7 @@ class Locator:
         common = {"photo": str(photo.path), "camera": photo.camera, "fov_deg": photo.fov_deg,
                   "heading_prior": list(prior) if prior else None, "near": list(area) if area else None,
                   "priors": priors.to_dict(), "candidates": cands, "index": str(self.index_path),
-                  "model": self.index.meta.get("name")}
+                  "model": self.index.meta.get("name"), "precision": self.precision}
         if use_fine:
             for c in cands[:refine]:
                 self._refine_candidate(photo, c, prior, area)
@@ -295,7 +300,8 @@ def locate(photo: str | os.PathLike | Photo, index: str | os.PathLike | Locator,
         photo = read_photo(photo, kwargs.pop("camera", "panorama"), kwargs.pop("fov_deg", None),
                            use_exif=kwargs.get("use_exif", True))
     if not isinstance(index, Locator):
-        load = {k: kwargs.pop(k) for k in ("model", "tiles", "fine_model", "fine_arch", "device") if k in kwargs}
+        load = {k: kwargs.pop(k) for k in ("model", "tiles", "fine_model", "fine_arch", "device", "precision")
+                if k in kwargs}
         index = Locator(index, refine=kwargs.get("refine") or 3, **load)
     return index.locate(photo, **kwargs)
 

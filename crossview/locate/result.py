@@ -99,6 +99,7 @@ class Result:
     heading_from: str | None = None  # "prior" when the heading is the user's prior
     note: str | None = None
     picture: str | None = None
+    precision: str | None = None  # the inference precision, fp32 | bf16 (crossview.device.cpu_precision)
     priors: dict[str, Any] | None = None  # each prior's value and origin (flag | exif | none), EXIF notes
     flags: list[str] = field(default_factory=list)  # how the answer contradicts the user's priors
     uncertainty: dict[str, Any] | None = None  # {"68": r68, "95": r95 (m), "calibrated", "raw_m", "kind"}
@@ -126,4 +127,6 @@ class Result:
             d["priors"] = self.priors
         if self.picture is not None:
             d["picture"] = self.picture
+        if self.precision is not None:
+            d["precision"] = self.precision
         return d

@@ -90,28 +90,28 @@ def model_identity(model: torch.nn.Module, name: str | None = None, views: Seque
 
 @torch.no_grad()
 def embed_images(model: torch.nn.Module, paths: Sequence[str | Path], view: str, *, batch: int = 32,
-                 device: str | torch.device = "cpu", half: bool = False, cache_dir: Path | None = None
-                 ) -> torch.Tensor:
-    """L2-normalised float32 descriptors (N, D) of image files seen as ``view``, in order."""
+                 device: str | torch.device = "cpu", half: bool = False, cache_dir: Path | None = None,
+                 precision: str = "fp32") -> torch.Tensor:
+    """L2-normalised float32 descriptors (N, D) of image files seen as ``view``, in order.
+
+    ``precision``: ``fp32`` or ``bf16`` (autocast + channels-last, :func:`crossview.device.cpu_precision` decides);
+    the descriptors are float32 either way."""
     from crossview.data.images import ImageSource
     from crossview.data.transforms import normalize
+    from crossview.device import as_input, inference_autocast, prepare_for_inference
 
     size, mean, std = model_input_spec(model, view)
     source = ImageSource([str(p) for p in paths], tuple(size), cache_dir)
     device = torch.device(device)
     was_training = model.training
-    model.eval()
+    prepare_for_inference(model, precision, device)
     out = []
-    autocast = torch.autocast(device.type, dtype=torch.float16) if (half and device.type == "cuda") else None
     from crossview.progress import progress
 
     for start in progress(range(0, len(source), batch), desc=f"embed {view}", unit="batch"):
         x = torch.stack([source.get(i) for i in range(start, min(start + batch, len(source)))]).to(device)
-        x = normalize(x, mean, std)
-        if autocast is not None:
-            with autocast:
-                d = model.embed(x, view=view)
-        else:
+        x = as_input(normalize(x, mean, std), precision)
+        with inference_autocast(precision, device, half):
             d = model.embed(x, view=view)
         out.append(torch.nn.functional.normalize(d.float(), dim=1).cpu())
     model.train(was_training)
@@ -161,6 +161,7 @@ def embed_split(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     half: bool = False,
+    precision: str = "fp32",
     model_name: str | None = None,
     root: Path | None = None,
     rank: int = 0,
@@ -171,7 +172,8 @@ def embed_split(
 
     ``shard=(i, n)``: split every view into ``n`` shards and compute only shard ``i`` (other processes or
     machines take the others). Without it, ``ceil(N / shard_size)`` shards per view, all computed here
-    (each torchrun rank taking every ``world``-th). Finished shards are skipped.
+    (each torchrun rank taking every ``world``-th). Finished shards are skipped. ``precision`` (``fp32`` or
+    ``bf16``) is recorded in the manifest and in each shard; the stored descriptors are ``dtype`` either way.
     """
     out = Path(out)
     folders = view_folders(split)
@@ -188,7 +190,8 @@ def embed_split(
                 n = int(have["num_shards"])
         plan = ShardPlan(out / folders[role], ids, n, ident,
                          {"view": view, "role": role, "dataset": split.dataset, "split": split.name,
-                          "split_meta": _plain(split.meta), "dtype": str(dtype).replace("torch.", "")})
+                          "split_meta": _plain(split.meta), "dtype": str(dtype).replace("torch.", ""),
+                          "precision": precision})
         plan.folder.mkdir(parents=True, exist_ok=True)
         if rank == 0:
             plan.write_manifest()
@@ -200,8 +203,9 @@ def embed_split(
             if plan.is_done(i):
                 log(f"{plan.path(i)}: done, skipped")
                 continue
-            desc = embed_images(model, paths[s:e], view, batch=batch, device=device, half=half)
-            plan.save(i, desc.to(dtype), gps_all[s:e])
+            desc = embed_images(model, paths[s:e], view, batch=batch, device=device, half=half,
+                                precision=precision)
+            plan.save(i, desc.to(dtype), gps_all[s:e], precision=precision)
             log(f"{plan.path(i)}: {e - s} {view} descriptors")
         done[role] = plan.folder
     return done

@@ -129,7 +129,7 @@ class ShardPlan:
             return False
         return blob.get("start") == s and blob.get("end") == e and list(blob.get("ids", [])) == self.ids[s:e]
 
-    def save(self, i: int, descriptors, gps: np.ndarray | None) -> Path:
+    def save(self, i: int, descriptors, gps: np.ndarray | None, precision: str | None = None) -> Path:
         s, e = self.ranges[i]
         if descriptors.shape[0] != e - s:
             raise ValueError(f"shard {i} covers {e - s} items, got {descriptors.shape[0]} descriptors")
@@ -138,7 +138,7 @@ class ShardPlan:
         g = np.full((e - s, 2), np.nan) if gps is None else np.asarray(gps, dtype=np.float64).reshape(e - s, 2)
         return save_torch_atomic(self.path(i), {
             "ids": self.ids[s:e], "descriptors": descriptors, "gps": torch.from_numpy(g),
-            "start": s, "end": e, "model": self.model,
+            "start": s, "end": e, "model": self.model, "precision": precision,
         })
 
 
