@@ -42,6 +42,18 @@ def sync_rotate(ground: torch.Tensor, aerial: torch.Tensor, k: int) -> tuple[tor
     return ground.roll(-k * w // 4, dims=-1), torch.rot90(aerial, k, dims=(-2, -1))
 
 
+def limited_fov(pano: torch.Tensor, fov_deg: float, heading_deg: float, centre: bool = False) -> torch.Tensor:
+    """The ``fov_deg``-wide sector of a north-centred panorama (…×H×W) around ``heading_deg`` (clockwise from north),
+    black elsewhere: the CVUSA/VIGOR limited-FoV protocol, and what ``locate`` paints for a pinhole photo.
+    ``centre=True`` (unknown orientation) rolls the sector to the middle column, where a photo of unknown heading
+    is painted."""
+    w = pano.shape[-1]
+    azimuth = (torch.arange(w, device=pano.device) + 0.5) * (360.0 / w) - 180.0  # of each column
+    off = torch.remainder(azimuth - heading_deg + 180.0, 360.0) - 180.0
+    out = pano * (off.abs() <= fov_deg / 2).to(pano.dtype)
+    return out.roll(-round(heading_deg / 360.0 * w), dims=-1) if centre else out
+
+
 @dataclass
 class PhotometricAug:
     """The official chain in torchvision terms (MFRGN_SPEC c.3): JPEG, colour jitter, blur/sharpen, dropout."""

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from crossview.data.images import ImageSource  # noqa: F401 (re-exported: its home is crossview.data)
 from crossview.data.records import Split
-from crossview.data.transforms import PhotometricAug, sync_flip, sync_rotate
+from crossview.data.transforms import PhotometricAug, limited_fov, sync_flip, sync_rotate
 
 
 def sample_seed(*parts: int) -> int:
@@ -24,7 +24,10 @@ class PairDataset(Dataset):
 
     Sample i pairs record i's query with its primary positive reference. Synchronised flip and
     rotate/roll apply when the query is a panorama (ground) and the reference an aerial tile; University-1652
-    flips both together and rotates only the satellite image, as the official code does.
+    flips both together and rotates only the satellite image, as the official code does. ``fov`` = (min, max)
+    degrees trains on limited-FoV queries: a sector of random width in that range at a random heading is kept
+    (:func:`~crossview.data.transforms.limited_fov`), in place (``fov_orientation="known"``) or rolled to the middle
+    (``"unknown"``).
     """
 
     def __init__(
@@ -36,6 +39,8 @@ class PairDataset(Dataset):
         prob_flip: float = 0.5,
         prob_rotate: float = 0.75,
         photometric: bool = True,
+        fov: tuple[float, float] | None = None,
+        fov_orientation: str = "known",
     ):
         self.split, self.queries, self.references = split, queries, references
         self.train, self.prob_flip, self.prob_rotate = train, prob_flip, prob_rotate
@@ -43,6 +48,12 @@ class PairDataset(Dataset):
         self.aug_r = PhotometricAug(grid_ratio=0.4) if (train and photometric) else None
         self.positive = np.asarray([r.positives[0] for r in split.records], dtype=np.int64)
         self.panoramic = bool(split.records) and split.records[0].query_view == "ground"
+        if fov is not None and not (0 < float(fov[0]) <= float(fov[1]) <= 360):
+            raise ValueError(f"fov {fov}: give [min, max] degrees with 0 < min <= max <= 360")
+        if fov_orientation not in ("known", "unknown"):
+            raise ValueError(f"fov_orientation {fov_orientation!r}: known or unknown")
+        self.fov = None if fov is None or not self.panoramic else (float(fov[0]), float(fov[1]))
+        self.fov_centre = fov_orientation == "unknown"
 
     def __len__(self) -> int:
         return len(self.split.records)
@@ -65,6 +76,9 @@ class PairDataset(Dataset):
                     r = torch.rot90(r, k, dims=(-2, -1))
             if self.aug_q is not None:
                 q, r = self.aug_q(q), self.aug_r(r)
+            if self.fov is not None:
+                fov = self.fov[0] + float(torch.rand(())) * (self.fov[1] - self.fov[0])
+                q = limited_fov(q, fov, float(torch.rand(())) * 360.0, centre=self.fov_centre)
         return q, r, i
 
 

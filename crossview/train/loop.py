@@ -299,7 +299,8 @@ def _training_pairs(split, model: torch.nn.Module, cfg: dict[str, Any], data: Pa
     queries = ImageSource([str(r.query_path) for r in split.records], q_size, cache_dir)
     references = ImageSource([str(r.path) for r in split.references], r_size, cache_dir)
     dataset = PairDataset(split, queries, references, train=True, prob_flip=cfg["prob_flip"],
-                          prob_rotate=cfg["prob_rotate"], photometric=cfg["photometric"])
+                          prob_rotate=cfg["prob_rotate"], photometric=cfg["photometric"], fov=cfg.get("fov"),
+                          fov_orientation=cfg.get("fov_orientation", "known"))
     if cfg["shuffle_labels"]:  # control: break the query/reference correspondence, keep everything else
         dataset.positive = np.random.default_rng(int(cfg["seed"]) + 1).permutation(dataset.positive)
     return queries, references, dataset

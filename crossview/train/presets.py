@@ -51,6 +51,10 @@ BASE: dict[str, Any] = {
     "cache": True,  # decode + resize images once into a memory-mapped array
     "tensorboard": False,
     "shuffle_labels": False,  # control experiment: pair each query with a random wrong reference
+    # limited-FoV training (the CVUSA/VIGOR limited-FoV protocol): [min, max] degrees of the panorama kept around a
+    # random heading, black elsewhere; "unknown" orientation rolls the kept sector to the middle column
+    "fov": None,
+    "fov_orientation": "known",
 }
 
 _MFRGN_COMMON = {"lr": 1e-4, "batch_size": 64, "warmup_epochs": 1.0}
@@ -96,6 +100,17 @@ PRESETS: dict[str, dict[str, Any]] = {
                             "epochs": 3, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 0.2, "eval_every": 0,
                             "num_workers": 0, "checkpoint_every": 50, "seed": 0, "photometric": False,
                             "prob_rotate": 0.5},
+    # Limited field of view (ordinary photos, `locate --camera pinhole`): 70-180° sectors at any heading. Known
+    # orientation = the photo painted at its compass heading; unknown = painted in the middle.
+    "synthetic-cpu-dense-fov": {"model": "mfrgn_tiny", "pretrained": True, "dataset": "vigor", "area": "same",
+                                "epochs": 3, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 0.2, "eval_every": 0,
+                                "num_workers": 0, "checkpoint_every": 50, "seed": 0, "photometric": False,
+                                "prob_rotate": 0.5, "fov": [70.0, 180.0], "fov_orientation": "known"},
+    "synthetic-cpu-dense-fov-unknown": {"model": "mfrgn_tiny", "pretrained": True, "dataset": "vigor",
+                                        "area": "same", "epochs": 3, "batch_size": 32, "lr": 1e-3,
+                                        "warmup_epochs": 0.2, "eval_every": 0, "num_workers": 0,
+                                        "checkpoint_every": 50, "seed": 0, "photometric": False,
+                                        "prob_rotate": 0.5, "fov": [70.0, 180.0], "fov_orientation": "unknown"},
     "synthetic-gpu": {"model": "mfrgn_vigor", "dataset": "vigor", "area": "same", "epochs": 10,
                       "batch_size": 64, "lr": 1e-4, "warmup_epochs": 1.0, "eval_every": 2, "num_workers": 8},
 }
@@ -104,6 +119,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 from crossview.train.paper_presets import PAPER_PRESETS  # noqa: E402
 
 PRESETS.update(PAPER_PRESETS)
+# the limited-FoV protocol on every benchmark: the official recipe with 70-180° query sectors, known or unknown
+# orientation (`--set fov=[90,90]` for one fixed width)
+for _name in ("mfrgn-cvusa", "mfrgn-cvact", "mfrgn-vigor-same", "mfrgn-vigor-cross", "sample4geo-cvusa",
+              "sample4geo-cvact", "sample4geo-vigor-same", "sample4geo-vigor-cross"):
+    for _orientation in ("known", "unknown"):
+        PRESETS[f"{_name}-fov-{_orientation}"] = {**PRESETS[_name], "fov": [70.0, 180.0],
+                                                  "fov_orientation": _orientation}
 
 
 def resolve_config(preset: str | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
