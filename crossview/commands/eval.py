@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--half", action="store_true", help="fp16 autocast for embedding on GPU")
+    p.add_argument("--fov", type=float, metavar="DEG",
+                   help="limited-FoV protocol: each ground query keeps a DEG-wide sector at a seeded random heading "
+                        "(black elsewhere); reported beside the full panoramas")
+    p.add_argument("--orientation", choices=["known", "unknown"], default="unknown",
+                   help="with --fov: the sector stays at its true heading (known) or is rolled to the middle")
     add_precision_args(p)
     p.set_defaults(func=run)
 
@@ -106,6 +111,12 @@ def run(args: argparse.Namespace) -> int:
     for split_name in splits:
         split = read_dataset(dataset, data, split_name, **kwargs)
         sub = out if len(splits) == 1 else out / split_name
+        if args.fov is not None:
+            from crossview.evaluate.limited_fov import evaluate_limited_fov
+
+            records[split_name] = evaluate_limited_fov(model, split, args.fov, args.orientation, batch=args.batch,
+                                                       device=device, out=sub)
+            continue
         emb = Path(args.embeddings) / split_name if (args.embeddings and len(splits) > 1) else \
             Path(args.embeddings) if args.embeddings else sub / "embeddings"
         if info.enabled:  # every rank embeds its shards; rank 0 evaluates
