@@ -422,7 +422,10 @@ class FG2Backbone(nn.Module):
         if self.is_dino:
             h, w = x.shape[-2:]
             x = x[:, :, : 14 * (h // 14), : 14 * (w // 14)]
-            return self.dino(x.to(self.dtype))["patch"].float()
+            # the ViT runs in its own dtype (float16 as released): an enclosing autocast (bf16 on CPU) is switched
+            # off here, since autocast cannot mix it with float16 weights
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return self.dino(x.to(self.dtype))["patch"].float()
         from crossview.fine.backbones import concat_upsampled
 
         return concat_upsampled(self.cnn(x)).float()
