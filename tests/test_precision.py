@@ -92,12 +92,13 @@ def test_threads_and_competing_load_warning(monkeypatch, capsys):
         torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("command", ["embed", "eval", "locate", "locate-index"])
+@pytest.mark.parametrize("command", ["embed", "eval", "locate", "locate-index", "serve"])
 def test_precision_flag_parses_and_errors_name_it(command, capsys):
     from crossview.cli import build_parser
 
     need = {"embed": ["m", "root", "--dataset", "vigor", "--out", "o"], "eval": ["m", "--out", "o"],
-            "locate": ["p.jpg", "--index", "i"], "locate-index": ["tiles", "--model", "m", "--out", "o"]}[command]
+            "locate": ["p.jpg", "--index", "i"], "locate-index": ["tiles", "--model", "m", "--out", "o"],
+            "serve": ["--index", "i"]}[command]
     args = build_parser().parse_args([command, *need, "--precision", "bf16", "--threads", "1"])
     assert (args.precision, args.threads) == ("bf16", 1)
     assert build_parser().parse_args([command, *need]).precision == "auto"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from crossview.device import add_precision_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="web page: upload a photo, see its position and heading on a map of the tiles")
@@ -16,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--data-dir", help="folder for uploads and results (default: a new temporary folder)")
     p.add_argument("--device", default="cpu", help="torch device for the models (default cpu)")
+    add_precision_args(p)
     g = p.add_argument_group("limits")
     g.add_argument("--max-mb", type=float, default=20.0, help="largest upload accepted, MB (default 20)")
     g.add_argument("--max-megapixels", type=float, default=64.0,
@@ -43,8 +46,12 @@ def run(args: argparse.Namespace) -> int:
     if args.max_mb <= 0 or args.max_megapixels <= 0 or args.timeout <= 0 or args.keep_hours <= 0:
         raise ConfigError("--max-mb, --max-megapixels, --timeout and --keep-hours must be positive")
     configure(args.log_file)
+    if args.device == "cpu":  # each worker locates with its share of the cores: no oversubscription
+        from crossview.device import configure_threads, usable_cpus
+
+        configure_threads(args.threads or max(1, usable_cpus() // args.workers))
     locator = Locator(args.index, fine_model=args.fine_model, fine_arch=args.fine_arch, refine=args.refine,
-                      device=args.device)
+                      device=args.device, precision=args.precision)
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="crossview-serve-")
     limits = Limits(max_bytes=int(args.max_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
                     workers=args.workers, queue=args.queue, locate_timeout_s=args.timeout,
