@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=150, help="photos to calibrate on, and as many held out")
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--refine", type=int, default=5)
+    ap.add_argument("--normalise", action="store_true", help="calibrate error / raw uncertainty, not the error")
     ap.add_argument("--describe", default="{}", help="JSON with words on the world and models, for the record")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "locate_calibration.json"))
     args = ap.parse_args()
@@ -38,15 +39,18 @@ def main() -> None:
     work = Path(args.work)
     protocol = {"gps_noise_m": 50.0, "heading_noise_deg": 20.0, "top_k": args.top_k, "refine": args.refine}
     t0 = time.time()
-    cal = calibrate(args.world, args.retrieval, args.fine, n=args.n, half="first", out=work / "calibrate",
-                    **protocol)
+    cal = calibrate(args.world, args.retrieval, args.fine, n=args.n, half="first", out=work / "calibrate", seed=0,
+                    normalise=args.normalise, **protocol)
     t1 = time.time()
     held = measure_coverage(args.world, args.retrieval, args.fine, n=args.n, half="second", out=work / "heldout",
-                            **protocol)
+                            seed=1, **protocol)
     result = {
         **json.loads(args.describe),
         "protocol": "the world's test panoramas split in two disjoint halves (even / odd positions of the test "
-                    f"list), {args.n} photos from each: the first calibrates, the second measures. Per photo a GPS "
+                    f"list), {args.n} photos from each: the first calibrates (priors seed 0), the second measures "
+                    "(seed 1). "
+                    "Scores: " + ("error / raw uncertainty" if args.normalise else "the error in metres") + ", per "
+                    "kind of answer (flagged or not). Per photo a GPS "
                     "fix off by up to 50 m (locate --near FIX±50, uniform over the disc, seeded) and a compass "
                     f"heading off by up to ±20° (seeded); top_k {args.top_k}, refine {args.refine}, re-centring on; "
                     "CPU, one thread",

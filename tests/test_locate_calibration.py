@@ -23,9 +23,11 @@ def test_conformal_quantile_hand_computed():
     scores = np.arange(1.0, 11.0)[::-1]  # 10 scores, order does not matter
     assert conformal_quantile(scores, 0.68) == 8.0  # ⌈11 · 0.68⌉ = 8th smallest
     assert conformal_quantile(scores, 0.95) == 10.0  # ⌈11 · 0.95⌉ = 11 > 10: the largest
-    assert fit([2.0, 4.0], [1.0, 2.0]) == {"68": 2.0, "95": 2.0, "n": 2}
-    cal = {"factors": {"fine+near": {"68": 1.5, "95": 3.0, "n": 50}}}
+    assert fit([2.0, 4.0], [1.0, 2.0]) == {"68": 2.0, "95": 2.0, "n": 2}  # error / raw
+    assert fit([2.0, 4.0, 9.0]) == {"68": 9.0, "95": 9.0, "n": 3}  # the error itself: ⌈4 · 0.68⌉ = 3rd smallest
+    cal = {"factors": {"fine+near": {"68": 1.5, "95": 3.0, "n": 50}}, "normalise": True}
     assert radii(cal, "fine+near", 2.0) == {"68": 3.0, "95": 6.0}
+    assert radii({**cal, "normalise": False}, "fine+near", 2.0) == {"68": 1.5, "95": 3.0}  # metres, as fitted
     assert radii(cal, "fine", 2.0) is None and radii(None, "fine", 2.0) is None
 
 
@@ -76,8 +78,9 @@ def test_locate_reads_its_calibration(tiny_world, tmp_path):
     world, oracle, fine = tiny_world, OracleRetrieval(tiny_world), NoisyTruthLocalizer(tiny_world)
     cal = calibrate(world, oracle, fine, n=20, out=tmp_path / "demo", min_samples=1, gps_noise_m=30.0)
     assert cal["path"] == str(tmp_path / "demo" / "tiles.index.calibration.json")
+    assert cal["score"] == "error_m" and sum(f["n"] for f in cal["factors"].values()) == cal["photos"]
     f = cal["factors"]["fine+near"]
-    assert 0 < f["68"] <= f["95"] and f["n"] == cal["photos"]
+    assert 0 < f["68"] <= f["95"]
     held = measure_coverage(world, oracle, fine, n=20, out=tmp_path / "demo", gps_noise_m=30.0)
     assert held["coverage"]["uncalibrated"] == 0 and held["coverage"]["all"]["photos"] == held["photos"]
     rec = next(json.loads(line) for line in (world / "crossview_poses.jsonl").read_text().splitlines()
@@ -86,8 +89,9 @@ def test_locate_reads_its_calibration(tiny_world, tmp_path):
     r = loc.locate(world / rec["image"], heading_prior=(rec["heading_deg"], 20), near=(rec["lat"], rec["lon"], 30),
                    out=tmp_path / "out")
     u = r["uncertainty"]
-    assert u["calibrated"] and u["kind"] == "fine+near" and r["uncertainty_m"] == pytest.approx(u["68"])
-    assert u["68"] == pytest.approx(f["68"] * u["raw_m"]) and u["95"] == pytest.approx(f["95"] * u["raw_m"])
+    assert r["flags"] == [] and u["kind"] == "fine+near"  # the oracle answers near the truth: inside the area
+    assert u["calibrated"] and r["uncertainty_m"] == pytest.approx(u["68"])
+    assert (u["68"], u["95"]) == (pytest.approx(f["68"]), pytest.approx(f["95"]))
     assert json.loads((tmp_path / "out" / "locate.json").read_text())["uncertainty"] == u
     # without a search area this kind of answer was not calibrated: the raw radius, said to be uncalibrated
     r = loc.locate(world / rec["image"], heading_prior=(rec["heading_deg"], 20), near="none")

@@ -97,8 +97,9 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
                        float(angle_diff_deg(r["heading_deg"], true_heading)),
                        fine_confidence=r["confidence"], uncertainty_m=r["uncertainty_m"])
         u = r.get("uncertainty") or {}
+        key = u.get("kind", r["method"] + ("+near" if near else "") + ("+flagged" if r.get("flags") else ""))
         row.update(error_m=row.get("fine_error_m", distance_m((r["lat"], r["lon"]), truth)),
-                   raw_uncertainty_m=u.get("raw_m", r["uncertainty_m"]), uncertainty_key=u.get("kind", r["method"]),
+                   raw_uncertainty_m=u.get("raw_m", r["uncertainty_m"]), uncertainty_key=key,
                    radii_m={"68": u["68"], "95": u["95"]} if u.get("calibrated") else None, flags=r.get("flags", []))
         rows.append(row)
     ret = [r["retrieval_error_m"] for r in rows]

@@ -2,9 +2,12 @@
 
 A locator's raw uncertainty (the confidence-weighted spread of its refined answers, :func:`raw_uncertainty`) is a
 score, not a probability. :func:`calibrate` runs the locator on held-out synthetic photos with known truth and fits,
-per kind of answer (``fine`` / ``retrieval``, with or without a search area), the split-conformal quantile of
-``error / raw``: the radius ``c_q · raw`` then holds the truth with probability at least ``q`` on photos like those
-(exchangeable with the calibration set). The factors are saved in a JSON sidecar next to the fine model
+per kind of answer (``fine`` / ``retrieval``; with or without a search area; flagged or not as contradicting the
+priors), the split-conformal quantile of the error in metres (``normalise=True``: of ``error / raw``, for
+localizers whose raw score tracks their error): that radius then holds the truth with probability at least ``q`` on
+photos like those (exchangeable with the calibration set). Measured on the dense world, the raw spread did not
+rank errors (Spearman -0.04) while the flag did (median 39 m flagged vs 8 m not): hence the default.
+The radii (or factors) are saved in a JSON sidecar next to the fine model
 (``locate_calibration.json``; for a locator without one, next to the index) that :class:`Locator` reads.
 :func:`measure_coverage` checks the rates on photos disjoint from the calibration set.
 """
@@ -26,9 +29,10 @@ LEVELS = {"68": 0.68, "95": 0.95}
 MIN_SAMPLES = 20  # fewer calibration answers of a kind: that kind stays uncalibrated
 
 
-def calibration_key(method: str, area: bool) -> str:
-    """``fine`` / ``retrieval``, ``+near`` when a search area limited the answer (errors are then much smaller)."""
-    return method + ("+near" if area else "")
+def calibration_key(method: str, area: bool, flagged: bool = False) -> str:
+    """``fine`` / ``retrieval``, ``+near`` when a search area limited the answer (errors are then much smaller),
+    ``+flagged`` when the answer contradicts the priors (errors are then much larger)."""
+    return method + ("+near" if area else "") + ("+flagged" if flagged else "")
 
 
 def calibration_path(fine_model: str | os.PathLike | None, index: str | os.PathLike) -> Path:
@@ -60,10 +64,13 @@ def conformal_quantile(scores: np.ndarray | list[float], level: float) -> float:
     return float(s[k - 1])
 
 
-def fit(errors_m: list[float], raw_m: list[float]) -> dict[str, float]:
-    """Factors ``{"68": c68, "95": c95, "n": n}`` so that ``error <= c · raw`` at each level."""
-    ratio = np.asarray(errors_m, np.float64) / np.maximum(np.asarray(raw_m, np.float64), 1e-6)
-    return {**{k: conformal_quantile(ratio, q) for k, q in LEVELS.items()}, "n": int(ratio.size)}
+def fit(errors_m: list[float], raw_m: list[float] | None = None) -> dict[str, float]:
+    """``{"68": c68, "95": c95, "n": n}`` so that ``error <= c`` (metres) at each level, or with ``raw_m``
+    ``error <= c · raw``."""
+    score = np.asarray(errors_m, np.float64)
+    if raw_m is not None:
+        score = score / np.maximum(np.asarray(raw_m, np.float64), 1e-6)
+    return {**{k: conformal_quantile(score, q) for k, q in LEVELS.items()}, "n": int(score.size)}
 
 
 def radii(calibration: dict[str, Any] | None, key: str, raw_m: float) -> dict[str, float] | None:
@@ -72,7 +79,8 @@ def radii(calibration: dict[str, Any] | None, key: str, raw_m: float) -> dict[st
     f = (calibration or {}).get("factors", {}).get(key)
     if not f:
         return None
-    return {k: float(f[k] * raw_m) for k in LEVELS}
+    scale = raw_m if calibration.get("normalise") else 1.0
+    return {k: float(f[k] * scale) for k in LEVELS}
 
 
 def raw_uncertainty(best, refined: list, tile, run_median_m: float | None = None) -> float:
@@ -90,18 +98,19 @@ def raw_uncertainty(best, refined: list, tile, run_median_m: float | None = None
     return float(max(floor, math.sqrt(sum(w * d * d for w, d in near) / total)))
 
 
-def _fit_rows(rows: list[dict[str, Any]], min_samples: int = MIN_SAMPLES) -> dict[str, dict[str, float]]:
+def _fit_rows(rows: list[dict[str, Any]], min_samples: int = MIN_SAMPLES,
+              normalise: bool = False) -> dict[str, dict[str, float]]:
     by_key: dict[str, tuple[list[float], list[float]]] = {}
     for r in rows:
         e, s = by_key.setdefault(r["uncertainty_key"], ([], []))
         e.append(r["error_m"])
         s.append(r["raw_uncertainty_m"])
-    return {k: fit(e, s) for k, (e, s) in by_key.items() if len(e) >= min_samples}
+    return {k: fit(e, s if normalise else None) for k, (e, s) in by_key.items() if len(e) >= min_samples}
 
 
 def calibrate(world_dir: str | os.PathLike, run_dir: Any, fine_run: Any = None, n: int = 200, *,
               half: str = "first", out: str | os.PathLike | None = None, path: str | os.PathLike | None = None,
-              min_samples: int = MIN_SAMPLES, **demo: Any) -> dict[str, Any]:
+              min_samples: int = MIN_SAMPLES, normalise: bool = False, **demo: Any) -> dict[str, Any]:
     """Calibrate a locator (retrieval ``run_dir`` + ``fine_run``) on ``n`` test panoramas of a synthetic world
     (``half``: ``first`` = even positions of the test list, so that ``second`` stays held out), with the
     priors of ``demo_locate`` (``gps_noise_m``, ``heading_noise_deg``, ``top_k``, ``refine``, ``seed``).
@@ -111,12 +120,13 @@ def calibrate(world_dir: str | os.PathLike, run_dir: Any, fine_run: Any = None, 
 
     metrics = demo_locate(world_dir, run_dir, fine_run, n=n, out=out, split=half, **demo)
     rows = [json.loads(line) for line in (Path(metrics["out"]) / "per_photo.jsonl").read_text().splitlines()]
-    factors = _fit_rows(rows, min_samples)
+    factors = _fit_rows(rows, min_samples, normalise)
     index = metrics["index"]
     target = Path(path) if path is not None else calibration_path(
         fine_run if isinstance(fine_run, str | os.PathLike) else None, index)
-    data = {"factors": factors, "levels": LEVELS, "score": "raw_uncertainty_m (confidence-weighted spread of the "
-            "refined answers, floored)", "photos": len(rows), "world": str(world_dir), "half": half,
+    data = {"factors": factors, "levels": LEVELS, "normalise": normalise,
+            "score": "error_m / raw_uncertainty_m" if normalise else "error_m", "photos": len(rows),
+            "world": str(world_dir), "half": half,
             "protocol": {k: metrics.get(k) for k in ("gps_noise_m", "near_radius_m", "heading_noise_deg")},
             "run": metrics["run"], "fine_run": metrics["fine_run"]}
     write_json_atomic(target, data)

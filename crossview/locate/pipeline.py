@@ -171,7 +171,7 @@ class Locator:
     def _calibrate(self, result: Result, area: bool) -> None:
         """The raw uncertainty becomes the calibrated 68 % radius (``uncertainty_m``) and 95 % radius when the
         locator has a calibration for this kind of answer (:mod:`crossview.locate.calibrate`)."""
-        key = calibration_key(result.method, area)
+        key = calibration_key(result.method, area, bool(result.flags))
         r = radii(self.calibration, key, result.uncertainty_m)
         result.uncertainty = {"68": r["68"] if r else None, "95": r["95"] if r else None, "calibrated": r is not None,
                               "raw_m": result.uncertainty_m, "kind": key}
