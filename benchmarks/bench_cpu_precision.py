@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -78,8 +79,9 @@ def _images(world: Path | None, view: str, n: int, hw: tuple[int, int], seed: in
     if world is not None:
         from PIL import Image
 
-        folder = world / ("panorama" if view == "ground" else "satellite")
-        files = sorted(folder.rglob("*.png"))[seed * n:(seed + 1) * n] or sorted(folder.rglob("*.png"))[:n]
+        folder = world / ("ground" if view == "ground" else "satellite")
+        every = sorted(f for f in folder.rglob("*") if f.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        files = every[seed * n:(seed + 1) * n] or every[:n]
         if len(files) == n:
             arr = [np.asarray(Image.open(f).convert("RGB").resize((hw[1], hw[0]), Image.BILINEAR)) for f in files]
             return torch.from_numpy(np.stack(arr)).permute(0, 3, 1, 2).float() / 255
@@ -110,7 +112,8 @@ def bench_mfrgn(args, world) -> dict:
             runs = _interleaved({p: (lambda r, p=p: call(p, r)) for p in PATHS}, args.reps)
             cos = torch.cat([torch.nn.functional.cosine_similarity(a[0], b[0])
                              for a, b in zip(runs["fp32"], runs["bf16"])])
-            rec = {"input_hw": [h, w], "batch": args.batch, **{p: _rate(runs[p], args.batch) for p in PATHS}}
+            rec = {"input_hw": [h, w], "batch": args.batch, "images": "the world's" if world else "seeded noise",
+                   **{p: _rate(runs[p], args.batch) for p in PATHS}}
             rec["speedup_wall"] = round(rec["bf16"]["items_per_s"] / rec["fp32"]["items_per_s"], 2)
             rec["speedup_cpu"] = round(rec["bf16"]["items_per_cpu_s"] / rec["fp32"]["items_per_cpu_s"], 2)
             rec["cosine_min"], rec["cosine_images"] = float(cos.min()), int(cos.numel())
@@ -163,6 +166,10 @@ def bench_recall(args, world: Path, run: Path) -> dict:
     model, name, info = resolve_model(str(run))
     cfg = info.get("config", {})
     split = read_dataset("vigor", world, cfg.get("eval_split") or "test", area=cfg.get("area") or "same")
+    total = len(split.records)
+    if args.queries and args.queries < len(split.records):  # evenly spread held-out queries, every reference kept
+        keep = np.linspace(0, len(split.records) - 1, args.queries).round().astype(int)
+        split = dataclasses.replace(split, records=[split.records[i] for i in sorted(set(keep))])
     out, descs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for p in PATHS:
@@ -172,7 +179,8 @@ def bench_recall(args, world: Path, run: Path) -> dict:
             descs[p] = [load_shards(sub, dtype=torch.float32)[1] for sub in sorted((Path(tmp) / p / "embeddings")
                                                                                     .iterdir())]
     cos = torch.cat([torch.nn.functional.cosine_similarity(a, b) for a, b in zip(descs["fp32"], descs["bf16"])])
-    out.update(queries=len(split.records), references=len(split.references), run=str(run), world=str(world),
+    out.update(queries=len(split.records), held_out_queries=total, references=len(split.references), run=str(run),
+               world=str(world),
                r1_diff_points=round(out["bf16"]["R@1"] - out["fp32"]["R@1"], 3), cosine_min=float(cos.min()),
                cosine_images=int(cos.numel()))
     print("recall", json.dumps(out), flush=True)
@@ -196,10 +204,10 @@ def bench_locate(args, world: Path, run: Path) -> dict:
                                **{p: _rate(runs[p], n_tiles) for p in PATHS}}
         torch.manual_seed(0)
         big = create_model("mfrgn_vigor")
-        paths = [t.path for t in read_manifest(manifest)[:16]]
+        paths = [t.path for t in read_manifest(manifest)[:args.big_tiles]]
         nets = {"fp32": big, "bf16": copy.deepcopy(big)}
         runs = _interleaved({p: (lambda r, p=p, nets=nets: embed_images(nets[p], paths, "aerial", batch=8, precision=p))
-                             for p in PATHS}, max(1, args.reps - 1))
+                             for p in PATHS}, 1)
         out["locate_index_mfrgn_vigor"] = {"tiles": len(paths), "model": "mfrgn_vigor, random weights",
                                            **{p: _rate(runs[p], len(paths)) for p in PATHS}}
         index = tmp / "fp320.index"
@@ -266,7 +274,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--photos", type=int, default=10)
+    ap.add_argument("--photos", type=int, default=10, help="photos located per path and repetition")
+    ap.add_argument("--queries", type=int, default=400, help="held-out queries for R@1 (0: all)")
+    ap.add_argument("--big-tiles", type=int, default=8, help="tiles indexed with the full-size mfrgn_vigor")
     ap.add_argument("--fine", default="hcnet_tiny,fg2_tiny,geodistill_tiny,homoflow_lite0,pillarmatch_tiny_test,"
                                       "hcnet_vigor,geodistill_vigor,fg2_vigor")
     ap.add_argument("--out", type=Path, default=RESULTS)
