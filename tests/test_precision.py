@@ -184,6 +184,10 @@ def test_embed_and_eval_record_precision(tmp_path, one_thread):
     assert saved["precision"] == "bf16"
     for sub in (tmp_path / "eval" / "embeddings").iterdir():
         assert read_manifest(sub)["precision"] == "bf16"
+    # `crossview index build` carries it from the shards into the sidecar
+    assert main(["index", "build", "--shards", str(tmp_path / "eval" / "embeddings"), "--out",
+                 str(tmp_path / "refs.index")]) == 0
+    assert json.loads((tmp_path / "refs.index.json").read_text())["model"]["precision"] == "bf16"
 
 
 def test_subnetwork_autocast_keeps_geometry_fp32(one_thread):
