@@ -7,7 +7,7 @@ rasters lie 2.6째 west of the zone's central meridian, where grid north is 1.67�
 kept grid north would tilt the line by 1.67째.
 
 Measured here (2-core machine shared with other jobs; figures from the test's own printout): marker off by
-0.01 px at most, line within 0.004째 of vertical, in all seven rasters (the six CRS x bit-depth pairs and a UTM
+0.015 px at most, line within 0.004째 of vertical, in all seven rasters (the six CRS x bit-depth pairs and a UTM
 raster with a geotransform rotated by 10째); about 1 s per 100 tiles of 128 px.
 """
 
