@@ -17,6 +17,7 @@ import io
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is missing: run .ci/install_browser.sh (apt-get install chromium)",
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+sync_api.expect.set_options(timeout=20_000)  # generous: CI's two cores are shared with other tests
 
 LAT0, LON0, TILE_M = 40.7128, -74.006, 51.2  # the grid's north-west tile centre; 256 px at 0.2 m
 
@@ -157,6 +159,18 @@ def test_upload_and_errors_in_chromium(site, tmp_path):
             browser.close()
 
 
+def _settled(page, locator, timeout_s: float = 20.0) -> None:
+    """Wait until ``locator`` stops moving (Leaflet's zoom animation has ended): the same box 250 ms apart."""
+    deadline, last = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        box = locator.bounding_box()
+        if box is not None and box == last:
+            return
+        last = box
+        page.wait_for_timeout(250)
+    raise AssertionError(f"{locator} still moving after {timeout_s:g} s")
+
+
 def _box(locator) -> dict:
     box = locator.bounding_box()
     assert box is not None, f"{locator} is not on screen"
@@ -173,6 +187,7 @@ def test_map_in_chromium(site, tmp_path):
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=BROWSER_ARGS)
         try:
             context = browser.new_context(viewport={"width": 1200, "height": 1000})
+            context.set_default_timeout(30_000)
 
             def guard(route):  # the page may only talk to its own server: anything else is recorded and blocked
                 if route.request.url.startswith(origin + "/"):
@@ -204,7 +219,7 @@ def test_map_in_chromium(site, tmp_path):
             sync_api.expect(page.locator("path.cv-chosen")).to_have_count(1)
             sync_api.expect(page.locator("path.cv-heading")).to_have_count(1)
             sync_api.expect(page.locator("path.cv-near")).to_have_count(1)
-            page.wait_for_timeout(400)  # let the fit-to-answer zoom settle
+            _settled(page, marker)  # the fit-to-answer zoom has ended
 
             # the marker's point (the icon's bottom centre) is the uncertainty circle's centre
             m, circle = _box(marker), _box(page.locator("path.cv-uncertainty"))
