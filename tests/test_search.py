@@ -243,7 +243,8 @@ def vigor_and_checkpoints(tmp_path_factory):
 @pytest.mark.slow
 def test_cli_embed_shards_then_eval_reuses_them_and_index_checks_the_model(vigor_and_checkpoints, tmp_path):
     """embed --shard i/n (any order) → eval reuses every shard → index build → search a photo; another model's
-    photo query is refused. A saved mfrgn_tiny checkpoint on the tiny synthetic VIGOR world."""
+    photo query is refused. A saved mfrgn_tiny checkpoint on the tiny synthetic VIGOR world. Embedded in fp32 (the
+    photo query is fp32 and compared to the stored scores; bf16 shards have their own tests in test_precision)."""
     from crossview.cli import main
     from crossview.evaluate import evaluate_retrieval
 
@@ -251,13 +252,13 @@ def test_cli_embed_shards_then_eval_reuses_them_and_index_checks_the_model(vigor
     emb = tmp_path / "emb"
     for shard in ("1/2", "0/2"):
         assert main(["embed", str(ckpt), str(root), "--dataset", "vigor", "--split", "test", "--out", str(emb),
-                     "--shard", shard, "--batch", "16", "--device", "cpu"]) == 0
+                     "--shard", shard, "--batch", "16", "--device", "cpu", "--precision", "fp32"]) == 0
     shards = sorted(emb.glob("*/shard-*.pt"))
     assert [p.name for p in shards] == ["shard-00000-of-00002.pt", "shard-00001-of-00002.pt"] * 2
     stamps = [p.stat().st_mtime_ns for p in shards]
     out = tmp_path / "eval"
     assert main(["eval", str(ckpt), "--data", str(root), "--dataset", "vigor", "--out", str(out), "--embeddings",
-                 str(emb), "--top-k-pictures", "2", "--device", "cpu"]) == 0
+                 str(emb), "--top-k-pictures", "2", "--device", "cpu", "--precision", "fp32"]) == 0
     assert [p.stat().st_mtime_ns for p in shards] == stamps  # nothing re-embedded
     metrics = json.loads((out / "metrics.json").read_text())
     _, q, _, _ = load_shards(emb / "ground")
@@ -295,7 +296,7 @@ def test_embed_under_torchrun_two_ranks_keeps_order(vigor_and_checkpoints, tmp_p
     out = tmp_path / "emb"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
            "-m", "crossview.cli", "embed", str(ckpt), str(root), "--dataset", "vigor", "--out", str(out),
-           "--shard-size", "5", "--batch", "8", "--device", "cpu"]
+           "--shard-size", "5", "--batch", "8", "--device", "cpu", "--precision", "fp32"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     split = read_dataset("vigor", root, "test", area="same")

@@ -40,6 +40,17 @@ sync_api.expect.set_options(timeout=20_000)  # generous: CI's two cores are shar
 LAT0, LON0, TILE_M = 40.7128, -74.006, 51.2  # the grid's north-west tile centre; 256 px at 0.2 m
 
 
+
+def _wait_js(page, expression: str, timeout_s: float = 20.0) -> None:
+    """Poll a JavaScript expression until it is truthy. Playwright's ``wait_for_function`` re-evaluates a string
+    predicate with ``eval`` inside the page when it is not true at once, which the page's Content-Security-Policy
+    (``script-src 'self'``) forbids; ``page.evaluate`` runs through the debugger protocol and is allowed."""
+    end = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > end:
+            raise AssertionError(f"still false after {timeout_s:.0f} s: {expression}")
+        time.sleep(0.05)
+
 def make_tiles(folder: Path) -> list[Tile]:
     """A 3 x 4 grid of north-up 256-px tiles, each its own colour with its row/column written on it."""
     from crossview.geometry.geo import offset_to_latlon
@@ -133,8 +144,8 @@ def test_upload_and_errors_in_chromium(site, tmp_path):
             sync_api.expect(page.locator("#confidence")).to_have_text("0.870")
             sync_api.expect(page.locator("#candidates li")).to_have_count(2)
             sync_api.expect(page.locator("#note")).to_have_text("refined inside 2 of the 2 tiles")
-            page.wait_for_function("document.getElementById('picture').naturalWidth === 256")
-            page.wait_for_function("[...document.querySelectorAll('#candidates img')].every(i => i.naturalWidth > 0)")
+            _wait_js(page, "document.getElementById('picture').naturalWidth === 256")
+            _wait_js(page, "[...document.querySelectorAll('#candidates img')].every(i => i.naturalWidth > 0)")
             assert page.locator("#error").is_hidden()
             assert _save(page, tmp_path, "serve_result.png").stat().st_size > 10_000
 
@@ -205,7 +216,7 @@ def test_map_in_chromium(site, tmp_path):
             # the index on the map: 12 tiles as images at their footprints
             sync_api.expect(page.locator("#map-caption")).to_contain_text("12 aerial tiles")
             sync_api.expect(page.locator("img.cv-tile")).to_have_count(12)
-            page.wait_for_function("[...document.querySelectorAll('img.cv-tile')].every(i => i.naturalWidth > 0)")
+            _wait_js(page, "[...document.querySelectorAll('img.cv-tile')].every(i => i.naturalWidth > 0)")
 
             page.set_input_files("#photo", str(photo))
             page.fill("#near", f"{LAT0:.6f},{LON0 + 0.0005:.6f}±80")
@@ -253,7 +264,7 @@ def test_map_in_chromium(site, tmp_path):
             page.locator("#candidates li").nth(1).click()
             popup_img = page.locator(".leaflet-popup img")
             sync_api.expect(popup_img).to_be_visible()
-            page.wait_for_function("document.querySelector('.leaflet-popup img').naturalWidth > 0")
+            _wait_js(page, "document.querySelector('.leaflet-popup img').naturalWidth > 0")
             assert "candidate_2.jpg" in popup_img.get_attribute("src")
             sync_api.expect(page.locator(".leaflet-popup")).to_contain_text("#2 tile NewYork/satellite_")
             page.locator("path.cv-chosen").dispatch_event("click")
