@@ -28,7 +28,7 @@ def test_locate_with_trained_models_beats_retrieval_alone(dense_world, dense_ret
     from crossview.fine.train import train as fine_train
     from crossview.locate import demo_locate
 
-    fine = fine_train(resolve_config("pillarmatch-synthetic-cpu-locate", {"steps": FG2_STEPS}),
+    fine = fine_train(resolve_config("pillarmatch-synthetic-cpu-locate", {"steps": FG2_STEPS, "final_eval": False}),
                       dense_world, tmp_path / "fg2", quiet=True)
     m = demo_locate(dense_world, dense_retrieval_run, fine_run=fine, n=100, out=tmp_path / "locate",
                     heading_noise_deg=20.0, gps_noise_m=50.0, refine=8, top_k=8)
