@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -410,29 +409,18 @@ def test_locate_cli_with_an_official_checkpoint(fixture, tmp_path, capsys, monke
     runs on small images (56 × 112 panorama, 56-px tile) so the run takes about a minute on one CPU thread."""
     import json
 
-    from PIL import Image
+    from conftest import random_tile_index
 
     from crossview.cli import main
     from crossview.fine import registry
-    from crossview.locate import index_tiles
-    from crossview.models import create_model, save_model
-    from crossview.tiles import build_tiles
 
     registry._ensure()
     monkeypatch.setitem(registry._VARIANTS, "fg2_vigor", {**registry._VARIANTS["fg2_vigor"],
                                                           "ground_size": [56, 112], "aerial_size": 56})
-    torch.manual_seed(0)
-    save_model(create_model("mfrgn_tiny"), tmp_path / "retrieval.pt")
-    rng = np.random.default_rng(1)
-    Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).resize((256, 256), Image.NEAREST) \
-        .save(tmp_path / "ortho.png")
-    manifest = build_tiles(tmp_path / "ortho.png", tmp_path / "tiles", corners=(40.001, -74.001, 40.0, -73.999),
-                           tile_px=128)
-    index = index_tiles(manifest, tmp_path / "retrieval.pt", tmp_path / "tiles.index")
+    index, photo = random_tile_index(tmp_path)
     state = {k: v.clone() for k, v in fixture["state_dict"].items() if k != "grd_grid_queries"}
     torch.save(state, tmp_path / "fg2_vigor_model.pt")
-    Image.fromarray((rng.random((256, 512, 3)) * 255).astype(np.uint8)).save(tmp_path / "pano.jpg")
-    code = main(["locate", str(tmp_path / "pano.jpg"), "--index", str(index), "--fine-model",
+    code = main(["locate", str(photo), "--index", str(index), "--fine-model",
                  str(tmp_path / "fg2_vigor_model.pt"), "--fine-arch", "fg2_vigor", "--top-k", "2", "--refine", "1",
                  "--heading-prior", "0±20"])
     out = capsys.readouterr().out

@@ -391,26 +391,14 @@ def test_locate_with_an_official_checkpoint(tmp_path, capsys):
     set; the full-size model refines the best tile (about a minute on one thread), once with a heading prior and
     once without (the orientation estimator then gives the heading, within ±45° of north)."""
     pytest.importorskip("crossview.search.index", reason="crossview.search has not landed")
-    from PIL import Image
+    from conftest import random_tile_index
 
     from crossview.cli import main
-    from crossview.locate import index_tiles
-    from crossview.models import create_model, save_model
-    from crossview.tiles import build_tiles
 
     f = _fixture()
     ckpt = tmp_path / "geodistill_official.pt"
     torch.save(gd.merge_official(f["state_dict"], f["backbone_state_dict"], f["orientation_state_dict"]), ckpt)
-    torch.manual_seed(0)
-    save_model(create_model("mfrgn_tiny"), tmp_path / "retrieval.pt")
-    rng = np.random.default_rng(1)
-    Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).resize((256, 256), Image.NEAREST).save(
-        tmp_path / "ortho.png")
-    manifest = build_tiles(tmp_path / "ortho.png", tmp_path / "tiles", corners=(40.001, -74.001, 40.0, -73.999),
-                           tile_px=128)
-    index = index_tiles(manifest, tmp_path / "retrieval.pt", tmp_path / "tiles.index")
-    photo = tmp_path / "pano.jpg"
-    Image.fromarray((rng.random((256, 512, 3)) * 255).astype(np.uint8)).save(photo)
+    index, photo = random_tile_index(tmp_path)
     for prior in (["--heading-prior", "30±10"], []):
         code = main(["locate", str(photo), "--index", str(index), "--fine-model", str(ckpt), "--fine-arch",
                      "geodistill_vigor", "--top-k", "1", "--refine", "1", *prior])

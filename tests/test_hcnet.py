@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -209,24 +208,13 @@ def test_locate_cli_with_an_official_checkpoint(fixture, tmp_path, capsys):
     (written here from the fixture's state dict in the official layout) refines the retrieved tiles."""
     import json
 
-    from PIL import Image
+    from conftest import random_tile_index
 
     from crossview.cli import main
-    from crossview.locate import index_tiles
-    from crossview.models import create_model, save_model
-    from crossview.tiles import build_tiles
 
-    torch.manual_seed(0)
-    save_model(create_model("mfrgn_tiny"), tmp_path / "retrieval.pt")
-    rng = np.random.default_rng(1)
-    Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).resize((256, 256), Image.NEAREST) \
-        .save(tmp_path / "ortho.png")
-    manifest = build_tiles(tmp_path / "ortho.png", tmp_path / "tiles", corners=(40.001, -74.001, 40.0, -73.999),
-                           tile_px=128)
-    index = index_tiles(manifest, tmp_path / "retrieval.pt", tmp_path / "tiles.index")
+    index, photo = random_tile_index(tmp_path)
     torch.save({k: v.float() for k, v in fixture["state_dict"].items()}, tmp_path / "hcnet_best.pth")
-    Image.fromarray((rng.random((256, 512, 3)) * 255).astype(np.uint8)).save(tmp_path / "pano.jpg")
-    code = main(["locate", str(tmp_path / "pano.jpg"), "--index", str(index), "--fine-model",
+    code = main(["locate", str(photo), "--index", str(index), "--fine-model",
                  str(tmp_path / "hcnet_best.pth"), "--fine-arch", "hcnet_vigor", "--top-k", "2", "--refine", "1",
                  "--heading-prior", "0±45"])
     out = capsys.readouterr().out
