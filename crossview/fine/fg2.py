@@ -1167,15 +1167,11 @@ def reproduce_official(fixture: dict[str, Any]) -> dict[str, Any]:
     ``ransac_R``, ``ransac_t`` and ``ransac_best_soft_inliers`` from our RANSAC on the stored score."""
     if _accepts(fixture):
         return _ransac_fixture(fixture)
-    from crossview.fine.registry import fine_config
+    from crossview.fine.registry import fine_config, load_official_state
 
     over = _fixture_config(fixture)
     model = FG2(fine_config("fg2_vigor", backbone=None, **over))  # the fixture feeds DINO-shaped features
-    state = {k: v.float() if v.is_floating_point() else v for k, v in fixture["state_dict"].items()}
-    converted, report = convert_official(state, model)
-    report.raise_if_failed()
-    model.load_state_dict(converted, strict=True)
-    model.eval()
+    load_official_state(model, fixture["state_dict"], convert_official)
     inp = fixture["inputs"]
     cfg = model.config
     with torch.no_grad():

@@ -1005,7 +1005,7 @@ def reproduce_official(fixture: dict[str, Any]) -> dict[str, Any]:
     estimator takes the raw [0, 255] tile and view. Settings come from the fixture's ``config`` (levels, camera
     height, temperatures, ±ori_noise)."""
     from crossview.fine.preprocess import to_unit
-    from crossview.fine.registry import fine_config
+    from crossview.fine.registry import fine_config, load_official_state
 
     cfg = fixture.get("config", {})
     levels = [int(v) for v in cfg.get("levels", DEFAULTS["levels"])]
@@ -1023,13 +1023,9 @@ def reproduce_official(fixture: dict[str, Any]) -> dict[str, Any]:
     over["sat_size"] = int(sat_u8.shape[-1])
     over["pano_size"] = [int(pano_u8.shape[1]), int(pano_u8.shape[2])]
     model = GeoDistill(fine_config("geodistill_vigor", **over))
-    cast = lambda sd: {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}  # noqa: E731
-    state = merge_official(cast(fixture["state_dict"]), cast(fixture["backbone_state_dict"]),
-                           cast(fixture["orientation_state_dict"]) if "orientation_state_dict" in fixture else None)
-    converted, report = convert_official(state, model)
-    report.raise_if_failed()
-    model.load_state_dict(converted, strict=True)
-    model.eval()
+    state = merge_official(fixture["state_dict"], fixture["backbone_state_dict"],
+                           fixture.get("orientation_state_dict"))
+    load_official_state(model, state, convert_official)
     sat, pano, masked = to_unit(sat_u8), to_unit(pano_u8), to_unit(inputs["masked_pano_uint8"])
     mask = inputs["mask_uint8"]
     mpp = inputs["meter_per_pixel"].float()

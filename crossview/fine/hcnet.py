@@ -468,14 +468,10 @@ def reproduce_official(fixture: dict[str, Any]) -> dict[str, Any]:
         overrides["loss"] = {**DEFAULTS["loss"], "homography": float(loss_w[0]), "correlation": float(loss_w[1]),
                              "yaw": float(loss_w[2]), "gamma": float(cfg.get("gamma", 0.85)),
                              "temperature": float(cfg.get("temperature", 4.0))}
-    from crossview.fine.registry import fine_config
+    from crossview.fine.registry import fine_config, load_official_state
 
     model = HCNet(fine_config("hcnet_vigor", **overrides))
-    state = {k: v.float() if v.is_floating_point() else v for k, v in fixture["state_dict"].items()}
-    converted, report = convert_official(state, model)
-    report.raise_if_failed()
-    model.load_state_dict(converted, strict=True)
-    model.eval()
+    load_official_state(model, fixture["state_dict"], convert_official)
     inputs = fixture["inputs"]
     bev = to_unit(inputs["image1_bev_uint8"])
     sat = to_unit(inputs["image2_sat_uint8"])

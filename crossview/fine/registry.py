@@ -29,7 +29,8 @@ import torch
 from crossview.errors import ConfigError
 
 __all__ = ["FineLocalizer", "ConversionReport", "ConfigView", "register_arch", "register_fine", "list_fine_models",
-           "fine_config", "create_fine", "load_fine", "arch_info", "save_fine", "MODEL_MODULES"]
+           "fine_config", "create_fine", "load_fine", "arch_info", "save_fine", "load_official_state",
+           "MODEL_MODULES"]
 
 # Model files that register architectures and variants (imported on first use of the registry).
 MODEL_MODULES = ["crossview.fine.hcnet", "crossview.fine.homoflow", "crossview.fine.pillarmatch",
@@ -347,10 +348,16 @@ def load_fine(source: str | os.PathLike | dict[str, Any], arch: str | None = Non
         raise ConfigError(f"{arch}: {info.name} is a design of our own; it has no official checkpoint layout")
     model = create_fine(arch if arch in _VARIANTS else info.name, **{"keep_unused": False, **overrides}
                         if "keep_unused" in info.defaults else overrides)
-    tensors = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in state.items()
-               if torch.is_tensor(v)}
-    converted, report = info.converter(tensors, model)
+    return load_official_state(model, state, info.converter).to(device)
+
+
+def load_official_state(model: torch.nn.Module, state: dict[str, Any], converter: Any) -> torch.nn.Module:
+    """``model`` with an official state dict loaded through its strict ``converter`` (float16 tensors cast to
+    float32; non-tensor entries ignored); raises on any missing, unexpected or misshaped key. The report is kept
+    as ``model.conversion_report``; the model is returned in eval mode."""
+    tensors = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items() if torch.is_tensor(v)}
+    converted, report = converter(tensors, model)
     report.raise_if_failed()
     model.load_state_dict(converted, strict=True)
     model.conversion_report = report
-    return model.to(device).eval()
+    return model.eval()
