@@ -42,6 +42,7 @@ from crossview.device import (
     as_input,
     cpu_bf16_supported,
     cpu_flags,
+    embedder,
     inference_autocast,
     prepare_for_inference,
     subnetwork_autocast,
@@ -58,11 +59,11 @@ def _timed(fn):
 
 
 def _interleaved(calls: dict, reps: int) -> dict:
-    """Run ``calls[path](rep)`` for both paths, ``reps`` times, order flipped each repetition; returns per-path lists of
+    """Run ``calls[path](rep)`` for every path, ``reps`` times, order flipped each repetition; returns per-path lists of
     (output, wall s, cpu s)."""
     runs = {p: [] for p in calls}
     for r in range(reps):
-        for p in (PATHS if r % 2 == 0 else PATHS[::-1]):
+        for p in (list(calls) if r % 2 == 0 else list(calls)[::-1]):
             runs[p].append(_timed(lambda p=p, r=r: calls[p](r)))
     return runs
 
@@ -97,29 +98,36 @@ def bench_mfrgn(args, world) -> dict:
         torch.manual_seed(0)
         fp32 = create_model(name).eval()
         bf16 = prepare_for_inference(copy.deepcopy(fp32), "bf16")
-        nets = {"fp32": fp32, "bf16": bf16}
+        compiled = prepare_for_inference(copy.deepcopy(fp32), "bf16")
+        paths = (*PATHS, "bf16_compiled")
         for view in ("ground", "aerial"):
             (h, w), mean, std = input_spec(fp32, view)
             m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
             batches = [(_images(world, view, args.batch, (h, w), r) - m) / s for r in range(args.reps)]
 
-            def call(p, r, batches=batches, view=view, nets=nets):
-                with torch.no_grad(), inference_autocast(p):
-                    return nets[p].embed(as_input(batches[r], p), view=view).float()
+            fast = embedder(compiled, view, args.batch, True)
+            fns = {"fp32": fp32.embed, "bf16": bf16.embed, "bf16_compiled": lambda x, view, f=fast: f(x)}
 
-            for p in PATHS:  # warm-up: oneDNN builds its bf16 kernels on the first call
-                call(p, 0)
-            runs = _interleaved({p: (lambda r, p=p: call(p, r)) for p in PATHS}, args.reps)
-            cos = torch.cat([torch.nn.functional.cosine_similarity(a[0], b[0])
-                             for a, b in zip(runs["fp32"], runs["bf16"])])
+            def call(p, r, batches=batches, view=view, fns=fns):
+                prec = "fp32" if p == "fp32" else "bf16"
+                with torch.no_grad(), inference_autocast(prec):
+                    return fns[p](as_input(batches[r], prec), view=view).float()
+
+            warm = {}
+            for p in paths:  # warm-up: oneDNN builds its bf16 kernels on the first call; inductor compiles
+                warm[p] = round(_timed(lambda p=p: call(p, 0))[1], 1)
+            runs = _interleaved({p: (lambda r, p=p: call(p, r)) for p in paths}, args.reps)
             rec = {"input_hw": [h, w], "batch": args.batch, "images": "the world's" if world else "seeded noise",
-                   **{p: _rate(runs[p], args.batch) for p in PATHS}}
-            rec["speedup_wall"] = round(rec["bf16"]["items_per_s"] / rec["fp32"]["items_per_s"], 2)
-            rec["speedup_cpu"] = round(rec["bf16"]["items_per_cpu_s"] / rec["fp32"]["items_per_cpu_s"], 2)
-            rec["cosine_min"], rec["cosine_images"] = float(cos.min()), int(cos.numel())
+                   **{p: _rate(runs[p], args.batch) for p in paths}, "first_call_s": warm}
+            for p, tag in (("bf16", ""), ("bf16_compiled", "_compiled")):
+                cos = torch.cat([torch.nn.functional.cosine_similarity(a[0], b[0])
+                                 for a, b in zip(runs["fp32"], runs[p])])
+                rec["speedup_wall" + tag] = round(rec[p]["items_per_s"] / rec["fp32"]["items_per_s"], 2)
+                rec["speedup_cpu" + tag] = round(rec[p]["items_per_cpu_s"] / rec["fp32"]["items_per_cpu_s"], 2)
+                rec["cosine_min" + tag], rec["cosine_images"] = float(cos.min()), int(cos.numel())
             out[f"{name}/{view}"] = rec
-            print(name, view, json.dumps({k: rec[k] for k in ("speedup_wall", "speedup_cpu", "cosine_min")}),
-                  {p: rec[p]["items_per_s"] for p in PATHS}, flush=True)
+            print(name, view, json.dumps({k: v for k, v in rec.items() if k.startswith(("speedup", "cosine_min"))}),
+                  {p: rec[p]["items_per_s"] for p in paths}, flush=True)
     return out
 
 
@@ -280,6 +288,7 @@ def main() -> None:
     ap.add_argument("--fine", default="hcnet_tiny,fg2_tiny,geodistill_tiny,homoflow_lite0,pillarmatch_tiny_test,"
                                       "hcnet_vigor,geodistill_vigor,fg2_vigor")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--note", default="", help="how the machine was during the run (stored in the JSON)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     parts = args.parts.split(",")
@@ -289,28 +298,29 @@ def main() -> None:
         "machine": {"cpu_bf16": cpu_bf16_supported(), "flags": sorted(cpu_flags() & {
             "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "avx2"}), "cores": os.cpu_count(),
             "torch": torch.__version__, "python": platform.python_version(), "threads": args.threads},
-        "note": "other jobs were running on this 2-core machine throughout (a training run, test suites and other "
-                "benchmarks); fp32 and bf16 repetitions alternate so the load hits both alike; items_per_cpu_s "
-                "(process CPU time) is the less load-sensitive figure"})
+        "note": "fp32 and bf16 repetitions alternate so other load on the machine hits both alike; items_per_cpu_s "
+                "(process CPU time) is the less load-sensitive figure; see runs[] for the load average of each run"})
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     world = args.world
-    if "mfrgn" in parts:
-        result["mfrgn"] = bench_mfrgn(args, world)
-    if "int8" in parts:
-        result["int8"] = bench_int8(args, world)
-    if "recall" in parts and world and args.run:
-        result["recall"] = bench_recall(args, world, args.run)
-    if "locate" in parts and world and args.run:
-        result["locate"] = bench_locate(args, world, args.run)
-    if "fine" in parts:
-        result["fine"] = bench_fine(args)
-    result.setdefault("runs", []).append({"parts": parts, "loadavg_before": [round(v, 2) for v in load_before],
-                                          "loadavg_after": [round(v, 2) for v in os.getloadavg()],
-                                          "seconds": round(time.perf_counter() - t0, 1), "threads": args.threads,
-                                          "reps": args.reps, "when": time.strftime("%Y-%m-%d %H:%M:%S")})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    run_rec = {"parts": parts, "loadavg_before": [round(v, 2) for v in load_before], "threads": args.threads,
+               "reps": args.reps, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "note": args.note}
+    result.setdefault("runs", []).append(run_rec)
+    benches = {"mfrgn": lambda: bench_mfrgn(args, world), "int8": lambda: bench_int8(args, world),
+               "recall": lambda: bench_recall(args, world, args.run),
+               "locate": lambda: bench_locate(args, world, args.run),
+               "fine": lambda: bench_fine(args)}
+    for part in parts:
+        if part in ("recall", "locate") and not (world and args.run):
+            continue
+        result[part] = benches[part]()
+        # written after every part, so a long run stopped part-way keeps what it measured
+        run_rec.update({"loadavg_after": [round(v, 2) for v in os.getloadavg()],
+                        "seconds": round(time.perf_counter() - t0, 1), "done": parts[:parts.index(part) + 1]})
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=1) + "\n")
+        tmp.replace(args.out)
     print(f"wrote {args.out}")
 
 

@@ -88,6 +88,80 @@ def as_input(x: torch.Tensor, precision: str) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if precision == "bf16" and x.dim() == 4 else x
 
 
+# -- torch.compile of the embedding network: on the CPU bf16 path inductor fuses the norms and activations around
+# oneDNN's bf16 matrix products and pre-packs the frozen weights (MFRGN-B: 3.2x fp32 instead of 2.4x eager), at a
+# one-off compile of 1-2 minutes, so it pays off on long jobs only.
+
+COMPILE_MODES = ("auto", "on", "off")
+COMPILE_AUTO_MIN_ITEMS = 2000  # images in one job before ``auto`` compiles (break-even of MFRGN-B is about 1,600)
+COMPILE_AUTO_MIN_PARAMS = 20_000_000  # small networks gain little from compiling
+_compile_mode = "auto"
+
+
+def set_compile_mode(mode: str) -> None:
+    """The process-wide ``--compile`` choice: ``auto`` (compile long CPU bf16 embedding jobs of large networks),
+    ``on`` (every embedding job) or ``off``."""
+    from crossview.errors import ConfigError
+
+    global _compile_mode
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"--compile {mode!r}: choose one of {', '.join(COMPILE_MODES)}")
+    _compile_mode = mode
+
+
+def should_compile(model: torch.nn.Module, n_items: int, precision: str, device: str | torch.device = "cpu",
+                   mode: str | None = None) -> bool:
+    """Whether an embedding job of ``n_items`` images runs ``model`` compiled (see :func:`set_compile_mode`)."""
+    mode = mode or _compile_mode
+    if mode != "auto":
+        return mode == "on"
+    big = sum(p.numel() for p in model.parameters()) >= COMPILE_AUTO_MIN_PARAMS
+    return (precision == "bf16" and torch.device(device).type == "cpu" and n_items >= COMPILE_AUTO_MIN_ITEMS
+            and big)
+
+
+class _EmbedView(torch.nn.Module):
+    """``model.embed(x, view=view)`` as a module's forward, the unit torch.compile traces."""
+
+    def __init__(self, model: torch.nn.Module, view: str):
+        super().__init__()
+        self.model, self.view = model, view
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(x, view=self.view)
+
+
+def embedder(model: torch.nn.Module, view: str, batch: int, compiled: bool):
+    """A function ``x -> model.embed(x, view=view)``; with ``compiled`` a torch.compile'd one (inductor, frozen
+    weights) built once per model, view and batch size. Batches smaller than ``batch`` are padded to it so the
+    last batch of a job does not trigger a second compile. Falls back to the eager network, with a warning, where
+    compiling fails (no C++ compiler, an unsupported operator)."""
+    import sys
+
+    if not compiled:
+        return lambda x: model.embed(x, view=view)
+    cache = model.__dict__.setdefault("_crossview_compiled", {})  # dies with the model
+    key = (view, batch)
+    if key not in cache:
+        cache[key] = torch.compile(_EmbedView(model, view).eval(), options={"freezing": True})
+    net = cache[key]
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if n < batch:
+            x = torch.cat([x, x[-1:].expand(batch - n, *x.shape[1:])]).contiguous(
+                memory_format=torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
+                else torch.contiguous_format)
+        try:
+            return net(x)[:n]
+        except Exception as exc:  # noqa: BLE001 - compiling is an optimisation; the eager network is the reference
+            print(f"crossview: warning: torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                  f"embedding without it (--compile off hides this)", file=sys.stderr)
+            cache[key] = _EmbedView(model, view)
+            return model.embed(x[:n], view=view)
+    return run
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask, else the CPU count)."""
     import os
@@ -150,6 +224,10 @@ def add_precision_args(parser) -> None:
                              "float32 either way")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: the usable CPU count)")
+    parser.add_argument("--compile", choices=COMPILE_MODES, default="auto",
+                        help="torch.compile the embedding network: auto = on the CPU bf16 path for jobs of "
+                             f"{COMPILE_AUTO_MIN_ITEMS:,}+ images with a large network (a 1-2 min one-off compile, "
+                             "then about 1.3x faster); on; off (default auto)")
 
 
 def _to_fp32(x):

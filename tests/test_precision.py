@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from crossview import device as dev
@@ -234,3 +235,106 @@ def test_fine_model_bf16_pose_close_to_fp32(one_thread):
     with dev.subnetwork_autocast(net, "bf16"):
         b = localize(ground, tile, "panorama", heading_prior=30.0, model=net, metres_per_pixel=0.1)
     assert math.hypot(a.x_m - b.x_m, a.y_m - b.y_m) < 0.05
+
+
+# -- torch.compile of the embedding network (crossview.device.embedder) --
+
+class _Net(torch.nn.Module):
+    """A small embedding network with the ``embed(x, view=)`` interface (conv, norm, pooling, linear)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = torch.nn.GroupNorm(2, 8)
+        self.fc = torch.nn.Linear(8, 5)
+
+    def embed(self, x, view="ground"):
+        y = torch.nn.functional.gelu(self.norm(self.conv(x))).mean((2, 3))
+        return self.fc(y) * (2.0 if view == "aerial" else 1.0)
+
+
+def test_should_compile_rules(monkeypatch):
+    small = _Net()
+    big = torch.nn.Linear(5000, 5000)  # 25 M parameters
+    assert not dev.should_compile(small, 10**6, "bf16", "cpu", "auto")  # small network: never in auto
+    assert dev.should_compile(big, dev.COMPILE_AUTO_MIN_ITEMS, "bf16", "cpu", "auto")
+    assert not dev.should_compile(big, dev.COMPILE_AUTO_MIN_ITEMS - 1, "bf16", "cpu", "auto")  # short job
+    assert not dev.should_compile(big, 10**6, "fp32", "cpu", "auto")
+    assert not dev.should_compile(big, 10**6, "bf16", "cuda:0", "auto")
+    assert dev.should_compile(small, 1, "fp32", "cpu", "on")
+    assert not dev.should_compile(big, 10**6, "bf16", "cpu", "off")
+    monkeypatch.setattr(dev, "_compile_mode", "auto")
+    dev.set_compile_mode("on")
+    assert dev.should_compile(small, 1, "fp32")  # the process-wide choice is the default
+    with pytest.raises(ConfigError, match="--compile"):
+        dev.set_compile_mode("always")
+
+
+def test_embedder_pads_the_last_batch_and_compiles_once(monkeypatch, one_thread):
+    """The compiled function always sees full batches (no second compile for the short last batch), and the
+    padding rows never reach the output; one compile per model, view and batch size."""
+    import torch
+
+    compiled, seen = [], []
+
+    def fake_compile(module, options=None):
+        compiled.append(options)
+
+        def run(x):
+            seen.append(x.shape[0])
+            return module(x)
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    net = _Net().eval()
+    x = torch.randn(3, 3, 8, 8)
+    f = dev.embedder(net, "aerial", batch=5, compiled=True)
+    with torch.no_grad():
+        out = f(x)
+        torch.testing.assert_close(out, net.embed(x, view="aerial"))
+        dev.embedder(net, "aerial", batch=5, compiled=True)(x[:2])
+        dev.embedder(net, "ground", batch=5, compiled=True)(x)
+    assert out.shape == (3, 5) and seen == [5, 5, 5]
+    assert compiled == [{"freezing": True}] * 2  # aerial once, ground once
+
+
+def test_embedder_falls_back_to_eager_when_compiling_fails(monkeypatch, capsys, one_thread):
+    import torch
+
+    def broken(module, options=None):
+        def run(x):
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    net = _Net().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        out = dev.embedder(net, "ground", batch=2, compiled=True)(x)
+        torch.testing.assert_close(out, net.embed(x))
+    assert "torch.compile failed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compiled_bf16_embedding_matches_eager(tmp_path, one_thread):
+    """A real torch.compile (inductor, frozen weights) through embed_images: the same descriptors as the eager bf16
+    and fp32 paths (cosine >= 0.9999), the 7 images embedded in batches of 4 (3 + 1 padding row in the last)."""
+    import torch
+
+    from crossview.search.embed import embed_images
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(7):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(p)
+        paths.append(p)
+    torch.manual_seed(0)
+    net = _Net().eval()
+    net.input_spec = lambda view: ((32, 32), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    eager = embed_images(net, paths, "aerial", batch=4, precision="bf16", compile="off")
+    fast = embed_images(net, paths, "aerial", batch=4, precision="bf16", compile="on")
+    fp32 = embed_images(net, paths, "aerial", batch=4, precision="fp32", compile="off")
+    assert fast.shape == (7, 5)
+    assert float((fast * eager).sum(1).min()) >= 0.9999
+    assert float((fast * fp32).sum(1).min()) >= 0.9999

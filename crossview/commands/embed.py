@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     from crossview.commands.eval import resolve_model
     from crossview.data import read_dataset
-    from crossview.device import configure_threads, cpu_precision, pick_device
+    from crossview.device import configure_threads, cpu_precision, pick_device, set_compile_mode
     from crossview.search.embed import embed_split
     from crossview.search.shards import parse_shard_arg
     from crossview.train.distributed import init_distributed, is_dist
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     info = init_distributed(None if args.device == "auto" else args.device)
     device = pick_device(args.device, info.local_rank)
     precision = cpu_precision(args.precision, device)
+    set_compile_mode(args.compile)
     if device.type == "cpu":
         configure_threads(args.threads, warn=info.is_main)
     model, name, _ = resolve_model(args.model)

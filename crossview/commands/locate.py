@@ -53,9 +53,10 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from crossview.device import configure_threads
+    from crossview.device import configure_threads, set_compile_mode
     from crossview.locate import locate
 
+    set_compile_mode(args.compile)
     if args.device == "cpu":
         configure_threads(args.threads)
     result = locate(args.photo, args.index, camera=args.camera, fov_deg=args.fov, heading_prior=args.heading_prior,
@@ -71,9 +72,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    from crossview.device import configure_threads
+    from crossview.device import configure_threads, set_compile_mode
     from crossview.locate import index_tiles
 
+    set_compile_mode(args.compile)
     if args.device == "cpu":
         configure_threads(args.threads)
     path = index_tiles(args.tiles, args.model, args.out, kind=args.kind, device=args.device,

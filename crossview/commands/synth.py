@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", default="small", choices=list(SCALES),
                    help="tiny: tests (seconds); small: CPU training (< 1 min); dense (vigor only): small with 4,000 "
                         "panoramas (CPU learning runs); pinhole (vigor only): small with 2,400 pinhole photos "
-                        "(limited-FoV fine-grained runs); medium: 2,000 panoramas at 320x640")
+                        "(limited-FoV fine-grained runs); pinhole-dense (vigor only): pinhole with 12,000 photos; "
+                        "medium: 2,000 panoramas at 320x640")
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: available CPUs)")
     p.set_defaults(func=run)

@@ -91,20 +91,22 @@ def model_identity(model: torch.nn.Module, name: str | None = None, views: Seque
 @torch.no_grad()
 def embed_images(model: torch.nn.Module, paths: Sequence[str | Path], view: str, *, batch: int = 32,
                  device: str | torch.device = "cpu", half: bool = False, cache_dir: Path | None = None,
-                 precision: str = "fp32") -> torch.Tensor:
+                 precision: str = "fp32", compile: str | None = None) -> torch.Tensor:
     """L2-normalised float32 descriptors (N, D) of image files seen as ``view``, in order.
 
     ``precision``: ``fp32`` or ``bf16`` (autocast + channels-last, :func:`crossview.device.cpu_precision` decides);
-    the descriptors are float32 either way."""
+    the descriptors are float32 either way. ``compile``: ``auto | on | off`` (default: the process-wide
+    ``--compile``, see :func:`crossview.device.should_compile`)."""
     from crossview.data.images import ImageSource
     from crossview.data.transforms import normalize
-    from crossview.device import as_input, inference_autocast, prepare_for_inference
+    from crossview.device import as_input, embedder, inference_autocast, prepare_for_inference, should_compile
 
     size, mean, std = model_input_spec(model, view)
     source = ImageSource([str(p) for p in paths], tuple(size), cache_dir)
     device = torch.device(device)
     was_training = model.training
     prepare_for_inference(model, precision, device)
+    embed = embedder(model, view, batch, should_compile(model, len(source), precision, device, compile))
     out = []
     from crossview.progress import progress
 
@@ -112,7 +114,7 @@ def embed_images(model: torch.nn.Module, paths: Sequence[str | Path], view: str,
         x = torch.stack([source.get(i) for i in range(start, min(start + batch, len(source)))]).to(device)
         x = as_input(normalize(x, mean, std), precision)
         with inference_autocast(precision, device, half):
-            d = model.embed(x, view=view)
+            d = embed(x)
         out.append(torch.nn.functional.normalize(d.float(), dim=1).cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 0)
