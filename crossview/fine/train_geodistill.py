@@ -151,8 +151,7 @@ def train_geodistill(model: GeoDistill, cfg: dict[str, Any], samples: list, bank
 
 
 class _Stages:
-    """What GeoDistill's stages share: the model whose batches and tokens they read, the validation samples, the
-    results (``geodistill_results.json``) and the log."""
+    """What the stages share: batches and cached tokens of the model, validation, the results and the log."""
 
     def __init__(self, model: GeoDistill, cfg: dict[str, Any], samples: list, val: list, out, log, device,
                  rng: random.Random):
@@ -179,8 +178,7 @@ class _Stages:
         net.train(was)
 
     def weak(self, net: GeoDistill, steps: int, tag: str, labelled: list[int]) -> float:
-        """``steps`` weakly supervised steps of ``net``'s heads on the ``labelled`` samples; the seconds spent
-        training (validation excluded)."""
+        """``steps`` weak steps of ``net``'s heads on the ``labelled`` samples; seconds spent, validation apart."""
         cfg, val, val_every = self.cfg, self.val, self.val_every
         opt = torch.optim.AdamW(heads(net), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         net.train()
@@ -204,8 +202,7 @@ class _Stages:
         return spent + time.time() - t0
 
     def control(self, steps: int, labelled: list[int], test: list) -> None:
-        """A copy of the base trained ``steps`` more weak steps (as long as distillation), evaluated; the model
-        itself is left as the base."""
+        """A copy of the base trained ``steps`` more weak steps and evaluated; the model stays the base."""
         base_state = copy.deepcopy(self.model.state_dict())
         control = copy.deepcopy(self.model)
         self.results["seconds"]["control"] = self.weak(control, steps, "control", labelled)  # the base trained as long
@@ -218,8 +215,7 @@ class _Stages:
         self.model.load_state_dict(base_state)
 
     def distill(self, steps: int, pool: list[int]) -> GeoDistill:
-        """``steps`` FoV self-distillation steps of the model over the ``pool`` samples (no labels) from an EMA
-        teacher; returns the teacher."""
+        """``steps`` FoV self-distillation steps over the unlabelled ``pool``; returns the EMA teacher."""
         model, cfg, val, val_every = self.model, self.cfg, self.val, self.val_every
         teacher = copy.deepcopy(model).eval()
         teacher.requires_grad_(False)

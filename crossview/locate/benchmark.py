@@ -81,8 +81,7 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
 
 
 def _held_out_panoramas(world: Path, n: int, split: str) -> list[dict[str, Any]]:
-    """Up to ``n`` test-split panoramas of the world's ``crossview_poses.jsonl`` (of the ``split`` half), evenly
-    spread over the list."""
+    """Up to ``n`` test panoramas of ``crossview_poses.jsonl`` (its ``split`` half), evenly spread over it."""
     poses_path = world / "crossview_poses.jsonl"
     if not poses_path.is_file():
         raise DatasetError(f"{poses_path} not found: generate a world with `crossview synth --layout vigor`")
@@ -99,8 +98,7 @@ def _held_out_panoramas(world: Path, n: int, split: str) -> list[dict[str, Any]]
 def _simulated_priors(truth: tuple[float, float], true_heading: float, i: int, seed: int, heading_noise_deg: float,
                       gps_noise_m: float | None,
                       near_radius_m: float | None) -> tuple[tuple, tuple | None, tuple | None]:
-    """Photo ``i``'s (heading prior, rough GPS fix, search area): the prior centred on the truth plus a seeded
-    uniform error, and with ``gps_noise_m`` the truth moved by a seeded offset (lat/lon WGS84)."""
+    """Photo ``i``'s seeded (heading prior, rough GPS fix, search area); the fix in lat/lon WGS84."""
     import random
 
     noise = random.Random(seed * 1000003 + i).uniform(-heading_noise_deg, heading_noise_deg)
@@ -117,8 +115,7 @@ def _simulated_priors(truth: tuple[float, float], true_heading: float, i: int, s
 
 def _locate_photo(locator: Locator, world: Path, rec: dict[str, Any], i: int, seed: int, heading_noise_deg: float,
                   gps_noise_m: float | None, near_radius_m: float | None, top_k: int) -> dict[str, Any]:
-    """Locate held-out photo ``i`` with its simulated priors; its ``per_photo.jsonl`` row (errors against the
-    truth)."""
+    """Locate held-out photo ``i`` with its simulated priors; its ``per_photo.jsonl`` row."""
     from crossview.geometry.angles import angle_diff_deg
     from crossview.tiles import distance_m
 
@@ -150,8 +147,7 @@ def _locate_photo(locator: Locator, world: Path, rec: dict[str, Any], i: int, se
 
 
 def _fine_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ``fine`` block of metrics.json: position and heading errors after fine localization, how often its tile
-    holds the camera and its error is within its uncertainty."""
+    """The ``fine`` block of metrics.json: errors after fine localization, tile and uncertainty hit rates."""
     fine = [r["fine_error_m"] for r in rows if "fine_error_m" in r]
     hd = [r["fine_heading_error_deg"] for r in rows if r.get("fine_heading_error_deg") is not None]
     return {"median_m": _median(fine), "mean_m": float(np.mean(fine)) if fine else None,

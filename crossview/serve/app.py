@@ -296,8 +296,7 @@ class App:
 
     def _job(self, photo: Path, size: tuple[int, int], options: dict[str, Any],
              out_dir: Path) -> tuple[Callable[[], dict[str, Any]], threading.Event, dict[str, float]]:
-        """The queued work for one photo (check it decodes, locate it, remove the upload), its abandon flag and the
-        timing it fills in."""
+        """(the queued work: check, locate, remove the upload; its abandon flag; the timing it fills in)."""
         abandoned = threading.Event()
         queued_at = time.monotonic()
         timing: dict[str, float] = {}
@@ -320,8 +319,7 @@ class App:
         return work, abandoned, timing
 
     def _wait(self, future: Future, abandoned: threading.Event, photo: Path) -> dict[str, Any]:
-        """The job's result within ``locate_timeout_s``; past it the job is abandoned: 503 if it never started, else
-        504."""
+        """The job's result within ``locate_timeout_s``; else it is abandoned: 503 if it never started, else 504."""
         lim = self.limits
         try:
             return future.result(timeout=lim.locate_timeout_s)

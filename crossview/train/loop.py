@@ -240,8 +240,7 @@ def _gps_neighbours(cfg: dict[str, Any], data: Path, split) -> Any:
 
 
 def _epoch_loader(run: _Run, dataset, locations: np.ndarray, batch_size: int) -> tuple[list[np.ndarray], DataLoader]:
-    """The epoch's location batches (drawn from ``(seed, epoch)``) and a loader of this rank's share of them from
-    the run's step in the epoch."""
+    """The epoch's batches (drawn from ``(seed, epoch)``) and a loader of this rank's share from its position."""
     from crossview.train.data import BatchList
 
     cfg, info, seed = run.cfg, run.info, int(run.cfg["seed"])
@@ -289,8 +288,7 @@ def _train_epoch(run: _Run, loader: DataLoader, n_batches: int, norm) -> bool:
 
 
 def _report_step(run: _Run, bar, loss: torch.Tensor, seen: int, t0: float) -> None:
-    """The progress bar after each step; a ``train`` row in metrics.jsonl every 10 steps, at an epoch's first and
-    at the run's last."""
+    """Progress bar; a ``train`` row every 10 steps, at an epoch's first step and at the run's last."""
     if bar is not None:
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}",
