@@ -53,12 +53,25 @@ def _stage(name: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    data, summary = _data_stages(args, out)
+    if not args.no_train:
+        run_dir = _train_retrieval(args, data, out, summary)
+        fine_run = _train_fine(args, data, out)
+        if args.locate:
+            summary["locate"] = _locate_stage(args, data, out, run_dir, fine_run)
+    write_json_atomic(out / "summary.json", summary)
+    print(f"\nsummary: {out / 'summary.json'}")
+    return 0
+
+
+def _data_stages(args: argparse.Namespace, out: Path) -> tuple[Path, dict]:
+    """Stages 1–3: the world, its validation and neighbour tables, the pairs sheet; (data folder, summary)."""
     from crossview.data import prepare_dataset, read_dataset
     from crossview.data.prepare import summarize
     from crossview.synth import generate
     from crossview.viz.sheets import pair_sheet
 
-    out = Path(args.out)
     data = out / "data" / "vigor"
     t = _stage(f"1. synthetic VIGOR-like world ({args.scale}, seed {args.seed}) -> {data}")
     generate("vigor", data, scale=args.scale, seed=args.seed)
@@ -74,66 +87,77 @@ def run(args: argparse.Namespace) -> int:
     print(f"   {len(split.records)} test panoramas, {len(split.references)} tiles; sheet: {sheet}")
     summary = {"data": str(data), "pairs_sheet": str(sheet), "test_queries": len(split.records),
                "references": len(split.references)}
+    return data, summary
 
-    if not args.no_train:
-        from crossview.commands.train import run as train_run
 
-        preset = RETRIEVAL_PRESET.get(args.scale, "synthetic-cpu")
-        t = _stage(f"4. train a small MFRGN on the synthetic world (preset {preset}) and evaluate")
-        run_dir = out / "run"
-        if (run_dir / "model.pt").exists():
-            print(f"   {run_dir / 'model.pt'} exists: skipping training (delete the folder to retrain)")
-        else:
-            resume = (run_dir / "checkpoints" / "last.pt").exists()
-            targs = argparse.Namespace(preset=preset, data=str(data), out=str(run_dir),
-                                       overrides=args.overrides, resume=str(run_dir) if resume else None,
-                                       list=False)
-            train_run(targs)
-        metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        evals = [m for m in metrics if m.get("type") == "eval"]
-        if evals:
-            last = evals[-1]
-            print("   held-out retrieval: " + "  ".join(
-                f"{k} {last[k]:.1f}" for k in ("R@1", "R@5", "R@10", "R@1%", "hit_rate", "chance_R@1") if k in last))
-            summary["retrieval"] = {k: v for k, v in last.items() if k not in ("type",)}
-        print(f"   ({time.perf_counter() - t:.0f} s)")
-        fine_run = None
-        if args.fine and args.fine != "none":
-            from crossview.fine.presets import resolve_config as fine_config
-            from crossview.fine.train import train as fine_train
+def _train_retrieval(args: argparse.Namespace, data: Path, out: Path, summary: dict) -> Path:
+    """Stage 4: train (or resume, or keep) the retrieval run and report its last held-out evaluation; the run."""
+    from crossview.commands.train import run as train_run
 
-            t = _stage(f"5. train the fine-grained localizer (preset {args.fine})")
-            fine_run = out / "fine"
-            if (fine_run / "checkpoint.pt").exists():
-                print(f"   {fine_run / 'checkpoint.pt'} exists: skipping (delete the folder to retrain)")
-            else:
-                fine_train(fine_config(args.fine, {}), data, fine_run, command=["crossview", "demo"],
-                           quiet=True)  # per-step losses go to fine/metrics.jsonl
-            print(f"   ({time.perf_counter() - t:.0f} s)")
-        if args.locate:
-            from crossview.locate import demo_locate
+    preset = RETRIEVAL_PRESET.get(args.scale, "synthetic-cpu")
+    t = _stage(f"4. train a small MFRGN on the synthetic world (preset {preset}) and evaluate")
+    run_dir = out / "run"
+    if (run_dir / "model.pt").exists():
+        print(f"   {run_dir / 'model.pt'} exists: skipping training (delete the folder to retrain)")
+    else:
+        resume = (run_dir / "checkpoints" / "last.pt").exists()
+        targs = argparse.Namespace(preset=preset, data=str(data), out=str(run_dir),
+                                   overrides=args.overrides, resume=str(run_dir) if resume else None,
+                                   list=False)
+        train_run(targs)
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [m for m in metrics if m.get("type") == "eval"]
+    if evals:
+        last = evals[-1]
+        print("   held-out retrieval: " + "  ".join(
+            f"{k} {last[k]:.1f}" for k in ("R@1", "R@5", "R@10", "R@1%", "hit_rate", "chance_R@1") if k in last))
+        summary["retrieval"] = {k: v for k, v in last.items() if k not in ("type",)}
+    print(f"   ({time.perf_counter() - t:.0f} s)")
+    return run_dir
 
-            t = _stage(f"6. locate {args.locate} held-out photos: index the tiles, retrieve, refine, compare "
-                       f"(compass off by up to {args.heading_noise:g} deg)")
-            settings = [("all tiles", "locate", {})]
-            if args.gps_noise > 0:
-                settings.append((f"near a GPS fix off by up to {args.gps_noise:g} m", "locate_gps",
-                                 {"gps_noise_m": args.gps_noise}))
-            summary["locate"] = {}
-            for label, folder, extra in settings:
-                result = demo_locate(data, run_dir, fine_run=fine_run, n=args.locate, out=out / folder,
-                                     heading_noise_deg=args.heading_noise, top_k=8, refine=8, **extra)
-                print(f"   search {label}:")
-                for name in ("gps_fix", "retrieval", "fine"):
-                    row = result.get(name)
-                    if row and row.get("median_m") is not None:
-                        heading = row.get("heading_median_deg")
-                        what = {"gps_fix": "GPS fix alone", "retrieval": "retrieval (tile centre)",
-                                "fine": "+ fine localization"}[name]
-                        print(f"     {what:>24s}: median position error {row['median_m']:.1f} m"
-                              + (f", median heading error {heading:.1f} deg" if heading is not None else ""))
-                summary["locate"][folder] = result
-            print(f"   ({time.perf_counter() - t:.0f} s)")
-    write_json_atomic(out / "summary.json", summary)
-    print(f"\nsummary: {out / 'summary.json'}")
-    return 0
+
+def _train_fine(args: argparse.Namespace, data: Path, out: Path) -> Path | None:
+    """Stage 5: train (or keep) the ``--fine`` localizer; its run folder, or None with ``--fine none``."""
+    if not args.fine or args.fine == "none":
+        return None
+    from crossview.fine.presets import resolve_config as fine_config
+    from crossview.fine.train import train as fine_train
+
+    t = _stage(f"5. train the fine-grained localizer (preset {args.fine})")
+    fine_run = out / "fine"
+    if (fine_run / "checkpoint.pt").exists():
+        print(f"   {fine_run / 'checkpoint.pt'} exists: skipping (delete the folder to retrain)")
+    else:
+        fine_train(fine_config(args.fine, {}), data, fine_run, command=["crossview", "demo"],
+                   quiet=True)  # per-step losses go to fine/metrics.jsonl
+    print(f"   ({time.perf_counter() - t:.0f} s)")
+    return fine_run
+
+
+def _locate_stage(args: argparse.Namespace, data: Path, out: Path, run_dir: Path,
+                  fine_run: Path | None) -> dict[str, dict]:
+    """Stage 6: locate held-out photos over all tiles (and near a rough GPS fix); the metrics per search."""
+    from crossview.locate import demo_locate
+
+    t = _stage(f"6. locate {args.locate} held-out photos: index the tiles, retrieve, refine, compare "
+               f"(compass off by up to {args.heading_noise:g} deg)")
+    settings = [("all tiles", "locate", {})]
+    if args.gps_noise > 0:
+        settings.append((f"near a GPS fix off by up to {args.gps_noise:g} m", "locate_gps",
+                         {"gps_noise_m": args.gps_noise}))
+    located = {}
+    for label, folder, extra in settings:
+        result = demo_locate(data, run_dir, fine_run=fine_run, n=args.locate, out=out / folder,
+                             heading_noise_deg=args.heading_noise, top_k=8, refine=8, **extra)
+        print(f"   search {label}:")
+        for name in ("gps_fix", "retrieval", "fine"):
+            row = result.get(name)
+            if row and row.get("median_m") is not None:
+                heading = row.get("heading_median_deg")
+                what = {"gps_fix": "GPS fix alone", "retrieval": "retrieval (tile centre)",
+                        "fine": "+ fine localization"}[name]
+                print(f"     {what:>24s}: median position error {row['median_m']:.1f} m"
+                      + (f", median heading error {heading:.1f} deg" if heading is not None else ""))
+        located[folder] = result
+    print(f"   ({time.perf_counter() - t:.0f} s)")
+    return located

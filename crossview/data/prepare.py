@@ -144,25 +144,7 @@ def prepare_dataset(
     t0 = time.perf_counter()
 
     # 1. validate everything, writing nothing
-    scan = Scan()
-    plan = settings(dataset, root)
-    splits: list[tuple[dict, Split]] = []
-    for s in plan:
-        kwargs = {k: s[k] for k in ("area", "label_set") if k in s}
-        try:
-            splits.append((s, scan_dataset(dataset, root, s["split"], scan, **kwargs)))
-        except DatasetError as exc:  # a whole setting unusable (e.g. a missing city): keep collecting
-            scan.problems.extend(exc.problems or [str(exc)])
-    image_sizes = check_images(scan, decode=decode, workers=workers)
-    _check_tile_sizes([sp for _, sp in splits], image_sizes, scan)
-    if not scan.problems:
-        for s, sp in splits:
-            if not sp.records:
-                scan.problem(f"{split_key(dataset, s)}: no records (check its split file)")
-    problems = list(dict.fromkeys(scan.problems))
-    if problems:
-        raise DatasetError(f"{dataset} tree at {root}: {len(problems)} problem(s) found; nothing was written. "
-                           "Fix or re-download these files, then run `crossview prepare` again", problems)
+    scan, splits = _validate(dataset, root, decode, workers)
 
     out = Path(out) if out is not None else default_out(dataset, root)
     report: dict = {"dataset": dataset, "root": str(root), "splits": {}, "warnings": len(scan.warnings),
@@ -181,35 +163,72 @@ def prepare_dataset(
             "queries": len(sp.records), "references": len(sp.references), "skipped": sp.meta.get("skipped", 0)}
 
     # 3. GPS-neighbour tables of the training splits
-    from crossview.data.neighbours import build_neighbour_table
-
-    for s, sp in splits:
-        if not s["train"] or dataset == "university1652" or s.get("label_set", "original") != "original":
-            continue
-        try:
-            path = build_neighbour_table(sp, root, k=neighbours_k)
-            report["neighbours"][split_key(dataset, s)] = str(path)
-        except DatasetError as exc:  # e.g. CVUSA without all.csv: training still works without GPS sampling
-            report["neighbours"][split_key(dataset, s)] = f"not built: {exc}"
-
+    report["neighbours"] = _neighbour_tables(dataset, root, splits, neighbours_k)
     # 4. decoded image caches
     if cache:
-        from crossview.data.cache import build_cache
-
-        view_sizes = {**DEFAULT_SIZES[dataset], **{k: tuple(v) for k, v in (sizes or {}).items()}}
-        for s, sp in splits:
-            q_view, r_view = sp.records[0].query_view, sp.references[0].view
-            for view, paths in ((q_view, [r.query_path for r in sp.records]),
-                                (r_view, [r.path for r in sp.references])):
-                if view not in view_sizes:
-                    raise ConfigError(f"no cache size for view {view!r}; pass sizes={{'{view}': (H, W)}}")
-                path = build_cache(paths, view_sizes[view], out / "crossview_cache", workers=workers)
-                report["cache"][f"{split_key(dataset, s)}/{view}"] = str(path)
+        report["cache"] = _image_caches(dataset, splits, sizes, out / "crossview_cache", workers)
 
     report["seconds"] = round(time.perf_counter() - t0, 2)
     report["out"] = str(out)
     write_json_atomic(out / REPORT, report)
     return report
+
+
+def _validate(dataset: str, root: Path, decode: bool, workers: int) -> tuple[Scan, list[tuple[dict, Split]]]:
+    """Read every setting and open every image; (the scan, each setting with its split), or one DatasetError."""
+    scan = Scan()
+    splits: list[tuple[dict, Split]] = []
+    for s in settings(dataset, root):
+        kwargs = {k: s[k] for k in ("area", "label_set") if k in s}
+        try:
+            splits.append((s, scan_dataset(dataset, root, s["split"], scan, **kwargs)))
+        except DatasetError as exc:  # a whole setting unusable (e.g. a missing city): keep collecting
+            scan.problems.extend(exc.problems or [str(exc)])
+    image_sizes = check_images(scan, decode=decode, workers=workers)
+    _check_tile_sizes([sp for _, sp in splits], image_sizes, scan)
+    if not scan.problems:
+        for s, sp in splits:
+            if not sp.records:
+                scan.problem(f"{split_key(dataset, s)}: no records (check its split file)")
+    problems = list(dict.fromkeys(scan.problems))
+    if problems:
+        raise DatasetError(f"{dataset} tree at {root}: {len(problems)} problem(s) found; nothing was written. "
+                           "Fix or re-download these files, then run `crossview prepare` again", problems)
+    return scan, splits
+
+
+def _neighbour_tables(dataset: str, root: Path, splits: list[tuple[dict, Split]], k: int) -> dict[str, str]:
+    """The GPS-neighbour table of each training split (original labels): its path, or why it was not built."""
+    from crossview.data.neighbours import build_neighbour_table
+
+    tables: dict[str, str] = {}
+    for s, sp in splits:
+        if not s["train"] or dataset == "university1652" or s.get("label_set", "original") != "original":
+            continue
+        try:
+            path = build_neighbour_table(sp, root, k=k)
+            tables[split_key(dataset, s)] = str(path)
+        except DatasetError as exc:  # e.g. CVUSA without all.csv: training still works without GPS sampling
+            tables[split_key(dataset, s)] = f"not built: {exc}"
+    return tables
+
+
+def _image_caches(dataset: str, splits: list[tuple[dict, Split]], sizes: dict[str, tuple[int, int]] | None,
+                  folder: Path, workers: int) -> dict[str, str]:
+    """Every split's images decoded and resized once into ``folder``: the cache path per split and view."""
+    from crossview.data.cache import build_cache
+
+    caches: dict[str, str] = {}
+    view_sizes = {**DEFAULT_SIZES[dataset], **{k: tuple(v) for k, v in (sizes or {}).items()}}
+    for s, sp in splits:
+        q_view, r_view = sp.records[0].query_view, sp.references[0].view
+        for view, paths in ((q_view, [r.query_path for r in sp.records]),
+                            (r_view, [r.path for r in sp.references])):
+            if view not in view_sizes:
+                raise ConfigError(f"no cache size for view {view!r}; pass sizes={{'{view}': (H, W)}}")
+            path = build_cache(paths, view_sizes[view], folder, workers=workers)
+            caches[f"{split_key(dataset, s)}/{view}"] = str(path)
+    return caches
 
 
 def summarize(report: dict) -> str:

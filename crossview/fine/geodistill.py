@@ -1007,21 +1007,11 @@ def reproduce_official(fixture: dict[str, Any]) -> dict[str, Any]:
     from crossview.fine.preprocess import to_unit
     from crossview.fine.registry import fine_config, load_official_state
 
-    cfg = fixture.get("config", {})
-    levels = [int(v) for v in cfg.get("levels", DEFAULTS["levels"])]
-    ori = int(cfg.get("ori_noise", 45))
-    temps = [float(cfg.get("teacher_temp", 0.06)), float(cfg.get("student_temp", 0.06))]
-    over = {"levels": levels, "camera_height": abs(float(cfg.get("grd_height", -2))), "temperature": temps,
-            "ori_range_deg": float(ori), "ori_classes": 2 * ori, "keep_unused": True}
-    if "ema" in cfg:
-        over["ema"] = float(cfg["ema"])
-    if "dynamic_fov" in cfg:
-        over["fov_range_deg"] = [int(v) for v in cfg["dynamic_fov"]]
+    over = _fixture_overrides(fixture)
+    levels, ori = over["levels"], over["ori_classes"] // 2  # ±ori_noise degrees, one class per degree
     inputs = fixture["inputs"]
     sat_u8 = inputs["sat_uint8"]
     pano_u8 = inputs["resized_pano_uint8"]
-    over["sat_size"] = int(sat_u8.shape[-1])
-    over["pano_size"] = [int(pano_u8.shape[1]), int(pano_u8.shape[2])]
     model = GeoDistill(fine_config("geodistill_vigor", **over))
     state = merge_official(fixture["state_dict"], fixture["backbone_state_dict"],
                            fixture.get("orientation_state_dict"))
@@ -1044,10 +1034,7 @@ def reproduce_official(fixture: dict[str, Any]) -> dict[str, Any]:
         r_eval = model.readout(cos, mpp, "eval3dof")
         r_train = model.readout(cos, mpp, "trainval")
         lv0 = levels[0]
-        a0 = sat_maps[lv0].shape[-1]
-        side, cell_px = model.bev_geometry(lv0, a0)
-        m3 = model.resized_masks(mask, {lv0: tuple(student["ground"][lv0].shape[-2:])}, channels=3)[lv0]
-        mask_l0 = centre_crop(model.project(m3, side, mpp * cell_px), int(model.config["crop_frac"] * a0))
+        mask_l0 = _projected_mask(model, mask, student, sat_maps[lv0].shape[-1], mpp, lv0)
         last = levels[-1]
         out: dict[str, Any] = {
             "teacher_corr_train": d_t,
@@ -1077,6 +1064,32 @@ def reproduce_official(fixture: dict[str, Any]) -> dict[str, Any]:
             out["orientation_logits"] = logits
             out["orientation_pred_deg"] = logits.argmax(1) - ori
     return out
+
+
+def _fixture_overrides(fixture: dict[str, Any]) -> dict[str, Any]:
+    """Our config overrides for an official fixture: its ``config`` settings and its input sizes."""
+    cfg = fixture.get("config", {})
+    levels = [int(v) for v in cfg.get("levels", DEFAULTS["levels"])]
+    ori = int(cfg.get("ori_noise", 45))
+    temps = [float(cfg.get("teacher_temp", 0.06)), float(cfg.get("student_temp", 0.06))]
+    over = {"levels": levels, "camera_height": abs(float(cfg.get("grd_height", -2))), "temperature": temps,
+            "ori_range_deg": float(ori), "ori_classes": 2 * ori, "keep_unused": True}
+    if "ema" in cfg:
+        over["ema"] = float(cfg["ema"])
+    if "dynamic_fov" in cfg:
+        over["fov_range_deg"] = [int(v) for v in cfg["dynamic_fov"]]
+    sat_u8, pano_u8 = fixture["inputs"]["sat_uint8"], fixture["inputs"]["resized_pano_uint8"]
+    over["sat_size"] = int(sat_u8.shape[-1])
+    over["pano_size"] = [int(pano_u8.shape[1]), int(pano_u8.shape[2])]
+    return over
+
+
+def _projected_mask(model: GeoDistill, mask: torch.Tensor, student: dict[str, Any], a0: int, mpp: torch.Tensor,
+                    lv0: int) -> torch.Tensor:
+    """The student's uint8 FoV mask at level ``lv0``, projected to the BEV and centre-cropped (aerial side ``a0``)."""
+    side, cell_px = model.bev_geometry(lv0, a0)
+    m3 = model.resized_masks(mask, {lv0: tuple(student["ground"][lv0].shape[-2:])}, channels=3)[lv0]
+    return centre_crop(model.project(m3, side, mpp * cell_px), int(model.config["crop_frac"] * a0))
 
 
 # ---------------------------------------------------------------------------------------------------------------

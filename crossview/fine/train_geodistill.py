@@ -120,96 +120,24 @@ def train_geodistill(model: GeoDistill, cfg: dict[str, Any], samples: list, bank
     if val or len(labelled) < len(pool):
         log(f"training split: {len(val)} held out for validation; weak pairs of {len(labelled)} of the other "
             f"{len(pool)} (base and control); distillation over all {len(pool)} without labels")
-    val_every = int(cfg.get("val_every") or 0)
-    cache = TokenCache(model)
-    results: dict[str, Any] = {"seconds": {}, "split": {"validation": len(val), "labelled": len(labelled),
-                                                        "distillation": len(pool)}}
+    stages = _Stages(model, cfg, samples, val, out, log, device, rng)
+    results = stages.results
+    results["split"] = {"validation": len(val), "labelled": len(labelled), "distillation": len(pool)}
     if val:
         results["validation"] = {}
 
-    def batches(which: list[int]):
-        gen = distinct_tile_batches(samples, int(cfg["batch_size"]), rng, which)
-        while True:
-            idx = next(gen)
-            yield dict(make_batch(samples, idx, None, model, cfg["camera"], 0.0, rng, device), index=idx)
-
-    def validate(net: GeoDistill, tag: str, step: int) -> None:
-        was = net.training
-        r = evaluate_stage(net, val, cfg, device)
-        results["validation"].setdefault(tag, {})[str(step)] = r
-        log({"stage": f"val_{tag}", "step": step, **{f"val_{k}": v["median_m"] for k, v in r.items()}})
-        net.train(was)
-
-    def weak(net: GeoDistill, steps: int, tag: str) -> float:
-        opt = torch.optim.AdamW(heads(net), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-        net.train()
-        gen = batches(labelled)
-        t0, spent = time.time(), 0.0
-        for step in range(1, steps + 1):
-            b = next(gen)
-            loss, logs = net.loss(b, tokens=cache(b["index"], b))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(heads(net), cfg["grad_clip"])
-            opt.step()
-            if step % cfg["log_every"] == 0 or step == steps:
-                log({"stage": tag, "step": step, "time_s": round(spent + time.time() - t0, 1), **logs})
-            if val and val_every and step % val_every == 0:
-                spent += time.time() - t0
-                validate(net, tag, step)
-                if step < steps:
-                    save_fine(net, out / f"{tag}_{step}.pt", config=cfg, step=step)
-                t0 = time.time()
-        return spent + time.time() - t0
-
     n_base, n_distill = int(cfg["base_steps"]), int(cfg["distill_steps"])
-    results["seconds"]["base"] = weak(model, n_base, "base")
+    results["seconds"]["base"] = stages.weak(model, n_base, "base", labelled)
     save_checkpoint(out, model, cfg, n_base)
     (out / "checkpoint.pt").replace(out / "base.pt")
-    if val and not (val_every and n_base and n_base % val_every == 0):
-        validate(model, "base", n_base)
+    if val and not (stages.val_every and n_base and n_base % stages.val_every == 0):
+        stages.validate(model, "base", n_base)
     results["base"] = evaluate_stage(model, test, cfg, device)
     log({"stage": "base", **{f"eval_{k}": v["median_m"] for k, v in results["base"].items()}})
 
     if n_distill:
-        base_state = copy.deepcopy(model.state_dict())
-        control = copy.deepcopy(model)
-        results["seconds"]["control"] = weak(control, n_distill, "control")  # the base trained as long
-        if val and not (val_every and n_distill % val_every == 0):
-            validate(control, "control", n_distill)
-        results["base_same_length"] = evaluate_stage(control, test, cfg, device)
-        log({"stage": "control", **{f"eval_{k}": v["median_m"] for k, v in results["base_same_length"].items()}})
-        del control
-        model.load_state_dict(base_state)
-        teacher = copy.deepcopy(model).eval()
-        teacher.requires_grad_(False)
-        opt = torch.optim.AdamW(heads(model), lr=float(cfg.get("distill_lr") or cfg["lr"]),
-                                weight_decay=cfg["weight_decay"])
-        np_rng = np.random.RandomState(int(cfg["seed"]) + 11)
-        ema = float(model.config["ema"])
-        model.train()
-        gen = batches(pool)
-        t0, spent = time.time(), 0.0
-        for step in range(1, n_distill + 1):
-            loss = distill_loss(model, teacher, next(gen), cache, np_rng, device)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(heads(model), cfg["grad_clip"])
-            opt.step()
-            if step % cfg["ema_every"] == 0:  # the official update, once per epoch
-                ema_update(teacher, model, ema)
-            if step % cfg["log_every"] == 0 or step == n_distill:
-                log({"stage": "distill", "step": step, "time_s": round(spent + time.time() - t0, 1),
-                     "distill_loss": float(loss.detach())})
-            if val and (val_every and step % val_every == 0 or step == n_distill):
-                spent += time.time() - t0
-                validate(model, "student", step)
-                if step < n_distill:
-                    save_fine(model, out / f"student_{step}.pt", config=cfg, step=step)
-                else:
-                    validate(teacher, "teacher", step)
-                t0 = time.time()
-        results["seconds"]["distill"] = spent + time.time() - t0
+        stages.control(n_distill, labelled, test)
+        teacher = stages.distill(n_distill, pool)
         results["student"] = evaluate_stage(model, test, cfg, device)
         results["teacher"] = evaluate_stage(teacher, test, cfg, device)
         log({"stage": "student", **{f"eval_{k}": v["median_m"] for k, v in results["student"].items()}})
@@ -217,9 +145,108 @@ def train_geodistill(model: GeoDistill, cfg: dict[str, Any], samples: list, bank
 
     n_ori = int(cfg["orientation_steps"])
     if n_ori and model.orienter is not None:
-        train_orienter(model, cfg, batches(labelled), rng, device, log, n_ori)
+        train_orienter(model, cfg, stages.batches(labelled), rng, device, log, n_ori)
     save_checkpoint(out, model, cfg, n_base + n_distill, {"results": results}, finished=True)
     write_json_atomic(out / "geodistill_results.json", results)
+
+
+class _Stages:
+    """What the stages share: batches and cached tokens of the model, validation, the results and the log."""
+
+    def __init__(self, model: GeoDistill, cfg: dict[str, Any], samples: list, val: list, out, log, device,
+                 rng: random.Random):
+        self.model, self.cfg, self.samples, self.val = model, cfg, samples, val
+        self.out, self.log, self.device, self.rng = out, log, device, rng
+        self.val_every = int(cfg.get("val_every") or 0)
+        self.cache = TokenCache(model)
+        self.results: dict[str, Any] = {"seconds": {}}
+
+    def batches(self, which: list[int]):
+        """Endless training batches of the samples ``which`` (distinct tiles per batch), with their indices."""
+        gen = distinct_tile_batches(self.samples, int(self.cfg["batch_size"]), self.rng, which)
+        while True:
+            idx = next(gen)
+            yield dict(make_batch(self.samples, idx, None, self.model, self.cfg["camera"], 0.0, self.rng,
+                                  self.device), index=idx)
+
+    def validate(self, net: GeoDistill, tag: str, step: int) -> None:
+        """Evaluate ``net`` on the validation samples into ``results["validation"][tag][step]`` and the log."""
+        was = net.training
+        r = evaluate_stage(net, self.val, self.cfg, self.device)
+        self.results["validation"].setdefault(tag, {})[str(step)] = r
+        self.log({"stage": f"val_{tag}", "step": step, **{f"val_{k}": v["median_m"] for k, v in r.items()}})
+        net.train(was)
+
+    def weak(self, net: GeoDistill, steps: int, tag: str, labelled: list[int]) -> float:
+        """``steps`` weak steps of ``net``'s heads on the ``labelled`` samples; seconds spent, validation apart."""
+        cfg, val, val_every = self.cfg, self.val, self.val_every
+        opt = torch.optim.AdamW(heads(net), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        net.train()
+        gen = self.batches(labelled)
+        t0, spent = time.time(), 0.0
+        for step in range(1, steps + 1):
+            b = next(gen)
+            loss, logs = net.loss(b, tokens=self.cache(b["index"], b))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(heads(net), cfg["grad_clip"])
+            opt.step()
+            if step % cfg["log_every"] == 0 or step == steps:
+                self.log({"stage": tag, "step": step, "time_s": round(spent + time.time() - t0, 1), **logs})
+            if val and val_every and step % val_every == 0:
+                spent += time.time() - t0
+                self.validate(net, tag, step)
+                if step < steps:
+                    save_fine(net, self.out / f"{tag}_{step}.pt", config=cfg, step=step)
+                t0 = time.time()
+        return spent + time.time() - t0
+
+    def control(self, steps: int, labelled: list[int], test: list) -> None:
+        """A copy of the base trained ``steps`` more weak steps and evaluated; the model stays the base."""
+        base_state = copy.deepcopy(self.model.state_dict())
+        control = copy.deepcopy(self.model)
+        self.results["seconds"]["control"] = self.weak(control, steps, "control", labelled)  # the base trained as long
+        if self.val and not (self.val_every and steps % self.val_every == 0):
+            self.validate(control, "control", steps)
+        self.results["base_same_length"] = evaluate_stage(control, test, self.cfg, self.device)
+        self.log({"stage": "control",
+                  **{f"eval_{k}": v["median_m"] for k, v in self.results["base_same_length"].items()}})
+        del control
+        self.model.load_state_dict(base_state)
+
+    def distill(self, steps: int, pool: list[int]) -> GeoDistill:
+        """``steps`` FoV self-distillation steps over the unlabelled ``pool``; returns the EMA teacher."""
+        model, cfg, val, val_every = self.model, self.cfg, self.val, self.val_every
+        teacher = copy.deepcopy(model).eval()
+        teacher.requires_grad_(False)
+        opt = torch.optim.AdamW(heads(model), lr=float(cfg.get("distill_lr") or cfg["lr"]),
+                                weight_decay=cfg["weight_decay"])
+        np_rng = np.random.RandomState(int(cfg["seed"]) + 11)
+        ema = float(model.config["ema"])
+        model.train()
+        gen = self.batches(pool)
+        t0, spent = time.time(), 0.0
+        for step in range(1, steps + 1):
+            loss = distill_loss(model, teacher, next(gen), self.cache, np_rng, self.device)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(heads(model), cfg["grad_clip"])
+            opt.step()
+            if step % cfg["ema_every"] == 0:  # the official update, once per epoch
+                ema_update(teacher, model, ema)
+            if step % cfg["log_every"] == 0 or step == steps:
+                self.log({"stage": "distill", "step": step, "time_s": round(spent + time.time() - t0, 1),
+                          "distill_loss": float(loss.detach())})
+            if val and (val_every and step % val_every == 0 or step == steps):
+                spent += time.time() - t0
+                self.validate(model, "student", step)
+                if step < steps:
+                    save_fine(model, self.out / f"student_{step}.pt", config=cfg, step=step)
+                else:
+                    self.validate(teacher, "teacher", step)
+                t0 = time.time()
+        self.results["seconds"]["distill"] = spent + time.time() - t0
+        return teacher
 
 
 def distill_loss(model: GeoDistill, teacher: GeoDistill, b: dict, cache: TokenCache, np_rng: np.random.RandomState,

@@ -41,26 +41,13 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     two disjoint sets: calibration on one, measurement on the other (:mod:`crossview.locate.calibrate`).
     Writes ``metrics.json`` and ``per_photo.jsonl`` under ``out`` (default ``run_dir/locate_demo``).
     """
-    import random
-
-    from crossview.geometry.angles import angle_diff_deg
-    from crossview.tiles import build_tiles, distance_m
+    from crossview.tiles import build_tiles
 
     world, run = Path(world_dir), (Path(run_dir) if _is_path(run_dir) else run_dir)
     if out is None and not _is_path(run_dir):
         raise ConfigError("demo_locate: give out= when the retrieval model is not a run folder")
     out = Path(out) if out is not None else run / "locate_demo"
-    poses_path = world / "crossview_poses.jsonl"
-    if not poses_path.is_file():
-        raise DatasetError(f"{poses_path} not found: generate a world with `crossview synth --layout vigor`")
-    records = [json.loads(line) for line in poses_path.read_text().splitlines() if line.strip()]
-    test = [r for r in records if r.get("split") == "test" and r.get("camera", "panorama") == "panorama"]
-    if not test:
-        raise DatasetError(f"{poses_path} has no test-split panoramas")
-    if split not in ("all", "first", "second"):
-        raise ConfigError(f"demo_locate: split {split!r} is not all, first or second")
-    test = test if split == "all" else test[0 if split == "first" else 1::2]
-    picks = [test[i] for i in sorted(set(np.linspace(0, len(test) - 1, min(n, len(test))).round().astype(int)))]
+    picks = _held_out_panoramas(world, n, split)
     manifest = build_tiles(world / "satellite", out / "tiles")
     index = index_tiles(manifest, run, out / "tiles.index", device=device)
     locator = Locator(index, model=None if _is_path(run_dir) else run, fine_model=fine_run, refine=refine,
@@ -69,39 +56,7 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     from crossview.progress import progress
 
     for i, rec in enumerate(progress(picks, desc="locate", unit="photo")):
-        truth = (float(rec["lat"]), float(rec["lon"]))
-        true_heading = float(rec.get("heading_deg") or 0.0)
-        noise = random.Random(seed * 1000003 + i).uniform(-heading_noise_deg, heading_noise_deg)
-        prior = ((true_heading + noise) % 360.0, heading_noise_deg) if heading_noise_deg > 0 else (true_heading, 0.0)
-        near = fix = None
-        if gps_noise_m:
-            rnd = random.Random(seed * 7919 + i)
-            dist, bearing = gps_noise_m * math.sqrt(rnd.random()), rnd.uniform(0.0, 2 * math.pi)
-            fix = tuple(float(v) for v in offset_to_latlon(truth[0], truth[1], dist * math.sin(bearing),
-                                                            dist * math.cos(bearing)))
-            near = (fix[0], fix[1], float(near_radius_m or gps_noise_m))
-        r = locator.locate(world / rec["image"], camera="panorama", heading_prior=prior, top_k=top_k, near=near)
-        top = r["candidates"][0]
-        positives = {Path(t["tile"]).with_suffix("").as_posix().split("satellite/", 1)[-1] for t in rec["tiles"]}
-        row = {"image": rec["image"], "true_lat": truth[0], "true_lon": truth[1], "true_heading_deg": true_heading,
-               "prior_heading_deg": prior[0], "top1_tile": top["tile"],
-               "top1_contains_camera": top["tile"] in positives,
-               "retrieval_error_m": distance_m((top["lat"], top["lon"]), truth),
-               "retrieval_heading_error_deg": float(angle_diff_deg(prior[0], true_heading))}
-        if fix is not None:
-            row.update(gps_fix=list(fix), gps_error_m=distance_m(fix, truth))
-        if r["method"] == "fine":
-            row.update(fine_error_m=distance_m((r["lat"], r["lon"]), truth), fine_tile=r["tile"],
-                       fine_tile_contains_camera=r["tile"] in positives,
-                       fine_heading_error_deg=None if r["heading_deg"] is None else
-                       float(angle_diff_deg(r["heading_deg"], true_heading)),
-                       fine_confidence=r["confidence"], uncertainty_m=r["uncertainty_m"])
-        u = r.get("uncertainty") or {}
-        key = u.get("kind", r["method"] + ("+near" if near else "") + ("+flagged" if r.get("flags") else ""))
-        row.update(error_m=row.get("fine_error_m", distance_m((r["lat"], r["lon"]), truth)),
-                   raw_uncertainty_m=u.get("raw_m", r["uncertainty_m"]), uncertainty_key=key,
-                   radii_m={"68": u["68"], "95": u["95"]} if u.get("calibrated") else None, flags=r.get("flags", []))
-        rows.append(row)
+        rows.append(_locate_photo(locator, world, rec, i, seed, heading_noise_deg, gps_noise_m, near_radius_m, top_k))
     ret = [r["retrieval_error_m"] for r in rows]
     metrics: dict[str, Any] = {
         "photos": len(rows), "tiles": len(locator.index), "heading_noise_deg": heading_noise_deg,
@@ -117,16 +72,87 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     if gps_noise_m:
         metrics["gps_fix"] = {"median_m": _median([r["gps_error_m"] for r in rows])}
     if fine_run is not None:
-        fine = [r["fine_error_m"] for r in rows if "fine_error_m" in r]
-        hd = [r["fine_heading_error_deg"] for r in rows if r.get("fine_heading_error_deg") is not None]
-        metrics["fine"] = {"median_m": _median(fine), "mean_m": float(np.mean(fine)) if fine else None,
-                           "heading_median_deg": _median(hd),
-                           "tile_contains_camera": float(np.mean([r["fine_tile_contains_camera"] for r in rows
-                                                                  if "fine_error_m" in r])) if fine else None,
-                           "within_uncertainty": float(np.mean([r["fine_error_m"] <= r["uncertainty_m"]
-                                                                for r in rows if "fine_error_m" in r]))}
+        metrics["fine"] = _fine_summary(rows)
     write_json_atomic(out / "metrics.json", metrics)
     from crossview.io import write_text_atomic
 
     write_text_atomic(out / "per_photo.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return metrics
+
+
+def _held_out_panoramas(world: Path, n: int, split: str) -> list[dict[str, Any]]:
+    """Up to ``n`` test panoramas of ``crossview_poses.jsonl`` (its ``split`` half), evenly spread over it."""
+    poses_path = world / "crossview_poses.jsonl"
+    if not poses_path.is_file():
+        raise DatasetError(f"{poses_path} not found: generate a world with `crossview synth --layout vigor`")
+    records = [json.loads(line) for line in poses_path.read_text().splitlines() if line.strip()]
+    test = [r for r in records if r.get("split") == "test" and r.get("camera", "panorama") == "panorama"]
+    if not test:
+        raise DatasetError(f"{poses_path} has no test-split panoramas")
+    if split not in ("all", "first", "second"):
+        raise ConfigError(f"demo_locate: split {split!r} is not all, first or second")
+    test = test if split == "all" else test[0 if split == "first" else 1::2]
+    return [test[i] for i in sorted(set(np.linspace(0, len(test) - 1, min(n, len(test))).round().astype(int)))]
+
+
+def _simulated_priors(truth: tuple[float, float], true_heading: float, i: int, seed: int, heading_noise_deg: float,
+                      gps_noise_m: float | None,
+                      near_radius_m: float | None) -> tuple[tuple, tuple | None, tuple | None]:
+    """Photo ``i``'s seeded (heading prior, rough GPS fix, search area); the fix in lat/lon WGS84."""
+    import random
+
+    noise = random.Random(seed * 1000003 + i).uniform(-heading_noise_deg, heading_noise_deg)
+    prior = ((true_heading + noise) % 360.0, heading_noise_deg) if heading_noise_deg > 0 else (true_heading, 0.0)
+    near = fix = None
+    if gps_noise_m:
+        rnd = random.Random(seed * 7919 + i)
+        dist, bearing = gps_noise_m * math.sqrt(rnd.random()), rnd.uniform(0.0, 2 * math.pi)
+        fix = tuple(float(v) for v in offset_to_latlon(truth[0], truth[1], dist * math.sin(bearing),
+                                                        dist * math.cos(bearing)))
+        near = (fix[0], fix[1], float(near_radius_m or gps_noise_m))
+    return prior, fix, near
+
+
+def _locate_photo(locator: Locator, world: Path, rec: dict[str, Any], i: int, seed: int, heading_noise_deg: float,
+                  gps_noise_m: float | None, near_radius_m: float | None, top_k: int) -> dict[str, Any]:
+    """Locate held-out photo ``i`` with its simulated priors; its ``per_photo.jsonl`` row."""
+    from crossview.geometry.angles import angle_diff_deg
+    from crossview.tiles import distance_m
+
+    truth = (float(rec["lat"]), float(rec["lon"]))
+    true_heading = float(rec.get("heading_deg") or 0.0)
+    prior, fix, near = _simulated_priors(truth, true_heading, i, seed, heading_noise_deg, gps_noise_m, near_radius_m)
+    r = locator.locate(world / rec["image"], camera="panorama", heading_prior=prior, top_k=top_k, near=near)
+    top = r["candidates"][0]
+    positives = {Path(t["tile"]).with_suffix("").as_posix().split("satellite/", 1)[-1] for t in rec["tiles"]}
+    row = {"image": rec["image"], "true_lat": truth[0], "true_lon": truth[1], "true_heading_deg": true_heading,
+           "prior_heading_deg": prior[0], "top1_tile": top["tile"],
+           "top1_contains_camera": top["tile"] in positives,
+           "retrieval_error_m": distance_m((top["lat"], top["lon"]), truth),
+           "retrieval_heading_error_deg": float(angle_diff_deg(prior[0], true_heading))}
+    if fix is not None:
+        row.update(gps_fix=list(fix), gps_error_m=distance_m(fix, truth))
+    if r["method"] == "fine":
+        row.update(fine_error_m=distance_m((r["lat"], r["lon"]), truth), fine_tile=r["tile"],
+                   fine_tile_contains_camera=r["tile"] in positives,
+                   fine_heading_error_deg=None if r["heading_deg"] is None else
+                   float(angle_diff_deg(r["heading_deg"], true_heading)),
+                   fine_confidence=r["confidence"], uncertainty_m=r["uncertainty_m"])
+    u = r.get("uncertainty") or {}
+    key = u.get("kind", r["method"] + ("+near" if near else "") + ("+flagged" if r.get("flags") else ""))
+    row.update(error_m=row.get("fine_error_m", distance_m((r["lat"], r["lon"]), truth)),
+               raw_uncertainty_m=u.get("raw_m", r["uncertainty_m"]), uncertainty_key=key,
+               radii_m={"68": u["68"], "95": u["95"]} if u.get("calibrated") else None, flags=r.get("flags", []))
+    return row
+
+
+def _fine_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``fine`` block of metrics.json: errors after fine localization, tile and uncertainty hit rates."""
+    fine = [r["fine_error_m"] for r in rows if "fine_error_m" in r]
+    hd = [r["fine_heading_error_deg"] for r in rows if r.get("fine_heading_error_deg") is not None]
+    return {"median_m": _median(fine), "mean_m": float(np.mean(fine)) if fine else None,
+            "heading_median_deg": _median(hd),
+            "tile_contains_camera": float(np.mean([r["fine_tile_contains_camera"] for r in rows
+                                                   if "fine_error_m" in r])) if fine else None,
+            "within_uncertainty": float(np.mean([r["fine_error_m"] <= r["uncertainty_m"]
+                                                 for r in rows if "fine_error_m" in r]))}

@@ -28,7 +28,7 @@ from crossview.locate.models import (
     resolve_checkpoint,
 )
 from crossview.locate.photo import Photo, parse_heading_prior, pinhole_to_panorama, read_photo
-from crossview.locate.priors import contradictions, is_off, resolve_priors
+from crossview.locate.priors import Priors, contradictions, is_off, resolve_priors
 from crossview.locate.result import Candidate, FinePose, Result
 from crossview.tiles import Tile
 
@@ -210,24 +210,11 @@ class Locator:
         if not isinstance(photo, Photo):
             photo = read_photo(photo, camera, fov_deg, use_exif=use_exif)
         priors = resolve_priors(photo, near, heading_prior, use_exif)
+        self._drop_fix_outside_index(priors)
         prior, area = priors.heading, priors.near
-        if area is not None and priors.sources["near"] == "exif" and not tiles_near(self.geometry, *area).any():
-            priors.notes.append(f"the photo's GPS fix {area[0]:.6f},{area[1]:.6f} (±{area[2]:g} m) is outside the "
-                                f"index {self.index_path.name}: all its tiles were searched (pass --near to choose "
-                                "the area yourself)")
-            priors.sources["near"], area = "exif (outside the index, ignored)", None
-            priors.near = None
         top_k = max(1, int(top_k))
         refine = self.refine if refine is None else int(refine)
-        scores, ids = self.search(self.embed(photo, prior), top_k, area)
-        cands: list[Candidate] = []
-        for rank, (score, tid) in enumerate(zip(scores[0], ids[0]), 1):
-            if tid is None:
-                continue
-            t = self.tiles[tid]
-            cands.append(Candidate(rank, tid, float(score), t.lat, t.lon, t.mpp, str(t.path)))
-        if not cands:
-            raise CrossviewError(f"index {self.index_path} is empty")
+        cands = self._candidates(*self.search(self.embed(photo, prior), top_k, area))
         cameras = _fine_cameras(self.fine) if self.fine is not None else ()
         use_fine = refine > 0 and photo.camera in cameras
         common = {"photo": str(photo.path), "camera": photo.camera, "fov_deg": photo.fov_deg,
@@ -235,19 +222,7 @@ class Locator:
                   "priors": priors.to_dict(), "candidates": cands, "index": str(self.index_path),
                   "model": self.index.meta.get("name"), "precision": self.precision}
         if use_fine:
-            for c in cands[:refine]:
-                self._refine_candidate(photo, c, prior, area)
-            refined = cands[:refine]
-            # answers outside the search area are not answers (when every one is, the most confident stays)
-            best = max([c for c in refined if c.in_area] or refined, key=lambda c: c.confidence)
-            if recentre:
-                best = self._recentre(photo, best, cands, prior, area)
-                refined = [c for c in cands if c.pose is not None]
-            p = best.pose
-            result = Result("fine", p.lat, p.lon, p.x_m, p.y_m, p.heading_deg, p.confidence,
-                            raw_uncertainty(best, refined, self.tiles[best.tile], self.fine_median_m), best.tile,
-                            **common, fine_model=str(self.fine_path) if self.fine_path else self.fine_method,
-                            fine_method=self.fine_method)
+            best, result = self._fine_answer(photo, cands, refine, prior, area, recentre, common)
         else:
             best = cands[0]
             t = self.tiles[best.tile]
@@ -264,21 +239,64 @@ class Locator:
         for c in cands:
             c.chosen = c is best
         if out is not None:
-            out = Path(out)
-            out.mkdir(parents=True, exist_ok=True)
-            tile = self.tiles[best.tile]
-            x, y = tile.pixel_of(result.x_m, result.y_m)
-            draw_result(tile.path, (x, y), result.heading_deg, result.uncertainty_m / tile.mpp,
-                        out / "locate.png", caption=_caption(result), flags=result.flags)
-            result.picture = "locate.png"
-            if thumbnails:
-                for c in cands:
-                    t = self.tiles[c.tile]
-                    pos = t.pixel_of(c.pose.x_m, c.pose.y_m) if c.pose is not None else None
-                    c.thumbnail = f"candidate_{c.rank}.jpg"
-                    draw_thumbnail(t.path, pos, out / c.thumbnail)
-            write_json_atomic(out / "locate.json", result.to_dict())
+            self._write_result(Path(out), result, best, cands, thumbnails)
         return result
+
+    def _drop_fix_outside_index(self, priors: Priors) -> None:
+        """An EXIF GPS fix whose area holds no tile of the index is noted and ignored (every tile is searched)."""
+        area = priors.near
+        if area is not None and priors.sources["near"] == "exif" and not tiles_near(self.geometry, *area).any():
+            priors.notes.append(f"the photo's GPS fix {area[0]:.6f},{area[1]:.6f} (±{area[2]:g} m) is outside the "
+                                f"index {self.index_path.name}: all its tiles were searched (pass --near to choose "
+                                "the area yourself)")
+            priors.sources["near"] = "exif (outside the index, ignored)"
+            priors.near = None
+
+    def _candidates(self, scores: np.ndarray, ids: np.ndarray) -> list[Candidate]:
+        """The search's tiles as ranked candidates (empty slots skipped); an empty index is an error."""
+        cands: list[Candidate] = []
+        for rank, (score, tid) in enumerate(zip(scores[0], ids[0]), 1):
+            if tid is None:
+                continue
+            t = self.tiles[tid]
+            cands.append(Candidate(rank, tid, float(score), t.lat, t.lon, t.mpp, str(t.path)))
+        if not cands:
+            raise CrossviewError(f"index {self.index_path} is empty")
+        return cands
+
+    def _fine_answer(self, photo: Photo, cands: list[Candidate], refine: int, prior, area, recentre: bool,
+                     common: dict[str, Any]) -> tuple[Candidate, Result]:
+        """The first ``refine`` candidates refined; (the most confident answer, re-centred, its fine Result)."""
+        for c in cands[:refine]:
+            self._refine_candidate(photo, c, prior, area)
+        refined = cands[:refine]
+        # answers outside the search area are not answers (when every one is, the most confident stays)
+        best = max([c for c in refined if c.in_area] or refined, key=lambda c: c.confidence)
+        if recentre:
+            best = self._recentre(photo, best, cands, prior, area)
+            refined = [c for c in cands if c.pose is not None]
+        p = best.pose
+        return best, Result("fine", p.lat, p.lon, p.x_m, p.y_m, p.heading_deg, p.confidence,
+                            raw_uncertainty(best, refined, self.tiles[best.tile], self.fine_median_m), best.tile,
+                            **common, fine_model=str(self.fine_path) if self.fine_path else self.fine_method,
+                            fine_method=self.fine_method)
+
+    def _write_result(self, out: Path, result: Result, best: Candidate, cands: list[Candidate],
+                      thumbnails: bool) -> None:
+        """``locate.png`` (the answer drawn on its tile), optionally a thumbnail per candidate, and ``locate.json``."""
+        out.mkdir(parents=True, exist_ok=True)
+        tile = self.tiles[best.tile]
+        x, y = tile.pixel_of(result.x_m, result.y_m)
+        draw_result(tile.path, (x, y), result.heading_deg, result.uncertainty_m / tile.mpp,
+                    out / "locate.png", caption=_caption(result), flags=result.flags)
+        result.picture = "locate.png"
+        if thumbnails:
+            for c in cands:
+                t = self.tiles[c.tile]
+                pos = t.pixel_of(c.pose.x_m, c.pose.y_m) if c.pose is not None else None
+                c.thumbnail = f"candidate_{c.rank}.jpg"
+                draw_thumbnail(t.path, pos, out / c.thumbnail)
+        write_json_atomic(out / "locate.json", result.to_dict())
 
 
 def _caption(r: Result) -> str:

@@ -33,6 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from http import HTTPStatus
@@ -47,7 +48,7 @@ from crossview.serve.janitor import RESULT_ID, Janitor, sweep
 from crossview.serve.jobs import JobQueue
 from crossview.serve.logs import event
 from crossview.serve.maps import footprint, thumbnail, tile_layer
-from crossview.serve.multipart import CHUNK, RequestError, drain, read_multipart
+from crossview.serve.multipart import CHUNK, RequestError, Upload, drain, read_multipart
 
 if TYPE_CHECKING:
     from crossview.tiles import Tile
@@ -229,12 +230,7 @@ class App:
         deadline = time.monotonic() + lim.upload_timeout_s
         ticket = self.jobs.admit()
         if ticket is None:
-            drain(rfile, length, deadline)  # read it so the client sees the answer, not a reset
-            retry = self.jobs.retry_after_s()
-            log_fields["retry_after_s"] = retry
-            raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, f"the server is busy ({self.jobs.capacity} photos are "
-                                                               f"being located or waiting); retry in {retry} s",
-                               {"Retry-After": str(retry)})
+            raise self._refuse_busy(rfile, length, deadline, log_fields)
         rid = uuid.uuid4().hex
         log_fields["rid"] = rid
         with self._active_lock:
@@ -243,54 +239,17 @@ class App:
         photo = out_dir = None
         submitted = False
         try:
-            up = read_multipart(rfile, length, content_type, part, max_file_bytes=lim.max_bytes, deadline=deadline)
-            if up.file is None or up.size == 0:
-                raise RequestError(HTTPStatus.BAD_REQUEST, "choose a photo to upload (form field 'photo')")
-            kind = sniff(up.head)
-            if kind is None:
-                raise RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "only JPEG or PNG photos are accepted: this "
-                                                                      "file is neither (checked by its content)")
+            up, kind = self._receive(rfile, length, content_type, part, deadline)
             photo = part.rename(self.uploads / f"{rid}.{kind[0]}")
             size = image_size(photo, lim.max_pixels)
             log_fields.update(bytes=up.size, pixels=list(size))
             options = parse_options(up.fields)
             out_dir = self.results / rid
             out_dir.mkdir()
-            abandoned = threading.Event()
-            queued_at = time.monotonic()
-            timing: dict[str, float] = {}
-
-            def work() -> dict[str, Any]:
-                try:
-                    if abandoned.is_set():
-                        raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, "abandoned")
-                    t0 = time.monotonic()
-                    timing["queued_s"] = round(t0 - queued_at, 3)
-                    check_decodes(photo, size)
-                    result = self.pipeline(photo, options, out_dir)
-                    timing["locate_s"] = round(time.monotonic() - t0, 3)
-                    return result
-                finally:
-                    photo.unlink(missing_ok=True)
-                    if abandoned.is_set():
-                        shutil.rmtree(out_dir, ignore_errors=True)
-
+            work, abandoned, timing = self._job(photo, size, options, out_dir)
             future = self.jobs.submit(ticket, work)
             submitted = True
-            try:
-                result = future.result(timeout=lim.locate_timeout_s)
-            except FutureTimeout:
-                abandoned.set()
-                if future.cancel():  # still waiting: it never ran, so its upload is ours to remove
-                    photo.unlink(missing_ok=True)
-                    retry = self.jobs.retry_after_s()
-                    raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, f"the server is busy: your photo waited "
-                                                                       f"{lim.locate_timeout_s:g} s for its turn; "
-                                                                       f"retry in {retry} s",
-                                       {"Retry-After": str(retry)}) from None
-                raise RequestError(HTTPStatus.GATEWAY_TIMEOUT, f"locating the photo took longer than "
-                                                               f"{lim.locate_timeout_s:g} s; try a smaller photo "
-                                                               "or fewer tiles (top-k)") from None
+            result = self._wait(future, abandoned, photo)
             log_fields.update(timing)
             return self._publish(rid, out_dir, result, timing)
         except RequestError:
@@ -313,6 +272,69 @@ class App:
             with self._active_lock:
                 self.active.discard(rid)
             self._prune()
+
+    def _refuse_busy(self, rfile, length: int, deadline: float, log_fields: dict[str, Any]) -> RequestError:
+        """Read an upload the queue has no room for; the 503 (with ``Retry-After``) to answer it with."""
+        drain(rfile, length, deadline)  # read it so the client sees the answer, not a reset
+        retry = self.jobs.retry_after_s()
+        log_fields["retry_after_s"] = retry
+        return RequestError(HTTPStatus.SERVICE_UNAVAILABLE, f"the server is busy ({self.jobs.capacity} photos are "
+                                                            f"being located or waiting); retry in {retry} s",
+                            {"Retry-After": str(retry)})
+
+    def _receive(self, rfile, length: int, content_type: str, part: Path,
+                 deadline: float) -> tuple[Upload, tuple[str, str]]:
+        """Stream the upload to ``part``; (the upload, its (suffix, media type) by content) when it is a JPEG or PNG."""
+        up = read_multipart(rfile, length, content_type, part, max_file_bytes=self.limits.max_bytes, deadline=deadline)
+        if up.file is None or up.size == 0:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "choose a photo to upload (form field 'photo')")
+        kind = sniff(up.head)
+        if kind is None:
+            raise RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "only JPEG or PNG photos are accepted: this "
+                                                                  "file is neither (checked by its content)")
+        return up, kind
+
+    def _job(self, photo: Path, size: tuple[int, int], options: dict[str, Any],
+             out_dir: Path) -> tuple[Callable[[], dict[str, Any]], threading.Event, dict[str, float]]:
+        """(the queued work: check, locate, remove the upload; its abandon flag; the timing it fills in)."""
+        abandoned = threading.Event()
+        queued_at = time.monotonic()
+        timing: dict[str, float] = {}
+
+        def work() -> dict[str, Any]:
+            try:
+                if abandoned.is_set():
+                    raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, "abandoned")
+                t0 = time.monotonic()
+                timing["queued_s"] = round(t0 - queued_at, 3)
+                check_decodes(photo, size)
+                result = self.pipeline(photo, options, out_dir)
+                timing["locate_s"] = round(time.monotonic() - t0, 3)
+                return result
+            finally:
+                photo.unlink(missing_ok=True)
+                if abandoned.is_set():
+                    shutil.rmtree(out_dir, ignore_errors=True)
+
+        return work, abandoned, timing
+
+    def _wait(self, future: Future, abandoned: threading.Event, photo: Path) -> dict[str, Any]:
+        """The job's result within ``locate_timeout_s``; else it is abandoned: 503 if it never started, else 504."""
+        lim = self.limits
+        try:
+            return future.result(timeout=lim.locate_timeout_s)
+        except FutureTimeout:
+            abandoned.set()
+            if future.cancel():  # still waiting: it never ran, so its upload is ours to remove
+                photo.unlink(missing_ok=True)
+                retry = self.jobs.retry_after_s()
+                raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, f"the server is busy: your photo waited "
+                                                                   f"{lim.locate_timeout_s:g} s for its turn; "
+                                                                   f"retry in {retry} s",
+                                   {"Retry-After": str(retry)}) from None
+            raise RequestError(HTTPStatus.GATEWAY_TIMEOUT, f"locating the photo took longer than "
+                                                           f"{lim.locate_timeout_s:g} s; try a smaller photo "
+                                                           "or fewer tiles (top-k)") from None
 
     @staticmethod
     def _discard(out_dir: Path | None) -> None:

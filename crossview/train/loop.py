@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -126,21 +127,14 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
     ``out/checkpoints/last.pt`` with the same optimiser, scheduler, sampler and RNG state, so the result
     equals an uninterrupted run.
     """
-    from crossview import __version__
     from crossview.data import read_dataset
     from crossview.models import create_model
-    from crossview.train.data import BatchList
 
     info = init_distributed(cfg["device"] if cfg["device"] != "auto" else None)
     device = pick_device(cfg["device"], info.local_rank)
     out, data = Path(out), Path(data)
-    ckpt_path = out / "checkpoints" / "last.pt"
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            write_json_atomic(out / "config.json", {
-                "config": cfg, "data": str(data), "command": command or sys.argv, "version": __version__,
-            })
+        _start_run_folder(out, cfg, data, resume, command)
 
     seed = int(cfg["seed"])
     torch.manual_seed(seed + info.rank)
@@ -158,89 +152,160 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
 
     optimizer, scheduler, scaler, amp_dtype = _optimisation(model, cfg, steps_per_epoch, device)
 
-    neighbours = None
-    if cfg["gps_sample"]:
-        from crossview.data import load_gps_neighbours
-
-        neighbours = load_gps_neighbours(cfg["dataset"], data, area=cfg["area"], split=split)
-    step, epoch, step_in_epoch = 0, 0, 0
+    position = (0, 0, 0, _gps_neighbours(cfg, data, split))
     if resume:
-        step, epoch, step_in_epoch, neighbours = _resume(ckpt_path, info.rank, model, optimizer, scheduler, scaler)
+        position = _resume(out / "checkpoints" / "last.pt", info.rank, model, optimizer, scheduler, scaler)
 
     logger = _Logger(out / "metrics.jsonl", info.is_main, cfg["tensorboard"])
-
-    def checkpoint() -> None:
-        if info.rank:
-            save_checkpoint(out / "checkpoints" / f"rng_rank{info.rank}.pt")
-            return
-        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), step=step, epoch=epoch,
-                        step_in_epoch=step_in_epoch, neighbours=neighbours, config=cfg)
-
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
-    done = step >= total_steps
-    while not done and epoch < int(cfg["epochs"]):
-        rng = np.random.default_rng([seed, epoch])
-        batches = location_batches(locations, batch_size, rng, neighbours=neighbours,
-                                   neighbour_select=cfg["neighbour_select"],
-                                   neighbour_range=cfg["neighbour_range"])
-        sampler = BatchList(batches, seed, epoch, step_in_epoch, info.rank, info.world_size)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg["num_workers"],
-                            collate_fn=_collate, pin_memory=device.type == "cuda",
-                            persistent_workers=False, generator=torch.Generator())
+    run = _Run(cfg, info, out, device, model, forward, optimizer, scheduler, scaler, autocast, logger, total_steps,
+               *position)
+    done = run.step >= total_steps
+    while not done and run.epoch < int(cfg["epochs"]):
+        batches, loader = _epoch_loader(run, dataset, locations, batch_size)
         pair.train()
-        t0, seen = time.perf_counter(), 0
-        from crossview.progress import progress
-
-        bar = progress(total=len(batches) - step_in_epoch, desc=f"epoch {epoch}", unit="step") if info.is_main \
-            else None
-        norm = _normalizer(model, query_view, ref_view, device)
-        for q, r, _ in loader:
-            q, r = norm(q.to(device, non_blocking=True), r.to(device, non_blocking=True))
-            loss = _optimisation_step(forward, model, q, r, cfg, autocast, optimizer, scaler, scheduler)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {loss.item()} at step {step}; the last good checkpoint is {ckpt_path}. "
-                    "Lower --set lr=..., use --set precision=fp32, or check the data.")
-            step += 1
-            step_in_epoch += 1
-            seen += len(q) * info.world_size
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
-                                pairs_s=f"{seen / max(time.perf_counter() - t0, 1e-9):.1f}", refresh=False)
-            if info.is_main and (step % 10 == 0 or step == total_steps or step_in_epoch == 1):
-                elapsed = time.perf_counter() - t0
-                logger.log({"type": "train", "step": step, "epoch": epoch, "loss": loss.item(),
-                            "lr": scheduler.get_last_lr()[0], "logit_scale": model.logit_scale.exp().item(),
-                            "pairs_per_s": seen / max(elapsed, 1e-9)})
-            if step % int(cfg["checkpoint_every"]) == 0:
-                checkpoint()
-            if _KILL_AT_STEP and step == _KILL_AT_STEP:  # tests: die like a pre-empted job, no clean-up
-                os.kill(os.getpid(), signal.SIGKILL)
-            if step >= total_steps:
-                done = True
-                break
-        if bar is not None:
-            bar.close()
-        if not done or step_in_epoch >= len(batches):
-            epoch, step_in_epoch = epoch + 1, 0
-        last_epoch = done or epoch >= int(cfg["epochs"])
+        done = _train_epoch(run, loader, len(batches), _normalizer(model, query_view, ref_view, device))
+        if not done or run.step_in_epoch >= len(batches):
+            run.epoch, run.step_in_epoch = run.epoch + 1, 0
+        last_epoch = done or run.epoch >= int(cfg["epochs"])
         every = int(cfg["eval_every"])
-        if (every and epoch % every == 0) or last_epoch:
-            metrics = evaluate_in_training(model, cfg, data, out, device, autocast)
-            if info.is_main:
-                logger.log({"type": "eval", "step": step, "epoch": epoch, **metrics})
-                print(" ".join(f"{k}={v:.2f}" for k, v in metrics.items() if isinstance(v, float)))
-        if cfg["sim_sample"] and not last_epoch and every and epoch % every == 0:
-            neighbours = mine_training_neighbours(model, split, queries, references, cfg, device, autocast)
-        checkpoint()
+        if (every and run.epoch % every == 0) or last_epoch:
+            _evaluate_epoch(run, data)
+        if cfg["sim_sample"] and not last_epoch and every and run.epoch % every == 0:
+            run.neighbours = mine_training_neighbours(model, split, queries, references, cfg, device, autocast)
+        run.checkpoint()
     logger.close()
     if info.is_main:
         from crossview.models import save_model
 
         save_model(model, out / "model.pt")
     return out
+
+
+@dataclass
+class _Run:
+    """A training run's parts and where it is (global step, epoch, step in the epoch, the sampler's neighbours)."""
+
+    cfg: dict[str, Any]
+    info: DistInfo
+    out: Path
+    device: torch.device
+    model: torch.nn.Module
+    forward: Any
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    autocast: Any
+    logger: _Logger
+    total_steps: int
+    step: int
+    epoch: int
+    step_in_epoch: int
+    neighbours: Any
+
+    @property
+    def ckpt_path(self) -> Path:
+        """``checkpoints/last.pt``, the file a resume reads."""
+        return self.out / "checkpoints" / "last.pt"
+
+    def checkpoint(self) -> None:
+        """Save everything a resume needs (rank 0), or this rank's RNG state (the other ranks)."""
+        if self.info.rank:
+            save_checkpoint(self.out / "checkpoints" / f"rng_rank{self.info.rank}.pt")
+            return
+        save_checkpoint(self.ckpt_path, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                        scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), step=self.step,
+                        epoch=self.epoch, step_in_epoch=self.step_in_epoch, neighbours=self.neighbours,
+                        config=self.cfg)
+
+
+def _start_run_folder(out: Path, cfg: dict[str, Any], data: Path, resume: bool, command: list[str] | None) -> None:
+    """Create the run folder; a new run writes ``config.json`` (config, data, command line, package version)."""
+    from crossview import __version__
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        write_json_atomic(out / "config.json", {
+            "config": cfg, "data": str(data), "command": command or sys.argv, "version": __version__,
+        })
+
+
+def _gps_neighbours(cfg: dict[str, Any], data: Path, split) -> Any:
+    """The training split's GPS-neighbour table when ``gps_sample`` is on, else None."""
+    if not cfg["gps_sample"]:
+        return None
+    from crossview.data import load_gps_neighbours
+
+    return load_gps_neighbours(cfg["dataset"], data, area=cfg["area"], split=split)
+
+
+def _epoch_loader(run: _Run, dataset, locations: np.ndarray, batch_size: int) -> tuple[list[np.ndarray], DataLoader]:
+    """The epoch's batches (drawn from ``(seed, epoch)``) and a loader of this rank's share from its position."""
+    from crossview.train.data import BatchList
+
+    cfg, info, seed = run.cfg, run.info, int(run.cfg["seed"])
+    rng = np.random.default_rng([seed, run.epoch])
+    batches = location_batches(locations, batch_size, rng, neighbours=run.neighbours,
+                               neighbour_select=cfg["neighbour_select"],
+                               neighbour_range=cfg["neighbour_range"])
+    sampler = BatchList(batches, seed, run.epoch, run.step_in_epoch, info.rank, info.world_size)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg["num_workers"],
+                        collate_fn=_collate, pin_memory=run.device.type == "cuda",
+                        persistent_workers=False, generator=torch.Generator())
+    return batches, loader
+
+
+def _train_epoch(run: _Run, loader: DataLoader, n_batches: int, norm) -> bool:
+    """The rest of an epoch's steps, with logging and checkpoints; True when the run's last step is done."""
+    from crossview.progress import progress
+
+    t0, seen = time.perf_counter(), 0
+    bar = progress(total=n_batches - run.step_in_epoch, desc=f"epoch {run.epoch}", unit="step") if run.info.is_main \
+        else None
+    done = False
+    for q, r, _ in loader:
+        q, r = norm(q.to(run.device, non_blocking=True), r.to(run.device, non_blocking=True))
+        loss = _optimisation_step(run.forward, run.model, q, r, run.cfg, run.autocast, run.optimizer, run.scaler,
+                                  run.scheduler)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss.item()} at step {run.step}; the last good checkpoint is {run.ckpt_path}. "
+                "Lower --set lr=..., use --set precision=fp32, or check the data.")
+        run.step += 1
+        run.step_in_epoch += 1
+        seen += len(q) * run.info.world_size
+        _report_step(run, bar, loss, seen, t0)
+        if run.step % int(run.cfg["checkpoint_every"]) == 0:
+            run.checkpoint()
+        if _KILL_AT_STEP and run.step == _KILL_AT_STEP:  # tests: die like a pre-empted job, no clean-up
+            os.kill(os.getpid(), signal.SIGKILL)
+        if run.step >= run.total_steps:
+            done = True
+            break
+    if bar is not None:
+        bar.close()
+    return done
+
+
+def _report_step(run: _Run, bar, loss: torch.Tensor, seen: int, t0: float) -> None:
+    """Progress bar; a ``train`` row every 10 steps, at an epoch's first step and at the run's last."""
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}",
+                        pairs_s=f"{seen / max(time.perf_counter() - t0, 1e-9):.1f}", refresh=False)
+    if run.info.is_main and (run.step % 10 == 0 or run.step == run.total_steps or run.step_in_epoch == 1):
+        elapsed = time.perf_counter() - t0
+        run.logger.log({"type": "train", "step": run.step, "epoch": run.epoch, "loss": loss.item(),
+                        "lr": run.scheduler.get_last_lr()[0], "logit_scale": run.model.logit_scale.exp().item(),
+                        "pairs_per_s": seen / max(elapsed, 1e-9)})
+
+
+def _evaluate_epoch(run: _Run, data: Path) -> None:
+    """Retrieval metrics on the evaluation split: an ``eval`` row in metrics.jsonl and one printed line."""
+    metrics = evaluate_in_training(run.model, run.cfg, data, run.out, run.device, run.autocast)
+    if run.info.is_main:
+        run.logger.log({"type": "eval", "step": run.step, "epoch": run.epoch, **metrics})
+        print(" ".join(f"{k}={v:.2f}" for k, v in metrics.items() if isinstance(v, float)))
 
 
 def _pair_module(model: torch.nn.Module, query_view: str, ref_view: str, cfg: dict[str, Any], device: torch.device,

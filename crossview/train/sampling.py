@@ -36,7 +36,38 @@ def location_batches(
     location is added.
     """
     locations = np.asarray(locations)
-    n = len(locations)
+    _check_batch_size(locations, batch_size)
+    order = rng.permutation(len(locations))
+    # Samples of each location in a random order; a pointer walks them as they are used.
+    by_loc: dict[int, list[int]] = {}
+    for i in order:
+        by_loc.setdefault(int(locations[i]), []).append(int(i))
+    half = neighbour_select // 2
+
+    batch = _BatchBuilder(locations, batch_size)
+    pending = deque(int(i) for i in order)
+    failures = 0
+    while pending and failures < max_failures:
+        i = pending.popleft()
+        if batch.used[i]:
+            continue
+        loc = int(locations[i])
+        if loc in batch.in_batch:
+            pending.append(i)
+            failures += 1
+            continue
+        failures = 0
+        batch.add(i)
+        batch.flush_if_full()
+        if neighbours is None or not batch.current:
+            continue
+        _add_neighbours(batch, _hard_neighbours(neighbours, loc, rng, half, neighbour_range), by_loc, rng)
+        batch.flush_if_full()
+    return batch.batches
+
+
+def _check_batch_size(locations: np.ndarray, batch_size: int) -> None:
+    """Raise ValueError when no batch of ``batch_size`` distinct locations (and at least one negative) exists."""
     if batch_size < 2:
         raise ValueError("batch_size must be at least 2 (InfoNCE needs negatives)")
     if len(np.unique(locations)) < batch_size:
@@ -44,63 +75,56 @@ def location_batches(
             f"only {len(np.unique(locations))} distinct locations for batch_size {batch_size}: "
             "lower the batch size or add data"
         )
-    order = rng.permutation(n)
-    used = np.zeros(n, dtype=bool)
-    # Samples of each location in a random order; a pointer walks them as they are used.
-    by_loc: dict[int, list[int]] = {}
-    for i in order:
-        by_loc.setdefault(int(locations[i]), []).append(int(i))
-    half = neighbour_select // 2
 
-    batches: list[np.ndarray] = []
-    current: list[int] = []
-    in_batch: set[int] = set()
-    pending = deque(int(i) for i in order)
-    failures = 0
 
-    def add(i: int) -> None:
-        used[i] = True
-        current.append(i)
-        in_batch.add(int(locations[i]))
+class _BatchBuilder:
+    """The batches made so far, the one being filled, the locations in it and the samples already used."""
 
-    def flush_if_full() -> None:
-        nonlocal current
-        if len(current) == batch_size:
-            batches.append(np.asarray(current, dtype=np.int64))
-            current = []
-            in_batch.clear()
+    def __init__(self, locations: np.ndarray, batch_size: int):
+        self.locations, self.batch_size = locations, batch_size
+        self.used = np.zeros(len(locations), dtype=bool)
+        self.batches: list[np.ndarray] = []
+        self.current: list[int] = []
+        self.in_batch: set[int] = set()
 
-    while pending and failures < max_failures:
-        i = pending.popleft()
-        if used[i]:
+    def add(self, i: int) -> None:
+        """Put sample ``i`` in the current batch."""
+        self.used[i] = True
+        self.current.append(i)
+        self.in_batch.add(int(self.locations[i]))
+
+    def flush_if_full(self) -> None:
+        """Close the current batch once it holds ``batch_size`` samples."""
+        if len(self.current) == self.batch_size:
+            self.batches.append(np.asarray(self.current, dtype=np.int64))
+            self.current = []
+            self.in_batch.clear()
+
+
+def _hard_neighbours(neighbours: NeighbourTable, loc: int, rng: np.random.Generator, half: int,
+                     neighbour_range: int) -> np.ndarray:
+    """The neighbour locations a seed pulls in: its ``half`` nearest, then ``half`` drawn from the rest of its range."""
+    near = np.asarray(neighbours.get(loc, ()), dtype=np.int64)[:neighbour_range]
+    near = near[near >= 0]
+    if len(near) > half:
+        rest = near[half:]
+        extra = rng.choice(rest, size=min(half, len(rest)), replace=False)
+        near = np.concatenate([near[:half], extra])
+    return near
+
+
+def _add_neighbours(batch: _BatchBuilder, near: np.ndarray, by_loc: dict[int, list[int]],
+                    rng: np.random.Generator) -> None:
+    """One random unused sample of each neighbour location not yet in the batch, until the batch is full."""
+    for other in near:
+        if len(batch.current) >= batch.batch_size:
+            break
+        other = int(other)
+        if other in batch.in_batch:
             continue
-        loc = int(locations[i])
-        if loc in in_batch:
-            pending.append(i)
-            failures += 1
-            continue
-        failures = 0
-        add(i)
-        flush_if_full()
-        if neighbours is None or not current:
-            continue
-        near = np.asarray(neighbours.get(loc, ()), dtype=np.int64)[:neighbour_range]
-        near = near[near >= 0]
-        if len(near) > half:
-            rest = near[half:]
-            extra = rng.choice(rest, size=min(half, len(rest)), replace=False)
-            near = np.concatenate([near[:half], extra])
-        for other in near:
-            if len(current) >= batch_size:
-                break
-            other = int(other)
-            if other in in_batch:
-                continue
-            free = [j for j in by_loc.get(other, ()) if not used[j]]
-            if free:
-                add(free[int(rng.integers(len(free)))])
-        flush_if_full()
-    return batches
+        free = [j for j in by_loc.get(other, ()) if not batch.used[j]]
+        if free:
+            batch.add(free[int(rng.integers(len(free)))])
 
 
 def mine_similar_neighbours(
