@@ -25,8 +25,9 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
                 n: int = 20, *, out: str | os.PathLike | None = None, heading_noise_deg: float = 45.0,
                 refine: int = 3, top_k: int = 5, seed: int = 0, device: str = "cpu",
                 gps_noise_m: float | None = None, near_radius_m: float | None = None,
-                split: str = "all") -> dict[str, Any]:
-    """Locate ``n`` held-out panoramas of a synthetic VIGOR-like world and compare with the known truth.
+                split: str = "all", camera: str = "panorama") -> dict[str, Any]:
+    """Locate ``n`` held-out panoramas (or ``camera="pinhole"`` photos, each with its own field of view) of a
+    synthetic VIGOR-like world and compare with the known truth.
 
     Builds the tile set of the world's ``satellite/`` folder and an index with the retrieval model of
     ``run_dir`` (a run folder, or a built model), then locates test-split panoramas (evenly spread over the
@@ -47,7 +48,7 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     if out is None and not _is_path(run_dir):
         raise ConfigError("demo_locate: give out= when the retrieval model is not a run folder")
     out = Path(out) if out is not None else run / "locate_demo"
-    picks = _held_out_panoramas(world, n, split)
+    picks = _held_out_photos(world, n, split, camera)
     manifest = build_tiles(world / "satellite", out / "tiles")
     index = index_tiles(manifest, run, out / "tiles.index", device=device)
     locator = Locator(index, model=None if _is_path(run_dir) else run, fine_model=fine_run, refine=refine,
@@ -59,7 +60,7 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
         rows.append(_locate_photo(locator, world, rec, i, seed, heading_noise_deg, gps_noise_m, near_radius_m, top_k))
     ret = [r["retrieval_error_m"] for r in rows]
     metrics: dict[str, Any] = {
-        "photos": len(rows), "tiles": len(locator.index), "heading_noise_deg": heading_noise_deg,
+        "photos": len(rows), "camera": camera, "tiles": len(locator.index), "heading_noise_deg": heading_noise_deg,
         "retrieval": {"median_m": _median(ret), "mean_m": float(np.mean(ret)),
                       "top1_contains_camera": float(np.mean([r["top1_contains_camera"] for r in rows])),
                       "heading_median_deg": _median([r["retrieval_heading_error_deg"] for r in rows])},
@@ -80,15 +81,15 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     return metrics
 
 
-def _held_out_panoramas(world: Path, n: int, split: str) -> list[dict[str, Any]]:
-    """Up to ``n`` test panoramas of ``crossview_poses.jsonl`` (its ``split`` half), evenly spread over it."""
+def _held_out_photos(world: Path, n: int, split: str, camera: str = "panorama") -> list[dict[str, Any]]:
+    """Up to ``n`` test photos of ``camera`` of ``crossview_poses.jsonl`` (its ``split`` half), evenly spread."""
     poses_path = world / "crossview_poses.jsonl"
     if not poses_path.is_file():
         raise DatasetError(f"{poses_path} not found: generate a world with `crossview synth --layout vigor`")
     records = [json.loads(line) for line in poses_path.read_text().splitlines() if line.strip()]
-    test = [r for r in records if r.get("split") == "test" and r.get("camera", "panorama") == "panorama"]
+    test = [r for r in records if r.get("split") == "test" and r.get("camera", "panorama") == camera]
     if not test:
-        raise DatasetError(f"{poses_path} has no test-split panoramas")
+        raise DatasetError(f"{poses_path} has no test-split {camera} photos")
     if split not in ("all", "first", "second"):
         raise ConfigError(f"demo_locate: split {split!r} is not all, first or second")
     test = test if split == "all" else test[0 if split == "first" else 1::2]
@@ -122,7 +123,8 @@ def _locate_photo(locator: Locator, world: Path, rec: dict[str, Any], i: int, se
     truth = (float(rec["lat"]), float(rec["lon"]))
     true_heading = float(rec.get("heading_deg") or 0.0)
     prior, fix, near = _simulated_priors(truth, true_heading, i, seed, heading_noise_deg, gps_noise_m, near_radius_m)
-    r = locator.locate(world / rec["image"], camera="panorama", heading_prior=prior, top_k=top_k, near=near)
+    r = locator.locate(world / rec["image"], camera=rec.get("camera", "panorama"), fov_deg=rec.get("fov_deg"),
+                       heading_prior=prior, top_k=top_k, near=near)
     top = r["candidates"][0]
     positives = {Path(t["tile"]).with_suffix("").as_posix().split("satellite/", 1)[-1] for t in rec["tiles"]}
     row = {"image": rec["image"], "true_lat": truth[0], "true_lon": truth[1], "true_heading_deg": true_heading,
