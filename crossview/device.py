@@ -209,6 +209,18 @@ def configure_threads(threads: int | None = None, warn: bool = True) -> int:
     return n
 
 
+def setup_inference(args, local_rank: int = 0, warn: bool = True) -> tuple[torch.device, str]:
+    """An inference command's device and precision from its ``--device``, ``--precision``, ``--compile`` and
+    ``--threads`` (see :func:`add_precision_args`); on the CPU also sets the threads (warning on competing load
+    when ``warn``)."""
+    device = pick_device(args.device, local_rank)
+    precision = cpu_precision(args.precision, device)
+    set_compile_mode(args.compile)
+    if device.type == "cpu":
+        configure_threads(args.threads, warn=warn)
+    return device, precision
+
+
 def inference_record(precision: str, device: str | torch.device = "cpu") -> dict:
     """What outputs record about how inference ran: precision, channels-last, threads, native CPU bf16."""
     cpu = torch.device(device).type == "cpu"

@@ -37,18 +37,14 @@ def run(args: argparse.Namespace) -> int:
 
     from crossview.commands.eval import resolve_model
     from crossview.data import read_dataset
-    from crossview.device import configure_threads, cpu_precision, pick_device, set_compile_mode
+    from crossview.device import setup_inference
     from crossview.search.embed import embed_split
     from crossview.search.shards import parse_shard_arg
     from crossview.train.distributed import init_distributed, is_dist
 
     shard = parse_shard_arg(args.shard) if args.shard else None
     info = init_distributed(None if args.device == "auto" else args.device)
-    device = pick_device(args.device, info.local_rank)
-    precision = cpu_precision(args.precision, device)
-    set_compile_mode(args.compile)
-    if device.type == "cpu":
-        configure_threads(args.threads, warn=info.is_main)
+    device, precision = setup_inference(args, info.local_rank, warn=info.is_main)
     model, name, _ = resolve_model(args.model)
     model = model.to(device)
     kwargs = {"area": args.area}

@@ -72,17 +72,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from crossview.data import read_dataset
-    from crossview.device import configure_threads, cpu_precision, pick_device, set_compile_mode
+    from crossview.device import setup_inference
     from crossview.errors import ConfigError
     from crossview.evaluate.report import evaluate_split
     from crossview.train.distributed import init_distributed, is_dist
 
     info = init_distributed(None if args.device == "auto" else args.device)
-    device = pick_device(args.device, info.local_rank)
-    precision = cpu_precision(args.precision, device)
-    set_compile_mode(args.compile)
-    if device.type == "cpu":
-        configure_threads(args.threads, warn=info.is_main)
+    device, precision = setup_inference(args, info.local_rank, warn=info.is_main)
     model, name, run_info = resolve_model(args.model)
     model = model.to(device)
     cfg = run_info.get("config", {})
