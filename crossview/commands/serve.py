@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_mb <= 0 or args.max_megapixels <= 0 or args.timeout <= 0 or args.keep_hours <= 0:
         raise ConfigError("--max-mb, --max-megapixels, --timeout and --keep-hours must be positive")
     configure(args.log_file)
+    from crossview.device import set_compile_mode
+
+    set_compile_mode(args.compile)  # like every command that takes --precision
     if args.device == "cpu":  # each worker locates with its share of the cores: no oversubscription
         from crossview.device import configure_threads, usable_cpus
 
