@@ -108,6 +108,19 @@ def test_official_ransac_on_the_stored_score_matrix():
         assert torch.equal(res[key], want[key]), key
 
 
+def test_minimal_sets_are_the_draws_of_successive_multinomial_calls():
+    """The RANSAC's batched minimal-set draw (one exponential_ for a whole round) must consume the generator exactly
+    as the official loop of ``torch.multinomial(w, 3)`` calls does: same indices, same generator state after."""
+    w = torch.rand(2, 500, generator=torch.Generator().manual_seed(3)) ** 4
+    w[:, :7] = 0.0  # zero weights are never drawn, by either
+    g1, g2 = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    loop = torch.stack([torch.multinomial(w, 3, generator=g1) for _ in range(40)])
+    batched = fg2._minimal_sets(w, 3, 40, g2)
+    assert torch.equal(loop, batched)
+    assert not bool((batched < 7).any())
+    assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
+
+
 def test_official_procrustes_recovers_a_planted_pose_and_flags_rank_one():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(3, 50, 2, generator=g) * 10

@@ -467,6 +467,15 @@ def soft_inliers(x: torch.Tensor, y: torch.Tensor, r: torch.Tensor, t: torch.Ten
     return torch.sigmoid(5.0 / th * (th - _distances(x, y, r, t))).sum(-1, keepdim=True)
 
 
+def _minimal_sets(w: torch.Tensor, k: int, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``n`` draws of ``k`` indices without replacement from weights ``w`` (B, N): (n, B, k), equal to ``n``
+    successive ``torch.multinomial(w, k, generator=generator)`` calls on the CPU (one ``exponential_`` for all)."""
+    if w.device.type != "cpu":
+        return torch.stack([torch.multinomial(w, k, generator=generator) for _ in range(n)])
+    q = torch.empty((n, *w.shape), dtype=w.dtype).exponential_(generator=generator)
+    return torch.topk(w.unsqueeze(0) / q, k, dim=-1).indices
+
+
 def official_ransac(prob: torch.Tensor, sat_xy: torch.Tensor, grd_xy: torch.Tensor, it_matches: int = 20,
                     num_samples: int = 8192, it_ransac: int = 100, min_set: int = 3, refinements: int = 4,
                     th_inlier: float = 2.5, th_soft_inlier: float = 5.0,
@@ -494,17 +503,29 @@ def official_ransac(prob: torch.Tensor, sat_xy: torch.Tensor, grd_xy: torch.Tens
         y = grd_xy[idx % n_grd]
         w = flat.gather(1, idx)
         rounds.append((x, y))
-        for _ in range(it_ransac):
-            pick = torch.multinomial(w, min_set, generator=generator)
-            xk = x[rows[:, None], pick]
-            yk = y[rows[:, None], pick]
-            r, t, rank_ok = official_procrustes(xk, yk)
-            if not bool(rank_ok.all()) or not bool(torch.isfinite(r).all() and torch.isfinite(t).all()):
-                continue
-            hyp_r.append(r)
-            hyp_t.append(t)
-            hyp_s.append(soft_inliers(x, y, r, t, th_soft_inlier))
-            hyp_round.append(i)
+        # the round's it_ransac minimal sets at once, with the very draws of the official one-by-one loop:
+        # torch.multinomial without replacement is top-k of w / q with q ~ Exp(1) from one exponential_ call, and
+        # CPU exponential_ fills a tensor in order, so one call for the stacked shape gives the same q
+        # (tests/test_fg2.py compares with the loop); Procrustes and soft inliers are then solved for all at once
+        pick = _minimal_sets(w, min_set, it_ransac, generator)
+        xk = x[rows[None, :, None], pick].flatten(0, 1)  # (it_ransac * B, min_set, 2)
+        yk = y[rows[None, :, None], pick].flatten(0, 1)
+        r, t, rank_ok = official_procrustes(xk, yk)
+        r, t = r.view(it_ransac, b, 2, 2), t.view(it_ransac, b, 1, 2)
+        # a hypothesis is skipped for the whole batch if any element is rank-1 or non-finite
+        valid = (rank_ok.view(it_ransac, b).all(1) & torch.isfinite(r).flatten(1).all(1)
+                 & torch.isfinite(t).flatten(1).all(1))
+        keep = valid.nonzero().flatten()
+        if len(keep) == 0:
+            continue
+        rv, tv = r[keep], t[keep]  # (K, B, ...)
+        k = len(keep)
+        sk = soft_inliers(x.repeat(k, 1, 1), y.repeat(k, 1, 1), rv.flatten(0, 1), tv.flatten(0, 1), th_soft_inlier)
+        sk = sk.view(k, b, 1)
+        hyp_r.extend(rv.unbind(0))
+        hyp_t.extend(tv.unbind(0))
+        hyp_s.extend(sk.unbind(0))
+        hyp_round.extend([i] * k)
     if not hyp_r:
         return {"R": torch.zeros(b, 2, 2, dtype=probs.dtype), "t": torch.zeros(b, 1, 2, dtype=probs.dtype),
                 "best_soft_inliers": torch.zeros(b, dtype=probs.dtype), "valid_hypotheses": 0,
