@@ -469,3 +469,32 @@ def test_fg2_tiny_fits_a_flat_world():
     err = (model.predict(feats, heading_prior=batch["heading"])["xy"] - batch["xy"]).norm(dim=-1).median()
     baseline = batch["xy"].norm(dim=-1).median()
     assert float(err) < float(baseline) / 4, (float(err), float(baseline))
+
+
+def test_float16_vit_on_cpu_computes_with_an_upcast_copy():
+    """On a CPU the released float16 ViT (emulated there: minutes per fg2_vigor call) computes with a cached float32
+    copy of its weights by default, bf16 under bf16 autocast; ``backbone_cpu_dtype="as_weights"`` keeps float16.
+    The stored weights stay float16, and loading new weights drops the copy."""
+    torch.manual_seed(0)
+    bb = fg2.FG2Backbone("vit_small_patch14_dinov2", None, [], "float16")
+    x = torch.rand(1, 3, 30, 58)
+    as_released = fg2.FG2Backbone("vit_small_patch14_dinov2", None, [], "float16", cpu_dtype="as_weights")
+    as_released.load_state_dict(bb.state_dict())
+    ref = as_released(x)
+    ours = bb(x)
+    assert ours.shape == ref.shape == (1, 384, 2, 4)
+    assert all(p.dtype == torch.float16 for p in bb.parameters())
+    assert list(bb._copies) == [(torch.float32, "cpu")]
+    # fp16 vs fp32 arithmetic on the same fp16 weights: agreement at half precision's level, not bit identity
+    assert float((ours - ref).abs().max()) <= 0.02 * float(ref.abs().max())
+    assert float((ours - ref).abs().max()) > 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = bb(x)
+    assert (torch.bfloat16, "cpu") in bb._copies
+    assert torch.nn.functional.cosine_similarity(low.flatten(), ref.flatten(), dim=0) > 0.999
+    state = {k: v + 0.01 if k.endswith("norm.weight") else v for k, v in bb.state_dict().items()}
+    bb.load_state_dict(state)
+    assert not bb._copies
+    assert not torch.allclose(bb(x), ours)
+    with pytest.raises(ConfigError, match="backbone_cpu_dtype"):
+        fg2.FG2Backbone("vit_small_patch14_dinov2", None, [], "float16", cpu_dtype="fp8")

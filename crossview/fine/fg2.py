@@ -70,6 +70,10 @@ DEFAULTS: dict[str, Any] = {
     "backbone_weights": None,  # DINOv2: None (random) | the official dinov2_vitl14_pretrain.pth; CNNs: None | "lite"
     "backbone_taps": [1, 2],  # CNNs only: timm feature_info indices, upsampled to the first and concatenated
     "backbone_dtype": "float16",  # DINOv2 runs in this dtype (the official float16); features return as float32
+    # on a CPU, where float16 arithmetic is emulated (one fg2_vigor call: minutes): "auto" computes with a float32
+    # copy of the float16 weights (exact upcast), bfloat16 under bf16 autocast (--precision bf16);
+    # "as_weights" keeps float16 there too
+    "backbone_cpu_dtype": "auto",
     "ground_size": [714, 1428],  # (H, W) of a panorama fed to the backbone (released VIGOR)
     "pinhole_size": [364, 1232],  # (H, W) of a pinhole photo (released KITTI)
     "aerial_size": 630,  # tile side fed to the backbone (VIGOR 630, KITTI 504)
@@ -386,9 +390,15 @@ class FG2Backbone(nn.Module):
     cropped top-left to multiples of 14, as float32) or a CNN of ``crossview.fine.backbones`` (taps upsampled to
     the first and concatenated)."""
 
-    def __init__(self, name: str | None, weights: Any, taps: list[int], dtype: str, channels: int = 0):
+    def __init__(self, name: str | None, weights: Any, taps: list[int], dtype: str, channels: int = 0,
+                 cpu_dtype: str = "auto"):
         super().__init__()
+        if cpu_dtype not in ("auto", "as_weights"):
+            raise ConfigError(f"fg2 backbone_cpu_dtype {cpu_dtype!r}: choose auto or as_weights")
         self.freeze = True
+        self.cpu_dtype = cpu_dtype
+        self._copies: dict[tuple, nn.Module] = {}  # (dtype, device) -> a frozen copy of the ViT (not a submodule)
+        self._register_load_state_dict_pre_hook(lambda *a, **k: self._copies.clear())
         self.name = name
         self.is_dino = name is not None and "dinov2" in name
         if name is None:  # features are supplied by the caller (official fixtures, cached features)
@@ -415,6 +425,18 @@ class FG2Backbone(nn.Module):
         super().train(False)  # frozen: eval mode always (BatchNorm statistics, no dropout)
         return self
 
+    def _vit_for(self, device: torch.device) -> tuple[nn.Module, torch.dtype]:
+        """(ViT, dtype) to compute with on ``device``: the module itself, except for float16 weights on a CPU with
+        ``cpu_dtype="auto"``: a cached float32 copy (the exact upcast), or bfloat16 under CPU bf16 autocast."""
+        if device.type != "cpu" or self.dtype != torch.float16 or self.cpu_dtype == "as_weights":
+            return self.dino, self.dtype
+        bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        key = (dtype, str(device))
+        if key not in self._copies:
+            self._copies[key] = copy.deepcopy(self.dino).to(dtype).eval().requires_grad_(False)
+        return self._copies[key], dtype
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.name is None:
@@ -422,10 +444,11 @@ class FG2Backbone(nn.Module):
         if self.is_dino:
             h, w = x.shape[-2:]
             x = x[:, :, : 14 * (h // 14), : 14 * (w // 14)]
+            dino, dtype = self._vit_for(x.device)
             # the ViT runs in its own dtype (float16 as released): an enclosing autocast (bf16 on CPU) is switched
             # off here, since autocast cannot mix it with float16 weights
             with torch.autocast(device_type=x.device.type, enabled=False):
-                return self.dino(x.to(self.dtype))["patch"].float()
+                return dino(x.to(dtype))["patch"].float()
         from crossview.fine.backbones import concat_upsampled
 
         return concat_upsampled(self.cnn(x)).float()
@@ -587,7 +610,7 @@ class FG2(nn.Module):
         self.cameras = (cfg["camera"],)
         d = int(cfg["embed_dim"])
         self.backbone = FG2Backbone(cfg["backbone"], cfg["backbone_weights"], cfg["backbone_taps"],
-                                    cfg["backbone_dtype"], d)
+                                    cfg["backbone_dtype"], d, cfg["backbone_cpu_dtype"])
         if self.backbone.channels != d:
             raise ConfigError(f"fg2 embed_dim {d} must equal the backbone's feature channels "
                               f"({cfg['backbone']}: {self.backbone.channels}); set embed_dim or backbone_taps")
