@@ -124,3 +124,31 @@ def test_cli(tmp_path, capsys):
     assert "9 tiles" in capsys.readouterr().out
     assert main(["tiles", str(src), "--out", str(tmp_path / "o2")]) == 2
     assert "--corners" in capsys.readouterr().err
+
+
+def test_mosaic_window_anywhere_equals_the_source_crop(tmp_path):
+    """A window centred between tile centres, cut from four overlapping tiles, equals the source ortho's crop
+    there (a smooth ramp, so sub-pixel georeferencing error stays far below one grey level); off the tiles it
+    is an error."""
+    from crossview.geometry.geo import offset_to_latlon
+    from crossview.tiles.mosaic import Mosaic
+
+    y, x = np.mgrid[0:960, 0:1280].astype(np.float64)
+    arr = np.stack([x / 1280 * 255, y / 960 * 255, 0.1 * x + 0.05 * y], -1).round().astype(np.uint8)
+    src = tmp_path / "ortho.png"
+    Image.fromarray(arr).save(src)
+    corners = _corners(128.0, 96.0)  # 0.1 m/px
+    tiles = read_manifest(build_tiles(src, tmp_path / "set", corners=",".join(map(repr, corners)), tile_px=640,
+                                      overlap=0.5))
+    mosaic = Mosaic(tiles)
+    # the window's centre: the corner between source pixels (cx - 1, cy - 1) and (cx, cy)
+    cx, cy, s = 700, 500, 300
+    lat, lon = offset_to_latlon(LAT0, LON0, cx * 0.1, -cy * 0.1)
+    win = mosaic.window(float(lat), float(lon), s)
+    assert win.shape == (s, s, 3) and win.dtype == np.uint8
+    ref = arr[cy - s // 2: cy + s // 2, cx - s // 2: cx + s // 2].astype(int)
+    assert np.abs(win.astype(int) - ref).max() <= 1
+    assert mosaic.mpp_near(float(lat), float(lon)) == pytest.approx(0.1, rel=1e-4)
+    far = offset_to_latlon(LAT0, LON0, 500.0, 500.0)
+    with pytest.raises(CrossviewError, match="outside the tiles"):
+        mosaic.window(float(far[0]), float(far[1]), 64)
