@@ -30,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=5, help="tiles retrieved (default 5)")
     p.add_argument("--refine", type=int, default=3, help="best tiles refined by the fine model (default 3)")
     p.add_argument("--fine-model", help="fine-localization run folder or checkpoint (default: tile centres only)")
+    p.add_argument("--fine-search", default="tiles", choices=["tiles", "scan"],
+                   help="tiles: refine the --refine best retrieved tiles (default); scan: walk the fine model to "
+                        "the camera in windows centred anywhere in the search area (needs --near or an EXIF GPS "
+                        "fix; about 50 fine calls for a 50 m radius)")
     p.add_argument("--fine-arch", help="the registered variant an official --fine-model checkpoint was released as "
                                        "(e.g. hcnet_vigor; list: crossview fine-model-info --list)")
     p.add_argument("--model", help="retrieval run/checkpoint, when the index does not record it")
@@ -62,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     result = locate(args.photo, args.index, camera=args.camera, fov_deg=args.fov, heading_prior=args.heading_prior,
                     near=args.near, top_k=args.top_k, refine=args.refine, fine_model=args.fine_model,
                     fine_arch=args.fine_arch, model=args.model, precision=args.precision,
-                    tiles=args.tiles, out=args.out, device=args.device, use_exif=args.use_exif)
+                    tiles=args.tiles, out=args.out, device=args.device, use_exif=args.use_exif,
+                    fine_search=args.fine_search)
     for note in (result.get("priors") or {}).get("notes", []):
         print(f"note: {note}", file=sys.stderr)
     for flag in result.get("flags", []):

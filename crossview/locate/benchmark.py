@@ -25,7 +25,7 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
                 n: int = 20, *, out: str | os.PathLike | None = None, heading_noise_deg: float = 45.0,
                 refine: int = 3, top_k: int = 5, seed: int = 0, device: str = "cpu",
                 gps_noise_m: float | None = None, near_radius_m: float | None = None,
-                split: str = "all", camera: str = "panorama") -> dict[str, Any]:
+                split: str = "all", camera: str = "panorama", fine_search: str = "tiles") -> dict[str, Any]:
     """Locate ``n`` held-out panoramas (or ``camera="pinhole"`` photos, each with its own field of view) of a
     synthetic VIGOR-like world and compare with the known truth.
 
@@ -40,6 +40,7 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     of it; the fix itself is then reported as a third baseline.
     ``split``: ``all`` test panoramas, or the ``first`` (even positions of the test list) / ``second`` (odd) half,
     two disjoint sets: calibration on one, measurement on the other (:mod:`crossview.locate.calibrate`).
+    ``fine_search``: ``tiles`` or ``scan`` (with ``gps_noise_m``), as :meth:`Locator.locate_result`.
     Writes ``metrics.json`` and ``per_photo.jsonl`` under ``out`` (default ``run_dir/locate_demo``).
     """
     from crossview.tiles import build_tiles
@@ -57,7 +58,8 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     from crossview.progress import progress
 
     for i, rec in enumerate(progress(picks, desc="locate", unit="photo")):
-        rows.append(_locate_photo(locator, world, rec, i, seed, heading_noise_deg, gps_noise_m, near_radius_m, top_k))
+        rows.append(_locate_photo(locator, world, rec, i, seed, heading_noise_deg, gps_noise_m, near_radius_m, top_k,
+                                  fine_search))
     ret = [r["retrieval_error_m"] for r in rows]
     metrics: dict[str, Any] = {
         "photos": len(rows), "camera": camera, "tiles": len(locator.index), "heading_noise_deg": heading_noise_deg,
@@ -67,7 +69,7 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
         "gps_noise_m": gps_noise_m, "near_radius_m": (near_radius_m or gps_noise_m) if gps_noise_m else None,
         "world": str(world), "run": str(run) if _is_path(run_dir) else type(run).__name__,
         "fine_run": None if fine_run is None else str(fine_run) if _is_path(fine_run) else type(fine_run).__name__,
-        "index": str(index), "out": str(out), "split": split,
+        "index": str(index), "out": str(out), "split": split, "fine_search": fine_search,
         "flagged": float(np.mean([bool(r["flags"]) for r in rows])),
     }
     if gps_noise_m:
@@ -115,7 +117,8 @@ def _simulated_priors(truth: tuple[float, float], true_heading: float, i: int, s
 
 
 def _locate_photo(locator: Locator, world: Path, rec: dict[str, Any], i: int, seed: int, heading_noise_deg: float,
-                  gps_noise_m: float | None, near_radius_m: float | None, top_k: int) -> dict[str, Any]:
+                  gps_noise_m: float | None, near_radius_m: float | None, top_k: int,
+                  fine_search: str = "tiles") -> dict[str, Any]:
     """Locate held-out photo ``i`` with its simulated priors; its ``per_photo.jsonl`` row."""
     from crossview.geometry.angles import angle_diff_deg
     from crossview.tiles import distance_m
@@ -124,7 +127,8 @@ def _locate_photo(locator: Locator, world: Path, rec: dict[str, Any], i: int, se
     true_heading = float(rec.get("heading_deg") or 0.0)
     prior, fix, near = _simulated_priors(truth, true_heading, i, seed, heading_noise_deg, gps_noise_m, near_radius_m)
     r = locator.locate(world / rec["image"], camera=rec.get("camera", "panorama"), fov_deg=rec.get("fov_deg"),
-                       heading_prior=prior, top_k=top_k, near=near)
+                       heading_prior=prior, top_k=top_k, near=near,
+                       fine_search=fine_search if near is not None else "tiles")
     top = r["candidates"][0]
     positives = {Path(t["tile"]).with_suffix("").as_posix().split("satellite/", 1)[-1] for t in rec["tiles"]}
     row = {"image": rec["image"], "true_lat": truth[0], "true_lon": truth[1], "true_heading_deg": true_heading,

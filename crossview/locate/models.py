@@ -144,10 +144,12 @@ def _fine_cameras(model) -> tuple[str, ...]:
 
 
 def _fine_localize(model, photo: Photo, tile, prior: tuple[float, float] | None, device: str = "cpu",
-                   precision: str = "fp32"):
+                   precision: str = "fp32", window: np.ndarray | None = None, **options: Any):
     """Pose of ``photo`` in ``tile`` (metres east/north of its centre) by ``crossview.fine.localize``; ``prior``'s
-    centre is the believed heading of the panorama's centre column / the photo's optical axis. ``precision="bf16"``
-    runs the model's feature networks under bf16 autocast; its geometry stays fp32 (see
+    centre is the believed heading of the panorama's centre column / the photo's optical axis. ``window``: an
+    aerial image (H, W, 3) to use instead of the tile's file (a :class:`crossview.tiles.mosaic.Mosaic` window at
+    the tile's ``mpp``); ``options`` go to the model's ``predict`` (e.g. ``ransac=False``).
+    ``precision="bf16"`` runs the model's feature networks under bf16 autocast; its geometry stays fp32 (see
     :func:`crossview.device.subnetwork_autocast`)."""
     import inspect
 
@@ -156,14 +158,19 @@ def _fine_localize(model, photo: Photo, tile, prior: tuple[float, float] | None,
     from crossview.fine.pose import CameraSpec
 
     if hasattr(model, "localize_in_tile"):
+        if window is not None:
+            raise ConfigError(f"the fine model {type(model).__name__} places photos in tile files only: use "
+                              "--fine-search tiles with it")
         return model.localize_in_tile(photo, tile, prior)
     camera = CameraSpec("panorama") if photo.camera == "panorama" else CameraSpec("pinhole", photo.fov_deg)
     heading = prior[0] if prior else None
     # matching models sample FG²'s released test-time 1,024 matches
-    extra = {"num_matches": 1024} if "num_matches" in inspect.signature(model.predict).parameters else {}
+    if "num_matches" in inspect.signature(model.predict).parameters:
+        options.setdefault("num_matches", 1024)
     with subnetwork_autocast(model, precision, device):
-        return localize(np.asarray(photo.image), str(tile.path), camera, heading_prior=heading, model=model,
-                        metres_per_pixel=tile.mpp, tile=tile.id, device=device, **extra)
+        return localize(np.asarray(photo.image), str(tile.path) if window is None else window, camera,
+                        heading_prior=heading, model=model, metres_per_pixel=tile.mpp, tile=tile.id, device=device,
+                        **options)
 
 
 def _match_tiles(ids: list[str], tiles: list, what: str, manifest) -> dict[str, Any]:

@@ -73,6 +73,8 @@ class Locator:
         self.geometry = tile_geometry([self.tiles[i] for i in self.index.ids])  # rows in index order
         self.calibration_path = calibration_path(self.fine_path, self.index_path)
         self.calibration = load_calibration(self.calibration_path)
+        self.scan_spacing_m, self.scan_steps = 20.0, 3  # --fine-search scan: start grid and walk length
+        self._mosaic = None  # the tiles as one Mosaic, made on the first scan
 
     def describe(self) -> dict[str, Any]:
         """What is loaded: the index (name, tile count), its retrieval model and the fine model."""
@@ -171,7 +173,7 @@ class Locator:
     def _calibrate(self, result: Result, area: bool) -> None:
         """The raw uncertainty becomes the calibrated 68 % radius (``uncertainty_m``) and 95 % radius when the
         locator has a calibration for this kind of answer (:mod:`crossview.locate.calibrate`)."""
-        key = calibration_key(result.method, area, bool(result.flags))
+        key = calibration_key(result.method + ("-scan" if result.search == "scan" else ""), area, bool(result.flags))
         r = radii(self.calibration, key, result.uncertainty_m)
         result.uncertainty = {"68": r["68"] if r else None, "95": r["95"] if r else None, "calibrated": r is not None,
                               "raw_m": result.uncertainty_m, "kind": key}
@@ -186,17 +188,18 @@ class Locator:
     def locate(self, photo: str | os.PathLike | Photo, *, camera: str = "panorama", fov_deg: float | None = None,
                heading_prior: str | tuple | None = None, top_k: int = 5, refine: int | None = None,
                near: str | tuple | None = None, recentre: bool = True, out: str | os.PathLike | None = None,
-               thumbnails: bool = False, use_exif: bool = True) -> dict[str, Any]:
+               thumbnails: bool = False, use_exif: bool = True, fine_search: str = "tiles") -> dict[str, Any]:
         """Locate one photo; returns (and with ``out`` writes ``locate.json`` + ``locate.png``) the answer as a
         JSON-ready dict (``locate_result`` gives the typed :class:`Result`). Options as :meth:`locate_result`."""
         return self.locate_result(photo, camera=camera, fov_deg=fov_deg, heading_prior=heading_prior, top_k=top_k,
                                   refine=refine, near=near, recentre=recentre, out=out,
-                                  thumbnails=thumbnails, use_exif=use_exif).to_dict()
+                                  thumbnails=thumbnails, use_exif=use_exif, fine_search=fine_search).to_dict()
 
     def locate_result(self, photo: str | os.PathLike | Photo, *, camera: str = "panorama",
                       fov_deg: float | None = None, heading_prior: str | tuple | None = None, top_k: int = 5,
                       refine: int | None = None, near: str | tuple | None = None, recentre: bool = True,
-                      out: str | os.PathLike | None = None, thumbnails: bool = False, use_exif: bool = True) -> Result:
+                      out: str | os.PathLike | None = None, thumbnails: bool = False, use_exif: bool = True,
+                      fine_search: str = "tiles") -> Result:
         """Locate one photo.
 
         ``near``: ``(lat, lon, radius_m)`` or ``"LAT,LON±R"``, a search area (a rough GPS fix): only tiles whose
@@ -206,7 +209,11 @@ class Locator:
         Without ``near`` / ``heading_prior`` the photo's EXIF GPS fix and compass direction are used (``"none"``
         turns a prior off, ``use_exif=False`` ignores the EXIF); ``Result.priors`` records where each came from, and
         ``Result.flags`` lists how the answer contradicts them (such an answer is not ``confident``).
+        ``fine_search``: ``tiles`` refines the ``refine`` best retrieved tiles; ``scan`` (needs a search area)
+        walks the fine model to the camera in windows centred anywhere in the area (:mod:`crossview.locate.scan`).
         """
+        if fine_search not in ("tiles", "scan"):
+            raise ConfigError(f"--fine-search {fine_search!r}: choose tiles or scan")
         if not isinstance(photo, Photo):
             photo = read_photo(photo, camera, fov_deg, use_exif=use_exif)
         priors = resolve_priors(photo, near, heading_prior, use_exif)
@@ -221,7 +228,12 @@ class Locator:
                   "heading_prior": list(prior) if prior else None, "near": list(area) if area else None,
                   "priors": priors.to_dict(), "candidates": cands, "index": str(self.index_path),
                   "model": self.index.meta.get("name"), "precision": self.precision}
-        if use_fine:
+        if use_fine and fine_search == "scan":
+            if area is None:
+                raise ConfigError("--fine-search scan searches a search area: give --near LAT,LON±R_M (or a photo "
+                                  "with an EXIF GPS fix)")
+            best, result = self._scan_answer(photo, cands, prior, area, common)
+        elif use_fine:
             best, result = self._fine_answer(photo, cands, refine, prior, area, recentre, common)
         else:
             best = cands[0]
@@ -280,6 +292,57 @@ class Locator:
                             raw_uncertainty(best, refined, self.tiles[best.tile], self.fine_median_m), best.tile,
                             **common, fine_model=str(self.fine_path) if self.fine_path else self.fine_method,
                             fine_method=self.fine_method)
+
+    def _scan_answer(self, photo: Photo, cands: list[Candidate], prior, area,
+                     common: dict[str, Any]) -> tuple[Candidate, Result]:
+        """The fine model walked to the camera in windows over the search area (:mod:`crossview.locate.scan`), the
+        best walk's end refined once more with the model's full options; its Candidate (``source="scan"``, the
+        index tile nearest the answer, added to ``cands``) and fine Result."""
+        from crossview.locate.scan import best_walk, walk_area
+        from crossview.tiles import distance_m
+
+        walks = walk_area(area, lambda lat, lon: self._window_pose(photo, lat, lon, prior, ransac=False),
+                          self.scan_spacing_m, self.scan_steps)
+        walk = best_walk(walks, area)
+        end = walk.end
+        pose = self._window_pose(photo, end[0], end[1], prior) or walk.poses[-1]
+        base = end if pose is not walk.poses[-1] else walk.centres[-1]
+        lat, lon = (float(v) for v in offset_to_latlon(base[0], base[1], pose.x_m, pose.y_m))
+        tile = self._nearest_tile(lat, lon)
+        x_m, y_m = (float(v) for v in latlon_to_offset(tile.lat, tile.lon, lat, lon))
+        heading = None if pose.heading_deg is None else float(pose.heading_deg)
+        best = Candidate(len(cands) + 1, tile.id, None, tile.lat, tile.lon, tile.mpp, str(tile.path), source="scan")
+        best.pose = FinePose(x_m, y_m, lat, lon, heading, float(pose.confidence),
+                             bool(distance_m((lat, lon), area[:2]) <= area[2]))
+        cands.append(best)
+        ends = [Candidate(0, tile.id, None, tile.lat, tile.lon, tile.mpp, "", source="walk",
+                          pose=FinePose(0.0, 0.0, *w.end, None, w.confidence)) for w in walks]
+        result = Result("fine", lat, lon, x_m, y_m, heading, float(pose.confidence),
+                        raw_uncertainty(best, ends, tile, self.fine_median_m), tile.id, **common,
+                        fine_model=str(self.fine_path) if self.fine_path else self.fine_method,
+                        fine_method=self.fine_method, search="scan")
+        result.scan = {"walks": len(walks), "windows": sum(len(w.poses) for w in walks) + 1,
+                       "spacing_m": self.scan_spacing_m, "steps": self.scan_steps,
+                       "start": list(walk.start), "confidence": walk.confidence}
+        return best, result
+
+    def _window_pose(self, photo: Photo, lat: float, lon: float, prior, **options) -> Pose | None:
+        """The fine pose of ``photo`` in the window centred on (lat, lon) (the size and scale of the nearest
+        index tile), metres from that centre; None where no window can be cut (outside the tiles)."""
+        from crossview.tiles.mosaic import Mosaic
+
+        if self._mosaic is None:
+            self._mosaic = Mosaic([self.tiles[i] for i in self.index.ids])
+        tile = self._nearest_tile(lat, lon)
+        try:
+            window = self._mosaic.window(lat, lon, max(tile.width, tile.height), tile.mpp)
+        except CrossviewError:
+            return None
+        return _fine_localize(self.fine, photo, tile, prior, self.device, self.precision, window=window, **options)
+
+    def _nearest_tile(self, lat: float, lon: float) -> Tile:
+        east, north = latlon_to_offset(lat, lon, self.geometry[:, 0], self.geometry[:, 1])
+        return self.tiles[self.index.ids[int(np.argmin(np.hypot(east, north)))]]
 
     def _write_result(self, out: Path, result: Result, best: Candidate, cands: list[Candidate],
                       thumbnails: bool) -> None:
