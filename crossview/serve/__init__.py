@@ -20,7 +20,7 @@ def locator_pipeline(locator) -> Pipeline:
     def pipeline(photo: Path, options: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         return locator.locate(photo, camera=options["camera"], fov_deg=options["fov_deg"],
                               heading_prior=options["heading_prior"], near=options.get("near"),
-                              top_k=options["top_k"], out=out_dir,
+                              top_k=options["top_k"], out=out_dir, fine_search=options.get("fine_search", "tiles"),
                               thumbnails=True)
 
     return pipeline

@@ -105,7 +105,10 @@ def parse_options(fields: dict[str, str], max_top_k: int = 20) -> dict[str, Any]
     camera = (fields.get("camera") or "panorama").strip()
     if camera not in CAMERAS:
         raise RequestError(HTTPStatus.BAD_REQUEST, f"camera must be one of {', '.join(CAMERAS)}, not {camera!r}")
-    options: dict[str, Any] = {"camera": camera, "fov_deg": None, "heading_prior": None, "near": None, "top_k": 5}
+    options: dict[str, Any] = {"camera": camera, "fov_deg": None, "heading_prior": None, "near": None, "top_k": 5,
+                               "fine_search": (fields.get("search") or "tiles").strip()}
+    if options["fine_search"] not in ("tiles", "scan"):
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"search must be tiles or scan, not {options['fine_search']!r}")
     fov = (fields.get("fov") or "").strip()
     if fov:
         try:
