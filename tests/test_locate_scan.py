@@ -143,7 +143,8 @@ def test_scan_finds_a_camera_between_tile_centres(ramp_world, tmp_path):
                    fine_search="scan", out=tmp_path / "out")
     assert r["method"] == "fine" and r["search"] == "scan"
     assert distance_m((r["lat"], r["lon"]), truth) < 1.5
-    assert r["scan"]["walks"] == len(start_points(*fix, 30.0, 20.0)) and r["scan"]["windows"] == fine.calls
+    assert r["scan"]["walks"] == len(start_points(*fix, 30.0, loc.scan_spacing_m))
+    assert r["scan"]["windows"] == fine.calls
     chosen = next(c for c in r["candidates"] if c["chosen"])
     assert chosen["source"] == "scan" and chosen["tile"] == r["tile"]
     tile = loc.tiles[r["tile"]]

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fine-search", default="tiles", choices=["tiles", "scan"],
                    help="tiles: refine the --refine best retrieved tiles (default); scan: walk the fine model to "
                         "the camera in windows centred anywhere in the search area (needs --near or an EXIF GPS "
-                        "fix; about 50 fine calls for a 50 m radius)")
+                        "fix; about 100 fine calls for a 50 m radius)")
     p.add_argument("--fine-arch", help="the registered variant an official --fine-model checkpoint was released as "
                                        "(e.g. hcnet_vigor; list: crossview fine-model-info --list)")
     p.add_argument("--model", help="retrieval run/checkpoint, when the index does not record it")
