@@ -157,8 +157,7 @@ class Locator:
         from crossview.tiles import distance_m
 
         here = (best.pose.lat, best.pose.lon)
-        east, north = latlon_to_offset(here[0], here[1], self.geometry[:, 0], self.geometry[:, 1])
-        tid = self.index.ids[int(np.argmin(np.hypot(east, north)))]
+        tid = self._nearest_id(*here)
         if tid == best.tile:
             return best
         c = next((c for c in cands if c.tile == tid), None)
@@ -307,20 +306,21 @@ class Locator:
                           self.scan_spacing_m, self.scan_steps)
         walk = best_walk(walks, area)
         end = walk.end
-        pose = self._window_pose(photo, end[0], end[1], prior) or walk.poses[-1]
-        base = end if pose is not walk.poses[-1] else walk.centres[-1]
+        final = self._window_pose(photo, end[0], end[1], prior)
+        base, pose = (end, final) if final is not None else (walk.centres[-1], walk.poses[-1])
         lat, lon = (float(v) for v in offset_to_latlon(base[0], base[1], pose.x_m, pose.y_m))
-        tile = self._nearest_tile(lat, lon)
+        tid = self._nearest_id(lat, lon)
+        tile = self.tiles[tid]
         x_m, y_m = (float(v) for v in latlon_to_offset(tile.lat, tile.lon, lat, lon))
         heading = None if pose.heading_deg is None else float(pose.heading_deg)
-        best = Candidate(len(cands) + 1, tile.id, None, tile.lat, tile.lon, tile.mpp, str(tile.path), source="scan")
+        best = Candidate(len(cands) + 1, tid, None, tile.lat, tile.lon, tile.mpp, str(tile.path), source="scan")
         best.pose = FinePose(x_m, y_m, lat, lon, heading, float(pose.confidence),
                              bool(distance_m((lat, lon), area[:2]) <= area[2]))
         cands.append(best)
-        ends = [Candidate(0, tile.id, None, tile.lat, tile.lon, tile.mpp, "", source="walk",
+        ends = [Candidate(0, tid, None, tile.lat, tile.lon, tile.mpp, "", source="walk",
                           pose=FinePose(0.0, 0.0, *w.end, None, w.confidence)) for w in walks]
         result = Result("fine", lat, lon, x_m, y_m, heading, float(pose.confidence),
-                        raw_uncertainty(best, ends, tile, self.fine_median_m), tile.id, **common,
+                        raw_uncertainty(best, ends, tile, self.fine_median_m), tid, **common,
                         fine_model=str(self.fine_path) if self.fine_path else self.fine_method,
                         fine_method=self.fine_method, search="scan")
         result.scan = {"walks": len(walks), "windows": sum(len(w.poses) for w in walks) + 1,
@@ -335,16 +335,18 @@ class Locator:
 
         if self._mosaic is None:
             self._mosaic = Mosaic([self.tiles[i] for i in self.index.ids])
-        tile = self._nearest_tile(lat, lon)
+        tile = self.tiles[self._nearest_id(lat, lon)]
         try:
             window = self._mosaic.window(lat, lon, max(tile.width, tile.height), tile.mpp)
         except CrossviewError:
             return None
         return _fine_localize(self.fine, photo, tile, prior, self.device, self.precision, window=window, **options)
 
-    def _nearest_tile(self, lat: float, lon: float) -> Tile:
+    def _nearest_id(self, lat: float, lon: float) -> str:
+        """The index id of the tile whose centre is nearest to (lat, lon) (ids key ``self.tiles``; they are not
+        always the tiles' own ids, e.g. for an index built from a dataset split)."""
         east, north = latlon_to_offset(lat, lon, self.geometry[:, 0], self.geometry[:, 1])
-        return self.tiles[self.index.ids[int(np.argmin(np.hypot(east, north)))]]
+        return self.index.ids[int(np.argmin(np.hypot(east, north)))]
 
     def _write_result(self, out: Path, result: Result, best: Candidate, cands: list[Candidate],
                       thumbnails: bool) -> None:
