@@ -16,9 +16,10 @@ import pytest
 
 # PillarMatch on the dense world, stage-2 setting (trained with ±20° yaw noise); frozen ImageNet Lite0 backbone, so the
 # training is a few minutes on two cores. The 8 best tiles near the fix are refined (re-ranking by fine confidence).
-# Measured (2026-11-24, these models, 100 photos): retrieval alone 46.7 m, GPS fix 33.6 m, fine 5.2 m (the chosen
-# tile holds the camera for 77 %), heading 2.3°; refining 3 tiles instead: 28.2 m (61 %) - the median sits where
-# tile choice succeeds or fails, so the test refines 8.
+# Measured (2026-12-02, these models, 100 photos): retrieval alone 52.2 m, GPS fix 33.6 m, fine 7.1 m (the chosen
+# tile holds the camera for 74 %), heading 2.0° (compass 9.5°); with 600 fine steps 12.9 m (68 %), too near the
+# bar. With a 2-epoch retrieval model (2026-11-24): retrieval 46.7 m, fine 5.2 m (77 %); refining 3 tiles instead
+# of 8: 28.2 m (61 %) - the median sits where tile choice succeeds or fails, so the test refines 8.
 FG2_STEPS = 1200
 
 

@@ -3,8 +3,9 @@ above chance, and the same run with shuffled pairs (the control) does not.
 
 The world is `crossview synth --layout vigor --scale dense --seed 1` (2,000 training pairs; the held-out test split
 is 2,000 other panoramas of the same cities against all 400 tiles, chance R@1 0.25 %); the model is the
-synthetic-cpu preset (ImageNet Lite0 start) for 2 epochs = 124 steps of 32 pairs (conftest.DENSE_LEARN).
-Measured (2026-11-24): this test R@1 5.05 %, R@10 30.6 % (20x chance), shuffled control R@1 0.30 %, R@10 2.65 %;
+synthetic-cpu preset (ImageNet Lite0 start) for 1 epoch = 62 steps of 32 pairs (conftest.DENSE_LEARN).
+Measured (2026-12-02): this test R@1 4.00 %, R@10 22.6 % (9x chance), shuffled control R@1 0.35 %, R@10 3.0 %;
+2 epochs (the test's earlier length, twice the CPU time): R@1 5.05 %, R@10 30.6 %, control 0.30 % / 2.65 %;
 a 5-epoch schedule evaluated every epoch: R@1 4.7 / 5.2 / 9.3 / 11.6 / 10.7 %; 20 epochs: 24.1 %.
 On the `small` world (300 training pairs) the same model stays near 1-2 % R@1: it learns the four city styles
 rather than places; about 20 training panoramas per tile is what lets it learn places.
