@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 # The synthetic-cpu preset for 1 epoch of the `dense` world: 2,000 training pairs, 62 steps of 32 pairs (about 2.5
-# minutes on 2 cores; the learning test trains it twice, real and shuffled, and the e2e locate test reuses the real one).
+# minutes on 2 cores; the learning test trains it twice, real and shuffled, the e2e locate test reuses the real one).
 DENSE_LEARN = {"epochs": 1, "eval_every": 0, "num_workers": 0, "checkpoint_every": 1000, "seed": 0}
 
 

@@ -381,6 +381,35 @@ def test_training_schedule_runs_and_reports(tmp_path):
     assert model.config["name"] == "geodistill_tiny"
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_distill_weak_weight_adds_one_weak_step_per_distillation_step(tmp_path, monkeypatch, weight):
+    """``distill_weak_weight`` (ours): each distillation step also takes the base's weak loss on a batch of the
+    labelled samples, times the weight; 0 (the official recipe) takes none. Counted over a tiny schedule: base 2 +
+    control 3 (+ 3 with the option) weak losses, the extra ones on labelled samples only."""
+    import crossview.fine.train_geodistill as tg
+    from crossview.fine.presets import resolve_config
+    from crossview.fine.train import train
+    from crossview.synth import generate
+
+    world = generate("vigor", tmp_path / "world", scale="tiny", seed=0)
+    seen: list[list[int]] = []
+    real_loss = gd.GeoDistill.loss
+
+    def spy(self, batch, *args, **kwargs):
+        seen.append([int(i) for i in batch["index"]])
+        return real_loss(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(gd.GeoDistill, "loss", spy)
+    cfg = resolve_config("geodistill-synthetic-cpu", {"base_steps": 2, "distill_steps": 3, "steps": 5,
+                                                      "ema_every": 1, "eval_limit": 2, "batch_size": 2,
+                                                      "labelled_limit": 4, "distill_weak_weight": weight})
+    train(cfg, world, tmp_path / "run", quiet=True)
+    n_train = len(tg.read_samples(world, "same", "train", cfg["camera"], cfg["label_set"], None))
+    labelled = set(tg.split_training(n_train, cfg)[2])
+    assert len(seen) == 2 + 3 + (3 if weight else 0)
+    assert all(set(idx) <= labelled for idx in seen)
+
+
 # ------------------------------------------------------------------------------------------- crossview locate
 
 
