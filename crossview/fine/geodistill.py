@@ -1101,7 +1101,8 @@ def _projected_mask(model: GeoDistill, mask: torch.Tensor, student: dict[str, An
 # training has 52,609 panoramas (the official loader trains on 80 % of them: 5,261 steps of 8 per epoch).
 _EPOCH_VIGOR = int(0.8 * 52609) // 8
 # Keys of train_geodistill beyond the shared ones (defaults: no validation split, all pairs labelled, distillation
-# at ``lr``): ``val_limit`` training panoramas held out as validation, validated every ``val_every`` steps.
+# at ``lr`` without labels as published): ``val_limit`` training panoramas held out as validation, validated every
+# ``val_every`` steps; ``distill_weak_weight`` (ours) adds the weak loss to each distillation step.
 _GD_OPTIONS = {"val_limit": None, "val_every": 0, "distill_lr": None, "distill_weak_weight": 0.0}
 _GD_VIGOR = {"variant": "geodistill_vigor", "batch_size": 8, "lr": 1e-4, "weight_decay": 1e-5, "grad_clip": 1.0,
              "base_steps": 10 * _EPOCH_VIGOR, "distill_steps": 20 * _EPOCH_VIGOR, "ema_every": _EPOCH_VIGOR,
