@@ -7,6 +7,9 @@ fine model) and its 68 % / 95 % radii are checked on the second half, disjoint f
 (``--near FIX±50``) and a compass off by up to ±20°.
 
     OMP_NUM_THREADS=1 python benchmarks/locate_calibration.py --world WORLD --retrieval RUN --fine FINE_RUN --n 150
+
+Pinhole photos located by the scan (issue 19's setting: ``--camera pinhole --fine-search scan``) are measured the
+same way; ``--camera pinhole`` draws the world's pinhole test photos instead of its panoramas.
 """
 
 from __future__ import annotations
@@ -26,18 +29,23 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=150, help="photos to calibrate on, and as many held out")
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--refine", type=int, default=5)
+    ap.add_argument("--camera", default="panorama", choices=("panorama", "pinhole"))
+    ap.add_argument("--fine-search", default="tiles", choices=("tiles", "scan"))
+    ap.add_argument("--heading-noise", type=float, default=20.0, help="compass error bound, degrees")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--normalise", action="store_true", help="calibrate error / raw uncertainty, not the error")
     ap.add_argument("--describe", default="{}", help="JSON with words on the world and models, for the record")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "locate_calibration.json"))
     args = ap.parse_args()
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     from crossview.io import write_json_atomic
     from crossview.locate.calibrate import calibrate, measure_coverage
 
     work = Path(args.work)
-    protocol = {"gps_noise_m": 50.0, "heading_noise_deg": 20.0, "top_k": args.top_k, "refine": args.refine}
+    protocol = {"gps_noise_m": 50.0, "heading_noise_deg": args.heading_noise, "top_k": args.top_k,
+                "refine": args.refine, "camera": args.camera, "fine_search": args.fine_search}
     t0 = time.time()
     cal = calibrate(args.world, args.retrieval, args.fine, n=args.n, half="first", out=work / "calibrate", seed=0,
                     normalise=args.normalise, **protocol)
@@ -52,8 +60,9 @@ def main() -> None:
                     "Scores: " + ("error / raw uncertainty" if args.normalise else "the error in metres") + ", per "
                     "kind of answer (flagged or not). Per photo a GPS "
                     "fix off by up to 50 m (locate --near FIX±50, uniform over the disc, seeded) and a compass "
-                    f"heading off by up to ±20° (seeded); top_k {args.top_k}, refine {args.refine}, re-centring on; "
-                    "CPU, one thread",
+                    f"heading off by up to ±{args.heading_noise:g}° (seeded); {args.camera} photos, fine search "
+                    f"{args.fine_search}; top_k {args.top_k}, refine {args.refine}, re-centring on; "
+                    f"CPU, {args.threads} thread(s)",
         "calibration": cal, "held_out": held,
         "seconds": {"calibrate": round(t1 - t0, 1), "measure": round(time.time() - t1, 1)},
     }
