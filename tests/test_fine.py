@@ -10,6 +10,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from crossview.fine import CameraSpec, Pose, create_fine, localize
 from crossview.fine.data import FineDataset, collate, flat_world_samples
@@ -193,6 +194,48 @@ def test_localize_interface(flat_small, tmp_path):
         assert 0 <= pose2.heading_deg < 360
     with pytest.raises(Exception, match="metres_per_pixel"):
         localize(s.ground, s.aerial, model=FG2(TINY_FG2))
+
+
+def test_semi_positive_tiles_by_offset(tmp_path):
+    """``semi_max_offset`` adds the semi-positive tiles that hold the camera near enough their centre, with the
+    camera's metres in each (hand-written trees: the synthetic poses file and real VIGOR's label lines)."""
+    from fixtures_real import VIGOR_TILE, make_vigor, vigor_offsets
+
+    from crossview.errors import DatasetError
+    from crossview.fine.data import read_samples
+
+    root = tmp_path / "synth"
+    for name in ("a", "b", "c", "d"):
+        (root / "satellite" / "X").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (100, 100)).save(root / "satellite" / "X" / f"{name}.png")
+    (root / "pinhole" / "X").mkdir(parents=True)
+    Image.new("RGB", (32, 16)).save(root / "pinhole" / "X" / "p.jpg")
+    (root / "crossview_meta.json").write_text(json.dumps({"cities": {"X": {"metres_per_pixel": 0.5}}}))
+    tiles = [{"tile": f"satellite/X/{n}.png", "x": x, "y": y}
+             for n, x, y in (("a", 60, 45), ("b", 80, 45), ("c", 95, 45), ("d", 60, 5))]  # 0.1, 0.3, 0.45, 0.45 off
+    rec = {"camera": "pinhole", "city": "X", "image": "pinhole/X/p.jpg", "split": "train", "fov_deg": 80,
+           "heading_deg": 10, "tiles": tiles}
+    (root / "crossview_poses.jsonl").write_text(json.dumps(rec) + "\n")
+    published = read_samples(root, "same", "train", "pinhole")
+    assert [(s.x_m, s.y_m) for s in published] == [(5.0, 2.5)]
+    semi = read_samples(root, "same", "train", "pinhole", semi_max_offset=0.4)
+    assert [(s.aerial.name, s.x_m, s.y_m, s.tile_m) for s in semi] == [("a.png", 5.0, 2.5, 50.0),
+                                                                      ("b.png", 15.0, 2.5, 50.0)]
+    assert len(read_samples(root, "same", "train", "pinhole", semi_max_offset=0.5)) == 4
+    with pytest.raises(DatasetError, match="semi_max_offset"):
+        read_samples(root, "same", "train", "pinhole", semi_max_offset=0.7)
+
+    vigor = make_vigor(tmp_path / "vigor")  # semi-positives 0.309, 0.4125, 0.475 of the side off (corrected)
+    base = read_samples(vigor, "same", "train")
+    for frac, per_image in ((0.35, 2), (0.42, 3), (0.5, 4)):
+        got = read_samples(vigor, "same", "train", semi_max_offset=frac)
+        assert len(got) == per_image * len(base)
+    got = read_samples(vigor, "same", "train", semi_max_offset=0.35)
+    (dr, dc), mpp = vigor_offsets(0, 0, corrected=True)[1], got[1].tile_m / VIGOR_TILE
+    assert got[1].sample_id == got[0].sample_id == base[0].sample_id
+    # the reader's convention (crossview.data.readers.vigor): pixel x = side/2 - dc, y = side/2 + dr (at 640 px)
+    assert got[1].x_m == pytest.approx(-dc * VIGOR_TILE / 640 * mpp)
+    assert got[1].y_m == pytest.approx(-dr * VIGOR_TILE / 640 * mpp)
 
 
 @pytest.mark.slow

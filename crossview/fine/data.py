@@ -74,8 +74,10 @@ def _resolve(root: Path, name: str, folder: str, city: str) -> Path:
 
 
 def read_synthetic(root: str | Path, area: str = "same", split: str = "test", camera: str = "panorama",
-                   limit: int | None = None) -> list[FineSample]:
-    """Samples of a synthetic-world tree from its ``crossview_poses.jsonl`` (positive tile only)."""
+                   limit: int | None = None, semi_max_offset: float | None = None) -> list[FineSample]:
+    """Samples of a synthetic-world tree from its ``crossview_poses.jsonl``: the positive tile only, or with
+    ``semi_max_offset`` also every semi-positive tile that holds the camera within that fraction of the tile side
+    of its centre along both axes (see :func:`read_samples`)."""
     root = Path(root)
     poses = root / "crossview_poses.jsonl"
     if not poses.exists():
@@ -103,32 +105,34 @@ def read_synthetic(root: str | Path, area: str = "same", split: str = "test", ca
         if not tiles:
             problems.append(f"{poses}:{line_no}: no tiles")
             continue
-        pos = tiles[0]
-        tile_path = _resolve(root, pos["tile"], "satellite", city)
-        mpp = _meta_mpp(meta, city)
-        if tile_path not in size_cache:
-            from PIL import Image
-
-            try:
-                with Image.open(tile_path) as im:
-                    size_cache[tile_path] = im.size[0]
-            except OSError:
-                problems.append(f"{poses}:{line_no}: tile {tile_path} cannot be read")
-                continue
-        side = size_cache[tile_path]
-        if mpp is None:
-            mpp = float(pos.get("mpp") or rec.get("metres_per_pixel") or 0) or None
-        if mpp is None:
-            problems.append(f"{meta_path}: no metres per pixel for city {city!r}")
-            continue
         folder = "pinhole" if kind == "pinhole" else "ground"
         ground = _resolve(root, rec["image"], folder, city)
-        x_m = (float(pos["x"]) - side / 2) * mpp
-        y_m = (side / 2 - float(pos["y"])) * mpp
-        out.append(FineSample(ground, tile_path, kind, float(rec.get("fov_deg") or 360.0),
-                              float(rec.get("heading_deg") or 0.0), x_m, y_m, side * mpp,
-                              float(rec.get("eye_height_m") or 2.0), city, Path(rec["image"]).stem))
+        for k, pos in enumerate(tiles if semi_max_offset is not None else tiles[:1]):
+            tile_path = _resolve(root, pos["tile"], "satellite", city)
+            mpp = _meta_mpp(meta, city)
+            if tile_path not in size_cache:
+                from PIL import Image
+
+                try:
+                    with Image.open(tile_path) as im:
+                        size_cache[tile_path] = im.size[0]
+                except OSError:
+                    problems.append(f"{poses}:{line_no}: tile {tile_path} cannot be read")
+                    continue
+            side = size_cache[tile_path]
+            if mpp is None:
+                mpp = float(pos.get("mpp") or rec.get("metres_per_pixel") or 0) or None
+            if mpp is None:
+                problems.append(f"{meta_path}: no metres per pixel for city {city!r}")
+                break
+            px, py = float(pos["x"]), float(pos["y"])
+            if k > 0 and not _within(px, py, side, semi_max_offset):
+                continue
+            out.append(FineSample(ground, tile_path, kind, float(rec.get("fov_deg") or 360.0),
+                                  float(rec.get("heading_deg") or 0.0), (px - side / 2) * mpp, (side / 2 - py) * mpp,
+                                  side * mpp, float(rec.get("eye_height_m") or 2.0), city, Path(rec["image"]).stem))
         if limit and len(out) >= limit:
+            out = out[:limit]
             break
     if problems:
         raise DatasetError(f"{len(problems)} problem(s) in {root}", problems[:20])
@@ -139,8 +143,10 @@ def read_synthetic(root: str | Path, area: str = "same", split: str = "test", ca
 
 
 def read_vigor(root: str | Path, area: str = "same", split: str = "test", label_set: str = "corrected",
-               limit: int | None = None) -> list[FineSample]:
-    """Real VIGOR (or any tree ``crossview.data.read_dataset('vigor', ...)`` reads): positives only."""
+               limit: int | None = None, semi_max_offset: float | None = None) -> list[FineSample]:
+    """Real VIGOR (or any tree ``crossview.data.read_dataset('vigor', ...)`` reads): positives only, or with
+    ``semi_max_offset`` also the semi-positives that hold the camera near enough their centre
+    (see :func:`read_samples`)."""
     from crossview.data import read_dataset
 
     s = read_dataset("vigor", root, split, area=area, label_set=label_set)
@@ -149,30 +155,50 @@ def read_vigor(root: str | Path, area: str = "same", split: str = "test", label_
         if rec.pixel_xy is None:
             raise DatasetError(f"record {rec.query_id} has no pixel position in its positive tile",
                                ["VIGOR label files must give the (dr, dc) offsets"])
-        ref = s.references[rec.positives[0]]
-        from PIL import Image
+        refs = (rec.positives[0],) + (tuple(rec.semi_positives) if semi_max_offset is not None else ())
+        for k, r in enumerate(refs):
+            ref = s.references[r]
+            from PIL import Image
 
-        with Image.open(ref.path) as im:
-            side = im.size[0]
-        mpp = ref.metres_per_pixel
-        px, py = rec.pixel_xy[0]
-        out.append(FineSample(rec.query_path, ref.path, "panorama", 360.0, rec.heading_deg or 0.0,
-                              (px - side / 2) * mpp, (side / 2 - py) * mpp, side * mpp, 2.0, ref.group or "",
-                              rec.query_id))
+            with Image.open(ref.path) as im:
+                side = im.size[0]
+            mpp = ref.metres_per_pixel
+            px, py = rec.pixel_xy[len(rec.positives) + k - 1 if k else 0]
+            if k > 0 and not _within(px, py, side, semi_max_offset):
+                continue
+            out.append(FineSample(rec.query_path, ref.path, "panorama", 360.0, rec.heading_deg or 0.0,
+                                  (px - side / 2) * mpp, (side / 2 - py) * mpp, side * mpp, 2.0, ref.group or "",
+                                  rec.query_id))
         if limit and len(out) >= limit:
+            out = out[:limit]
             break
     return out
 
 
+def _within(px: float, py: float, side: float, frac: float | None) -> bool:
+    """Whether pixel (px, py) lies within ``frac`` of the side of a ``side``-pixel tile's centre along both axes."""
+    return frac is not None and abs(px - side / 2) <= frac * side and abs(py - side / 2) <= frac * side
+
+
 def read_samples(root: str | Path, area: str = "same", split: str = "test", camera: str = "panorama",
-                 label_set: str = "corrected", limit: int | None = None) -> list[FineSample]:
-    """A synthetic tree (has ``crossview_poses.jsonl``) or real VIGOR."""
+                 label_set: str = "corrected", limit: int | None = None,
+                 semi_max_offset: float | None = None) -> list[FineSample]:
+    """A synthetic tree (has ``crossview_poses.jsonl``) or real VIGOR.
+
+    ``semi_max_offset`` (ours, training only; None = the published protocol, positives only): each ground image
+    also comes with every semi-positive tile that holds the camera within this fraction of the tile side of its
+    centre along both axes (VIGOR positives hold it within 0.25). A model trained so finds cameras farther off
+    its window's centre, as the window search of ``locate --fine-search scan`` meets them. ``limit`` counts
+    samples (tiles), not ground images."""
     root = Path(root)
+    if semi_max_offset is not None and not 0 < semi_max_offset <= 0.5:
+        raise DatasetError(f"semi_max_offset={semi_max_offset}: give a fraction of the tile side in (0, 0.5], "
+                           "or None for positives only")
     if (root / "crossview_poses.jsonl").exists():
-        return read_synthetic(root, area, split, camera, limit)
+        return read_synthetic(root, area, split, camera, limit, semi_max_offset)
     if camera != "panorama":
         raise DatasetError(f"{root}: pinhole samples exist only in synthetic trees (crossview_poses.jsonl)")
-    return read_vigor(root, area, split, label_set, limit)
+    return read_vigor(root, area, split, label_set, limit, semi_max_offset)
 
 
 # ----------------------------------------------------------------------------------------------------------------

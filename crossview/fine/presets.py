@@ -37,6 +37,8 @@ BASE: dict[str, Any] = {
     "seed": 0,
     "cache_features": True,  # frozen backbone: compute its features once per image
     "train_limit": None,  # use at most this many training samples
+    "semi_max_offset": None,  # ours: also train on semi-positive tiles holding the camera within this fraction of
+    # the side of their centre (None = positives only, the published protocol; see fine.data.read_samples)
     "eval_limit": None,  # evaluate on at most this many test samples
     "eval_every": 0,  # steps between evaluations (0 = only at the end, when final_eval)
     "final_eval": False,  # evaluate on the test split at the end (metrics.json in the run folder)

@@ -155,7 +155,8 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, command: list[
     device = pick_device(cfg["device"])
     torch.manual_seed(cfg["seed"])
     rng = random.Random(cfg["seed"])
-    samples = read_samples(data, cfg["area"], "train", cfg["camera"], cfg["label_set"], cfg["train_limit"])
+    samples = read_samples(data, cfg["area"], "train", cfg["camera"], cfg["label_set"], cfg["train_limit"],
+                           cfg.get("semi_max_offset"))
     model = create_fine(cfg["variant"], **(cfg["model"] or {})).to(device)
     if cfg["camera"] not in model.cameras:
         from crossview.errors import ConfigError
