@@ -239,7 +239,7 @@ def test_semi_positive_tiles_by_offset(tmp_path):
 
 
 @pytest.mark.slow
-def test_synthetic_tree_cli_train_and_eval(tmp_path):
+def test_synthetic_tree_cli_train_and_eval(tmp_path, capsys):
     """The synthetic world's poses file read back; fine-train and fine-eval write their run files."""
     from crossview.cli import main
     from crossview.fine.data import read_synthetic
@@ -261,6 +261,13 @@ def test_synthetic_tree_cli_train_and_eval(tmp_path):
     assert main(["fine-train", "pillarmatch-tiny-test", "--data", str(root), "--out", str(run), "--set", "steps=3",
                  "--set", "model.ground_size=[32,64]", "--set", "model.aerial_size=64"]) == 0
     assert (run / "checkpoint.pt").exists() and (run / "config.json").exists()
+    semi = read_synthetic(root, "same", "train", semi_max_offset=0.5)  # every tile holding the camera
+    assert len(semi) > len(train)
+    capsys.readouterr()
+    assert main(["fine-train", "pillarmatch-tiny-test", "--data", str(root), "--out", str(tmp_path / "semi"),
+                 "--set", "steps=1", "--set", "semi_max_offset=0.5", "--set", "model.ground_size=[32,64]",
+                 "--set", "model.aerial_size=64"]) == 0
+    assert f"{len(semi)} training samples" in capsys.readouterr().out
     assert main(["fine-eval", str(run), "--data", str(root), "--out", str(ev), "--limit", "4",
                  "--orientation", "unknown", "--pictures", "2"]) == 0
     report = json.loads((ev / "metrics.json").read_text())

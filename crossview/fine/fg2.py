@@ -1292,6 +1292,13 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "fg2-synthetic-cpu-pinhole": {**_SYNTH, "variant": "fg2_tiny_kitti", "camera": "pinhole", "cache_features": False,
                                   "eval_orientation": "prior", "eval_prior_deg": 20.0,
                                   "model": {"prior_deg": 20.0, "loss": {"beta": 100.0}}},
+    # ours, for `locate --fine-search scan`: continue a fg2-synthetic-cpu-pinhole run (--set init_from=RUN) on its
+    # positives plus the semi-positive tiles holding the camera within 0.4 of the side of their centre, so the
+    # model places cameras up to ~29 m off its window's centre (docs/locate_priors.md)
+    "fg2-synthetic-cpu-pinhole-semi": {**_SYNTH, "variant": "fg2_tiny_kitti", "camera": "pinhole",
+                                       "cache_features": False, "eval_orientation": "prior", "eval_prior_deg": 20.0,
+                                       "model": {"prior_deg": 20.0, "loss": {"beta": 100.0}},
+                                       "semi_max_offset": 0.4, "steps": 1500, "lr": 1.5e-4, "threads": 2},
     "fg2-tiny-test": {**_SYNTH, "steps": 4, "batch_size": 2, "eval_limit": 4, "final_eval": False, "log_every": 1},
 }
 

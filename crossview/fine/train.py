@@ -122,7 +122,8 @@ def optimizer_and_schedule(model: torch.nn.Module, cfg: dict[str, Any], steps: i
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], eps=cfg["adam_eps"])
     total = max(steps, 2)
-    warm = cfg["warmup_frac"] if cfg["warmup_frac"] is not None else max(0.05, 2.5 / total)
+    # the default warm-up (2.5 steps at least) is capped below the run's length: 1- and 2-step runs are valid
+    warm = cfg["warmup_frac"] if cfg["warmup_frac"] is not None else min(0.9, max(0.05, 2.5 / total))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=total + 1, pct_start=warm,
                                                 anneal_strategy=cfg["anneal"], cycle_momentum=False)
     return opt, sched, params
