@@ -1270,6 +1270,11 @@ _SYNTH = {"variant": "fg2_tiny", "batch_size": 8, "lr": 3e-4, "weight_decay": 0.
           "anneal": "cos", "grad_clip": 1.0, "steps": 2500, "eval_limit": 300, "checkpoint_every": 250,
           "threads": 1, "final_eval": True, "log_every": 50, "model": {"loss": {"beta": 100.0}}}
 
+# pinhole photos with a heading prior (±20°): each tile is turned to the believed heading, so images are read per
+# step (no feature cache: the turn acts on the tile's pixels, as the KITTI loader does)
+_PINHOLE = {**_SYNTH, "variant": "fg2_tiny_kitti", "camera": "pinhole", "cache_features": False,
+            "eval_orientation": "prior", "eval_prior_deg": 20.0, "model": {"prior_deg": 20.0, "loss": {"beta": 100.0}}}
+
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "fg2-vigor-same": {**_OFFICIAL_RECIPE, "variant": "fg2_vigor", "area": "same", "steps": _VIGOR_SAME_STEPS},
     "fg2-vigor-cross": {**_OFFICIAL_RECIPE, "variant": "fg2_vigor", "area": "cross", "steps": _VIGOR_CROSS_STEPS},
@@ -1287,18 +1292,11 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "fg2-synthetic-cpu-cross": {**_SYNTH, "area": "cross"},
     "fg2-synthetic-cpu-stage1": {**_SYNTH, "orientation": "unknown"},
     "fg2-synthetic-cpu-stage2": {**_SYNTH, "orientation": "noise", "yaw_noise_deg": 20.0},
-    # pinhole photos with a heading prior (±20°): each tile is turned to the believed heading, so images are read
-    # per step (no feature cache: the turn acts on the tile's pixels, as the KITTI loader does)
-    "fg2-synthetic-cpu-pinhole": {**_SYNTH, "variant": "fg2_tiny_kitti", "camera": "pinhole", "cache_features": False,
-                                  "eval_orientation": "prior", "eval_prior_deg": 20.0,
-                                  "model": {"prior_deg": 20.0, "loss": {"beta": 100.0}}},
+    "fg2-synthetic-cpu-pinhole": {**_PINHOLE},
     # ours, for `locate --fine-search scan`: continue a fg2-synthetic-cpu-pinhole run (--set init_from=RUN) on its
     # positives plus the semi-positive tiles holding the camera within 0.4 of the side of their centre, so the
     # model places cameras up to ~29 m off its window's centre (docs/locate_priors.md)
-    "fg2-synthetic-cpu-pinhole-semi": {**_SYNTH, "variant": "fg2_tiny_kitti", "camera": "pinhole",
-                                       "cache_features": False, "eval_orientation": "prior", "eval_prior_deg": 20.0,
-                                       "model": {"prior_deg": 20.0, "loss": {"beta": 100.0}},
-                                       "semi_max_offset": 0.4, "steps": 1500, "lr": 1.5e-4, "threads": 2},
+    "fg2-synthetic-cpu-pinhole-semi": {**_PINHOLE, "semi_max_offset": 0.4, "steps": 1500, "lr": 1.5e-4, "threads": 2},
     "fg2-tiny-test": {**_SYNTH, "steps": 4, "batch_size": 2, "eval_limit": 4, "final_eval": False, "log_every": 1},
 }
 
