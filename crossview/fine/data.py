@@ -147,23 +147,27 @@ def read_vigor(root: str | Path, area: str = "same", split: str = "test", label_
     """Real VIGOR (or any tree ``crossview.data.read_dataset('vigor', ...)`` reads): positives only, or with
     ``semi_max_offset`` also the semi-positives that hold the camera near enough their centre
     (see :func:`read_samples`)."""
+    from PIL import Image
+
     from crossview.data import read_dataset
 
     s = read_dataset("vigor", root, split, area=area, label_set=label_set)
     out = []
+    sides: dict[int, int] = {}  # reference index -> tile side in pixels (tiles are shared between panoramas)
     for rec in s.records:
         if rec.pixel_xy is None:
             raise DatasetError(f"record {rec.query_id} has no pixel position in its positive tile",
                                ["VIGOR label files must give the (dr, dc) offsets"])
-        refs = (rec.positives[0],) + (tuple(rec.semi_positives) if semi_max_offset is not None else ())
-        for k, r in enumerate(refs):
+        # pixel_xy follows positives + semi_positives
+        pairs = [(rec.positives[0], rec.pixel_xy[0])]
+        if semi_max_offset is not None:
+            pairs += list(zip(rec.semi_positives, rec.pixel_xy[len(rec.positives):]))
+        for k, (r, (px, py)) in enumerate(pairs):
             ref = s.references[r]
-            from PIL import Image
-
-            with Image.open(ref.path) as im:
-                side = im.size[0]
-            mpp = ref.metres_per_pixel
-            px, py = rec.pixel_xy[len(rec.positives) + k - 1 if k else 0]
+            if r not in sides:
+                with Image.open(ref.path) as im:
+                    sides[r] = im.size[0]
+            side, mpp = sides[r], ref.metres_per_pixel
             if k > 0 and not _within(px, py, side, semi_max_offset):
                 continue
             out.append(FineSample(rec.query_path, ref.path, "panorama", 360.0, rec.heading_deg or 0.0,
@@ -175,9 +179,9 @@ def read_vigor(root: str | Path, area: str = "same", split: str = "test", label_
     return out
 
 
-def _within(px: float, py: float, side: float, frac: float | None) -> bool:
+def _within(px: float, py: float, side: float, frac: float) -> bool:
     """Whether pixel (px, py) lies within ``frac`` of the side of a ``side``-pixel tile's centre along both axes."""
-    return frac is not None and abs(px - side / 2) <= frac * side and abs(py - side / 2) <= frac * side
+    return abs(px - side / 2) <= frac * side and abs(py - side / 2) <= frac * side
 
 
 def read_samples(root: str | Path, area: str = "same", split: str = "test", camera: str = "panorama",
