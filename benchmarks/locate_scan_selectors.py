@@ -63,6 +63,19 @@ def _score_end(loc, photo, e, prior, cohort) -> None:
     e["rot180"] = _conf(loc, photo, lat, lon, ((prior[0] + 180.0) % 360.0, prior[1]))
 
 
+def top_ends(ends: list[dict], k: int = 5, apart_m: float = 3.0) -> list[dict]:
+    """The ``k`` most confident walk ends inside the search area, at least ``apart_m`` apart."""
+    from crossview.tiles import distance_m
+
+    top: list[dict] = []
+    for e in sorted((e for e in ends if e["inside"]), key=lambda e: -e["conf"]):
+        if all(distance_m(e["end"], t["end"]) > apart_m for t in top):
+            top.append(e)
+        if len(top) == k:
+            break
+    return top
+
+
 def record(world: Path, retrieval: str, fine: str, half: str, n: int, k_cohort: int, out: Path) -> list[dict]:
     """Locate ``n`` pinholes of ``half`` by the scan, recording every walk end; rows appended to ``out``."""
     from crossview.locate import scan as scanmod
@@ -99,13 +112,7 @@ def record(world: Path, retrieval: str, fine: str, half: str, n: int, k_cohort: 
                      "inside": distance_m(w.end, near[:2]) <= near[2]} for w in captured.pop("walks")]
             for e in ends:
                 e["n_conv"] = sum(distance_m(e["end"], f["end"]) < 5.0 for f in ends)
-            top: list[dict] = []
-            for e in sorted((e for e in ends if e["inside"]), key=lambda e: -e["conf"]):
-                if all(distance_m(e["end"], t["end"]) > 3.0 for t in top):
-                    top.append(e)
-                if len(top) == 5:
-                    break
-            for e in top:
+            for e in top_ends(ends):
                 e["top"] = True
                 _score_end(loc, photo, e, prior, cohort)
             row = {"i": i, "image": rec["image"], "answer_err": distance_m((r.lat, r.lon), truth), "ends": ends,
