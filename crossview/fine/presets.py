@@ -46,6 +46,15 @@ BASE: dict[str, Any] = {
     "eval_orientation": None,  # known | prior | unknown (None: from `orientation`)
     "eval_prior_deg": None,  # ±range of the prior protocol (None: yaw_noise_deg)
     "ransac": False,  # PillarMatch / FG²: RANSAC at test time
+    # BEVPost (ours; crossview.fine.train_bevpost): windows with the camera anywhere in them
+    "window_cells": 96,  # positions scored per training window (cells of the model's cell_m)
+    "max_offset_m": 40.0,  # the camera lies up to this far from the window's centre (uniform)
+    "compass_noise_deg": 20.0,  # searched headings: the truth ± this (uniform), widened by heading_margin_deg
+    "heading_margin_deg": 5.0,
+    "full_circle_frac": 0.1,  # share of batches that search every heading (no compass)
+    "label_smoothing": 0.1,
+    "augment_rot90": True,  # rotate the world by k x 90 degrees
+    "augment_flip": True,  # mirror photo and map east-west
     "log_every": 20,
     "checkpoint_every": 200,
     "device": "auto",
@@ -92,7 +101,15 @@ _HF_SYNTH = {"variant": "homoflow_synthetic", "batch_size": 8, "lr": 3e-3, "weig
              "warmup_frac": 0.05, "anneal": "linear", "steps": 600, "threads": 1, "cache_features": False,
              "final_eval": True, "eval_orientation": "prior", "eval_prior_deg": 45.0}
 
+_BP_SYNTH = {"variant": "bevpost_lite0", "camera": "pinhole", "batch_size": 8, "lr": 1e-3, "steps": 1800,
+             "log_every": 50, "checkpoint_every": 250, "threads": 2}
+
 PRESETS: dict[str, dict[str, Any]] = {
+    # ours, after OrienterNet / CCVPE: the search-area posterior of `locate --fine-search posterior`, trained on the
+    # pinhole-dense world (`crossview synth --layout vigor --scale pinhole-dense`); docs/locate_posterior.md
+    "bevpost-synthetic-cpu-pinhole": {**_BP_SYNTH},
+    "bevpost-tiny-test": {**_BP_SYNTH, "variant": "bevpost_tiny", "steps": 4, "batch_size": 2, "window_cells": 24,
+                          "max_offset_m": 8.0, "checkpoint_every": 2, "log_every": 1, "threads": 1},
     "hcnet-vigor-same": {**_HC_VIGOR, "area": "same"},
     "hcnet-vigor-cross": {**_HC_VIGOR, "area": "cross"},
     "hcnet-synthetic-cpu": {**_HC_SYNTH, "area": "same"},

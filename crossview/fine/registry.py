@@ -34,7 +34,8 @@ __all__ = ["FineLocalizer", "ConversionReport", "ConfigView", "register_arch", "
 
 # Model files that register architectures and variants (imported on first use of the registry).
 MODEL_MODULES = ["crossview.fine.hcnet", "crossview.fine.homoflow", "crossview.fine.pillarmatch",
-                 "crossview.fine.planecorr", "crossview.fine.geodistill", "crossview.fine.fg2"]
+                 "crossview.fine.planecorr", "crossview.fine.geodistill", "crossview.fine.fg2",
+                 "crossview.fine.bevpost"]
 
 
 @runtime_checkable

@@ -35,6 +35,9 @@ from crossview.io import write_json_atomic
 TRAINERS: dict[str, str] = {"planecorr": "crossview.fine.train_planecorr:train_planecorr",
                             "fg2": "crossview.fine.train_fg2:train_fg2",
                             "geodistill": "crossview.fine.train_geodistill:train_geodistill"}
+# architecture -> "module:function" of a trainer that reads the world itself (whole maps, not tile samples):
+# ``fn(cfg, data, out, log)``
+WORLD_TRAINERS: dict[str, str] = {"bevpost": "crossview.fine.train_bevpost:train_bevpost"}
 
 
 def _frozen(model: torch.nn.Module) -> bool:
@@ -155,6 +158,9 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, command: list[
     log = RunLog(out, quiet)
     device = pick_device(cfg["device"])
     torch.manual_seed(cfg["seed"])
+    if cfg["method"] in WORLD_TRAINERS:
+        module, _, fn = WORLD_TRAINERS[cfg["method"]].partition(":")
+        return getattr(importlib.import_module(module), fn)(cfg, data, out, log)
     rng = random.Random(cfg["seed"])
     samples = read_samples(data, cfg["area"], "train", cfg["camera"], cfg["label_set"], cfg["train_limit"],
                            cfg.get("semi_max_offset"))
