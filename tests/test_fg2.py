@@ -288,8 +288,8 @@ def test_parameter_counts_and_key_layout_equal_the_official():
 
 def test_query_grid_regeneration_matches_the_notes():
     """``official_query_grid``: ``torch.rand(41, 41, 1024)`` after ``manual_seed(0)`` and the vendored ViT-L's
-    initialisation draws. The checksum of FINE_PARITY_NOTES §2.3 (measured there with torch 2.14.1; not checked
-    against a real checkpoint): float64 sum 860693.59197, first values 0.98370278, 0.53005344, 0.81148326,
+    initialisation draws. The checksum in docs/fine_fg2.md (an independent measurement with torch 2.14.1;
+    not checked against a real checkpoint): float64 sum 860693.59197, first values 0.98370278, 0.53005344, 0.81148326,
     0.92709821. About 5 s."""
     grid = fg2.official_query_grid()
     assert grid.shape == (41, 41, 1024)

@@ -1,10 +1,12 @@
 """Imports only point down the layers: errors/io/config → geometry, data, synth, models → train, evaluate, search,
 tiles, paper, viz → fine → locate → serve → commands. Inference code (search, evaluate, fine's models, locate,
-serve) never imports training code. Checked on the source (ast), so a lazy import inside a function counts too."""
+serve) never imports training code. Checked on the source (ast), so a lazy import inside a function counts too.
+Code and docs cite nothing that a clone of the repository lacks (the design notes beside the checkout)."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,20 @@ def test_imports_point_down(path):
                 and name.startswith(TRAINING):
             bad.append(f"{name} (training code imported by inference code)")
     assert not bad, f"{path.relative_to(PACKAGE)} imports upward: {bad}"
+
+
+TEXT_SUFFIXES = (".py", ".md", ".json", ".html", ".js", ".css", ".txt")
+OUTSIDE = re.compile(r"\.\./shared/|shared/(?:design|seeds)/|FINE_PARITY_NOTES|FINE_SPEC|MFRGN_SPEC|ARCHITECTURE\.md"
+                     r"|POSTERIOR_NOTES")
+
+
+def test_no_citations_outside_the_repository():
+    root = PACKAGE.parent
+    bad = []
+    for folder in (PACKAGE, root / "docs"):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES):
+            for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                if OUTSIDE.search(line):
+                    bad.append(f"{path.relative_to(root)}:{i}: {line.strip()[:100]}")
+    assert not bad, ("these lines cite files outside the repository; state the fact or point into docs/ "
+                     "(e.g. docs/official_code_notes.md):\n" + "\n".join(bad))

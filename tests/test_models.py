@@ -67,7 +67,7 @@ def test_parameter_counts_equal_the_official_models(name, params):
 def test_parameter_count_at_a_half_width_ground_size():
     with torch.device("meta"):
         model = create_model("mfrgn_cvusa", ground_size=(128, 256))
-    assert sum(p.numel() for p in model.parameters()) == 97_874_253  # MFRGN_SPEC a.8, ground token Linear 790->14
+    assert sum(p.numel() for p in model.parameters()) == 97_874_253  # the official count; token Linear 790->14
 
 
 def test_descriptor_dimensions_of_the_ablations():
@@ -226,6 +226,6 @@ def test_macs_match_the_published_measurements():
     from crossview.models.info import model_info
 
     info = model_info("mfrgn_cvusa")
-    # MFRGN_SPEC g: 20.98 G (fvcore, which also counts a few element-wise ops) per image; 41.87 G torch MACs per pair
+    # official model, fvcore: 20.98 G per image (it also counts a few element-wise ops); 41.87 G torch MACs per pair
     assert 20.90e9 < info["macs_per_image"]["ground"] < 20.99e9
     assert info["macs_per_pair"] == pytest.approx(41.87e9, rel=2e-3)

@@ -1,4 +1,4 @@
-"""The SAFA-like CVACT panorama pre-crop (MFRGN_SPEC e.5, MFRGN ``is_crop``).
+"""The SAFA-like CVACT panorama pre-crop (MFRGN's ``data_preparation.py``, ``is_crop``).
 
 A 1664×832 CVACT panorama keeps rows 208…623 (the middle half: the sky above and the car below are
 dropped) and is resized to 512×128 with an area filter (Pillow's BOX = OpenCV's INTER_AREA when shrinking),

@@ -1,4 +1,4 @@
-"""GPS-neighbour tables for hard-negative batches (MFRGN_SPEC c.4).
+"""GPS-neighbour tables for hard-negative batches (the official ``calc_distance_*.py``; docs/official_code_notes.md).
 
 For every training location (the reference index ``record.positives[0]``: the CVUSA/CVACT pair, the VIGOR
 positive satellite) the table lists the other training locations nearest first, self excluded. The

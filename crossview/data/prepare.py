@@ -29,7 +29,7 @@ from crossview.data.records import Split
 from crossview.errors import ConfigError, DatasetError
 from crossview.io import write_json_atomic
 
-# Image sizes (height, width) per view for --cache: the official MFRGN configurations (MFRGN_SPEC c.2).
+# Image sizes (height, width) per view for --cache: the official MFRGN configurations (docs/official_code_notes.md).
 DEFAULT_SIZES: dict[str, dict[str, tuple[int, int]]] = {
     "cvusa": {"ground": (128, 512), "aerial": (256, 256)},
     "cvact": {"ground": (128, 512), "aerial": (256, 256)},

@@ -56,7 +56,7 @@ def limited_fov(pano: torch.Tensor, fov_deg: float, heading_deg: float, centre: 
 
 @dataclass
 class PhotometricAug:
-    """The official chain in torchvision terms (MFRGN_SPEC c.3): JPEG, colour jitter, blur/sharpen, dropout."""
+    """The official chain in torchvision terms (docs/official_code_notes.md): JPEG, jitter, blur/sharpen, dropout."""
 
     p_jpeg: float = 0.5
     p_jitter: float = 0.5

@@ -5,7 +5,7 @@ similarity matrix and loops over queries in Python. Here similarities are comput
 (and, optionally, one block of references) at a time and only per-query counters are kept, so memory is
 ``O(block × references)`` (or ``O(block × ref_block)``) whatever the dataset size.
 
-Definitions (MFRGN_SPEC d.2, d.3), kept exactly:
+Definitions (docs/official_code_notes.md, "Retrieval evaluation"), kept exactly:
 
 * similarity = dot product of the given descriptors (they are expected to be L2-normalised already);
 * rank of query i = number of references whose similarity is **strictly greater** than the similarity to

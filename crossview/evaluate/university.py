@@ -1,11 +1,11 @@
 """University-1652 metrics: recall@K, "Recall@top1" and mean AP (Market-1501 style), streamed.
 
-Facts (MFRGN_SPEC d.4): per query the gallery is ranked by similarity; "good" = gallery items with the
-query's class, "junk" = items removed before scoring. AP uses the trapezoid rule (average of the precision
-just before and at each good hit); CMC starts at the first good hit. "Recall@top1" (reported here as
-``"R@1%"``) is the CMC at index ``round(0.01 × |gallery|)`` (Python ``round``, full gallery size), i.e.
-a hit within the first ``round(0.01 |G|) + 1`` places — the official off-by-one is kept. Queries without any
-good gallery item are skipped but still count in the denominators, as officially.
+Facts (Sample4Geo's ``evaluate/university.py``; docs/official_code_notes.md, "Retrieval evaluation"): per query
+the gallery is ranked by similarity; "good" = gallery items with the query's class, "junk" = items removed before
+scoring. AP uses the trapezoid rule (average of the precision just before and at each good hit); CMC starts at the
+first good hit. "Recall@top1" (reported here as ``"R@1%"``) is the CMC at index ``round(0.01 × |gallery|)`` (Python
+``round``, full gallery size), i.e. a hit within the first ``round(0.01 |G|) + 1`` places — the official off-by-one
+is kept. Queries without any good gallery item are skipped but still count in the denominators, as officially.
 
 Two protocols, always labelled in the output:
 

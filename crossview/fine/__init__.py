@@ -4,7 +4,7 @@ One registry for every method (``crossview.fine.registry``): the published HC-Ne
 ``hcnet_tiny``), FG² and GeoDistill as they are added, and designs of our own under names of their own
 (PillarMatch, PlaneCorr, HomoFlow — not the published models). Every model is a ``FineLocalizer``; ``localize``
 places one image, ``crossview.fine.evaluate`` runs the protocols, ``crossview.fine.train`` trains from presets.
-``reproduce_official`` runs our model on an official fixture (``../shared/reference/fine_parity``).
+``reproduce_official`` runs our model on an official fixture (docs/official_code_notes.md, "Official fixtures").
 """
 
 from crossview.fine.localize import localize

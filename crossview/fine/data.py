@@ -7,9 +7,10 @@ Sources:
 - real VIGOR through ``crossview.data.read_dataset`` (positives only, corrected labels by default);
 - ``flat_world_samples``: a flat textured ground rendered in memory (tests and quick checks).
 
-Protocol (FINE_SPEC 1.1): positives only; same-area = the split's own train/test lists over all cities;
-cross-area = train on NewYork + Seattle, test on Chicago + SanFrancisco. Known orientation uses the image as is
-(VIGOR panoramas are north-aligned); unknown orientation rolls a panorama by a random yaw, fixed by a seed at test.
+Protocol (docs/official_code_notes.md, "VIGOR for metric localization"): positives only; same-area = the split's
+own train/test lists over all cities; cross-area = train on NewYork + Seattle, test on Chicago + SanFrancisco. Known
+orientation uses the image as is (VIGOR panoramas are north-aligned); unknown orientation rolls a panorama by a
+random yaw, fixed by a seed at test.
 Pinhole cameras of the synthetic world already look in random directions.
 """
 

@@ -1,5 +1,5 @@
 """DINOv2 ViT/14 (FG²: ViT-L, frozen, float16; GeoDistill: ViT-B, frozen, float32) through timm, computing what
-the official DINOv2 code computes (FINE_PARITY_NOTES §1.2).
+the official DINOv2 code computes (as vendored by FG² and loaded by GeoDistill).
 
 timm's ``vit_{small,base,large}_patch14_dinov2`` have the official key names (the official ``mask_token`` is
 kept here as an unused parameter so official checkpoints load strictly and counts match). What differs is the

@@ -1,6 +1,7 @@
 """Evaluation of fine-grained localizers on held-out samples (inference only: nothing here imports training code).
 
-Orientation protocols (FINE_SPEC §3; each number is recorded with its protocol):
+Orientation protocols (docs/official_code_notes.md, "Metrics and protocol switches"; each number is recorded
+with its protocol):
 
 - ``known``: the model is told the true heading (``heading_prior`` = truth); VIGOR's north-aligned panoramas as they
   are.

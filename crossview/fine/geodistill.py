@@ -1,6 +1,6 @@
 """GeoDistill (Tong, Xia, Alahi, He, Shi; ICCV 2025) as published: tongshw/GeoDistill @39dcc16c, VIGOR.
 
-Module for module (FINE_PARITY_NOTES §4, FINE_SPEC §2.3–2.4):
+Module for module (docs/fine_geodistill.md; the recipe: docs/official_code_notes.md):
 
 1. **Tokens** (``encoder``, frozen): the images are scaled 2·x − 1 (no mean/std), centre-padded with zeros to
    multiples of 14 (tile 512 → 518, panorama 320 × 640 → 322 × 644) and run through DINOv2 ViT-B/14 (official
@@ -47,8 +47,9 @@ The student's mask is resized to each feature size as ``cv2.resize(INTER_LINEAR)
 (``cv2_linear_resize``: OpenCV's fixed-point arithmetic, bit-identical to cv2 5.0.0 on every downscale tested —
 1,500 random arrays; the official sizes only downscale). cv2 is not a dependency.
 
-Not reproduced: the KITTI model (a separate pinhole network, ``network_kitti_dino.py``, not described in the
-parity notes) and G2SWeakly's optional noisy-GPS term. Frames: tile pixels x right, y down; ``predict`` returns
+Not reproduced: the KITTI model (a separate pinhole network, ``network_kitti_dino.py``, which no official fixture
+covers). G2SWeakly's optional noisy-GPS term is implemented (``gps_weight``, 0 as published) but no fixture checks
+it. Frames: tile pixels x right, y down; ``predict`` returns
 metres east/north of the tile centre and headings clockwise from north of the panorama's centre column.
 """
 
@@ -1095,10 +1096,10 @@ def _projected_mask(model: GeoDistill, mask: torch.Tensor, student: dict[str, An
 # ---------------------------------------------------------------------------------------------------------------
 # Training recipes (data; merged into crossview.fine.presets) and registered variants
 
-# The official recipe (FINE_SPEC §2.4): a weakly supervised base (G2SWeakly's batch contrastive loss, Adam(W) lr
-# 1e-4, batch 8, 10 epochs), then self-distillation from it (AdamW lr 1e-4, wd 1e-5, clip 1.0, batch 8, 20 epochs,
-# EMA teacher α 0.9 once per epoch); the official validation keeps the best teacher and student. VIGOR same-area
-# training has 52,609 panoramas (the official loader trains on 80 % of them: 5,261 steps of 8 per epoch).
+# The official recipe (docs/official_code_notes.md): a weakly supervised base (G2SWeakly's batch contrastive loss,
+# Adam(W) lr 1e-4, batch 8, 10 epochs), then self-distillation from it (AdamW lr 1e-4, wd 1e-5, clip 1.0, batch 8,
+# 20 epochs, EMA teacher α 0.9 once per epoch); the official validation keeps the best teacher and student. VIGOR
+# same-area training has 52,609 panoramas (the official loader trains on 80 % of them: 5,261 steps of 8 per epoch).
 _EPOCH_VIGOR = int(0.8 * 52609) // 8
 # Keys of train_geodistill beyond the shared ones (defaults: no validation split, all pairs labelled, distillation
 # at ``lr`` without labels as published): ``val_limit`` training panoramas held out as validation, validated every

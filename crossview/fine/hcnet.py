@@ -1,6 +1,6 @@
 """HC-Net (Wang et al., NeurIPS 2023) as published: xlwangDev/HC-Net @62329ddb, VIGOR configuration.
 
-Module for module (FINE_PARITY_NOTES §3, FINE_SPEC §2.2):
+Module for module (docs/fine_models.md, "HC-Net as published"):
 
 1. the panorama -> a 512 × 512 top-down view by the official spherical transform (170° virtual downward camera,
    ``crossview.geometry.spherical.hcnet_bev``), assuming its centre column looks along the heading prior;
@@ -354,7 +354,7 @@ class HCNet(nn.Module):
 
 def official_loss(model: HCNet, out: dict[str, Any], gt_pixel: torch.Tensor, ori_deg: torch.Tensor,
                   probe_points: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-    """HC-Net's loss (FINE_PARITY_NOTES §3.6) for ``gt_pixel`` (B, 2) at ``image_size`` and the orientation label
+    """HC-Net's loss (the official training loss) for ``gt_pixel`` (B, 2) at ``image_size`` and the orientation label
     ``ori_deg`` (B,) (= −(true heading − prior)).
 
     Per iteration i of N, weight γ^(N−1−i): mean squared error of the mapped centre in image pixels (the

@@ -1,4 +1,5 @@
-"""Fine-grained localization metrics (FINE_SPEC §3), computed once for every method.
+"""Fine-grained localization metrics (docs/official_code_notes.md, "Metrics and protocol switches"), computed once
+for every method.
 
 Inputs are metres in the tile frame (x east, y north) and headings in degrees clockwise from north.
 """

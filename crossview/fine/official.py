@@ -1,9 +1,9 @@
 """Official fixtures and checkpoints: which architecture a fixture comes from, and our outputs for it.
 
 ``reproduce_official(fixture)`` takes a fixture dict exactly as ``torch.load(path, map_location="cpu",
-weights_only=True)`` returns it (``../shared/reference/fine_parity/*.pt``: float16 weights, uint8 images), converts
-its official weights with the architecture's strict converter, runs our model on its inputs as its notes describe,
-and returns our outputs under the fixture's output names, with the same shapes and subsampling.
+weights_only=True)`` returns it (``official_*.pt``: float16 weights, uint8 images; docs/official_code_notes.md),
+converts its official weights with the architecture's strict converter, runs our model on its inputs as the official
+forward does, and returns our outputs under the fixture's output names, with the same shapes and subsampling.
 """
 
 from __future__ import annotations

@@ -75,7 +75,8 @@ BASE: dict[str, Any] = {
 
 # -- HC-Net as published (xlwangDev/HC-Net train.sh + train-vigor.json): AdamW 3.5e-4, wd 5e-4, eps 1e-7, OneCycle
 # with linear anneal and 5 % warm-up over 180 k steps, clip 1.0, batch 16, ±45° orientation noise, the official loss
-# (0.1 · homography + 1.0 · correlation). FINE_SPEC §6 suggests 20–40 k steps for a budget run (--set steps=...).
+# (0.1 · homography + 1.0 · correlation). For a budget run, 20–40 k steps (--set steps=...) is a suggestion, not a
+# measurement: expect a gap to the paper.
 _HC_VIGOR = {"variant": "hcnet_vigor", "batch_size": 16, "lr": 3.5e-4, "weight_decay": 5e-4, "adam_eps": 1e-7,
              "warmup_frac": 0.05, "anneal": "linear", "grad_clip": 1.0, "steps": 180_000, "cache_features": False,
              "final_eval": True, "eval_orientation": "prior", "eval_prior_deg": 45.0}

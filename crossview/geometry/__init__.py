@@ -1,7 +1,7 @@
 """Shared geometry: camera models, BEV projection, 2-D rigid transforms, Procrustes, RANSAC, angles, WGS84
 geodesy (``geodesy``) and tile/geo conversions.
 
-Frames used throughout (ARCHITECTURE.md, "Conventions"):
+Frames used throughout (README.md, "Conventions"):
 - image pixels: continuous (x right, y down), origin at the top-left corner of the image, pixel i spans [i, i+1];
 - camera frame: x right, y forward (the centre column / optical axis at zero pitch), z up, metres;
 - tile frame: metres east (x) and north (y) of the aerial tile centre; aerial tiles are north-up;

@@ -145,7 +145,7 @@ def _hcnet_grid(size: int, fov_deg: float) -> torch.Tensor:
 def hcnet_bev(panorama: torch.Tensor, size: int = 512, fov_deg: float = 170.0, quantize: bool = True) -> torch.Tensor:
     """HC-Net's released spherical transform: panoramas (B, C, Hp, Wp) in [0, 1] -> the (B, C, size, size) view.
 
-    As the official code computes it (FINE_PARITY_NOTES §3.1): view pixel (row a, col b) takes the ray
+    As the official code computes it (docs/fine_models.md, "HC-Net"): view pixel (row a, col b) takes the ray
     (size/2 − a, size/2 − b, −f) with f = (size/2)/tan(fov/2) — integer pixel indices, not centres —, sampled with
     ``grid_sample(align_corners=True)``, bilinear, zero padding, no wrap-around; the official loader then truncates
     the 8-bit result (``quantize``: floor(255·x)/255). The grid is built at ``size`` directly (the official 500 px

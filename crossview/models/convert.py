@@ -1,6 +1,6 @@
 """Official MFRGN / MFRGN-U / Sample4Geo state dicts -> our parameter names, strictly.
 
-Our names (``docs/models.md`` lists them) against the official ones (MFRGN_SPEC a, b):
+Our names (``docs/models.md`` lists them) against the official ones (MFRGN @37ad6e6, Sample4Geo @498c651):
 
 =====================================================  =========================================================
 official                                               ours

@@ -1,11 +1,12 @@
 """MFRGN (Wang et al., ACM MM 2024): multi-scale global and local descriptors for cross-view retrieval.
 
-Structure (numbers as in the official code, MFRGN_SPEC a): a timm backbone gives S1-S3 (strides 8/16/32), a strided
-3x3 conv gives S4; shared 1x1 projections to 128 channels with GroupNorm and a 2-D sine position encoding; pyramid
-pooling sampling (PPS) reduces S1 to the low-level tokens L; the Self and Cross Attention Module (SCAM) updates the
-high-level tokens H = [S2, S3, S4] twice and L once with Lite-Transformer encoders (linear attention); a Linear over the
-token axis gives the 1792-d global descriptor; four Global-Prompt Attention Blocks (GPAB) re-weight the raw maps with
-prompts made from the SCAM output and give the 256-d local descriptor. The output is the L2-normalised concatenation.
+Structure (numbers as in the official code, ytao-wang/MFRGN @37ad6e6; docs/official_code_notes.md): a timm backbone
+gives S1-S3 (strides 8/16/32), a strided 3x3 conv gives S4; shared 1x1 projections to 128 channels with GroupNorm and a
+2-D sine position encoding; pyramid pooling sampling (PPS) reduces S1 to the low-level tokens L; the Self and Cross
+Attention Module (SCAM) updates the high-level tokens H = [S2, S3, S4] twice and L once with Lite-Transformer encoders
+(linear attention); a Linear over the token axis gives the 1792-d global descriptor; four Global-Prompt Attention Blocks
+(GPAB) re-weight the raw maps with prompts made from the SCAM output and give the 256-d local descriptor. The output is
+the L2-normalised concatenation.
 
 ``MFRGN`` has one shared backbone and projection, and one :class:`ViewHead` per view (``aerial``/``ground``) or a
 single shared head (``shared``, the University-1652 model MFRGN-U). Ablation switches (paper Tables 4-5, Fig. 7) live

@@ -140,7 +140,7 @@ def build(cfg: dict[str, Any]):
     return MFRGN(cfg)
 
 
-# --- official configurations (MFRGN_SPEC a, b) ---------------------------------------------------------------
+# --- official configurations (docs/official_code_notes.md, "The models") ----------------------------------------
 register("mfrgn_cvusa", MFRGN_DEFAULTS)
 register("mfrgn_cvact", MFRGN_DEFAULTS)
 register("mfrgn_vigor", MFRGN_DEFAULTS, aerial_size=(320, 320), ground_size=(320, 640))

@@ -1,4 +1,4 @@
-"""The paper kit for MFRGN (shared/seeds/001): every row of Tables 1–5 and Fig. 7 as a runnable training
+"""The paper kit for MFRGN (Wang et al., ACM MM 2024): every row of Tables 1–5 and Fig. 7 as a runnable training
 preset, the paper's printed numbers with the protocol of each row, ``crossview report`` (Markdown and CSV
 tables of measured numbers beside the paper's) and the figures (t-SNE, Fig. 8; response maps, Fig. 9).
 

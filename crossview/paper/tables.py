@@ -1,4 +1,4 @@
-"""MFRGN's Tables 1–5 and Fig. 7 (shared/seeds/001) as data: training presets and the printed numbers.
+"""MFRGN's Tables 1–5 and Fig. 7 (ACM MM 2024) as data: training presets and the printed numbers.
 
 ``PAPER_PRESETS`` (training configs, defined with the other presets in :mod:`crossview.train.paper_presets`)
 reproduce the rows. ``ROWS`` holds every row of the tables: the numbers as printed, the dataset,
@@ -213,7 +213,7 @@ _T5 = [
 ]
 T5_COST_NOTE = ("FLOPs and memory 'using a pair of street image and satellite image as input' (paper); 21.80 G "
                 "matches the multiply-accumulates (MACs) of ONE image at 256x256 / 128x512 (20.98 G per image, "
-                "41.96 G per pair, MFRGN_SPEC f), and LA/softmax print the same FLOPs, so the paper's counter "
+                "41.96 G per pair by fvcore), and LA/softmax print the same FLOPs, so the paper's counter "
                 "presumably skipped the attention matrix products. Measured: GMACs per single image (the larger "
                 "of the two views) and per pair (one ground + one aerial), counted by torch's FlopCounterMode "
                 "(2 FLOPs per MAC, halved), attention products included; memory = peak CUDA memory of one "

@@ -1,6 +1,6 @@
 """CVACT-like writer: one city (Canberra style), 2:1 panoramas, splits in a MATLAB ``ACT_data.mat``.
 
-Tree (MFRGN_SPEC e.2)::
+Tree (as the official CVACT loaders read it)::
 
     ACT_data.mat        panoIds (N equal-length id strings), utm (N x 2: easting, northing in metres),
                         trainSet{trainNum, trainInd}, valSet{valNum, valInd}, valSetAll{valNumAll, valIndAll};

@@ -1,6 +1,6 @@
 """CVUSA-like writer: centre-aligned pairs of a north-up aerial image and a cropped-band panorama.
 
-Tree (MFRGN_SPEC e.1)::
+Tree (as the official CVUSA loaders read it)::
 
     bingmap/19/NNNNNNN.jpg            aerial image centred on the camera (id = the 7-digit number, from 1)
     streetview/panos/NNNNNNN.jpg      panorama, 1232:224 aspect: 360 deg wide, elevations +32.73 .. -32.73 deg

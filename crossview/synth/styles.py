@@ -2,7 +2,8 @@
 
 The four names are VIGOR's cities so that the benchmark's same-area / cross-area splits (train NewYork + Seattle,
 test Chicago + SanFrancisco) mean "seen" versus "unseen" styles. ``vigor_mpp_640`` is VIGOR's metres per pixel at
-640 px (FINE_SPEC 1.1); a synthetic tile of S px uses ``vigor_mpp_640 * 640 / S`` so it covers the same ground.
+640 px (as the official code hard-codes them); a synthetic tile of S px uses ``vigor_mpp_640 * 640 / S`` so it covers
+the same ground.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """University-1652-like writer: a class is one target building, seen by one satellite image and several drone
 views circling it.
 
-Tree (MFRGN_SPEC e.4; class folders are zero-padded integers, disjoint between train and test)::
+Tree (University-1652's release; class folders are zero-padded integers, disjoint between train and test)::
 
     train/satellite/<cls>/<cls>.jpg          north-up aerial image centred on the building
     train/drone/<cls>/image-XX.jpeg          oblique drone views circling the building (XX = 01, 02, ...)

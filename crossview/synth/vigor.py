@@ -1,6 +1,6 @@
 """VIGOR-like writer: overlapping north-up tiles, panoramas anywhere inside, positives + semi-positives.
 
-Tree (as the official VIGOR loaders expect, MFRGN_SPEC e.3 / FINE_SPEC 1.1)::
+Tree (as the official VIGOR loaders expect; docs/official_code_notes.md)::
 
     satellite/<City>/satellite_<lat>_<lon>.png        tile centred at (lat, lon), S x S px
     ground/<City>/<panoid>,<lat>,<lon>,.jpg            north-aligned equirectangular panorama (2:1)

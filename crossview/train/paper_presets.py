@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 # --- training presets -------------------------------------------------------------------------------------------
-# Official MFRGN scripts (MFRGN_SPEC c.2): AdamW lr 1e-4, batch 64 pairs, 1 warm-up epoch, 50 epochs (VIGOR 70),
-# sampling switches off as released. Sample4Geo: lr 1e-3, batch 128, 40 epochs, GPS + similarity sampling on.
+# Official MFRGN scripts (docs/official_code_notes.md): AdamW lr 1e-4, batch 64 pairs, 1 warm-up epoch, 50 epochs
+# (VIGOR 70), sampling switches off as released. Sample4Geo: lr 1e-3, batch 128, 40 epochs, GPS + similarity
+# sampling on.
 _MFRGN = {"lr": 1e-4, "batch_size": 64, "warmup_epochs": 1.0, "pretrained": True, "epochs": 50, "seed": 42,
           "eval_every": 4}
 _S4G = {"lr": 1e-3, "batch_size": 128, "warmup_epochs": 1.0, "pretrained": True, "epochs": 40, "eval_every": 4,

@@ -1,6 +1,6 @@
 """Training presets as plain data, merged with command-line overrides in exactly one place.
 
-Hyper-parameters follow the official configurations (MFRGN_SPEC c.2): AdamW (weight decay 0.01), cosine
+Hyper-parameters follow the official configurations (docs/official_code_notes.md): AdamW (weight decay 0.01), cosine
 schedule with linear warm-up stepped every batch, label smoothing 0.1, a learnable temperature, gradient
 clipping by value at 100, synchronised flip (p 0.5) and rotate/roll (p 0.75).
 """

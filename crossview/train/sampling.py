@@ -1,6 +1,6 @@
 """Batch construction: one sample per location per batch, GPS-neighbour and visual-similarity hard negatives.
 
-The official Sample4Geo/MFRGN "custom shuffle" (MFRGN_SPEC c.5) fills each batch with a seed location
+The official Sample4Geo/MFRGN "custom shuffle" (docs/official_code_notes.md) fills each batch with a seed location
 followed by up to ``neighbour_select`` of its neighbours (half the nearest, half drawn at random from the
 rest of the first ``neighbour_range``), so the InfoNCE negatives inside a batch are hard. The diagonal
 targets of the loss are only valid if no location appears twice in a batch; this module guarantees that.

@@ -1,4 +1,4 @@
-"""CVACT: Canberra panoramas and aerial images, splits in ``ACT_data.mat`` (MFRGN_SPEC e.2).
+"""CVACT: Canberra panoramas and aerial images, splits in ``ACT_data.mat`` (as the official loaders read them).
 
 Layout::
 

@@ -1,4 +1,4 @@
-"""CVUSA: centre-aligned panorama / aerial pairs (MFRGN_SPEC e.1).
+"""CVUSA: centre-aligned panorama / aerial pairs (layout as the official loaders read it).
 
 Layout::
 

@@ -1,4 +1,4 @@
-"""University-1652: drone views circling a building and the building's satellite image (MFRGN_SPEC e.4).
+"""University-1652: drone views circling a building and the building's satellite image.
 
 Layout (``University-Release``)::
 

@@ -1,6 +1,6 @@
 """VIGOR: north-aligned panoramas anywhere inside overlapping satellite tiles of four US cities.
 
-Layout (MFRGN_SPEC e.3; the official release's ``<City>/panorama`` + ``<City>/satellite`` is accepted too)::
+Layout (as Sample4Geo/MFRGN read it; the public release's ``<City>/panorama`` + ``<City>/satellite`` is accepted too)::
 
     ROOT/satellite/<City>/satellite_<lat>_<lon>.png
     ROOT/ground/<City>/<panoid>,<lat>,<lon>,.jpg
@@ -12,9 +12,9 @@ Layout (MFRGN_SPEC e.3; the official release's ``<City>/panorama`` + ``<City>/sa
 A label line has 13 whitespace-separated columns: the panorama file name, then four ``satellite dr dc``
 triples (the positive, then three semi-positives). ``(dr, dc)`` is the camera's offset from the tile centre
 in pixels of the 640-px tile; every repository agrees on ``row = 320 + dr``, ``col = 320 - dc``
-(FINE_SPEC 1.1). Tiles stored at another size S are scaled by S/640. A synthetic world
-(``crossview_meta.json`` present) declares the tile size its offsets are given at (``label_tile_px``, its
-native size) and its metres per pixel per city; both are taken from that file.
+(docs/official_code_notes.md, "VIGOR for metric localization"). Tiles stored at another size S are scaled by
+S/640. A synthetic world (``crossview_meta.json`` present) declares the tile size its offsets are given at
+(``label_tile_px``, its native size) and its metres per pixel per city; both are taken from that file.
 
 City order: the satellite index is the row in the concatenation of the setting's ``satellite_list.txt``
 files, in Sample4Geo/MFRGN's order — same-area Chicago, NewYork, SanFrancisco, Seattle; cross-area train
@@ -35,7 +35,7 @@ from crossview.errors import ConfigError, DatasetError
 
 SAME_AREA_CITIES = ("Chicago", "NewYork", "SanFrancisco", "Seattle")
 CROSS_AREA_CITIES = {"train": ("NewYork", "Seattle"), "test": ("Chicago", "SanFrancisco")}
-# Metres per pixel of a 640-px zoom-20 tile (FINE_SPEC 1.1, hard-coded in CCVPE/FG2/HC-Net/G2SWeakly).
+# Metres per pixel of a 640-px zoom-20 tile (hard-coded in the official CCVPE/FG2/G2SWeakly/GeoDistill code).
 METRES_PER_PIXEL_640 = {"NewYork": 0.113248, "Seattle": 0.100817, "SanFrancisco": 0.118141, "Chicago": 0.111262}
 LABEL_TILE_PX = 640  # the tile size the label offsets are given at
 SPLITS = ("train", "test")
@@ -54,7 +54,7 @@ def default_cities(area: str, split: str) -> tuple[str, ...]:
 
 
 def metres_per_pixel(city: str, tile_px: int | None, meta: dict | None) -> float | None:
-    """m/px at the native tile size: the synthetic world's ``crossview_meta.json`` value, else FINE_SPEC 1.1's
+    """m/px at the native tile size: the synthetic world's ``crossview_meta.json`` value, else the official
     640-px value scaled by 640/S."""
     meta = meta or {}
     declared = (meta.get("cities") or {}).get(city)
