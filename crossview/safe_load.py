@@ -139,3 +139,11 @@ def load_checkpoint(path: str | os.PathLike, *, trust: bool = False, what: str =
         found = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
         raise _refuse(path, what, f"it uses {', '.join(sorted(set(names)))} in a way plain data never does"
                       f" ({found.group(1)[:200] if found else exc})") from exc
+
+
+def add_trust_argument(parser: Any) -> None:
+    """``--trust-checkpoint`` on a sub-command that reads ``.pt`` / ``.pth`` files (``args.trust_checkpoint``)."""
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="unpickle checkpoint files without restriction (only for files you trust: unpickling "
+                             "can run code); by default they load weights-only and a file naming other code is "
+                             "refused")
