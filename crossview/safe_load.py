@@ -1,17 +1,17 @@
 """Reading ``.pt`` / ``.pth`` files without running code from them.
 
-``torch.load(weights_only=False)`` unpickles anything, so a downloaded checkpoint could run arbitrary code.
-:func:`load_checkpoint` reads with ``weights_only=True`` (tensors, containers, numbers, strings). A file that also
-names other Python globals is read again only when every one of them is on :func:`allowed`, the few non-tensor
-things that official releases and our own older files hold:
+Unrestricted unpickling (``torch.load`` with ``weights_only`` off) runs whatever a file names, so a downloaded
+checkpoint could run arbitrary code. :func:`load_checkpoint` reads with ``weights_only=True`` (tensors, containers,
+numbers, strings). A file that also names other Python globals is read again only when every one of them is on
+:func:`allowed`, the few non-tensor things that official releases and our own older files hold:
 
 - numpy scalars, dtypes and arrays (a loss or best distance saved as ``numpy.float64``; the numpy RNG state in our
   training checkpoints), under both numpy 1 (``numpy.core``) and numpy 2 (``numpy._core``) names;
 - ``argparse.Namespace`` (some official repositories save their arguments);
-- a ``OneCycleLR`` state written by torch < 2.2 (HC-Net's ``lr_schedule``): its ``anneal_func`` was a bound method,
-  pickled as ``getattr(the scheduler, "_annealing_linear")``, which drags in the scheduler and its ``AdamW``. These
-  load as inert stand-ins (:class:`Placeholder`, :func:`attribute_name`, :func:`plain_dict`): no code of theirs
-  runs, and nothing here reads them.
+- a ``OneCycleLR`` state written by an older torch (HC-Net's ``lr_schedule``, trained with torch 1.13): its
+  ``anneal_func`` was a bound method, pickled as ``getattr(the scheduler, "_annealing_linear")``, which drags in
+  the scheduler and its ``AdamW``. These load as inert stand-ins (:class:`Placeholder`, :func:`attribute_name`,
+  :func:`plain_dict`): no code of theirs runs, and nothing here reads them.
 
 Any other global raises :class:`~crossview.errors.UnsafeCheckpointError` (a ``ConfigError``) naming the file and
 the global; ``trust=True`` (``--trust-checkpoint`` on the command line) unpickles without restriction, with a
