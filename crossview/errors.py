@@ -17,3 +17,8 @@ class DatasetError(CrossviewError):
 
 class ConfigError(CrossviewError):
     """A model or run configuration is inconsistent (wrong input size, unknown name, key mismatch)."""
+
+
+class UnsafeCheckpointError(ConfigError):
+    """A ``.pt`` / ``.pth`` file names a Python global that plain weights never need: unpickling it could run code.
+    Raised instead of loading it (unless the caller trusts the file)."""

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from crossview.device import add_precision_args
+from crossview.safe_load import add_trust_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--half", action="store_true", help="fp16 autocast on GPU")
     add_precision_args(p)
+    add_trust_argument(p)
     p.set_defaults(func=run)
 
 
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     folders = embed_split(model, split, args.out, roles=roles, shard=shard, shard_size=args.shard_size,
                           batch=args.batch, device=device, dtype=getattr(torch, args.dtype), half=args.half,
                           precision=precision,
-                          model_name=name, root=Path(args.root), rank=info.rank, world=info.world_size)
+                          model_name=name, root=Path(args.root), rank=info.rank, world=info.world_size,
+                          trust_checkpoint=args.trust_checkpoint)
     if is_dist():
         torch.distributed.barrier()
     if info.is_main:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from crossview.device import add_precision_args
+from crossview.safe_load import add_trust_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--orientation", choices=["known", "unknown"], default="unknown",
                    help="with --fov: the sector stays at its true heading (known) or is rolled to the middle")
     add_precision_args(p)
+    add_trust_argument(p)
     p.set_defaults(func=run)
 
 
@@ -121,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
 
             embed_split(model, split, emb, batch=args.batch, device=device, half=args.half, precision=precision,
                         model_name=name,
-                        root=Path(data), rank=info.rank, world=info.world_size)
+                        root=Path(data), rank=info.rank, world=info.world_size,
+                        trust_checkpoint=args.trust_checkpoint)
             if is_dist():
                 torch.distributed.barrier()
             if not info.is_main:
@@ -129,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         records[split_name] = evaluate_split(
             model, split, sub, direction=args.direction, protocol=args.u1652_protocol,
             pictures=args.top_k_pictures, picture_k=args.picture_k, embeddings=emb, device=device,
-            batch=args.batch, half=args.half, precision=precision, model_name=name, root=Path(data), extra=extra)
+            batch=args.batch, half=args.half, precision=precision, model_name=name, root=Path(data), extra=extra,
+            trust_checkpoint=args.trust_checkpoint)
     if len(splits) > 1 and info.is_main:  # headline = the first direction; every direction nested
         from crossview.io import write_json_atomic
 

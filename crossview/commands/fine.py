@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from crossview.safe_load import add_trust_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fine-train", help="train a fine-grained localizer (HC-Net, PillarMatch, PlaneCorr, ...)",
@@ -17,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run folder to create")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--list", action="store_true", help="list the presets and exit")
+    add_trust_argument(p)
     p.set_defaults(func=run_train)
 
     e = sub.add_parser("fine-eval", help="evaluate a fine-grained model: metres, degrees, pictures",
@@ -43,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--fix-heading", action="store_true",
                    help="matching models, known orientation: solve the translation only, at the known heading")
     e.add_argument("--device", default="cpu")
+    add_trust_argument(e)
     e.set_defaults(func=run_eval)
 
     i = sub.add_parser("fine-model-info", help="parameters of a registered fine model and the official count",
@@ -68,7 +72,7 @@ def run_train(args: argparse.Namespace) -> int:
     from crossview.fine.train import train
 
     cfg = resolve_config(args.preset, dict(parse_override(t) for t in args.overrides))
-    out = train(cfg, args.data, args.out, command=sys.argv)
+    out = train(cfg, args.data, args.out, command=sys.argv, trust_checkpoint=args.trust_checkpoint)
     print(f"run folder: {out}")
     return 0
 
@@ -79,7 +83,7 @@ def run_eval(args: argparse.Namespace) -> int:
     evaluate_run(args.run, args.data, args.out, area=args.area, orientation=args.orientation, stage2=args.stage2,
                  limit=args.limit, pictures=args.pictures, device=args.device, seed=args.seed, camera=args.camera,
                  prior_deg=args.prior_deg, arch=args.arch, ransac=args.ransac or None, num_matches=args.matches,
-                 fix_heading=args.fix_heading or None)
+                 fix_heading=args.fix_heading or None, trust_checkpoint=args.trust_checkpoint)
     print(f"metrics: {args.out}/metrics.json")
     return 0
 

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from crossview.safe_load import add_trust_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("index", help="build or search a tile index (faiss flat or IVF-PQ)",
@@ -25,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--refine", choices=["flat", "sq8", "none"], default="flat",
                    help="re-rank PQ candidates with exact (flat) or 8-bit vectors")
     b.add_argument("--nprobe", type=int, default=32)
+    add_trust_argument(b)
     b.set_defaults(func=build)
     q = s.add_parser("search", help="top-k tiles for query shards or one photo")
     q.add_argument("index", metavar="INDEX")
@@ -36,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("-k", type=int, default=10)
     q.add_argument("--nprobe", type=int, default=None)
     q.add_argument("--json", dest="json_out", help="write the results to this JSON file")
+    add_trust_argument(q)
     q.set_defaults(func=search)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
@@ -58,7 +62,7 @@ def build(args: argparse.Namespace) -> int:
     from crossview.search.shards import load_shards
 
     folder = _shard_folder(args.shards, "reference")
-    ids, desc, gps, man = load_shards(folder)
+    ids, desc, gps, man = load_shards(folder, trust_checkpoint=args.trust_checkpoint)
     meta = {**man["model"], "dim": int(desc.shape[1]), "view": man.get("view"), "dataset": man.get("dataset"),
             "split": man.get("split"), "precision": man.get("precision", "fp32")}
     idx = build_index(desc, ids, gps, meta, kind=args.kind, nlist=args.nlist, m=args.m, nbits=args.nbits,
@@ -82,7 +86,7 @@ def search(args: argparse.Namespace) -> int:
     if args.query_shards:
         from crossview.search.shards import load_shards
 
-        qids, q, _, man = load_shards(_shard_folder(args.query_shards, "query"))
+        qids, q, _, man = load_shards(_shard_folder(args.query_shards, "query"), trust_checkpoint=args.trust_checkpoint)
         idx.check_query_model({**man["model"], "dim": int(q.shape[1])}, what=f"the model of {args.query_shards}")
     else:
         if not args.model:

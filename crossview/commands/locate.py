@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from crossview.device import add_precision_args
+from crossview.safe_load import add_trust_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="folder for locate.json and locate.png")
     p.add_argument("--device", default="cpu")
     add_precision_args(p)
+    add_trust_argument(p)
     p.set_defaults(func=run)
 
     q = sub.add_parser("locate-index", help="embed a tile set (crossview tiles) into a search index for locate")
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                     near=args.near, top_k=args.top_k, refine=args.refine, fine_model=args.fine_model,
                     fine_arch=args.fine_arch, model=args.model, precision=args.precision,
                     tiles=args.tiles, out=args.out, device=args.device, use_exif=args.use_exif,
-                    fine_search=args.fine_search)
+                    fine_search=args.fine_search, trust_checkpoint=args.trust_checkpoint)
     for note in (result.get("priors") or {}).get("notes", []):
         print(f"note: {note}", file=sys.stderr)
     for flag in result.get("flags", []):

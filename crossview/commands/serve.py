@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from crossview.device import add_precision_args
+from crossview.safe_load import add_trust_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                                 "300)")
     g.add_argument("--keep-hours", type=float, default=1.0, help="result folders are removed after this (default 1)")
     p.add_argument("--log-file", help="append the JSON-lines log here (default: stderr)")
+    add_trust_argument(p)
     p.set_defaults(func=run)
 
 
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
         configure_threads(args.threads or max(1, usable_cpus() // args.workers))
     locator = Locator(args.index, fine_model=args.fine_model, fine_arch=args.fine_arch, refine=args.refine,
-                      device=args.device, precision=args.precision)
+                      device=args.device, precision=args.precision, trust_checkpoint=args.trust_checkpoint)
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="crossview-serve-")
     limits = Limits(max_bytes=int(args.max_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
                     workers=args.workers, queue=args.queue, locate_timeout_s=args.timeout,

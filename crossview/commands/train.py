@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from crossview.safe_load import add_trust_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a retrieval model (symmetric InfoNCE, hard-negative sampling)",
@@ -19,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a config key (YAML value), e.g. --set lr=3e-4 --set epochs=2")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--list", action="store_true", help="list the presets and exit")
+    add_trust_argument(p)
     p.set_defaults(func=run)
 
 
@@ -41,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
             if key not in ("num_workers", "device", "tensorboard"):
                 raise ConfigError(f"--set {key} cannot change on --resume (only num_workers, device, tensorboard)")
             cfg[key] = value
-        out = train(cfg, args.data or saved["data"], run_dir, resume=True, command=sys.argv)
+        out = train(cfg, args.data or saved["data"], run_dir, resume=True, command=sys.argv,
+                    trust_checkpoint=args.trust_checkpoint)
     else:
         if not args.preset or not args.data or not args.out:
             raise ConfigError("give PRESET, --data DIR and --out RUN_DIR (or --resume RUN_DIR)")

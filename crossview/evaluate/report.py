@@ -100,12 +100,14 @@ def evaluate_split(
     root: Path | None = None,
     extra: dict[str, Any] | None = None,
     log=print,
+    trust_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """Embed (reusing finished shards), evaluate, print one table, write ``out/metrics.json``,
     ``out/recall_at_k.png`` and ``out/top{k}.png`` (``pictures`` queries). Returns the metrics.
 
     ``precision``: ``fp32`` or ``bf16`` (see :func:`crossview.device.cpu_precision`), recorded in the metrics with
-    the layout and thread count (``inference``)."""
+    the layout and thread count (``inference``). ``trust_checkpoint``: reused shards are unpickled without
+    restriction (``--trust-checkpoint``)."""
     from crossview.device import inference_record
     from crossview.evaluate.figures import recall_curve_plot, topk_sheet
     from crossview.search.embed import embed_split, view_folders
@@ -116,11 +118,11 @@ def evaluate_split(
     emb = Path(embeddings) if embeddings else out / "embeddings"
     t0 = time.perf_counter()
     embed_split(model, split, emb, batch=batch, device=device, half=half, precision=precision,
-                model_name=model_name, root=root, log=log)
+                model_name=model_name, root=root, log=log, trust_checkpoint=trust_checkpoint)
     t_embed = time.perf_counter() - t0
     folders = view_folders(split)
-    _, q, _, qman = load_shards(emb / folders["query"], dtype=torch.float32)
-    _, r, _, _ = load_shards(emb / folders["reference"], dtype=torch.float32)
+    _, q, _, qman = load_shards(emb / folders["query"], dtype=torch.float32, trust_checkpoint=trust_checkpoint)
+    _, r, _, _ = load_shards(emb / folders["reference"], dtype=torch.float32, trust_checkpoint=trust_checkpoint)
     t1 = time.perf_counter()
     metrics, curve, (qd, rd, positives, semis) = evaluate_descriptors(
         split, q, r, direction=direction, protocol=protocol, device=device)

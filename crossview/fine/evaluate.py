@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from crossview.errors import ConfigError
+from crossview.errors import ConfigError, UnsafeCheckpointError
+from crossview.safe_load import load_checkpoint
 
 ORIENTATIONS = ("known", "prior", "unknown")
 
@@ -127,9 +128,11 @@ def evaluate(model: torch.nn.Module, samples: list, orientation: str = "known", 
 def evaluate_run(run: str | Path, data: str | Path, out: str | Path, area: str | None = None,
                  orientation: str | None = None, stage2: str | Path | None = None, limit: int | None = None,
                  pictures: int = 16, device: str = "cpu", seed: int = 0, camera: str | None = None,
-                 prior_deg: float | None = None, arch: str | None = None, **options: Any) -> dict[str, Any]:
+                 prior_deg: float | None = None, arch: str | None = None, trust_checkpoint: bool = False,
+                 **options: Any) -> dict[str, Any]:
     """``crossview fine-eval``: evaluate a run folder (or any checkpoint ``load_fine`` reads; an official one with
-    ``arch``) on the test split of ``data``; writes ``metrics.json``, ``predictions.npz`` and pictures to ``out``."""
+    ``arch``) on the test split of ``data``; writes ``metrics.json``, ``predictions.npz`` and pictures to ``out``.
+    ``trust_checkpoint``: the checkpoints are unpickled without restriction (``--trust-checkpoint``)."""
     from crossview.fine.data import read_samples
     from crossview.fine.metrics import format_table
     from crossview.fine.registry import load_fine
@@ -137,15 +140,15 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path, area: str |
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_fine(run, arch=arch, device=device)
-    cfg = _run_config(run)
+    model = load_fine(run, arch=arch, device=device, trust_checkpoint=trust_checkpoint)
+    cfg = _run_config(run, trust_checkpoint)
     area = area or cfg.get("area", "same")
     camera = camera or cfg.get("camera", "panorama")
     orientation = orientation or cfg.get("eval_orientation") or "known"
     prior_deg = float(cfg.get("eval_prior_deg", 45.0) if prior_deg is None else prior_deg)
     label_set = cfg.get("label_set", "corrected")
     samples = read_samples(data, area, "test", camera, label_set, limit)
-    second = load_fine(stage2, device=device) if stage2 else None
+    second = load_fine(stage2, device=device, trust_checkpoint=trust_checkpoint) if stage2 else None
     keep: dict[str, np.ndarray] = {}
     metrics = evaluate(model, samples, orientation, seed, prior_deg, device, second, keep=keep, **options)
     name = model.config.get("name", model.config["arch"])
@@ -175,12 +178,15 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path, area: str |
     return report
 
 
-def _run_config(run: str | Path) -> dict[str, Any]:
-    """The training config saved in a run folder's checkpoint (empty for official checkpoints)."""
+def _run_config(run: str | Path, trust_checkpoint: bool = False) -> dict[str, Any]:
+    """The training config saved in a run folder's checkpoint (empty for official checkpoints); a checkpoint that
+    names code to run raises :class:`~crossview.errors.UnsafeCheckpointError` unless ``trust_checkpoint``."""
     path = Path(run)
     path = path / "checkpoint.pt" if path.is_dir() else path
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(path, trust=trust_checkpoint, what="fine-model checkpoint")
+    except UnsafeCheckpointError:
+        raise
     except Exception:  # a registered name or an unreadable file: load_fine has already said what is wrong
         return {}
     return ckpt.get("config", {}) if isinstance(ckpt, dict) else {}

@@ -848,12 +848,18 @@ def split_official(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.
     return parts
 
 
-def pack_official(localization: str, dinov2: str, orientation: str | None, out: str) -> str:
+def pack_official(localization: str, dinov2: str, orientation: str | None, out: str,
+                  trust_checkpoint: bool = False) -> str:
     """Write the flat checkpoint ``load_fine(out, arch="geodistill_vigor")`` reads, from the official files: the
-    localization net checkpoint, ``dinov2_vitb14_pretrain.pth`` and the orientation estimator checkpoint."""
+    localization net checkpoint, ``dinov2_vitb14_pretrain.pth`` and the orientation estimator checkpoint. They are
+    read without running code from them (:mod:`crossview.safe_load`: their numpy losses and scheduler states are
+    allowed) unless ``trust_checkpoint``."""
     from crossview.io import save_torch_atomic
+    from crossview.safe_load import load_checkpoint
 
-    load = lambda p: torch.load(p, map_location="cpu", weights_only=False)  # noqa: E731 (official pickles)
+    def load(p: str) -> Any:
+        return load_checkpoint(p, trust=trust_checkpoint, what="official GeoDistill checkpoint")
+
     state = merge_official(load(localization), load(dinov2), load(orientation) if orientation else None)
     return str(save_torch_atomic(out, state))
 

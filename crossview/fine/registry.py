@@ -26,7 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from crossview.errors import ConfigError
+from crossview.errors import ConfigError, UnsafeCheckpointError
+from crossview.safe_load import load_checkpoint
 
 __all__ = ["FineLocalizer", "ConversionReport", "ConfigView", "register_arch", "register_fine", "list_fine_models",
            "fine_config", "create_fine", "load_fine", "arch_info", "save_fine", "load_official_state",
@@ -306,7 +307,8 @@ def _from_checkpoint(ckpt: dict[str, Any], where: str, overrides: dict[str, Any]
 
 
 def load_fine(source: str | os.PathLike | dict[str, Any], arch: str | None = None,
-              device: str | torch.device = "cpu", **overrides: Any) -> torch.nn.Module:
+              device: str | torch.device = "cpu", trust_checkpoint: bool = False,
+              **overrides: Any) -> torch.nn.Module:
     """A fine model in eval mode from any of:
 
     - a registered variant name (random or packaged weights, as the variant says);
@@ -314,6 +316,9 @@ def load_fine(source: str | os.PathLike | dict[str, Any], arch: str | None = Non
     - an official state dict (file or dict; ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers and
       ``module.`` prefixes accepted) with ``arch`` naming the variant it was trained as (``hcnet_vigor``): converted
       by the architecture's strict converter, which lists missing / unexpected / misshaped keys and fails on any.
+
+    Files load without running code from them (:mod:`crossview.safe_load`): one naming other code raises
+    :class:`~crossview.errors.UnsafeCheckpointError` unless ``trust_checkpoint=True`` (``--trust-checkpoint``).
     """
     _ensure()
     if isinstance(source, str) and source in _VARIANTS and not Path(source).exists():
@@ -329,7 +334,9 @@ def load_fine(source: str | os.PathLike | dict[str, Any], arch: str | None = Non
                               f"({', '.join(list_fine_models())})")
         where = str(path)
         try:
-            source = torch.load(path, map_location="cpu", weights_only=False)
+            source = load_checkpoint(path, trust=trust_checkpoint, what="fine-model checkpoint")
+        except UnsafeCheckpointError:
+            raise
         except Exception as exc:  # a truncated or foreign file
             raise ConfigError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
     if not isinstance(source, dict):

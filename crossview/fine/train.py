@@ -26,10 +26,12 @@ from typing import Any
 import torch
 
 from crossview.device import pick_device
+from crossview.errors import UnsafeCheckpointError
 from crossview.fine.data import FineDataset, FineSample, collate, read_samples
 from crossview.fine.presets import train_yaw_range
 from crossview.fine.registry import create_fine, load_fine, save_fine
 from crossview.io import write_json_atomic
+from crossview.safe_load import load_checkpoint
 
 # architecture -> "module:function" of a trainer with its own schedule (signature as train_planecorr)
 TRAINERS: dict[str, str] = {"planecorr": "crossview.fine.train_planecorr:train_planecorr",
@@ -132,23 +134,28 @@ def optimizer_and_schedule(model: torch.nn.Module, cfg: dict[str, Any], steps: i
     return opt, sched, params
 
 
-def _same_finished_run(out: Path, cfg: dict[str, Any]) -> bool:
+def _same_finished_run(out: Path, cfg: dict[str, Any], trust_checkpoint: bool = False) -> bool:
+    """True when ``out`` holds a finished run of ``cfg`` (re-running it is a no-op). A checkpoint there that names
+    code to run raises :class:`~crossview.errors.UnsafeCheckpointError` unless ``trust_checkpoint``."""
     path = out / "checkpoint.pt"
     if not path.exists():
         return False
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = load_checkpoint(path, trust=trust_checkpoint, what="fine-model checkpoint")
+    except UnsafeCheckpointError:
+        raise
     except Exception:
         return False
     return bool(saved.get("finished")) and saved.get("config") == cfg
 
 
 def train(cfg: dict[str, Any], data: str | Path, out: str | Path, command: list[str] | None = None,
-          quiet: bool = False) -> Path:
-    """Train from a resolved config on the tree at ``data``; returns the run folder."""
+          quiet: bool = False, trust_checkpoint: bool = False) -> Path:
+    """Train from a resolved config on the tree at ``data``; returns the run folder. ``trust_checkpoint``: the
+    run folder's checkpoint and ``init_from`` are unpickled without restriction (``--trust-checkpoint``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if _same_finished_run(out, cfg):
+    if _same_finished_run(out, cfg, trust_checkpoint):
         return out
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
@@ -171,7 +178,7 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, command: list[
         raise ConfigError(f"{cfg['variant']} places {', '.join(model.cameras)} images; camera={cfg['camera']!r} "
                           "is not one of them")
     if cfg.get("init_from"):
-        model.load_state_dict(load_fine(cfg["init_from"]).state_dict())
+        model.load_state_dict(load_fine(cfg["init_from"], trust_checkpoint=trust_checkpoint).state_dict())
         log(f"initialised from {cfg['init_from']}")
     log(f"{cfg['variant']} ({cfg['method']}): {len(samples)} training samples ({cfg['area']}-area, "
         f"{cfg['camera']}), {sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.2f} M trainable "

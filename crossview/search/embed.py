@@ -169,6 +169,7 @@ def embed_split(
     rank: int = 0,
     world: int = 1,
     log=print,
+    trust_checkpoint: bool = False,
 ) -> dict[str, Path]:
     """Embed a split into shard folders; returns ``{role: folder}``.
 
@@ -176,6 +177,7 @@ def embed_split(
     machines take the others). Without it, ``ceil(N / shard_size)`` shards per view, all computed here
     (each torchrun rank taking every ``world``-th). Finished shards are skipped. ``precision`` (``fp32`` or
     ``bf16``) is recorded in the manifest and in each shard; the stored descriptors are ``dtype`` either way.
+    ``trust_checkpoint``: existing shards are unpickled without restriction (``--trust-checkpoint``).
     """
     out = Path(out)
     folders = view_folders(split)
@@ -202,7 +204,7 @@ def embed_split(
         gps_all = _gps_array(gps)
         for i in mine:
             s, e = plan.ranges[i]
-            if plan.is_done(i):
+            if plan.is_done(i, trust_checkpoint):
                 log(f"{plan.path(i)}: done, skipped")
                 continue
             desc = embed_images(model, paths[s:e], view, batch=batch, device=device, half=half,

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from crossview.errors import ConfigError, CrossviewError
+from crossview.errors import ConfigError, CrossviewError, UnsafeCheckpointError
 from crossview.io import save_torch_atomic, write_json_atomic
+from crossview.safe_load import load_checkpoint
 
 MANIFEST = "manifest.json"
 SHARD_RE = re.compile(r"shard-(\d{5})-of-(\d{5})\.pt$")
@@ -115,16 +116,17 @@ class ShardPlan:
                 return path
         return write_json_atomic(path, want)
 
-    def is_done(self, i: int) -> bool:
-        """True when shard ``i`` exists with the planned rows (a finished shard from an earlier run)."""
+    def is_done(self, i: int, trust_checkpoint: bool = False) -> bool:
+        """True when shard ``i`` exists with the planned rows (a finished shard from an earlier run). A shard that
+        names code to run raises :class:`~crossview.errors.UnsafeCheckpointError` unless ``trust_checkpoint``."""
         p = self.path(i)
         if not p.exists():
             return False
-        import torch
-
         s, e = self.ranges[i]
         try:
-            blob = torch.load(p, map_location="cpu", weights_only=False)
+            blob = load_checkpoint(p, trust=trust_checkpoint, what="descriptor shard")
+        except UnsafeCheckpointError:
+            raise
         except Exception:  # noqa: BLE001 — unreadable means unfinished: recompute it
             return False
         return blob.get("start") == s and blob.get("end") == e and list(blob.get("ids", [])) == self.ids[s:e]
@@ -154,8 +156,10 @@ def missing_shards(folder: str | Path) -> list[str]:
     return [s["file"] for s in man["shards"] if not (Path(folder) / s["file"]).exists()]
 
 
-def load_shards(folder: str | Path, dtype=None) -> tuple[list[str], Any, np.ndarray, dict[str, Any]]:
-    """Merge a complete shard folder in order: ``(ids, descriptors (N, D) tensor, gps (N, 2), manifest)``."""
+def load_shards(folder: str | Path, dtype=None,
+                trust_checkpoint: bool = False) -> tuple[list[str], Any, np.ndarray, dict[str, Any]]:
+    """Merge a complete shard folder in order: ``(ids, descriptors (N, D) tensor, gps (N, 2), manifest)``. Shards
+    are read without running code (``trust_checkpoint=True`` unpickles them freely; see ``crossview.safe_load``)."""
     import torch
 
     folder = Path(folder)
@@ -168,7 +172,7 @@ def load_shards(folder: str | Path, dtype=None) -> tuple[list[str], Any, np.ndar
     ids: list[str] = []
     descs, gps = [], []
     for entry in man["shards"]:
-        blob = torch.load(folder / entry["file"], map_location="cpu", weights_only=False)
+        blob = load_checkpoint(folder / entry["file"], trust=trust_checkpoint, what="descriptor shard")
         if blob["start"] != entry["start"] or blob["end"] != entry["end"]:
             raise CrossviewError(f"{folder / entry['file']} covers rows {blob['start']}..{blob['end']}, the "
                                  f"manifest says {entry['start']}..{entry['end']}; delete the folder and re-embed")

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from crossview import safe_load
 from crossview.io import save_torch_atomic
 
 
@@ -33,5 +34,7 @@ def save_checkpoint(path: Path, **state: Any) -> Path:
     return save_torch_atomic(path, state)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+def load_checkpoint(path: Path, trust_checkpoint: bool = False) -> dict[str, Any]:
+    """A run checkpoint read without running code from it (numpy RNG state included; see
+    :mod:`crossview.safe_load`); ``trust_checkpoint=True`` unpickles it without restriction."""
+    return safe_load.load_checkpoint(path, trust=trust_checkpoint, what="training checkpoint")

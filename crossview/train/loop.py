@@ -120,12 +120,13 @@ class _Logger:
 
 
 def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool = False,
-          command: list[str] | None = None) -> Path:
+          command: list[str] | None = None, trust_checkpoint: bool = False) -> Path:
     """Train ``cfg`` (a resolved config, see :mod:`crossview.train.presets`) on the dataset at ``data``.
 
     Writes the run folder ``out`` and returns it. With ``resume=True`` it continues from
     ``out/checkpoints/last.pt`` with the same optimiser, scheduler, sampler and RNG state, so the result
-    equals an uninterrupted run.
+    equals an uninterrupted run. ``trust_checkpoint``: the checkpoint is unpickled without restriction
+    (``--trust-checkpoint``; by default it loads without running code from it).
     """
     from crossview.data import read_dataset
     from crossview.models import create_model
@@ -154,7 +155,8 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
 
     position = (0, 0, 0, _gps_neighbours(cfg, data, split))
     if resume:
-        position = _resume(out / "checkpoints" / "last.pt", info.rank, model, optimizer, scheduler, scaler)
+        position = _resume(out / "checkpoints" / "last.pt", info.rank, model, optimizer, scheduler, scaler,
+                           trust_checkpoint)
 
     logger = _Logger(out / "metrics.jsonl", info.is_main, cfg["tensorboard"])
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
@@ -336,18 +338,19 @@ def _schedule(n_pairs: int, cfg: dict[str, Any], world_size: int) -> tuple[int, 
     return batch_size, steps_per_epoch, total_steps
 
 
-def _resume(ckpt_path: Path, rank: int, model, optimizer, scheduler, scaler) -> tuple[int, int, int, Any]:
+def _resume(ckpt_path: Path, rank: int, model, optimizer, scheduler, scaler,
+            trust_checkpoint: bool = False) -> tuple[int, int, int, Any]:
     """Restore a run from ``checkpoints/last.pt`` (and this rank's RNG file): (step, epoch, step in epoch,
     neighbour table)."""
     if not ckpt_path.exists():
         raise TrainingError(f"no checkpoint to resume at {ckpt_path}; start the run without --resume")
-    state = load_checkpoint(ckpt_path)
+    state = load_checkpoint(ckpt_path, trust_checkpoint)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
     rank_rng = ckpt_path.parent / f"rng_rank{rank}.pt"
-    set_rng_state(load_checkpoint(rank_rng)["rng"] if rank and rank_rng.exists() else state["rng"])
+    set_rng_state(load_checkpoint(rank_rng, trust_checkpoint)["rng"] if rank and rank_rng.exists() else state["rng"])
     return state["step"], state["epoch"], state["step_in_epoch"], state["neighbours"]
 
 
