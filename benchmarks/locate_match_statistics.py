@@ -60,7 +60,7 @@ def measure(world: Path, retrieval: str, fine: str, half: str, n: int, rows: lis
     number of photos the rows were recorded for (it fixes which photos of the half they are)."""
     from locate_scan_selectors import top_ends
 
-    from crossview.locate.benchmark import _held_out_photos, _simulated_priors
+    from crossview.locate.benchmark import held_out_photos, simulated_priors
     from crossview.locate.models import index_tiles
     from crossview.locate.photo import read_photo
     from crossview.locate.pipeline import Locator
@@ -78,12 +78,12 @@ def measure(world: Path, retrieval: str, fine: str, half: str, n: int, rows: lis
 
     loc.fine.forward = capture
     out = []
-    for row, rec in zip(rows, _held_out_photos(world, n, half, "pinhole")):
+    for row, rec in zip(rows, held_out_photos(world, n, half, "pinhole")):
         if rec["image"] != row["image"]:
             raise SystemExit(f"row {row['i']}: {row['image']} is not photo {row['i']} of the {half} half")
         truth = (float(rec["lat"]), float(rec["lon"]))
         prior = tuple(row["prior"]) if "prior" in row else \
-            _simulated_priors(truth, float(rec["heading_deg"]), row["i"], 0, 20.0, 50.0, None)[0]
+            simulated_priors(truth, float(rec["heading_deg"]), row["i"], 0, 20.0, 50.0, None)[0]
         photo = read_photo(world / rec["image"], "pinhole", rec["fov_deg"])
         ends = []
         for e in ([e for e in row["ends"] if e["inside"]] if all_ends else top_ends(row["ends"])):

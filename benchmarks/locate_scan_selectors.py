@@ -79,7 +79,7 @@ def top_ends(ends: list[dict], k: int = 5, apart_m: float = 3.0) -> list[dict]:
 def record(world: Path, retrieval: str, fine: str, half: str, n: int, k_cohort: int, out: Path) -> list[dict]:
     """Locate ``n`` pinholes of ``half`` by the scan, recording every walk end; rows appended to ``out``."""
     from crossview.locate import scan as scanmod
-    from crossview.locate.benchmark import _held_out_photos, _simulated_priors
+    from crossview.locate.benchmark import held_out_photos, simulated_priors
     from crossview.locate.models import index_tiles
     from crossview.locate.photo import read_photo
     from crossview.locate.pipeline import Locator
@@ -102,10 +102,10 @@ def record(world: Path, retrieval: str, fine: str, half: str, n: int, k_cohort: 
     scanmod.walk_area = capture
     rows = []
     try:
-        for i, rec in enumerate(_held_out_photos(world, n, half, "pinhole")):
+        for i, rec in enumerate(held_out_photos(world, n, half, "pinhole")):
             t0 = time.time()
             truth = (float(rec["lat"]), float(rec["lon"]))
-            prior, fix, near = _simulated_priors(truth, float(rec["heading_deg"]), i, 0, 20.0, 50.0, None)
+            prior, fix, near = simulated_priors(truth, float(rec["heading_deg"]), i, 0, 20.0, 50.0, None)
             photo = read_photo(world / rec["image"], "pinhole", rec["fov_deg"])
             r = loc.locate_result(photo, heading_prior=prior, near=near, fine_search="scan")
             ends = [{"end": list(w.end), "err": distance_m(w.end, truth), "conf": w.confidence,

@@ -156,5 +156,5 @@ def test_scan_finds_a_camera_between_tile_centres(ramp_world, tmp_path):
     assert "search" not in tiles and distance_m((tiles["lat"], tiles["lon"]), truth) > 1.5
     with pytest.raises(ConfigError, match="search area"):
         loc.locate(photo, camera="pinhole", fov_deg=70, fine_search="scan", near="none")
-    with pytest.raises(ConfigError, match="tiles or scan"):
+    with pytest.raises(ConfigError, match="choose auto, tiles, scan, posterior"):
         loc.locate(photo, camera="pinhole", fov_deg=70, fine_search="everywhere")

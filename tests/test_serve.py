@@ -112,7 +112,7 @@ def test_upload_locates_and_serves_pictures(server, tmp_path):
     assert result["size"] == [128, 64]  # the pipeline got the photo intact
     photo, options, out_dir = server.calls[0]
     assert options == {"camera": "panorama", "fov_deg": None, "heading_prior": "90±20", "top_k": 3,
-                       "near": (40.5, -74.25, 120.0), "fine_search": "tiles"}
+                       "near": (40.5, -74.25, 120.0), "fine_search": "auto"}
     data_dir = (tmp_path / "data").resolve()
     assert out_dir.parent == data_dir / "results" and photo.parent == data_dir / "uploads"
     assert not photo.exists()  # the upload is removed once located
@@ -178,8 +178,8 @@ def test_helpers():
         parse_options({"fov": "wide"})
     with pytest.raises(Exception, match="top-k"):
         parse_options({"top_k": "0"})
-    assert parse_options({})["fine_search"] == "tiles" and parse_options({"search": "scan"})["fine_search"] == "scan"
-    with pytest.raises(Exception, match="tiles or scan"):
+    assert parse_options({})["fine_search"] == "auto" and parse_options({"search": "scan"})["fine_search"] == "scan"
+    with pytest.raises(Exception, match="search must be one of auto, tiles, scan, posterior"):
         parse_options({"search": "everywhere"})
 
 

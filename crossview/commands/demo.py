@@ -159,5 +159,30 @@ def _locate_stage(args: argparse.Namespace, data: Path, out: Path, run_dir: Path
                 print(f"     {what:>24s}: median position error {row['median_m']:.1f} m"
                       + (f", median heading error {heading:.1f} deg" if heading is not None else ""))
         located[folder] = result
+    if args.gps_noise > 0 and RELEASE.is_file():
+        located["locate_pinhole_gps"] = _locate_phone_photos(args, data, out, run_dir)
     print(f"   ({time.perf_counter() - t:.0f} s)")
     return located
+
+
+# The search-area posterior the demo places phone photos with (trained on the pinhole-dense world of seed 0, whose
+# cities and tiles the dense world of the same seed shares): docs/locate_posterior.md
+RELEASE = Path(__file__).resolve().parents[1] / "fine" / "releases" / "bevpost_lite0_pinhole_dense.safetensors"
+
+
+def _locate_phone_photos(args: argparse.Namespace, data: Path, out: Path, run_dir: Path) -> dict:
+    """Held-out pinhole (phone) photos near the rough GPS fix, placed by the committed search-area posterior."""
+    from crossview.locate import demo_locate
+
+    result = demo_locate(data, run_dir, fine_run=RELEASE, n=args.locate, out=out / "locate_pinhole_gps",
+                         heading_noise_deg=args.heading_noise, gps_noise_m=args.gps_noise, camera="pinhole",
+                         fine_search="posterior")
+    print(f"   phone photos (pinhole) near a GPS fix off by up to {args.gps_noise:g} m, search-area posterior "
+          f"({RELEASE.name}):")
+    for name, what in (("gps_fix", "GPS fix alone"), ("fine", "+ posterior")):
+        row = result.get(name) or {}
+        if row.get("median_m") is not None:
+            heading = row.get("heading_median_deg")
+            print(f"     {what:>24s}: median position error {row['median_m']:.1f} m"
+                  + (f", median heading error {heading:.1f} deg" if heading is not None else ""))
+    return result

@@ -31,10 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=5, help="tiles retrieved (default 5)")
     p.add_argument("--refine", type=int, default=3, help="best tiles refined by the fine model (default 3)")
     p.add_argument("--fine-model", help="fine-localization run folder or checkpoint (default: tile centres only)")
-    p.add_argument("--fine-search", default="tiles", choices=["tiles", "scan"],
-                   help="tiles: refine the --refine best retrieved tiles (default); scan: walk the fine model to "
-                        "the camera in windows centred anywhere in the search area (needs --near or an EXIF GPS "
-                        "fix; about 100 fine calls for a 50 m radius)")
+    p.add_argument("--fine-search", default="auto", choices=["auto", "tiles", "scan", "posterior"],
+                   help="auto (default): posterior for a posterior fine model (bevpost), else tiles; tiles: refine "
+                        "the --refine best retrieved tiles; scan: walk the fine model to the camera in windows "
+                        "centred anywhere in the search area (needs --near or an EXIF GPS fix; about 100 fine calls "
+                        "for a 50 m radius); posterior: one posterior over every position and heading of the search "
+                        "area (a bevpost model; writes the modes and a heat map)")
     p.add_argument("--fine-arch", help="the registered variant an official --fine-model checkpoint was released as "
                                        "(e.g. hcnet_vigor; list: crossview fine-model-info --list)")
     p.add_argument("--model", help="retrieval run/checkpoint, when the index does not record it")

@@ -57,6 +57,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "photo_stride": 8,  # photo features are concatenated at this stride of the upsampled photo
     "eye_height_m": 2.0,
     "heading_step_deg": 5.0,
+    "cameras": ["pinhole"],  # the photo kinds it was trained on, and so places (pinhole, panorama)
     "mean": list(LITE_MEAN),
     "std": list(LITE_STD),
 }
@@ -127,12 +128,11 @@ class BEVPost(nn.Module):
     """Photo → bird's-eye template; aerial window → map embedding; their correlation at every heading and
     position → scores (log-posterior up to a constant). See the module docstring."""
 
-    cameras = ("pinhole", "panorama")
-
     def __init__(self, cfg: dict[str, Any]):
         super().__init__()
         self.config = cfg
         c = ConfigView(cfg)
+        self.cameras = tuple(c.cameras)
         self.backbone = Backbone(c.backbone, c.taps, weights=c.weights, freeze=True)
         feat = sum(self.backbone.channels)
         m, d = c.match_channels, c.depth_bins

@@ -30,7 +30,8 @@ from crossview.errors import ConfigError, UnsafeCheckpointError
 from crossview.safe_load import load_checkpoint
 
 __all__ = ["FineLocalizer", "ConversionReport", "ConfigView", "register_arch", "register_fine", "list_fine_models",
-           "fine_config", "create_fine", "load_fine", "arch_info", "save_fine", "load_official_state",
+           "fine_config", "create_fine", "load_fine", "arch_info", "save_fine", "load_official_state", "save_release",
+           "load_release",
            "MODEL_MODULES"]
 
 # Model files that register architectures and variants (imported on first use of the registry).
@@ -306,6 +307,53 @@ def _from_checkpoint(ckpt: dict[str, Any], where: str, overrides: dict[str, Any]
     return model
 
 
+def save_release(model: torch.nn.Module, path: str | os.PathLike, **info: Any) -> Path:
+    """A release of a model of ours: its trained tensors (frozen packaged backbones left out) as safetensors, with
+    the config and ``info`` (JSON strings) in the file's metadata; :func:`load_fine` reads it back."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from crossview.io import atomic_write
+
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in frozen
+             and not (k.startswith("backbone.") and getattr(getattr(model, "backbone", None), "freeze", False))}
+    meta = {"model_config": json.dumps(model.config), **{k: json.dumps(v) for k, v in info.items()}}
+    return atomic_write(path, lambda p: save_file(state, str(p), metadata=meta))
+
+
+def load_release(path: str | os.PathLike, **overrides: Any) -> torch.nn.Module:
+    """A model from :func:`save_release`'s file: built from its config (packaged backbone weights included), its
+    tensors loaded strictly: every tensor of the file must be the model's, and every tensor of the model the file
+    lacks must be a frozen backbone's."""
+    import json
+
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # not a safetensors file
+        raise ConfigError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if "model_config" not in meta:
+        raise ConfigError(f"{path}: a safetensors file without a model_config in its metadata is not a crossview "
+                          "release; official checkpoints are .pth files given with --fine-arch")
+    model = create_fine(json.loads(meta["model_config"]), **overrides)
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    missing = [k for k in own if k not in state and not k.startswith("backbone.")]
+    misshaped = [k for k in state if k in own and own[k].shape != state[k].shape]
+    if unexpected or missing or misshaped:
+        raise ConfigError(f"{path}: does not fit its config: unexpected {unexpected[:5]}, missing {missing[:5]}, "
+                          f"misshaped {misshaped[:5]}")
+    model.load_state_dict(state, strict=False)
+    model.release_info = {k: json.loads(v) for k, v in meta.items() if k != "model_config"}
+    return model
+
+
 def load_fine(source: str | os.PathLike | dict[str, Any], arch: str | None = None,
               device: str | torch.device = "cpu", trust_checkpoint: bool = False,
               **overrides: Any) -> torch.nn.Module:
@@ -333,6 +381,8 @@ def load_fine(source: str | os.PathLike | dict[str, Any], arch: str | None = Non
                               f"a checkpoint file, an official checkpoint with --fine-arch, or a registered name "
                               f"({', '.join(list_fine_models())})")
         where = str(path)
+        if path.suffix == ".safetensors":
+            return load_release(path, **overrides).to(device).eval()
         try:
             source = load_checkpoint(path, trust=trust_checkpoint, what="fine-model checkpoint")
         except UnsafeCheckpointError:

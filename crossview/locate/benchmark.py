@@ -49,7 +49,7 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     if out is None and not _is_path(run_dir):
         raise ConfigError("demo_locate: give out= when the retrieval model is not a run folder")
     out = Path(out) if out is not None else run / "locate_demo"
-    picks = _held_out_photos(world, n, split, camera)
+    picks = held_out_photos(world, n, split, camera)
     manifest = build_tiles(world / "satellite", out / "tiles")
     index = index_tiles(manifest, run, out / "tiles.index", device=device)
     locator = Locator(index, model=None if _is_path(run_dir) else run, fine_model=fine_run, refine=refine,
@@ -83,7 +83,7 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     return metrics
 
 
-def _held_out_photos(world: Path, n: int, split: str, camera: str = "panorama") -> list[dict[str, Any]]:
+def held_out_photos(world: Path, n: int, split: str, camera: str = "panorama") -> list[dict[str, Any]]:
     """Up to ``n`` test photos of ``camera`` of ``crossview_poses.jsonl`` (its ``split`` half), evenly spread."""
     poses_path = world / "crossview_poses.jsonl"
     if not poses_path.is_file():
@@ -98,7 +98,7 @@ def _held_out_photos(world: Path, n: int, split: str, camera: str = "panorama") 
     return [test[i] for i in sorted(set(np.linspace(0, len(test) - 1, min(n, len(test))).round().astype(int)))]
 
 
-def _simulated_priors(truth: tuple[float, float], true_heading: float, i: int, seed: int, heading_noise_deg: float,
+def simulated_priors(truth: tuple[float, float], true_heading: float, i: int, seed: int, heading_noise_deg: float,
                       gps_noise_m: float | None,
                       near_radius_m: float | None) -> tuple[tuple, tuple | None, tuple | None]:
     """Photo ``i``'s seeded (heading prior, rough GPS fix, search area); the fix in lat/lon WGS84."""
@@ -125,7 +125,7 @@ def _locate_photo(locator: Locator, world: Path, rec: dict[str, Any], i: int, se
 
     truth = (float(rec["lat"]), float(rec["lon"]))
     true_heading = float(rec.get("heading_deg") or 0.0)
-    prior, fix, near = _simulated_priors(truth, true_heading, i, seed, heading_noise_deg, gps_noise_m, near_radius_m)
+    prior, fix, near = simulated_priors(truth, true_heading, i, seed, heading_noise_deg, gps_noise_m, near_radius_m)
     r = locator.locate(world / rec["image"], camera=rec.get("camera", "panorama"), fov_deg=rec.get("fov_deg"),
                        heading_prior=prior, top_k=top_k, near=near,
                        fine_search=fine_search if near is not None else "tiles")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,17 @@ from crossview.locate.photo import Photo, parse_heading_prior, pinhole_to_panora
 from crossview.locate.priors import Priors, contradictions, is_off, resolve_priors
 from crossview.locate.result import Candidate, FinePose, Result
 from crossview.tiles import Tile
+
+FINE_SEARCHES = ("auto", "tiles", "scan", "posterior")
+
+
+def _gps_sigma(priors: Priors) -> float | None:
+    """The GPS fix's stated accuracy (m, one standard deviation) when the search area came from an EXIF fix that
+    states it; None otherwise (the area is then a uniform disc)."""
+    if priors.sources.get("near") != "exif":
+        return None
+    acc = (priors.exif or {}).get("accuracy_m")
+    return float(acc) if isinstance(acc, int | float) and acc > 0 else None
 
 
 class Locator:
@@ -175,9 +187,16 @@ class Locator:
 
     def _calibrate(self, result: Result, area: bool) -> None:
         """The raw uncertainty becomes the calibrated 68 % radius (``uncertainty_m``) and 95 % radius when the
-        locator has a calibration for this kind of answer (:mod:`crossview.locate.calibrate`)."""
-        key = calibration_key(result.method + ("-scan" if result.search == "scan" else ""), area, bool(result.flags))
+        locator has a calibration for this kind of answer (:mod:`crossview.locate.calibrate`). A posterior's own
+        credible radii stand when there is no calibration for it."""
+        key = calibration_key(result.method + (f"-{result.search}" if result.search else ""), area,
+                              bool(result.flags))
         r = radii(self.calibration, key, result.uncertainty_m)
+        if r is None and result.posterior is not None:
+            own = result.posterior["radii_m"]
+            result.uncertainty = {"68": own["68"], "95": own["95"], "calibrated": False, "from": "posterior",
+                                  "raw_m": own["68"], "kind": key}
+            return
         result.uncertainty = {"68": r["68"] if r else None, "95": r["95"] if r else None, "calibrated": r is not None,
                               "raw_m": result.uncertainty_m, "kind": key}
         if r is not None:
@@ -191,7 +210,7 @@ class Locator:
     def locate(self, photo: str | os.PathLike | Photo, *, camera: str = "panorama", fov_deg: float | None = None,
                heading_prior: str | tuple | None = None, top_k: int = 5, refine: int | None = None,
                near: str | tuple | None = None, recentre: bool = True, out: str | os.PathLike | None = None,
-               thumbnails: bool = False, use_exif: bool = True, fine_search: str = "tiles") -> dict[str, Any]:
+               thumbnails: bool = False, use_exif: bool = True, fine_search: str = "auto") -> dict[str, Any]:
         """Locate one photo; returns (and with ``out`` writes ``locate.json`` + ``locate.png``) the answer as a
         JSON-ready dict (``locate_result`` gives the typed :class:`Result`). Options as :meth:`locate_result`."""
         return self.locate_result(photo, camera=camera, fov_deg=fov_deg, heading_prior=heading_prior, top_k=top_k,
@@ -202,7 +221,7 @@ class Locator:
                       fov_deg: float | None = None, heading_prior: str | tuple | None = None, top_k: int = 5,
                       refine: int | None = None, near: str | tuple | None = None, recentre: bool = True,
                       out: str | os.PathLike | None = None, thumbnails: bool = False, use_exif: bool = True,
-                      fine_search: str = "tiles") -> Result:
+                      fine_search: str = "auto") -> Result:
         """Locate one photo.
 
         ``near``: ``(lat, lon, radius_m)`` or ``"LAT,LON±R"``, a search area (a rough GPS fix): only tiles whose
@@ -213,10 +232,12 @@ class Locator:
         turns a prior off, ``use_exif=False`` ignores the EXIF); ``Result.priors`` records where each came from, and
         ``Result.flags`` lists how the answer contradicts them (such an answer is not ``confident``).
         ``fine_search``: ``tiles`` refines the ``refine`` best retrieved tiles; ``scan`` (needs a search area)
-        walks the fine model to the camera in windows centred anywhere in the area (:mod:`crossview.locate.scan`).
+        walks the fine model to the camera in windows centred anywhere in the area (:mod:`crossview.locate.scan`);
+        ``posterior`` (a BEVPost fine model) scores every position × heading of the search area at once
+        (:mod:`crossview.locate.posterior`; without a search area, around the best retrieved tile); ``auto``:
+        posterior for a BEVPost model, else tiles.
         """
-        if fine_search not in ("tiles", "scan"):
-            raise ConfigError(f"--fine-search {fine_search!r}: choose tiles or scan")
+        fine_search = self._fine_search(fine_search)
         if not isinstance(photo, Photo):
             photo = read_photo(photo, camera, fov_deg, use_exif=use_exif)
         priors = resolve_priors(photo, near, heading_prior, use_exif)
@@ -231,7 +252,10 @@ class Locator:
                   "heading_prior": list(prior) if prior else None, "near": list(area) if area else None,
                   "priors": priors.to_dict(), "candidates": cands, "index": str(self.index_path),
                   "model": self.index.meta.get("name"), "precision": self.precision}
-        if use_fine and fine_search == "scan":
+        post = None
+        if use_fine and fine_search == "posterior":
+            best, result, post = self._posterior_answer(photo, cands, prior, area, priors, common)
+        elif use_fine and fine_search == "scan":
             if area is None:
                 raise ConfigError("--fine-search scan searches a search area: give --near LAT,LON±R_M (or a photo "
                                   "with an EXIF GPS fix)")
@@ -254,8 +278,57 @@ class Locator:
         for c in cands:
             c.chosen = c is best
         if out is not None:
-            self._write_result(Path(out), result, best, cands, thumbnails)
+            self._write_result(Path(out), result, best, cands, thumbnails, post)
         return result
+
+    def _fine_search(self, fine_search: str) -> str:
+        """The fine search a request gets: ``auto`` is ``posterior`` for a posterior model, else ``tiles``; a
+        posterior model does nothing else, and nothing else does a posterior."""
+        if fine_search not in FINE_SEARCHES:
+            raise ConfigError(f"--fine-search {fine_search!r}: choose {', '.join(FINE_SEARCHES)}")
+        is_post = self.fine is not None and hasattr(self.fine, "map_embedding")
+        if fine_search == "auto":
+            return "posterior" if is_post else "tiles"
+        if is_post and fine_search != "posterior":
+            raise ConfigError(f"the fine model ({self.fine_method}) is a search-area posterior: use --fine-search "
+                              "posterior (or auto)")
+        if fine_search == "posterior" and not is_post:
+            raise ConfigError(f"--fine-search posterior needs a posterior fine model (e.g. a bevpost run), not "
+                              f"{self.fine_method}")
+        return fine_search
+
+    def mosaic(self):
+        """The index's tiles as one :class:`crossview.tiles.mosaic.Mosaic` (made once)."""
+        from crossview.tiles.mosaic import Mosaic
+
+        if self._mosaic is None:
+            self._mosaic = Mosaic([self.tiles[i] for i in self.index.ids])
+        return self._mosaic
+
+    def _posterior_answer(self, photo: Photo, cands: list[Candidate], prior, area, priors: Priors,
+                          common: dict[str, Any]):
+        """The search-area posterior's mode (:mod:`crossview.locate.posterior`) as a Candidate (``source=
+        "posterior"``, the index tile nearest the answer), its fine Result, and the PosteriorAnswer. Without a
+        search area the area is the best retrieved tile's footprint."""
+        from crossview.locate.posterior import search_area_posterior
+
+        if area is None:
+            t = self.tiles[cands[0].tile]
+            area = (cands[0].lat, cands[0].lon, 0.5 * math.hypot(t.width, t.height) * t.mpp)
+        ans = search_area_posterior(self.fine, np.asarray(photo.image), photo.camera, photo.fov_deg, self.mosaic(),
+                                    area, prior, gps_sigma_m=_gps_sigma(priors))
+        tid = self._nearest_id(ans.lat, ans.lon)
+        tile = self.tiles[tid]
+        x_m, y_m = (float(v) for v in latlon_to_offset(tile.lat, tile.lon, ans.lat, ans.lon))
+        best = Candidate(len(cands) + 1, tid, None, tile.lat, tile.lon, tile.mpp, str(tile.path), source="posterior")
+        best.pose = FinePose(x_m, y_m, ans.lat, ans.lon, ans.heading_deg, ans.confidence, True)
+        cands.append(best)
+        result = Result("fine", ans.lat, ans.lon, x_m, y_m, ans.heading_deg, ans.confidence, ans.radii_m["68"], tid,
+                        **common, fine_model=str(self.fine_path) if self.fine_path else self.fine_method,
+                        fine_method=self.fine_method, search="posterior")
+        result.posterior = ans.summary()
+        result.posterior["area"] = list(area)
+        return best, result, ans
 
     def _drop_fix_outside_index(self, priors: Priors) -> None:
         """An EXIF GPS fix whose area holds no tile of the index is noted and ignored (every tile is searched)."""
@@ -351,13 +424,17 @@ class Locator:
         return self.index.ids[int(np.argmin(np.hypot(east, north)))]
 
     def _write_result(self, out: Path, result: Result, best: Candidate, cands: list[Candidate],
-                      thumbnails: bool) -> None:
-        """``locate.png`` (the answer drawn on its tile), optionally a thumbnail per candidate, and ``locate.json``."""
+                      thumbnails: bool, post: Any = None) -> None:
+        """``locate.png`` (the answer drawn on its tile, or on the search area with the posterior's heat map),
+        optionally a thumbnail per candidate, and ``locate.json``."""
         out.mkdir(parents=True, exist_ok=True)
-        tile = self.tiles[best.tile]
-        x, y = tile.pixel_of(result.x_m, result.y_m)
-        draw_result(tile.path, (x, y), result.heading_deg, result.uncertainty_m / tile.mpp,
-                    out / "locate.png", caption=_caption(result), flags=result.flags)
+        if post is not None:
+            _draw_posterior(out, result, post)
+        else:
+            tile = self.tiles[best.tile]
+            x, y = tile.pixel_of(result.x_m, result.y_m)
+            draw_result(tile.path, (x, y), result.heading_deg, result.uncertainty_m / tile.mpp,
+                        out / "locate.png", caption=_caption(result), flags=result.flags)
         result.picture = "locate.png"
         if thumbnails:
             for c in cands:
@@ -368,10 +445,45 @@ class Locator:
         write_json_atomic(out / "locate.json", result.to_dict())
 
 
+def _draw_posterior(out: Path, result: Result, post: Any) -> None:
+    """``locate.png``: the search area's imagery with the posterior as a heat map, the answer (68 % circle, 95 %
+    dotted ring, heading), the other modes and the GPS fix; ``posterior.png``: the heat map alone (RGBA, one pixel
+    per cell) with its WGS84 bounds in ``result.posterior["bounds"]``, for a map overlay."""
+    from PIL import Image
+
+    from crossview.io import atomic_write
+    from crossview.locate.draw import heat_overlay
+
+    lat0, lon0, cell = post.window
+    p = post.heat.shape[0]
+    margin = 4 * (int(post.extras.get("template_cells", 1)) // 2)  # the aerial window's pixels around the positions
+    aerial = Image.fromarray(post.aerial[margin: margin + 4 * p, margin: margin + 4 * p]) \
+        if post.aerial is not None else Image.new("RGB", (4 * p, 4 * p), (90, 90, 90))
+    overlay = heat_overlay(post.heat, 4)
+
+    def px(east: float, north: float) -> tuple[float, float]:
+        return 4 * (p / 2 + east / cell), 4 * (p / 2 - north / cell)
+
+    u = result.uncertainty or {}
+    r68, r95 = (u.get(k) or post.radii_m[k] for k in ("68", "95"))
+    fix = px(0.0, 0.0) if result.near else None
+    marks = [px(m["east_m"], m["north_m"]) for m in post.modes[1:]]
+    draw_result(aerial, px(post.east_m, post.north_m), result.heading_deg, 4 * r68 / cell, out / "locate.png",
+                caption=_caption(result), flags=result.flags, overlay=overlay, marks=marks,
+                ring_px=4 * r95 / cell, fix_xy=fix)
+    atomic_write(out / "posterior.png", lambda f: heat_overlay(post.heat).save(f, format="PNG"))
+    half = 0.5 * p * cell
+    (s_lat, w_lon), (n_lat, e_lon) = (offset_to_latlon(lat0, lon0, -half, -half), offset_to_latlon(lat0, lon0, half,
+                                                                                                    half))
+    result.posterior.update(heat_map="posterior.png", bounds=[[float(s_lat), float(w_lon)],
+                                                               [float(n_lat), float(e_lon)]])
+
+
 def _caption(r: Result) -> str:
     head = "heading ?" if r.heading_deg is None else f"heading {r.heading_deg:.0f}°"
     u = r.uncertainty or {}
     radius = (f"±{u['68']:.1f} m (68 %), ±{u['95']:.1f} m (95 %)" if u.get("calibrated")
+              else f"±{u['68']:.1f} m (68 %), ±{u['95']:.1f} m (95 %), from the posterior" if u.get("from")
               else f"±{r.uncertainty_m:.1f} m (uncalibrated)")
     return f"{r.lat:.6f}, {r.lon:.6f}  {head}  {radius}  ({r.method})"
 

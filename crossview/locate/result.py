@@ -103,8 +103,9 @@ class Result:
     priors: dict[str, Any] | None = None  # each prior's value and origin (flag | exif | none), EXIF notes
     flags: list[str] = field(default_factory=list)  # how the answer contradicts the user's priors
     uncertainty: dict[str, Any] | None = None  # {"68": r68, "95": r95 (m), "calibrated", "raw_m", "kind"}
-    search: str | None = None  # "scan" when the fine answer came from --fine-search scan
+    search: str | None = None  # "scan" / "posterior" when the fine answer came from that --fine-search
     scan: dict[str, Any] | None = None  # the scan's walks, windows, grid spacing, steps, chosen start
+    posterior: dict[str, Any] | None = None  # --fine-search posterior: modes, credible radii, window, heat map
 
     @property
     def confident(self) -> bool:
@@ -131,7 +132,7 @@ class Result:
             d["picture"] = self.picture
         if self.precision is not None:
             d["precision"] = self.precision
-        for k in ("search", "scan"):
+        for k in ("search", "scan", "posterior"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         return d

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from crossview.errors import CrossviewError
+from crossview.locate.pipeline import FINE_SEARCHES
 from crossview.serve.janitor import RESULT_ID, Janitor, sweep
 from crossview.serve.jobs import JobQueue
 from crossview.serve.logs import event
@@ -106,9 +107,10 @@ def parse_options(fields: dict[str, str], max_top_k: int = 20) -> dict[str, Any]
     if camera not in CAMERAS:
         raise RequestError(HTTPStatus.BAD_REQUEST, f"camera must be one of {', '.join(CAMERAS)}, not {camera!r}")
     options: dict[str, Any] = {"camera": camera, "fov_deg": None, "heading_prior": None, "near": None, "top_k": 5,
-                               "fine_search": (fields.get("search") or "tiles").strip()}
-    if options["fine_search"] not in ("tiles", "scan"):
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"search must be tiles or scan, not {options['fine_search']!r}")
+                               "fine_search": (fields.get("search") or "auto").strip()}
+    if options["fine_search"] not in FINE_SEARCHES:
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"search must be one of {', '.join(FINE_SEARCHES)}, not "
+                           f"{options['fine_search']!r}")
     fov = (fields.get("fov") or "").strip()
     if fov:
         try:
@@ -364,6 +366,10 @@ class App:
                           "thumbnail_url": url(c.get("thumbnail")),
                           "footprint": footprint(tile) if tile is not None else None})
         out["candidates"] = cands
+        post = result.get("posterior")
+        if isinstance(post, dict):  # the heat map as a URL for the page's image overlay
+            out["posterior"] = {**{k: v for k, v in post.items() if k != "heat_map"},
+                                "heat_map_url": url(post.get("heat_map"))}
         return out
 
     def _prune(self) -> None:

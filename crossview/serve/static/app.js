@@ -104,6 +104,19 @@
       items.push(L.circle([r.near[0], r.near[1]], { radius: r.near[2], className: "cv-near", interactive: false })
         .addTo(answerLayer));
     }
+    const post = r.posterior;
+    if (post && post.heat_map_url && post.bounds) {  // the posterior over the search area, as a heat map
+      L.imageOverlay(post.heat_map_url, post.bounds, { className: "cv-posterior", alt: "posterior heat map",
+        interactive: false }).addTo(answerLayer);
+      (post.modes || []).slice(1).forEach((m) => {
+        L.circleMarker([m.lat, m.lon], { radius: 7, className: "cv-mode", interactive: true })
+          .bindTooltip("other mode: " + fmt(100 * m.probability, 1) + " %").addTo(answerLayer);
+      });
+    }
+    const u95 = r.uncertainty && r.uncertainty["95"];
+    if (u95 && r.lat !== null && r.lat !== undefined) {
+      L.circle([r.lat, r.lon], { radius: u95, className: "cv-uncertainty95", interactive: false }).addTo(answerLayer);
+    }
     if (r.lat !== null && r.lat !== undefined) {
       const at = L.latLng(r.lat, r.lon);
       items.push(L.circle(at, { radius: Math.max(r.uncertainty_m || 0, 0.5), className: "cv-uncertainty",

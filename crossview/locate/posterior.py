@@ -1,0 +1,188 @@
+"""``locate --fine-search posterior``: one posterior over every position × heading of the search area.
+
+A :class:`crossview.fine.bevpost.BEVPost` model scores the photo at every cell of a north-up window centred on the
+GPS fix (covering the search radius plus a margin) and at every heading searched (the compass prior's range plus a
+margin, or the whole circle without one). The GPS fix and the compass are added as log-priors — the fix as a uniform
+disc of the search radius (or a Gaussian of its stated accuracy, cut at the radius), the compass as uniform within
+its tolerance with a Gaussian fall-off of ``heading_margin_deg`` outside — and one softmax over all cells gives the
+posterior. The answer is its mode, refined below a cell by a parabola through the neighbouring log-probabilities;
+the uncertainty is read from the posterior itself: the radii around the mode that hold 68 % and 95 % of its mass.
+The distinct modes (local maxima at least ``mode_separation_m`` apart) are listed with their probability mass.
+
+Frames: WGS84 lat/lon; metres east/north on the tangent plane at the window's centre (the fix); window cells of
+``cell_m`` metres, rows running south, columns east; headings degrees clockwise from north.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from crossview.errors import ConfigError
+from crossview.fine.bevpost import heading_bins
+from crossview.geometry.geo import offset_to_latlon
+
+__all__ = ["PosteriorAnswer", "search_area_posterior", "log_priors", "credible_radii", "refine_peak"]
+
+
+@dataclass
+class PosteriorAnswer:
+    """The posterior's answer: the mode (lat/lon, metres east/north of the window centre, heading), the mass
+    near it (``confidence``: within ``confidence_m``), the 68 % / 95 % credible radii around it, the distinct
+    ``modes`` with their mass, and the position posterior itself (``heat``: (P, P) probabilities, row 0 north) on
+    the window ``(lat, lon, cell_m)`` (centre cell at index P // 2)."""
+
+    lat: float
+    lon: float
+    east_m: float
+    north_m: float
+    heading_deg: float
+    confidence: float
+    radii_m: dict[str, float]
+    modes: list[dict[str, Any]]
+    heat: np.ndarray
+    window: tuple[float, float, float]
+    headings: int
+    seconds: float
+    extras: dict[str, Any] = field(default_factory=dict)
+    aerial: np.ndarray | None = field(default=None, repr=False)  # the window's imagery (4 px per cell)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON block ``locate.json`` carries as ``posterior``."""
+        p = self.heat.shape[0]
+        return {"modes": self.modes, "radii_m": self.radii_m, "cells": p, "cell_m": self.window[2],
+                "window_centre": list(self.window[:2]), "headings": self.headings,
+                "seconds": round(self.seconds, 3), **self.extras}
+
+
+def log_priors(positions: int, cell_m: float, radius_m: float, headings: torch.Tensor,
+               heading_prior: tuple[float, float] | None, gps_sigma_m: float | None = None,
+               heading_margin_deg: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K,) heading and (P, P) position log-priors. Position: 0 inside the disc of ``radius_m`` around the window
+    centre, -inf outside; with ``gps_sigma_m``, a Gaussian of that standard deviation inside the disc. Heading:
+    0 within the prior's tolerance, ``-(d - tol)² / (2 margin²)`` beyond (all 0 without a prior)."""
+    c = (torch.arange(positions, dtype=torch.float64) - positions // 2) * cell_m
+    d2 = c[:, None] ** 2 + c[None, :] ** 2
+    pos = torch.zeros_like(d2) if gps_sigma_m is None else -d2 / (2 * float(gps_sigma_m) ** 2)
+    pos = pos.masked_fill(d2 > radius_m ** 2 + 1e-9, float("-inf"))
+    if heading_prior is None:
+        return torch.zeros(len(headings), dtype=torch.float64), pos
+    d = ((headings - heading_prior[0] + 180.0) % 360.0 - 180.0).abs()
+    over = (d - float(heading_prior[1])).clamp_min(0.0)
+    return -over ** 2 / (2 * max(heading_margin_deg, 1e-6) ** 2), pos
+
+
+def refine_peak(values: torch.Tensor, i: int, circular: bool = False) -> float:
+    """Sub-sample offset in [-0.5, 0.5] of the peak at ``i`` of 1-D log-values, from the parabola through
+    ``i - 1, i, i + 1`` (0 at an edge or where a neighbour is -inf)."""
+    n = len(values)
+    if n < 3 or (not circular and (i == 0 or i == n - 1)):
+        return 0.0
+    a, b, c = (float(values[(i + k) % n]) for k in (-1, 0, 1))
+    if not all(math.isfinite(v) for v in (a, b, c)):
+        return 0.0
+    den = a - 2 * b + c
+    return 0.0 if den >= 0 else float(np.clip(0.5 * (a - c) / den, -0.5, 0.5))
+
+
+def credible_radii(prob: np.ndarray, centre: tuple[float, float], cell_m: float,
+                   levels: tuple[float, ...] = (0.68, 0.95)) -> dict[str, float]:
+    """Radii (m) of the discs around ``centre`` (column, row in cells) holding each level of ``prob``'s mass."""
+    rows, cols = np.indices(prob.shape)
+    dist = np.hypot(cols - centre[0], rows - centre[1]) * cell_m
+    order = np.argsort(dist, axis=None)
+    mass = np.cumsum(prob.ravel()[order])
+    out = {}
+    for lv in levels:
+        k = min(int(np.searchsorted(mass, lv * mass[-1])), len(order) - 1)
+        out[f"{round(lv * 100)}"] = float(max(dist.ravel()[order[k]], 0.5 * cell_m))
+    return out
+
+
+def _modes(prob: np.ndarray, best_heading: np.ndarray, headings: np.ndarray, window: tuple[float, float, float],
+           separation_m: float, count: int, min_mass: float) -> list[dict[str, Any]]:
+    """Up to ``count`` local maxima of the position posterior at least ``separation_m`` apart, each with the mass
+    within half that distance."""
+    lat0, lon0, cell = window
+    p = prob.shape[0]
+    rows, cols = np.indices(prob.shape)
+    work, out = prob.copy(), []
+    for _ in range(count):
+        i, j = np.unravel_index(int(np.argmax(work)), work.shape)
+        if work[i, j] <= 0:
+            break
+        d = np.hypot(cols - j, rows - i) * cell
+        mass = float(prob[d <= 0.5 * separation_m].sum())
+        if mass < min_mass:
+            break
+        east, north = (j - p // 2) * cell, (p // 2 - i) * cell
+        lat, lon = (float(v) for v in offset_to_latlon(lat0, lon0, east, north))
+        out.append({"lat": lat, "lon": lon, "east_m": float(east), "north_m": float(north),
+                    "heading_deg": float(headings[best_heading[i, j]]), "probability": mass})
+        work[d < separation_m] = 0.0
+    return out
+
+
+def search_area_posterior(model: Any, photo: np.ndarray, camera: str, fov_deg: float | None, mosaic: Any,
+                          area: tuple[float, float, float], heading_prior: tuple[float, float] | None, *,
+                          gps_sigma_m: float | None = None, margin_m: float = 5.0, heading_margin_deg: float = 5.0,
+                          mode_separation_m: float = 8.0, confidence_m: float = 5.0,
+                          temperature: float = 1.0) -> PosteriorAnswer:
+    """The posterior of ``photo`` (H, W, 3 uint8; ``camera`` pinhole with ``fov_deg``, or panorama) over the search
+    ``area`` (lat, lon, radius_m) cut from ``mosaic`` (:class:`crossview.tiles.mosaic.Mosaic`), with the compass
+    ``heading_prior`` (centre, ± tolerance degrees) or None. ``temperature`` divides the model's logits (a
+    calibration of the posterior's spread; 1 = as trained)."""
+    if camera not in model.cameras:
+        raise ConfigError(f"the posterior model places {', '.join(model.cameras)} photos, not {camera} ones")
+    if camera == "pinhole" and not fov_deg:
+        raise ConfigError("a pinhole photo needs its horizontal field of view: give --fov or a photo whose EXIF "
+                          "holds its focal length")
+    t0 = time.time()
+    cfg = model.config
+    cell, t = float(cfg["cell_m"]), int(cfg["template_cells"])
+    lat, lon, radius = (float(v) for v in area)
+    p = 2 * int(math.ceil((radius + margin_m) / cell)) + 1
+    s = p + t - 1
+    window = mosaic.window(lat, lon, 4 * s, cell / 4)
+    heads = heading_bins(float(cfg["heading_step_deg"]), heading_prior, heading_margin_deg)
+    fov = torch.tensor([float(fov_deg or 360.0)])
+    with torch.no_grad():
+        img = torch.from_numpy(np.array(photo, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0
+        pol = model.polar(model.photo_features(img), camera, fov, tuple(photo.shape[:2]))
+        aerial = torch.from_numpy(window).permute(2, 0, 1)[None].float() / 255.0
+        fmap = model.map_embedding(model.map_features(aerial))
+        logits = model.scores(pol, fmap, camera, fov, heads[None])[0].double() / float(temperature)
+    hp, pp = log_priors(p, cell, radius, heads, heading_prior, gps_sigma_m, heading_margin_deg)
+    logp = torch.log_softmax((logits + hp[:, None, None] + pp[None]).reshape(-1), 0).reshape(logits.shape)
+    return _answer(logp, heads, (lat, lon, cell), heading_prior is None or len(heads) * float(
+        cfg["heading_step_deg"]) >= 360.0 - 1e-6, mode_separation_m, confidence_m, time.time() - t0,
+        aerial=window, template_cells=t)
+
+
+def _answer(logp: torch.Tensor, heads: torch.Tensor, window: tuple[float, float, float], circular: bool,
+            separation_m: float, confidence_m: float, seconds: float, **extras: Any) -> PosteriorAnswer:
+    """The mode of ``logp`` (K, P, P) refined below a cell and a heading step, its radii, modes and heat map."""
+    k, p, _ = logp.shape
+    lat0, lon0, cell = window
+    kk, i, j = np.unravel_index(int(torch.argmax(logp)), logp.shape)
+    dj = refine_peak(logp[kk, i, :], j)
+    di = refine_peak(logp[kk, :, j], i)
+    dk = refine_peak(logp[:, i, j], kk, circular)
+    step = float(heads[1] - heads[0]) % 360.0 if k > 1 else 0.0
+    heading = float(heads[kk] + dk * step) % 360.0
+    east, north = (j + dj - p // 2) * cell, (p // 2 - i - di) * cell
+    lat, lon = (float(v) for v in offset_to_latlon(lat0, lon0, east, north))
+    prob = torch.logsumexp(logp, 0).exp().numpy()
+    radii = credible_radii(prob, (j + dj, i + di), cell)
+    rows, cols = np.indices(prob.shape)
+    near = np.hypot(cols - (j + dj), rows - (i + di)) * cell <= confidence_m
+    best_heading = torch.argmax(logp, 0).numpy()
+    modes = _modes(prob, best_heading, heads.numpy(), window, separation_m, 5, 0.01)
+    aerial = extras.pop("aerial", None)
+    return PosteriorAnswer(lat, lon, float(east), float(north), heading, float(prob[near].sum()), radii, modes,
+                           prob, window, k, seconds, extras, aerial)
