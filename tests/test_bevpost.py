@@ -181,8 +181,14 @@ def test_a_release_round_trips_and_refuses_a_foreign_file(tmp_path, one_thread):
     assert again.release_info == {"trained": {"steps": 7}}
     feats = torch.randn(1, sum(model.backbone.channels) + 3, 30, 30)
     assert torch.equal(model.map_embedding(feats), again.map_embedding(feats))
+    from safetensors import safe_open
     from safetensors.torch import save_file
 
+    lite = create_fine("bevpost_lite0").eval()  # the packaged backbone stays out of the file
+    with safe_open(str(save_release(lite, tmp_path / "lite.safetensors")), framework="pt") as f:
+        assert f.keys() and not any(k.startswith("backbone.") for k in f.keys())
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(load_fine(tmp_path / "lite.safetensors").map_features(x), lite.map_features(x))
     save_file({"x": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
     with pytest.raises(ConfigError, match="model_config"):
         load_fine(tmp_path / "foreign.safetensors")
@@ -229,3 +235,85 @@ def test_bevpost_learns_through_fine_train(dense_world, tmp_path):
     assert untrained["median_m"] > 10.0
     assert trained["median_m"] < 0.4 * untrained["median_m"], (trained, untrained)
     assert trained["within_5m"] > untrained["within_5m"] + 0.3
+
+
+@pytest.mark.parametrize("yaw", [0.0, 90.0, 250.0])
+def test_panorama_views_look_where_the_renderer_says(yaw):
+    """A panorama whose pixels hold their own coordinates, cut into a view: at a ground point's pixel in that
+    view (the renderer's pinhole projection at heading = yaw), the view holds the panorama pixel where the renderer
+    draws the same point."""
+    from crossview.locate.posterior import panorama_views
+
+    big_h, big_w = 64, 128
+    ys, xs = torch.meshgrid(torch.arange(big_h, dtype=torch.float64), torch.arange(big_w, dtype=torch.float64),
+                            indexing="ij")
+    pano = torch.stack([xs, ys, torch.zeros_like(xs)])[None].float()
+    view = panorama_views(pano, (yaw,), 90.0, (48, 64))[0]
+    checked = 0
+    for e, n in ((3.0, 4.0), (-2.0, 6.0), (5.0, -1.0), (-4.0, -4.5), (0.5, 9.0)):
+        px, py, depth = pinhole_pixel(e, n, 0.0, 0.0, 0.0, 2.0, yaw, 90.0, 64, 48)
+        if depth <= 0 or not (1 <= px <= 63 and 1 <= py <= 47):
+            continue
+        gx, gy = panorama_pixel(e, n, 0.0, 0.0, 0.0, 2.0, big_w, big_h, 0.0)
+        got = torch.nn.functional.grid_sample(view[None, :2], torch.tensor([[[[(px - 0.5) / 63 * 2 - 1,
+                                                                                (py - 0.5) / 47 * 2 - 1]]]]).float(),
+                                              align_corners=True)[0, :, 0, 0]
+        if abs(gx - 0.5 - float(got[0])) > big_w / 2:  # across the wrap column
+            continue
+        assert float(got[0]) == pytest.approx(gx - 0.5, abs=0.15) and float(got[1]) == pytest.approx(gy - 0.5,
+                                                                                                    abs=0.15)
+        checked += 1
+    assert checked >= 1
+
+
+def _tile_index(root):
+    """A random tiny retrieval model over a 3 × 3 tile set cut from one random image near 40 N 74 W: its index."""
+    from PIL import Image
+
+    from crossview.locate import index_tiles
+    from crossview.models import create_model, save_model
+    from crossview.tiles import build_tiles
+
+    torch.manual_seed(0)
+    save_model(create_model("mfrgn_tiny"), root / "retrieval.pt")
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).resize((256, 256), Image.NEAREST) \
+        .save(root / "ortho.png")
+    manifest = build_tiles(root / "ortho.png", root / "tiles", corners=(40.001, -74.001, 40.0, -73.999), tile_px=128)
+    return index_tiles(manifest, root / "retrieval.pt", root / "tiles.index")
+
+
+def test_locate_cli_and_api_give_the_posterior_answer(tmp_path, capsys, one_thread):
+    import json
+
+    from PIL import Image
+
+    from crossview.cli import main
+    from crossview.fine.registry import save_release
+    from crossview.locate import locate
+
+    index = _tile_index(tmp_path)
+    torch.manual_seed(5)
+    release = save_release(create_fine("bevpost_tiny"), tmp_path / "post.safetensors")
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray((np.random.default_rng(2).random((96, 128, 3)) * 255).astype(np.uint8)).save(photo)
+    args = ["locate", str(photo), "--index", str(index), "--fine-model", str(release), "--camera", "pinhole",
+            "--fov", "70", "--near", "40.0005,-74.0±20", "--heading-prior", "90±20", "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    r = json.loads(capsys.readouterr().out)
+    post = r["posterior"]
+    assert r["search"] == "posterior" and r["method"] == "fine" and post["modes"]
+    assert post["modes"][0]["probability"] <= 1.0 and post["headings"] == 11
+    u = r["uncertainty"]
+    assert u["from"] == "posterior" and 0 < u["68"] <= u["95"] and r["uncertainty_m"] == u["68"]
+    (s, w), (n, e) = post["bounds"]
+    assert s < r["lat"] < n and w < r["lon"] < e
+    assert all((tmp_path / "o" / f).is_file() for f in ("locate.png", "posterior.png", "locate.json"))
+    from crossview.tiles import distance_m
+
+    assert distance_m((r["lat"], r["lon"]), (40.0005, -74.0)) <= 20.0 + 1e-6  # the disc prior holds
+    api = locate(photo, index, fine_model=str(release), camera="pinhole", fov_deg=70, near="40.0005,-74.0±20",
+                 heading_prior="90±20")
+    assert (api["lat"], api["lon"], api["heading_deg"]) == (r["lat"], r["lon"], r["heading_deg"])
+    assert main(args[:-2] + ["--fine-search", "tiles"]) == 2
+    assert "use --fine-search posterior" in capsys.readouterr().err

@@ -229,13 +229,15 @@ class BEVPost(nn.Module):
         corr = correlate(tmpl, fmap)
         return corr / area.clamp_min(1.0)[..., None, None] * self.log_scale.exp()
 
+    @property
+    def packaged_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes whose weights come with the package (the Lite backbone): a release leaves them out."""
+        return ("backbone.",) if self.config["weights"] == "lite" else ()
+
     def head_parameters(self) -> list[nn.Parameter]:
         """The trainable parameters (the backbone is frozen)."""
         return [p for n, p in self.named_parameters() if not n.startswith("backbone.")]
 
-    def head_state_dict(self) -> dict[str, torch.Tensor]:
-        """The trained part only (what a release of this model holds: the backbone is the packaged Lite0)."""
-        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("backbone.")}
 
 
 register_arch("bevpost", builder=BEVPost, defaults=DEFAULT_CONFIG, published=None, cameras=("pinhole", "panorama"))

@@ -308,17 +308,18 @@ def _from_checkpoint(ckpt: dict[str, Any], where: str, overrides: dict[str, Any]
 
 
 def save_release(model: torch.nn.Module, path: str | os.PathLike, **info: Any) -> Path:
-    """A release of a model of ours: its trained tensors (frozen packaged backbones left out) as safetensors, with
-    the config and ``info`` (JSON strings) in the file's metadata; :func:`load_fine` reads it back."""
+    """A release of a model of ours: its tensors as safetensors (those whose weights come with the package, the
+    model's ``packaged_prefixes``, left out), with the config and ``info`` (JSON strings) in the file's metadata;
+    :func:`load_fine` reads it back."""
     import json
 
     from safetensors.torch import save_file
 
     from crossview.io import atomic_write
 
-    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in frozen
-             and not (k.startswith("backbone.") and getattr(getattr(model, "backbone", None), "freeze", False))}
+    packaged = tuple(getattr(model, "packaged_prefixes", ()))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith(packaged)
+             or not packaged}
     meta = {"model_config": json.dumps(model.config), **{k: json.dumps(v) for k, v in info.items()}}
     return atomic_write(path, lambda p: save_file(state, str(p), metadata=meta))
 
@@ -326,7 +327,7 @@ def save_release(model: torch.nn.Module, path: str | os.PathLike, **info: Any) -
 def load_release(path: str | os.PathLike, **overrides: Any) -> torch.nn.Module:
     """A model from :func:`save_release`'s file: built from its config (packaged backbone weights included), its
     tensors loaded strictly: every tensor of the file must be the model's, and every tensor of the model the file
-    lacks must be a frozen backbone's."""
+    lacks must come with the package (the model's ``packaged_prefixes``)."""
     import json
 
     from safetensors import safe_open
@@ -344,7 +345,8 @@ def load_release(path: str | os.PathLike, **overrides: Any) -> torch.nn.Module:
     model = create_fine(json.loads(meta["model_config"]), **overrides)
     own = model.state_dict()
     unexpected = sorted(set(state) - set(own))
-    missing = [k for k in own if k not in state and not k.startswith("backbone.")]
+    packaged = tuple(getattr(model, "packaged_prefixes", ()))
+    missing = [k for k in own if k not in state and not (packaged and k.startswith(packaged))]
     misshaped = [k for k in state if k in own and own[k].shape != state[k].shape]
     if unexpected or missing or misshaped:
         raise ConfigError(f"{path}: does not fit its config: unexpected {unexpected[:5]}, missing {missing[:5]}, "

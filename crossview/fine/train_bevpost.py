@@ -221,7 +221,7 @@ def nll_loss(model: BEVPost, batch: dict[str, Any], camera: str, image_hw: tuple
     loss = (1 - smoothing) * nll - smoothing * logp.mean(1).mean()
     with torch.no_grad():
         best = logp.argmax(1)
-        hh, rem = best // (h * w), best % (h * w)
+        rem = best % (h * w)
         err = [math.hypot(int(rem[i] % w) - t[0], int(rem[i] // w) - t[1]) for i, t in enumerate(batch["target"])]
     return loss, {"loss": float(loss.detach()), "nll": float(nll.detach()), "median_cells": float(np.median(err))}
 

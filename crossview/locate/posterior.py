@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from crossview.errors import ConfigError
-from crossview.fine.bevpost import heading_bins
+from crossview.fine.bevpost import correlate, heading_bins
 from crossview.geometry.geo import offset_to_latlon
 
 __all__ = ["PosteriorAnswer", "search_area_posterior", "log_priors", "credible_radii", "refine_peak"]
@@ -137,7 +137,7 @@ def search_area_posterior(model: Any, photo: np.ndarray, camera: str, fov_deg: f
     ``area`` (lat, lon, radius_m) cut from ``mosaic`` (:class:`crossview.tiles.mosaic.Mosaic`), with the compass
     ``heading_prior`` (centre, ± tolerance degrees) or None. ``temperature`` divides the model's logits (a
     calibration of the posterior's spread; 1 = as trained)."""
-    if camera not in model.cameras:
+    if camera not in model.cameras and not (camera == "panorama" and "pinhole" in model.cameras):
         raise ConfigError(f"the posterior model places {', '.join(model.cameras)} photos, not {camera} ones")
     if camera == "pinhole" and not fov_deg:
         raise ConfigError("a pinhole photo needs its horizontal field of view: give --fov or a photo whose EXIF "
@@ -145,23 +145,70 @@ def search_area_posterior(model: Any, photo: np.ndarray, camera: str, fov_deg: f
     t0 = time.time()
     cfg = model.config
     cell, t = float(cfg["cell_m"]), int(cfg["template_cells"])
+    views = camera == "panorama" and "panorama" not in model.cameras  # a pinhole model sees a panorama as 4 views
     lat, lon, radius = (float(v) for v in area)
     p = 2 * int(math.ceil((radius + margin_m) / cell)) + 1
     s = p + t - 1
     window = mosaic.window(lat, lon, 4 * s, cell / 4)
     heads = heading_bins(float(cfg["heading_step_deg"]), heading_prior, heading_margin_deg)
-    fov = torch.tensor([float(fov_deg or 360.0)])
     with torch.no_grad():
-        img = torch.from_numpy(np.array(photo, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0
-        pol = model.polar(model.photo_features(img), camera, fov, tuple(photo.shape[:2]))
         aerial = torch.from_numpy(window).permute(2, 0, 1)[None].float() / 255.0
         fmap = model.map_embedding(model.map_features(aerial))
-        logits = model.scores(pol, fmap, camera, fov, heads[None])[0].double() / float(temperature)
+        img = torch.from_numpy(np.array(photo, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0
+        if views:
+            logits = _panorama_as_views(model, img, fmap, heads)
+        else:
+            fov = torch.tensor([float(fov_deg or 360.0)])
+            pol = model.polar(model.photo_features(img), camera, fov, tuple(photo.shape[:2]))
+            logits = model.scores(pol, fmap, camera, fov, heads[None])[0]
+        logits = logits.double() / float(temperature)
     hp, pp = log_priors(p, cell, radius, heads, heading_prior, gps_sigma_m, heading_margin_deg)
     logp = torch.log_softmax((logits + hp[:, None, None] + pp[None]).reshape(-1), 0).reshape(logits.shape)
     return _answer(logp, heads, (lat, lon, cell), heading_prior is None or len(heads) * float(
         cfg["heading_step_deg"]) >= 360.0 - 1e-6, mode_separation_m, confidence_m, time.time() - t0,
         aerial=window, template_cells=t)
+
+
+PANORAMA_VIEWS = (0.0, 90.0, 180.0, 270.0)  # yaws (degrees from the centre column) of the views cut from a panorama
+VIEW_FOV_DEG, VIEW_HW = 90.0, (96, 128)  # each view's field of view and size: within what the pinhole model saw
+
+
+def panorama_views(pano: torch.Tensor, yaws: tuple[float, ...] = PANORAMA_VIEWS, fov_deg: float = VIEW_FOV_DEG,
+                   hw: tuple[int, int] = VIEW_HW) -> torch.Tensor:
+    """Upright pinhole views (V, 3, h, w) of an equirectangular panorama (1, 3, H, W) (centre column = its heading,
+    east to the right, rows +90° to -90° elevation), each looking ``yaw`` degrees clockwise of the centre column
+    with a horizontal field of view ``fov_deg`` (bilinear; the panorama wraps around in azimuth)."""
+    h, w = hw
+    f = (w / 2) / math.tan(math.radians(fov_deg) / 2)
+    u = (torch.arange(w, dtype=torch.float64) + 0.5 - w / 2) / f
+    v = (torch.arange(h, dtype=torch.float64) + 0.5 - h / 2) / f
+    vv, uu = torch.meshgrid(v, u, indexing="ij")
+    el = torch.atan2(-vv, torch.sqrt(1 + uu * uu))  # elevation, up positive
+    big_h, big_w = pano.shape[-2:]
+    padded = torch.cat([pano[..., -1:], pano, pano[..., :1]], -1)
+    out = []
+    for yaw in yaws:
+        az = math.radians(yaw) + torch.atan2(uu, torch.ones_like(uu))  # clockwise from the centre column
+        x = torch.remainder(az + math.pi, 2 * math.pi) / (2 * math.pi) * big_w  # W/2 + az/2pi W, in [0, W)
+        y = (0.5 - el / math.pi) * big_h
+        gx = (x + 0.5) / (big_w + 1) * 2 - 1  # pixel centres, one wrapped column on each side
+        gy = (y - 0.5) / (big_h - 1) * 2 - 1
+        grid = torch.stack([gx, gy], -1)[None].float()
+        out.append(torch.nn.functional.grid_sample(padded, grid, mode="bilinear", align_corners=True,
+                                                   padding_mode="border"))
+    return torch.cat(out)
+
+
+def _panorama_as_views(model: Any, pano: torch.Tensor, fmap: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+    """A pinhole model's logits (K, P, P) for a panorama: its :func:`panorama_views` turned into one template per
+    heading (the views' templates, each at the heading plus its yaw, added with their visible areas)."""
+    views = panorama_views(pano)
+    fov = torch.full((len(views),), VIEW_FOV_DEG)
+    pol = model.polar(model.photo_features(views), "pinhole", fov, VIEW_HW)
+    yaws = torch.tensor(PANORAMA_VIEWS, dtype=torch.float64)
+    tmpl, area = model.templates(pol, "pinhole", fov, (heads[None] + yaws[:, None]) % 360.0)  # (V, K, C, T, T)
+    corr = correlate(tmpl.sum(0, keepdim=True), fmap)[0]
+    return corr / area.sum(0).clamp_min(1.0)[:, None, None] * model.log_scale.exp()
 
 
 def _answer(logp: torch.Tensor, heads: torch.Tensor, window: tuple[float, float, float], circular: bool,
