@@ -43,7 +43,9 @@ def main() -> None:
     ap.add_argument("--no-compass", action="store_true", help="locate without a heading prior")
     ap.add_argument("--gps-noise", type=float, default=50.0, help="GPS fix error bound and search radius (m)")
     ap.add_argument("--model", default=str(DEFAULT_MODEL), help="posterior model: release file or run folder")
-    ap.add_argument("--temperature", type=float, default=1.0, help="posterior logits divided by this")
+    ap.add_argument("--temperature", type=float, help="posterior logits divided by this (default: the release's)")
+    ap.add_argument("--temperatures", default="", help="comma-separated temperatures whose radii's coverage is "
+                                                       "also measured (from the same logits; to fit a calibration)")
     ap.add_argument("--retrieval", help="scan: the retrieval run")
     ap.add_argument("--fine", help="scan: the fine run")
     ap.add_argument("--threads", type=int, default=2)
@@ -89,20 +91,31 @@ def _posterior_rows(args, work: Path) -> list[dict]:
     from PIL import Image
 
     from crossview.fine import load_fine
-    from crossview.locate.posterior import search_area_posterior
+    from crossview.locate.posterior import area_logits, posterior_answer
     from crossview.tiles import build_tiles, read_manifest
     from crossview.tiles.mosaic import Mosaic
 
+    from crossview.tiles import distance_m
+
     model = load_fine(args.model)
+    temp = args.temperature or float(getattr(model, "release_info", {}).get("temperature", 1.0))
     mosaic = Mosaic(read_manifest(build_tiles(Path(args.world) / "satellite", work / "tiles")))
+    cell = float(model.config["cell_m"])
     rows = []
     for i, rec, truth, prior, fix, near in _photos(args):
         img = np.asarray(Image.open(Path(args.world) / rec["image"]).convert("RGB"))
         t = time.time()
-        ans = search_area_posterior(model, img, args.camera, rec.get("fov_deg"), mosaic, near, prior,
-                                    temperature=args.temperature)
-        rows.append(_row(i, rec, truth, prior, fix, (ans.lat, ans.lon), ans.heading_deg, ans.radii_m,
-                         time.time() - t, {"confidence": ans.confidence, "modes": len(ans.modes)}))
+        logits, heads, _ = area_logits(model, img, args.camera, rec.get("fov_deg"), mosaic, near, prior)
+        ans = posterior_answer(logits, heads, near, prior, cell, temp)
+        seconds = time.time() - t
+        extra = {"confidence": ans.confidence, "modes": len(ans.modes), "temperature": temp}
+        if args.temperatures:  # the radii at other temperatures (the mode barely moves), for fitting one
+            extra["radii_at"] = {}
+            for tt in (float(v) for v in args.temperatures.split(",")):
+                a = posterior_answer(logits, heads, near, prior, cell, tt)
+                extra["radii_at"][f"{tt:g}"] = {**a.radii_m, "error_m": distance_m((a.lat, a.lon), truth)}
+        rows.append(_row(i, rec, truth, prior, fix, (ans.lat, ans.lon), ans.heading_deg, ans.radii_m, seconds,
+                         extra))
     return rows
 
 
@@ -145,7 +158,12 @@ def summarise(rows: list[dict]) -> dict:
     ph = [r["prior_heading_error_deg"] for r in rows if r["prior_heading_error_deg"] is not None]
     cover = {k: float(np.mean([r["error_m"] <= r["radii_m"][k] for r in rows if r["radii_m"].get(k) is not None]))
              for k in ("68", "95") if any(r["radii_m"].get(k) is not None for r in rows)}
+    at = {}
+    for tt in (rows[0].get("radii_at") or {}) if rows else ():
+        rs = [r["radii_at"][tt] for r in rows]
+        at[tt] = {k: float(np.mean([x["error_m"] <= x[k] for x in rs])) for k in ("68", "95")}
     return {"photos": len(rows), "median_m": float(np.median(err)), "mean_m": float(np.mean(err)),
+            **({"coverage_at_temperature": at} if at else {}),
             "fix_median_m": float(np.median(fix)), "within_5m": float(np.mean(err <= 5)),
             "within_10m": float(np.mean(err <= 10)), "closer_than_fix": float(np.mean(err < fix)),
             "heading_median_deg": float(np.median(hd)) if hd else None,

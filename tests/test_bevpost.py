@@ -317,3 +317,58 @@ def test_locate_cli_and_api_give_the_posterior_answer(tmp_path, capsys, one_thre
     assert (api["lat"], api["lon"], api["heading_deg"]) == (r["lat"], r["lon"], r["heading_deg"])
     assert main(args[:-2] + ["--fine-search", "tiles"]) == 2
     assert "use --fine-search posterior" in capsys.readouterr().err
+
+
+def test_the_page_serves_the_posterior_heat_map_and_the_cli_answer(tmp_path, capsys, one_thread):
+    """The web app with the real locator: the upload is answered with the CLI's pose, the heat map is served as a
+    URL with its bounds, and the other modes and radii come along."""
+    import http.client
+    import json
+    import threading
+    import uuid
+
+    from PIL import Image
+
+    from crossview.cli import main
+    from crossview.fine.registry import save_release
+    from crossview.locate import Locator
+    from crossview.serve import locator_pipeline, make_server
+
+    index = _tile_index(tmp_path)
+    torch.manual_seed(6)
+    release = save_release(create_fine("bevpost_tiny"), tmp_path / "post.safetensors")
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray((np.random.default_rng(4).random((96, 128, 3)) * 255).astype(np.uint8)).save(photo, quality=95)
+    assert main(["locate", str(photo), "--index", str(index), "--fine-model", str(release), "--camera", "pinhole",
+                 "--fov", "70", "--near", "40.0005,-74.0±20", "--heading-prior", "90±20"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    srv = make_server(locator_pipeline(Locator(index, fine_model=release)), tmp_path / "data", port=0)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        b = uuid.uuid4().hex
+        fields = {"camera": "pinhole", "fov": "70", "near": "40.0005,-74.0±20", "heading_prior": "90±20"}
+        body = b"".join(f"--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
+                        for k, v in fields.items())
+        body += (f"--{b}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"p.jpg\"\r\n"
+                 f"Content-Type: image/jpeg\r\n\r\n").encode() + photo.read_bytes() + f"\r\n--{b}--\r\n".encode()
+        conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=120)
+        conn.request("POST", "/api/locate", body=body, headers={"Content-Type": f"multipart/form-data; boundary={b}"})
+        resp = conn.getresponse()
+        page = json.loads(resp.read())
+        assert resp.status == 200, page
+        from crossview.tiles import distance_m
+
+        # the same answer (the server's worker thread may sum in another order: equal to well below a millimetre)
+        assert distance_m((page["lat"], page["lon"]), (cli["lat"], cli["lon"])) < 1e-3
+        assert page["heading_deg"] == pytest.approx(cli["heading_deg"], abs=1e-4)
+        post = page["posterior"]
+        assert post["heat_map_url"].startswith("/results/") and post["bounds"] == cli["posterior"]["bounds"]
+        assert [m["probability"] for m in post["modes"]] == pytest.approx([m["probability"] for m in
+                                                                            cli["posterior"]["modes"]], abs=1e-6)
+        assert page["uncertainty"]["95"] == pytest.approx(cli["uncertainty"]["95"], abs=1e-6)
+        conn.request("GET", post["heat_map_url"])
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read().startswith(b"\x89PNG")
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -27,7 +27,8 @@ from crossview.errors import ConfigError
 from crossview.fine.bevpost import correlate, heading_bins
 from crossview.geometry.geo import offset_to_latlon
 
-__all__ = ["PosteriorAnswer", "search_area_posterior", "log_priors", "credible_radii", "refine_peak"]
+__all__ = ["PosteriorAnswer", "search_area_posterior", "area_logits", "posterior_answer", "log_priors",
+           "credible_radii", "refine_peak", "panorama_views"]
 
 
 @dataclass
@@ -132,24 +133,38 @@ def search_area_posterior(model: Any, photo: np.ndarray, camera: str, fov_deg: f
                           area: tuple[float, float, float], heading_prior: tuple[float, float] | None, *,
                           gps_sigma_m: float | None = None, margin_m: float = 5.0, heading_margin_deg: float = 5.0,
                           mode_separation_m: float = 8.0, confidence_m: float = 5.0,
-                          temperature: float = 1.0) -> PosteriorAnswer:
+                          temperature: float | None = None) -> PosteriorAnswer:
     """The posterior of ``photo`` (H, W, 3 uint8; ``camera`` pinhole with ``fov_deg``, or panorama) over the search
     ``area`` (lat, lon, radius_m) cut from ``mosaic`` (:class:`crossview.tiles.mosaic.Mosaic`), with the compass
     ``heading_prior`` (centre, ± tolerance degrees) or None. ``temperature`` divides the model's logits (a
-    calibration of the posterior's spread; 1 = as trained)."""
+    calibration of the posterior's spread; None: the model release's own, else 1 = as trained)."""
+    t0 = time.time()
+    logits, heads, window = area_logits(model, photo, camera, fov_deg, mosaic, area, heading_prior, margin_m,
+                                        heading_margin_deg)
+    if temperature is None:
+        temperature = float(getattr(model, "release_info", {}).get("temperature", 1.0))
+    return posterior_answer(logits, heads, area, heading_prior, float(model.config["cell_m"]), temperature,
+                            gps_sigma_m=gps_sigma_m, heading_margin_deg=heading_margin_deg,
+                            mode_separation_m=mode_separation_m, confidence_m=confidence_m, seconds=time.time() - t0,
+                            aerial=window, template_cells=int(model.config["template_cells"]))
+
+
+def area_logits(model: Any, photo: np.ndarray, camera: str, fov_deg: float | None, mosaic: Any,
+                area: tuple[float, float, float], heading_prior: tuple[float, float] | None, margin_m: float = 5.0,
+                heading_margin_deg: float = 5.0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The model's logits (K, P, P) over the headings searched (K,) and the positions of a window centred on the
+    search area (P = 2 ceil((radius + margin) / cell) + 1 cells a side), and the window's imagery."""
     if camera not in model.cameras and not (camera == "panorama" and "pinhole" in model.cameras):
         raise ConfigError(f"the posterior model places {', '.join(model.cameras)} photos, not {camera} ones")
     if camera == "pinhole" and not fov_deg:
         raise ConfigError("a pinhole photo needs its horizontal field of view: give --fov or a photo whose EXIF "
                           "holds its focal length")
-    t0 = time.time()
     cfg = model.config
     cell, t = float(cfg["cell_m"]), int(cfg["template_cells"])
     views = camera == "panorama" and "panorama" not in model.cameras  # a pinhole model sees a panorama as 4 views
     lat, lon, radius = (float(v) for v in area)
     p = 2 * int(math.ceil((radius + margin_m) / cell)) + 1
-    s = p + t - 1
-    window = mosaic.window(lat, lon, 4 * s, cell / 4)
+    window = mosaic.window(lat, lon, 4 * (p + t - 1), cell / 4)
     heads = heading_bins(float(cfg["heading_step_deg"]), heading_prior, heading_margin_deg)
     with torch.no_grad():
         aerial = torch.from_numpy(window).permute(2, 0, 1)[None].float() / 255.0
@@ -161,12 +176,23 @@ def search_area_posterior(model: Any, photo: np.ndarray, camera: str, fov_deg: f
             fov = torch.tensor([float(fov_deg or 360.0)])
             pol = model.polar(model.photo_features(img), camera, fov, tuple(photo.shape[:2]))
             logits = model.scores(pol, fmap, camera, fov, heads[None])[0]
-        logits = logits.double() / float(temperature)
-    hp, pp = log_priors(p, cell, radius, heads, heading_prior, gps_sigma_m, heading_margin_deg)
-    logp = torch.log_softmax((logits + hp[:, None, None] + pp[None]).reshape(-1), 0).reshape(logits.shape)
-    return _answer(logp, heads, (lat, lon, cell), heading_prior is None or len(heads) * float(
-        cfg["heading_step_deg"]) >= 360.0 - 1e-6, mode_separation_m, confidence_m, time.time() - t0,
-        aerial=window, template_cells=t)
+    return logits.double(), heads, window
+
+
+def posterior_answer(logits: torch.Tensor, heads: torch.Tensor, area: tuple[float, float, float],
+                     heading_prior: tuple[float, float] | None, cell_m: float, temperature: float = 1.0, *,
+                     gps_sigma_m: float | None = None, heading_margin_deg: float = 5.0,
+                     mode_separation_m: float = 8.0, confidence_m: float = 5.0, seconds: float = 0.0,
+                     **extras: Any) -> PosteriorAnswer:
+    """The posterior (logits / ``temperature`` + the priors, one softmax) and its answer (:class:`PosteriorAnswer`)."""
+    lat, lon, radius = (float(v) for v in area)
+    p = logits.shape[-1]
+    hp, pp = log_priors(p, cell_m, radius, heads, heading_prior, gps_sigma_m, heading_margin_deg)
+    z = logits / float(temperature) + hp[:, None, None] + pp[None]
+    logp = torch.log_softmax(z.reshape(-1), 0).reshape(logits.shape)
+    step = float(heads[1] - heads[0]) % 360.0 if len(heads) > 1 else 360.0
+    circular = len(heads) > 1 and len(heads) * step >= 360.0 - 1e-6
+    return _answer(logp, heads, (lat, lon, cell_m), circular, mode_separation_m, confidence_m, seconds, **extras)
 
 
 PANORAMA_VIEWS = (0.0, 90.0, 180.0, 270.0)  # yaws (degrees from the centre column) of the views cut from a panorama
