@@ -92,10 +92,8 @@ def _posterior_rows(args, work: Path) -> list[dict]:
 
     from crossview.fine import load_fine
     from crossview.locate.posterior import area_logits, posterior_answer
-    from crossview.tiles import build_tiles, read_manifest
+    from crossview.tiles import build_tiles, distance_m, read_manifest
     from crossview.tiles.mosaic import Mosaic
-
-    from crossview.tiles import distance_m
 
     model = load_fine(args.model)
     temp = args.temperature or float(getattr(model, "release_info", {}).get("temperature", 1.0))
