@@ -363,7 +363,8 @@ def test_the_page_serves_the_posterior_heat_map_and_the_cli_answer(tmp_path, cap
         assert page["heading_deg"] == pytest.approx(cli["heading_deg"], abs=1e-4)
         post = page["posterior"]
         (south, west), (north, east) = post["bounds"]
-        assert post["heat_map_url"].startswith("/results/") and south < page["lat"] < north and west < page["lon"] < east
+        assert post["heat_map_url"].startswith("/results/")
+        assert south < page["lat"] < north and west < page["lon"] < east
         assert [m["probability"] for m in post["modes"]] == pytest.approx([m["probability"] for m in
                                                                             cli["posterior"]["modes"]], abs=1e-6)
         assert page["uncertainty"]["95"] == pytest.approx(cli["uncertainty"]["95"], abs=1e-3)
