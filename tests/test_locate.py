@@ -212,8 +212,11 @@ def test_cli_locate(tile_world, tmp_path, capsys):
     assert len(r["candidates"]) == 2 and r["camera"] == "pinhole" and r["fov_deg"] == 70
     assert (tmp_path / "o" / "locate.png").is_file()
     # a wrong-aspect panorama: a clear error, exit code 2
-    assert main(["locate", str(photo), "--index", str(index)]) == 2
+    assert main(["locate", str(photo), "--index", str(index), "--camera", "panorama"]) == 2
     assert "about 2:1" in capsys.readouterr().err
+    # by default a 4:3 photo is an ordinary photo: it needs a field of view (this one has no EXIF)
+    assert main(["locate", str(photo), "--index", str(index)]) == 2
+    assert "horizontal field of view" in capsys.readouterr().err
     # a drone image against an index whose model has no drone view
     assert main(["locate", str(photo), "--index", str(index), "--camera", "drone"]) == 2
     assert "does not embed drone images" in capsys.readouterr().err

@@ -192,3 +192,62 @@ def test_contradicting_answer_is_flagged_in_json_and_picture(tile_world, tmp_pat
     assert r["method"] == "retrieval" and r["confident"] is False
     assert "outside its 20 m radius (the photo's GPS)" in r["flags"][0]
     assert Image.open(tmp_path / "o" / "locate.png").height > 540  # the reasons are written under the tile
+
+
+def _heic(path, size=(400, 300), exif: bytes | None = None):
+    """A real HEIC file (HEVC-coded by libheif through pillow-heif), EXIF inside, as an iPhone saves photos."""
+    import pillow_heif
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    heif = pillow_heif.from_pillow(img)
+    heif.save(path, quality=90, **({"exif": exif} if exif else {}))
+    assert path.read_bytes()[4:12] == b"ftypheic"
+    return path
+
+
+def test_a_heic_photo_is_located_with_its_exif_priors_through_cli_and_page(tile_world, tmp_path, capsys):
+    """An iPhone-style HEIC with GPS, compass and focal length: no --camera, no flags; the CLI and the web page
+    both read it, infer an ordinary (pinhole) photo and take the three priors from its EXIF."""
+    import http.client
+    import threading
+    import uuid
+
+    from crossview.locate import Locator
+    from crossview.serve import locator_pipeline, make_server
+
+    root, index = tile_world
+    photo = _heic(tmp_path / "IMG_0001.HEIC", exif=phone_exif())
+    assert main(["locate", str(photo), "--index", str(index), "--top-k", "3"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert cli["camera"] == "pinhole" and cli["near"] == [pytest.approx(LAT), pytest.approx(LON), 20.0]
+    assert {k: cli["priors"][k]["from"] for k in ("near", "heading", "fov")} == {"near": "exif", "heading": "exif",
+                                                                                  "fov": "exif"}
+    assert cli["heading_prior"] == [123.5, 20.0] and cli["fov_deg"] == pytest.approx(67.3, abs=0.1)
+    srv = make_server(locator_pipeline(Locator(index)), tmp_path / "data", port=0)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        b = uuid.uuid4().hex
+        body = (f"--{b}\r\nContent-Disposition: form-data; name=\"top_k\"\r\n\r\n3\r\n--{b}\r\nContent-Disposition: "
+                f"form-data; name=\"photo\"; filename=\"IMG_0001.HEIC\"\r\nContent-Type: image/heic\r\n\r\n").encode() \
+            + photo.read_bytes() + f"\r\n--{b}--\r\n".encode()
+        conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=120)
+        conn.request("POST", "/api/locate", body=body, headers={"Content-Type": f"multipart/form-data; boundary={b}"})
+        resp = conn.getresponse()
+        page = json.loads(resp.read())
+        assert resp.status == 200, page
+        assert page["camera"] == "pinhole" and page["priors"]["near"]["from"] == "exif"
+        assert page["heading_prior"] == [123.5, 20.0] and (page["lat"], page["lon"]) == (cli["lat"], cli["lon"])
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_the_camera_kind_is_inferred_from_the_photo():
+    from crossview.locate.photo import infer_camera
+
+    assert infer_camera(Image.new("RGB", (512, 256))) == "panorama"
+    assert infer_camera(Image.new("RGB", (400, 300))) == "pinhole"
+    sphere = Image.new("RGB", (400, 300))
+    sphere.info["xmp"] = b'<x:xmpmeta><rdf:Description GPano:ProjectionType="equirectangular"/></x:xmpmeta>'
+    assert infer_camera(sphere) == "panorama"

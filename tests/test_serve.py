@@ -128,8 +128,8 @@ def test_upload_locates_and_serves_pictures(server, tmp_path):
 
 
 @pytest.mark.parametrize("payload,status,message", [
-    (b"GIF89a" + b"\0" * 100, 415, "only JPEG or PNG"),
-    (b"%PDF-1.4 not an image", 415, "only JPEG or PNG"),
+    (b"GIF89a" + b"\0" * 100, 415, "only JPEG, PNG or HEIC"),
+    (b"%PDF-1.4 not an image", 415, "only JPEG, PNG or HEIC"),
     (None, 400, "choose a photo"),
 ])
 def test_bad_uploads_rejected(server, payload, status, message):
@@ -322,7 +322,7 @@ def test_hostile_uploads_rejected(server, tmp_path):
         (png_bomb(), 413, "megapixels"),  # a decompression bomb: refused by its header, never decoded
         (good[: len(good) // 2], 400, "truncated or damaged"),
         (b"\x89PNG\r\n\x1a\n" + b"\0" * 64, 415, "header is unreadable"),  # PNG magic, then garbage
-        (b"MZ\x90\x00 an executable", 415, "only JPEG or PNG"),
+        (b"MZ\x90\x00 an executable", 415, "only JPEG, PNG or HEIC"),
     ]
     for payload, status, message in cases:
         body, headers = multipart({"camera": "panorama"}, payload, filename="../../../../tmp/evil.jpg")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from crossview.device import add_precision_args
+from crossview.locate.photo import CAMERAS
 from crossview.safe_load import add_trust_argument
 
 
@@ -13,9 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Retrieve the top-k aerial tiles for a photo, refine the position inside the "
                                    "best ones with a fine model (if given), and print + write the answer as JSON "
                                    "with a picture of the position and heading on the tile.")
-    p.add_argument("photo", help="JPEG or PNG: a 2:1 panorama, a pinhole photo (with --fov) or a drone image")
+    p.add_argument("photo", help="JPEG, PNG or HEIC: a 2:1 panorama, an ordinary (pinhole) photo or a drone image")
     p.add_argument("--index", required=True, help="index from `crossview locate-index`")
-    p.add_argument("--camera", default="panorama", choices=["panorama", "pinhole", "drone"])
+    p.add_argument("--camera", default="auto", choices=list(CAMERAS),
+                   help="auto (default): a 2:1 photo or a photo sphere is a panorama, any other an ordinary "
+                        "(pinhole) photo, its field of view from --fov or the EXIF focal length")
     p.add_argument("--fov", type=float, help="horizontal field of view of a pinhole photo, degrees (default: from "
                                              "the EXIF focal length)")
     p.add_argument("--heading-prior", help="DEG±ERR: heading of the panorama centre / photo axis, clockwise from "

@@ -15,7 +15,7 @@ import numpy as np
 from crossview.errors import ConfigError, CrossviewError
 from crossview.locate.exif import ExifInfo, read_exif
 
-CAMERAS = ("panorama", "pinhole", "drone")
+CAMERAS = ("auto", "panorama", "pinhole", "drone")  # auto: panorama when 2:1 or tagged as a photo sphere
 PANORAMA_ASPECT = (1.9, 2.1)  # equirectangular panoramas are 2:1
 PINHOLE_ASPECT = (0.3, 3.0)
 _PRIOR = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?)\s*(?:±|\+-|\+/-|~)\s*(\d+(?:\.\d*)?)\s*$")
@@ -55,6 +55,7 @@ class Photo:
     fov_from: str = "none"
     exif: ExifInfo | None = None
     notes: list[str] = field(default_factory=list)
+    camera_from: str = "flag"  # flag | inferred (--camera auto)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -62,9 +63,31 @@ class Photo:
         return self.image.size
 
 
-def read_photo(path: str | os.PathLike, camera: str = "panorama", fov_deg: float | None = None,
+def register_heif() -> bool:
+    """Let Pillow open HEIC / HEIF photos (iPhones' default) through ``pillow-heif``; False when it is missing."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+def infer_camera(image: Any) -> str:
+    """``panorama`` for a photo about 2:1 or tagged as an equirectangular photo sphere (XMP ``GPano``), else
+    ``pinhole`` (an ordinary photo)."""
+    w, h = image.size
+    xmp = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp") or b""
+    xmp = xmp.decode("utf-8", "ignore") if isinstance(xmp, bytes) else str(xmp)
+    sphere = "GPano" in xmp and "equirectangular" in xmp.lower()
+    return "panorama" if sphere or PANORAMA_ASPECT[0] <= w / max(h, 1) <= PANORAMA_ASPECT[1] else "pinhole"
+
+
+def read_photo(path: str | os.PathLike, camera: str = "auto", fov_deg: float | None = None,
                use_exif: bool = True) -> Photo:
-    """Open and check ``path`` for ``camera`` (``panorama`` | ``pinhole`` | ``drone``); raise a clear error if unfit.
+    """Open and check ``path`` for ``camera`` (``auto`` | ``panorama`` | ``pinhole`` | ``drone``); raise a clear
+    error if unfit. JPEG, PNG and (with ``pillow-heif``) HEIC / HEIF are read; ``auto`` infers the kind
+    (:func:`infer_camera`: 2:1 or a photo sphere is a panorama, anything else an ordinary pinhole photo).
 
     Panoramas must be about 2:1 (equirectangular); a pinhole photo needs its horizontal field of view, from
     ``fov_deg`` or the EXIF focal length; the EXIF orientation is applied (except to panoramas). Damaged or
@@ -78,15 +101,21 @@ def read_photo(path: str | os.PathLike, camera: str = "panorama", fov_deg: float
         raise ConfigError(f"--camera {camera!r}: choose one of {', '.join(CAMERAS)}")
     if not path.is_file():
         raise CrossviewError(f"photo {path} does not exist or is not a file")
+    register_heif()
     try:
         with warnings.catch_warnings(record=True) as caught:  # Pillow warns of corrupt EXIF while opening
             warnings.simplefilter("always")
             im = Image.open(path)
             im.load()
     except UnidentifiedImageError as exc:
-        raise CrossviewError(f"{path} is not an image Pillow can read; give a JPEG or PNG photo") from exc
+        raise CrossviewError(f"{path} is not an image Pillow can read; give a JPEG, PNG or HEIC photo"
+                             + ("" if register_heif() else " (HEIC needs pillow-heif: pip install pillow-heif)")) \
+            from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise CrossviewError(f"{path}: the image is damaged or truncated ({exc}); re-export it") from exc
+    camera_from = "flag"
+    if camera == "auto":
+        camera, camera_from = infer_camera(im), "inferred"
     exif = read_exif(im) if use_exif else None
     notes = [f"{path.name}: {n}" for n in exif.notes] if exif else []
     if exif is not None and not exif.notes:
@@ -120,7 +149,7 @@ def read_photo(path: str | os.PathLike, camera: str = "panorama", fov_deg: float
         if not 1 <= fov_deg < 180:
             raise CrossviewError(f"--fov {fov_deg}: the horizontal field of view must be between 1 and 180 degrees")
     return Photo(path, im, camera, float(fov_deg) if fov_deg is not None else None,
-                 fov_from if camera == "pinhole" or fov_deg is not None else "none", exif, notes)
+                 fov_from if camera == "pinhole" or fov_deg is not None else "none", exif, notes, camera_from)
 
 
 def pinhole_to_panorama(image: np.ndarray, fov_deg: float, size: tuple[int, int],

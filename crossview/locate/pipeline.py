@@ -207,7 +207,7 @@ class Locator:
         """The fine model's Pose of ``photo`` inside ``tile`` (metres east/north of its centre)."""
         return _fine_localize(self.fine, photo, tile, heading_prior, self.device, self.precision)
 
-    def locate(self, photo: str | os.PathLike | Photo, *, camera: str = "panorama", fov_deg: float | None = None,
+    def locate(self, photo: str | os.PathLike | Photo, *, camera: str = "auto", fov_deg: float | None = None,
                heading_prior: str | tuple | None = None, top_k: int = 5, refine: int | None = None,
                near: str | tuple | None = None, recentre: bool = True, out: str | os.PathLike | None = None,
                thumbnails: bool = False, use_exif: bool = True, fine_search: str = "auto") -> dict[str, Any]:
@@ -217,7 +217,7 @@ class Locator:
                                   refine=refine, near=near, recentre=recentre, out=out,
                                   thumbnails=thumbnails, use_exif=use_exif, fine_search=fine_search).to_dict()
 
-    def locate_result(self, photo: str | os.PathLike | Photo, *, camera: str = "panorama",
+    def locate_result(self, photo: str | os.PathLike | Photo, *, camera: str = "auto",
                       fov_deg: float | None = None, heading_prior: str | tuple | None = None, top_k: int = 5,
                       refine: int | None = None, near: str | tuple | None = None, recentre: bool = True,
                       out: str | os.PathLike | None = None, thumbnails: bool = False, use_exif: bool = True,
@@ -496,7 +496,7 @@ def locate(photo: str | os.PathLike | Photo, index: str | os.PathLike | Locator,
         if not is_off(text):  # the cheap checks first: before any model is loaded
             parse(text)
     if not isinstance(photo, Photo):
-        photo = read_photo(photo, kwargs.pop("camera", "panorama"), kwargs.pop("fov_deg", None),
+        photo = read_photo(photo, kwargs.pop("camera", "auto"), kwargs.pop("fov_deg", None),
                            use_exif=kwargs.get("use_exif", True))
     if not isinstance(index, Locator):
         load = {k: kwargs.pop(k) for k in ("model", "tiles", "fine_model", "fine_arch", "device", "precision",

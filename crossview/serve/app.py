@@ -14,8 +14,9 @@ Routes (everything else is 404):
 
 Holding up under load and abuse (:class:`Limits`): at most ``workers`` locates run at once and ``queue`` more wait;
 beyond that a request is answered 503 with ``Retry-After`` at once. Uploads stream to disk in 64 kB chunks
-(``crossview.serve.multipart``), capped in bytes (413), and must be JPEG or PNG by their first bytes (415) with at
-most ``max_pixels`` pixels by their header (413: decompression bombs), and decode completely (400: truncated).
+(``crossview.serve.multipart``), capped in bytes (413), and must be JPEG, PNG or HEIC by their first bytes (415)
+with at most ``max_pixels`` pixels by their header (413: decompression bombs), and decode completely (400:
+truncated).
 Sockets time out (``socket_timeout_s`` without data), uploads have a deadline (408), locates too (504); at most
 ``max_connections`` connections are served at once. Files are only read from or written to ``data_dir`` under names
 made here; result folders are removed on a schedule (``crossview.serve.janitor``). Every request is logged as one
@@ -44,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from crossview.errors import CrossviewError
+from crossview.locate.photo import CAMERAS
 from crossview.locate.pipeline import FINE_SEARCHES
 from crossview.serve.janitor import RESULT_ID, Janitor, sweep
 from crossview.serve.jobs import JobQueue
@@ -58,8 +60,8 @@ log = logging.getLogger("crossview.serve")
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 FORM_OVERHEAD = 64 * 1024  # the form's other fields and the multipart framing
-CAMERAS = ("panorama", "pinhole", "drone")
 MAGIC = {b"\xff\xd8\xff": ("jpg", "image/jpeg"), b"\x89PNG\r\n\x1a\n": ("png", "image/png")}
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".png": "image/png", ".jpg": "image/jpeg",
                  ".svg": "image/svg+xml", ".json": "application/json"}
@@ -94,16 +96,18 @@ class Limits:
 
 
 def sniff(data: bytes) -> tuple[str, str] | None:
-    """(extension, MIME type) of a JPEG or PNG from its first bytes; None for anything else."""
+    """(extension, MIME type) of a JPEG, PNG or HEIC / HEIF photo from its first bytes; None for anything else."""
     for magic, kind in MAGIC.items():
         if data.startswith(magic):
             return kind
+    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:  # an ISO base-media file of an image brand
+        return ("heic", "image/heic")
     return None
 
 
 def parse_options(fields: dict[str, str], max_top_k: int = 20) -> dict[str, Any]:
     """The form's text fields -> pipeline options, checked (raises RequestError 400 with the field named)."""
-    camera = (fields.get("camera") or "panorama").strip()
+    camera = (fields.get("camera") or "auto").strip()
     if camera not in CAMERAS:
         raise RequestError(HTTPStatus.BAD_REQUEST, f"camera must be one of {', '.join(CAMERAS)}, not {camera!r}")
     options: dict[str, Any] = {"camera": camera, "fov_deg": None, "heading_prior": None, "near": None, "top_k": 5,
@@ -141,6 +145,9 @@ def image_size(path: Path, max_pixels: int) -> tuple[int, int]:
     ``max_pixels``."""
     from PIL import Image, UnidentifiedImageError
 
+    from crossview.locate.photo import register_heif
+
+    register_heif()
     try:
         with Image.open(path) as im:
             w, h = im.size
@@ -148,8 +155,8 @@ def image_size(path: Path, max_pixels: int) -> tuple[int, int]:
         if isinstance(exc, Image.DecompressionBombError):
             raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the photo decodes to too many pixels ({exc}): "
                                f"at most {max_pixels / 1e6:g} megapixels are accepted; downscale it") from None
-        raise RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "the photo starts like a JPEG or PNG but its header "
-                                                              f"is unreadable ({exc}); re-export it") from None
+        raise RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "the photo starts like a JPEG, PNG or HEIC but its "
+                                                              f"header is unreadable ({exc}); re-export it") from None
     if w * h > max_pixels:
         raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                            f"the photo is {w} x {h} = {w * h / 1e6:.0f} megapixels decoded: at most "
@@ -289,14 +296,15 @@ class App:
 
     def _receive(self, rfile, length: int, content_type: str, part: Path,
                  deadline: float) -> tuple[Upload, tuple[str, str]]:
-        """Stream the upload to ``part``; (the upload, its (suffix, media type) by content) when it is a JPEG or PNG."""
+        """Stream the upload to ``part``; (the upload, its (suffix, media type) by content) when it is a JPEG, PNG or
+        HEIC."""
         up = read_multipart(rfile, length, content_type, part, max_file_bytes=self.limits.max_bytes, deadline=deadline)
         if up.file is None or up.size == 0:
             raise RequestError(HTTPStatus.BAD_REQUEST, "choose a photo to upload (form field 'photo')")
         kind = sniff(up.head)
         if kind is None:
-            raise RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "only JPEG or PNG photos are accepted: this "
-                                                                  "file is neither (checked by its content)")
+            raise RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "only JPEG, PNG or HEIC photos are accepted: this "
+                                                                  "file is none of them (checked by its content)")
         return up, kind
 
     def _job(self, photo: Path, size: tuple[int, int], options: dict[str, Any],
