@@ -235,6 +235,13 @@ def test_bevpost_learns_through_fine_train(dense_world, tmp_path):
     assert untrained["median_m"] > 10.0
     assert trained["median_m"] < 0.4 * untrained["median_m"], (trained, untrained)
     assert trained["within_5m"] > untrained["within_5m"] + 0.3
+    # its release (crossview fine-release) gives the same answers
+    from crossview.cli import main
+
+    assert main(["fine-release", str(run), "--out", str(tmp_path / "r.safetensors"), "--temperature", "1.5"]) == 0
+    released = load_fine(tmp_path / "r.safetensors")
+    assert released.release_info["temperature"] == 1.5 and released.release_info["trained"]["config"] == cfg
+    assert evaluate_windows(released, dense_world, run / "cache", cfg, n=80) == trained
 
 
 @pytest.mark.parametrize("yaw", [0.0, 90.0, 250.0])

@@ -1,6 +1,6 @@
 """``crossview fine-train PRESET --data DIR --out RUN [--set k=v]``,
 ``crossview fine-eval RUN --data DIR --out EVAL [--area same|cross] [--orientation known|prior|unknown]`` and
-``crossview fine-model-info NAME``."""
+``crossview fine-model-info NAME`` and ``crossview fine-release RUN --out FILE.safetensors``."""
 
 from __future__ import annotations
 
@@ -48,6 +48,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--device", default="cpu")
     add_trust_argument(e)
     e.set_defaults(func=run_eval)
+
+    r = sub.add_parser("fine-release", help="pack a trained model of ours into one safetensors release file",
+                       description="Writes the run's trained tensors (weights that come with the package, such as "
+                                   "the Lite backbone, left out) as safetensors, with its config and what it was "
+                                   "trained on in the file's metadata; --fine-model reads it.")
+    r.add_argument("run", help="run folder written by `crossview fine-train` (or its checkpoint.pt)")
+    r.add_argument("--out", required=True, help="the .safetensors file to write")
+    r.add_argument("--temperature", type=float, help="search-area posteriors: the calibration temperature its "
+                                                     "logits are divided by at inference")
+    add_trust_argument(r)
+    r.set_defaults(func=run_release)
 
     i = sub.add_parser("fine-model-info", help="parameters of a registered fine model and the official count",
                        description="Builds a registered fine model (random weights) and prints its parameters per "
@@ -102,4 +113,35 @@ def run_info(args: argparse.Namespace) -> int:
         raise ConfigError("give a registered fine model name (list them with --list)")
     info = fine_model_info(args.name)
     print(json.dumps(info, indent=2) if args.json else format_fine_info(info))
+    return 0
+
+
+def run_release(args: argparse.Namespace) -> int:
+    """``crossview fine-release RUN --out FILE``: the release file's path, and what it holds, on stdout."""
+    import json
+    from pathlib import Path
+
+    from crossview.errors import ConfigError
+    from crossview.fine.registry import load_fine, save_release
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        print(f"error: --out {out}: a release is a .safetensors file", file=sys.stderr)
+        return 2
+    try:
+        model = load_fine(args.run, trust_checkpoint=args.trust_checkpoint)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+    info: dict = {}
+    if (run / "config.json").is_file():
+        saved = json.loads((run / "config.json").read_text())
+        info["trained"] = {"config": saved.get("config"), "data": saved.get("data")}
+    if args.temperature is not None:
+        info["temperature"] = float(args.temperature)
+    path = save_release(model, out, **info)
+    packaged = tuple(getattr(model, "packaged_prefixes", ()))
+    kept = [k for k in model.state_dict() if not (packaged and k.startswith(packaged))]
+    print(json.dumps({"release": str(path), "tensors": len(kept), "info": sorted(info)}))
     return 0
