@@ -46,7 +46,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "weights": "lite",  # the packaged ImageNet weights (offline)
     "taps": [2, 4, 10],  # flat block indices: strides 4, 8, 16 (24 + 40 + 112 channels)
     "match_channels": 16,  # channels of the template and map embeddings
-    "hidden": 64,
+    "hidden": 128,
     "map_hidden": 32,
     "depth_bins": 32,
     "depth_min_m": 1.0,

@@ -53,8 +53,8 @@ BASE: dict[str, Any] = {
     "heading_margin_deg": 5.0,
     "full_circle_frac": 0.1,  # share of batches that search every heading (no compass)
     "label_smoothing": 0.1,
-    "augment_rot90": True,  # rotate the world by k x 90 degrees
-    "augment_flip": True,  # mirror photo and map east-west
+    "augment_rot90": True,  # turn the world by k x 90 degrees (the aerial imagery itself, before the backbone)
+    "augment_flip": True,  # mirror the world east-west (the imagery and the photo themselves)
     "log_every": 20,
     "checkpoint_every": 200,
     "device": "auto",
@@ -102,7 +102,7 @@ _HF_SYNTH = {"variant": "homoflow_synthetic", "batch_size": 8, "lr": 3e-3, "weig
              "warmup_frac": 0.05, "anneal": "linear", "steps": 600, "threads": 1, "cache_features": False,
              "final_eval": True, "eval_orientation": "prior", "eval_prior_deg": 45.0}
 
-_BP_SYNTH = {"variant": "bevpost_lite0", "camera": "pinhole", "batch_size": 8, "lr": 1e-3, "steps": 1800,
+_BP_SYNTH = {"variant": "bevpost_lite0", "camera": "pinhole", "batch_size": 8, "lr": 1e-3, "steps": 1500,
              "log_every": 50, "checkpoint_every": 250, "threads": 2}
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -19,7 +19,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ class CityMap:
     lon0: float
     cell_m: float
     feats: torch.Tensor
+    variants: dict = field(default_factory=dict)  # (k, flip) -> the features of the turned / mirrored map
 
     def cell_of(self, east_m: float, north_m: float) -> tuple[float, float]:
         """Continuous (column, row) of a point east/north of the centre (cell ``j`` spans ``[j, j + 1)``)."""
@@ -73,47 +74,74 @@ def read_photos(world: Path, camera: str, split: str) -> list[dict[str, Any]]:
     return out
 
 
-def city_maps(model: BEVPost, world: Path, cache: Path, margin_m: float = 48.0, log: Any = print) -> dict:
-    """Map features of every city of the world (cached as ``cache/map_<city>.pt``)."""
+def city_maps(model: BEVPost, world: Path, cache: Path, margin_m: float = 48.0, log: Any = print,
+              variants: tuple[tuple[int, bool], ...] = ()) -> dict:
+    """Map features of every city of the world (cached as ``cache/map_<city>.pt``), and of the city's imagery
+    turned ``k`` × 90° counter-clockwise and then mirrored east-west (``flip``) for each of ``variants``
+    (``CityMap.variants``; cached as ``map_<city>_r<k>[f].pt``): augmentation at the image, so the frozen
+    features are those of the turned imagery."""
     from crossview.tiles import build_tiles, read_manifest
-    from crossview.tiles.mosaic import Mosaic
 
     meta = json.loads((world / "crossview_meta.json").read_text())
     tiles = read_manifest(build_tiles(world / "satellite", cache / "tiles"))
     cell = float(model.config["cell_m"])
     out = {}
     for city, info in sorted(meta["cities"].items()):
-        path = cache / f"map_{city}.pt"
-        if path.is_file():
-            out[city] = CityMap(**torch.load(path, weights_only=True))
-            continue
         mine = [t for t in tiles if Path(t.path).parent.name == city]
         if not mine:
             continue
-        t0 = time.time()
         lat0, lon0 = float(info["origin_lat"]), float(info["origin_lon"])
-        from crossview.geometry.geo import latlon_to_offset
+        image = None
+        maps = {}
+        for k, flip in ((0, False),) + tuple(v for v in variants if tuple(v) != (0, False)):
+            path = cache / (f"map_{city}.pt" if (k, flip) == (0, False) else f"map_{city}_r{k}{'f' if flip else ''}.pt")
+            if path.is_file():
+                maps[(k, flip)] = CityMap(**torch.load(path, weights_only=True))
+                continue
+            t0 = time.time()
+            if image is None:
+                image = _city_image(mine, lat0, lon0, cell, margin_m)
+            turned = np.rot90(image, k)[:, ::-1] if flip else np.rot90(image, k)
+            x = torch.from_numpy(np.ascontiguousarray(turned)).permute(2, 0, 1)[None].float() / 255.0
+            with torch.no_grad():
+                feats = model.map_features(x)[0].half()
+            from crossview.io import save_torch_atomic
 
-        e, n = latlon_to_offset(lat0, lon0, np.array([t.lat for t in mine]), np.array([t.lon for t in mine]))
-        reach = float(np.max(np.maximum(np.abs(e), np.abs(n)))) + 0.5 * max(mine[0].width, mine[0].height) * \
-            mine[0].mpp + margin_m
-        cells = int(math.ceil(2 * reach / cell))
-        image = Mosaic(mine).window(lat0, lon0, 4 * cells, cell / 4)
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
-        with torch.no_grad():
-            feats = model.map_features(x)[0].half()
-        cm = CityMap(city, lat0, lon0, cell, feats)
-        from crossview.io import save_torch_atomic
-
-        save_torch_atomic(path, {"name": city, "lat0": lat0, "lon0": lon0, "cell_m": cell, "feats": feats})
-        log(f"map {city}: {cells} x {cells} cells, {time.time() - t0:.1f} s")
-        out[city] = cm
+            save_torch_atomic(path, {"name": city, "lat0": lat0, "lon0": lon0, "cell_m": cell, "feats": feats})
+            maps[(k, flip)] = CityMap(city, lat0, lon0, cell, feats)
+            log(f"map {city} (turned {90 * k} deg{', mirrored' if flip else ''}): {feats.shape[-1]} x "
+                f"{feats.shape[-2]} cells, {time.time() - t0:.1f} s")
+        out[city] = maps.pop((0, False))
+        out[city].variants = maps
     return out
 
 
+def _city_image(tiles: list, lat0: float, lon0: float, cell: float, margin_m: float) -> np.ndarray:
+    """The city's tiles as one north-up square image centred on (lat0, lon0) at a quarter cell per pixel."""
+    from crossview.geometry.geo import latlon_to_offset
+    from crossview.tiles.mosaic import Mosaic
+
+    e, n = latlon_to_offset(lat0, lon0, np.array([t.lat for t in tiles]), np.array([t.lon for t in tiles]))
+    reach = float(np.max(np.maximum(np.abs(e), np.abs(n)))) + 0.5 * max(tiles[0].width, tiles[0].height) * \
+        tiles[0].mpp + margin_m
+    cells = int(math.ceil(2 * reach / cell))
+    return Mosaic(tiles).window(lat0, lon0, 4 * cells, cell / 4)
+
+
+def turned_pose(col: float, row: float, heading: float, n: int, k: int, flip: bool) -> tuple[float, float, float]:
+    """A camera at continuous (column, row) of an ``n`` × ``n`` map looking at ``heading``, after the map is turned
+    ``k`` × 90° counter-clockwise (``np.rot90``) and then mirrored east-west: its (column, row, heading)."""
+    for _ in range(k % 4):
+        col, row, heading = row, n - col, heading - 90.0  # (r, c) -> (n - 1 - c, r) for whole cells
+    if flip:
+        col, heading = n - col, -heading
+    return col, row, heading % 360.0
+
+
 def photo_bank(model: BEVPost, world: Path, recs: list[dict[str, Any]], cache: Path, name: str,
-               batch: int = 32, log: Any = print) -> torch.Tensor:
-    """Frozen features of the photos ``recs`` (float16, cached as ``cache/<name>.pt``)."""
+               batch: int = 32, log: Any = print, mirror: bool = False) -> torch.Tensor:
+    """Frozen features of the photos ``recs`` (float16, cached as ``cache/<name>.pt``); ``mirror``: of the photos
+    mirrored left-right."""
     from PIL import Image
 
     path = cache / f"{name}.pt"
@@ -125,6 +153,7 @@ def photo_bank(model: BEVPost, world: Path, recs: list[dict[str, Any]], cache: P
     with torch.no_grad():
         for s in range(0, len(recs), batch):
             imgs = [np.asarray(Image.open(world / r["image"]).convert("RGB")) for r in recs[s: s + batch]]
+            imgs = [im[:, ::-1] for im in imgs] if mirror else imgs
             x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255.0
             parts.append(model.photo_features(x).half())
     feats = torch.cat(parts)
@@ -135,11 +164,11 @@ def photo_bank(model: BEVPost, world: Path, recs: list[dict[str, Any]], cache: P
     return feats
 
 
-def _window(cm: CityMap, rec: dict[str, Any], cells: int, t: int, max_offset_m: float,
+def _window(cm: CityMap, col: float, row: float, cells: int, t: int, max_offset_m: float,
             rng: random.Random) -> tuple[torch.Tensor, float, float]:
-    """A map crop of ``cells + t - 1`` cells whose valid positions (``cells``²) hold the camera at a random offset
-    of up to ``max_offset_m`` from their centre; the camera's continuous (col, row) among those positions."""
-    col, row = cm.cell_of(float(rec["east_m"]), float(rec["north_m"]))
+    """A map crop of ``cells + t - 1`` cells whose valid positions (``cells``²) hold the camera (continuous
+    ``col``, ``row`` of ``cm``) at a random offset of up to ``max_offset_m`` from their centre; the camera's
+    continuous (col, row) among those positions."""
     off = max_offset_m / cm.cell_m
     c0 = int(math.floor(col - cells / 2 + rng.uniform(-off, off)))
     r0 = int(math.floor(row - cells / 2 + rng.uniform(-off, off)))
@@ -147,32 +176,31 @@ def _window(cm: CityMap, rec: dict[str, Any], cells: int, t: int, max_offset_m: 
     return crop, col - 0.5 - c0, row - 0.5 - r0
 
 
-def _augment(crop: torch.Tensor, photo: torch.Tensor, x: float, y: float, heading: float, k: int, flip: bool,
-             cells: int) -> tuple[torch.Tensor, torch.Tensor, float, float, float]:
-    """Rotate the world by ``k`` × 90° counter-clockwise and then mirror it east-west (``flip``): the map crop, the
-    photo (mirrored with the world), the camera's position among the valid cells and its heading follow."""
-    for _ in range(k % 4):
-        crop = torch.rot90(crop, 1, dims=(-2, -1))
-        x, y = y, cells - 1 - x  # the element at (row, col) moves to (cells - 1 - col, row)
-        heading -= 90.0
-    if flip:
-        crop, photo = torch.flip(crop, dims=(-1,)), torch.flip(photo, dims=(-1,))
-        x, heading = cells - 1 - x, -heading
-    return crop, photo, x, y, heading % 360.0
+def augment_variants(cfg: dict[str, Any]) -> tuple[tuple[int, bool], ...]:
+    """The (k, flip) turns of the world training draws from (``augment_rot90``, ``augment_flip``)."""
+    ks = range(4) if cfg["augment_rot90"] else (0,)
+    flips = (False, True) if cfg["augment_flip"] else (False,)
+    return tuple((k, f) for k in ks for f in flips)
 
 
-def make_batch(recs: list[dict[str, Any]], idx: list[int], bank: torch.Tensor, maps: dict[str, CityMap],
+def make_batch(recs: list[dict[str, Any]], idx: list[int], bank: Any, maps: dict[str, CityMap],
                cfg: dict[str, Any], t: int, step: float, rng: random.Random, full_circle: bool) -> dict[str, Any]:
     """One training batch: map crops, photo features, fields of view, the headings searched (``step`` degrees
-    apart) and the target."""
+    apart) and the target. ``bank``: the photos' features, or (features, mirrored photos' features) when the
+    world may be mirrored; each sample's world is turned / mirrored as drawn from :func:`augment_variants`."""
     cells = int(cfg["window_cells"])
+    plain, mirrored = bank if isinstance(bank, tuple) else (bank, None)
+    turns = augment_variants(cfg)
     crops, photos, fovs, heads, targets = [], [], [], [], []
     for i in idx:
         rec = recs[i]
-        crop, x, y = _window(maps[rec["city"]], rec, cells, t, float(cfg["max_offset_m"]), rng)
-        k = rng.randrange(4) if cfg["augment_rot90"] else 0
-        flip = bool(cfg["augment_flip"]) and rng.random() < 0.5
-        crop, photo, x, y, heading = _augment(crop, bank[i], x, y, float(rec["heading_deg"]), k, flip, cells)
+        base = maps[rec["city"]]
+        k, flip = turns[rng.randrange(len(turns))]
+        cm = base if (k, flip) == (0, False) else base.variants[(k, flip)]
+        col, row = base.cell_of(float(rec["east_m"]), float(rec["north_m"]))
+        col, row, heading = turned_pose(col, row, float(rec["heading_deg"]), base.feats.shape[-1], k, flip)
+        crop, x, y = _window(cm, col, row, cells, t, float(cfg["max_offset_m"]), rng)
+        photo = mirrored[i] if flip else plain[i]
         if full_circle:
             n = int(round(360.0 / step))
             h0 = rng.uniform(0.0, step)
@@ -248,8 +276,11 @@ def train_bevpost(cfg: dict[str, Any], data: str | Path, out: Path, log: Any) ->
     recs = read_photos(world, camera, "train")
     if cfg.get("train_limit"):
         recs = recs[: int(cfg["train_limit"])]
-    maps = city_maps(model, world, out / "cache", log=log)
+    maps = city_maps(model, world, out / "cache", log=log, variants=augment_variants(cfg))
     bank = photo_bank(model, world, recs, out / "cache", f"photos_{camera}_train", log=log)
+    if cfg["augment_flip"]:
+        bank = (bank, photo_bank(model, world, recs, out / "cache", f"photos_{camera}_train_mirrored", log=log,
+                                 mirror=True))
     hw = _image_hw(world, recs[0])
     log(f"{cfg['variant']}: {len(recs)} training {camera} photos over {len(maps)} cities, "
         f"{sum(p.numel() for p in model.head_parameters()) / 1e3:.1f} k trainable parameters")
