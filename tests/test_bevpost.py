@@ -384,3 +384,15 @@ def test_the_page_serves_the_posterior_heat_map_and_the_cli_answer(tmp_path, cap
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_the_temperature_calibrates_the_spread_not_the_answer():
+    from crossview.locate.posterior import posterior_answer
+
+    g = torch.Generator().manual_seed(1)
+    logits = 3 * torch.randn(5, 21, 21, generator=g, dtype=torch.float64)
+    heads = torch.arange(0.0, 50.0, 10.0, dtype=torch.float64)
+    area = (40.0, -74.0, 10.0)
+    a1, a2 = (posterior_answer(logits, heads, area, (20.0, 10.0), 1.0, t) for t in (1.0, 0.4))
+    assert (a1.lat, a1.lon, a1.heading_deg) == (a2.lat, a2.lon, a2.heading_deg)
+    assert a2.radii_m["95"] <= a1.radii_m["95"] and a2.heat.max() > a1.heat.max()

@@ -184,15 +184,23 @@ def posterior_answer(logits: torch.Tensor, heads: torch.Tensor, area: tuple[floa
                      gps_sigma_m: float | None = None, heading_margin_deg: float = 5.0,
                      mode_separation_m: float = 8.0, confidence_m: float = 5.0, seconds: float = 0.0,
                      **extras: Any) -> PosteriorAnswer:
-    """The posterior (logits / ``temperature`` + the priors, one softmax) and its answer (:class:`PosteriorAnswer`)."""
+    """The posterior (logits + the priors, one softmax) and its answer (:class:`PosteriorAnswer`). ``temperature``
+    calibrates the spread only: the answer is the most probable cell of the model as trained (logits / 1 + the
+    priors); its radii, modes' masses, confidence and heat map come from logits / ``temperature`` + the priors."""
     lat, lon, radius = (float(v) for v in area)
     p = logits.shape[-1]
     hp, pp = log_priors(p, cell_m, radius, heads, heading_prior, gps_sigma_m, heading_margin_deg)
-    z = logits / float(temperature) + hp[:, None, None] + pp[None]
-    logp = torch.log_softmax(z.reshape(-1), 0).reshape(logits.shape)
+
+    def posterior(t: float) -> torch.Tensor:
+        z = logits / t + hp[:, None, None] + pp[None]
+        return torch.log_softmax(z.reshape(-1), 0).reshape(logits.shape)
+
+    logp = posterior(1.0)
+    spread = logp if float(temperature) == 1.0 else posterior(float(temperature))
     step = float(heads[1] - heads[0]) % 360.0 if len(heads) > 1 else 360.0
     circular = len(heads) > 1 and len(heads) * step >= 360.0 - 1e-6
-    return _answer(logp, heads, (lat, lon, cell_m), circular, mode_separation_m, confidence_m, seconds, **extras)
+    return _answer(logp, heads, (lat, lon, cell_m), circular, mode_separation_m, confidence_m, seconds,
+                   spread=spread, **extras)
 
 
 PANORAMA_VIEWS = (0.0, 90.0, 180.0, 270.0)  # yaws (degrees from the centre column) of the views cut from a panorama
@@ -238,8 +246,10 @@ def _panorama_as_views(model: Any, pano: torch.Tensor, fmap: torch.Tensor, heads
 
 
 def _answer(logp: torch.Tensor, heads: torch.Tensor, window: tuple[float, float, float], circular: bool,
-            separation_m: float, confidence_m: float, seconds: float, **extras: Any) -> PosteriorAnswer:
-    """The mode of ``logp`` (K, P, P) refined below a cell and a heading step, its radii, modes and heat map."""
+            separation_m: float, confidence_m: float, seconds: float, spread: torch.Tensor | None = None,
+            **extras: Any) -> PosteriorAnswer:
+    """The mode of ``logp`` (K, P, P) refined below a cell and a heading step; its radii, modes and heat map from
+    ``spread`` (the calibrated posterior; default ``logp``)."""
     k, p, _ = logp.shape
     lat0, lon0, cell = window
     kk, i, j = np.unravel_index(int(torch.argmax(logp)), logp.shape)
@@ -250,11 +260,12 @@ def _answer(logp: torch.Tensor, heads: torch.Tensor, window: tuple[float, float,
     heading = float(heads[kk] + dk * step) % 360.0
     east, north = (j + dj - p // 2) * cell, (p // 2 - i - di) * cell
     lat, lon = (float(v) for v in offset_to_latlon(lat0, lon0, east, north))
-    prob = torch.logsumexp(logp, 0).exp().numpy()
+    spread = logp if spread is None else spread
+    prob = torch.logsumexp(spread, 0).exp().numpy()
     radii = credible_radii(prob, (j + dj, i + di), cell)
     rows, cols = np.indices(prob.shape)
     near = np.hypot(cols - (j + dj), rows - (i + di)) * cell <= confidence_m
-    best_heading = torch.argmax(logp, 0).numpy()
+    best_heading = torch.argmax(spread, 0).numpy()
     modes = _modes(prob, best_heading, heads.numpy(), window, separation_m, 5, 0.01)
     aerial = extras.pop("aerial", None)
     return PosteriorAnswer(lat, lon, float(east), float(north), heading, float(prob[near].sum()), radii, modes,
