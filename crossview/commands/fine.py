@@ -141,7 +141,8 @@ def run_release(args: argparse.Namespace) -> int:
     if args.temperature is not None:
         info["temperature"] = float(args.temperature)
     path = save_release(model, out, **info)
-    packaged = tuple(getattr(model, "packaged_prefixes", ()))
-    kept = [k for k in model.state_dict() if not (packaged and k.startswith(packaged))]
-    print(json.dumps({"release": str(path), "tensors": len(kept), "info": sorted(info)}))
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        print(json.dumps({"release": str(path), "tensors": len(list(f.keys())), "info": sorted(info)}))
     return 0

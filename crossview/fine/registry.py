@@ -308,20 +308,26 @@ def _from_checkpoint(ckpt: dict[str, Any], where: str, overrides: dict[str, Any]
 
 
 def save_release(model: torch.nn.Module, path: str | os.PathLike, **info: Any) -> Path:
-    """A release of a model of ours: its tensors as safetensors (those whose weights come with the package, the
-    model's ``packaged_prefixes``, left out), with the config and ``info`` (JSON strings) in the file's metadata;
-    :func:`load_fine` reads it back."""
+    """A release of a model of ours: its tensors as safetensors (the parameters that come with the package, under
+    the model's ``packaged_prefixes``, left out), with the config and ``info`` (JSON strings) in the file's
+    metadata; :func:`load_fine` reads it back."""
     import json
 
     from safetensors.torch import save_file
 
     from crossview.io import atomic_write
 
-    packaged = tuple(getattr(model, "packaged_prefixes", ()))
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith(packaged)
-             or not packaged}
+    skip = _packaged_parameters(model)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in skip}
     meta = {"model_config": json.dumps(model.config), **{k: json.dumps(v) for k, v in info.items()}}
     return atomic_write(path, lambda p: save_file(state, str(p), metadata=meta))
+
+
+def _packaged_parameters(model: torch.nn.Module) -> set[str]:
+    """The parameters whose values come with the package (under the model's ``packaged_prefixes``): a release
+    leaves them out. Buffers (batch-norm statistics) are always kept: they may differ from the package's."""
+    prefixes = tuple(getattr(model, "packaged_prefixes", ()))
+    return {n for n, _ in model.named_parameters() if prefixes and n.startswith(prefixes)}
 
 
 def load_release(path: str | os.PathLike, **overrides: Any) -> torch.nn.Module:
@@ -345,8 +351,8 @@ def load_release(path: str | os.PathLike, **overrides: Any) -> torch.nn.Module:
     model = create_fine(json.loads(meta["model_config"]), **overrides)
     own = model.state_dict()
     unexpected = sorted(set(state) - set(own))
-    packaged = tuple(getattr(model, "packaged_prefixes", ()))
-    missing = [k for k in own if k not in state and not (packaged and k.startswith(packaged))]
+    skip = _packaged_parameters(model)
+    missing = [k for k in own if k not in state and k not in skip]
     misshaped = [k for k in state if k in own and own[k].shape != state[k].shape]
     if unexpected or missing or misshaped:
         raise ConfigError(f"{path}: does not fit its config: unexpected {unexpected[:5]}, missing {missing[:5]}, "
