@@ -24,7 +24,8 @@ def test_demo_runs_every_stage(tmp_path, capsys):
     assert gps["fine"]["median_m"] is not None and summary["locate"]["locate"]["fine"]["median_m"] is not None
     assert (out / "pairs.png").is_file() and (out / "fine" / "checkpoint.pt").is_file()
     assert (out / "locate_gps" / "per_photo.jsonl").is_file()
-    # phone photos near the fix, placed by the committed search-area posterior
-    phones = summary["locate"]["locate_pinhole_gps"]
-    assert "phone photos (pinhole)" in printed and phones["camera"] == "pinhole" and phones["photos"] == 3
-    assert phones["fine_search"] == "posterior" and phones["fine"]["median_m"] is not None
+    # phone photos and panoramas near the fix, placed by the committed search-area posterior
+    for camera, words in (("pinhole", "phone photos (pinhole)"), ("panorama", "panoramas near")):
+        located = summary["locate"][f"locate_{camera}_posterior_gps"]
+        assert words in printed and located["camera"] == camera and located["photos"] == 3
+        assert located["fine_search"] == "posterior" and located["fine"]["median_m"] is not None

@@ -8,7 +8,9 @@
    matching; ``--fine none`` skips it);
 6. build an index over the world's tiles, locate held-out photos (``crossview locate``) and report the median
    position and heading error in metres/degrees against the known truth: retrieval alone (tile centre) and after
-   fine localization, searching all tiles and searching near a rough GPS fix (``--gps-noise`` metres).
+   fine localization, searching all tiles and searching near a rough GPS fix (``--gps-noise`` metres); near the
+   fix, held-out phone photos and panoramas are also placed by the committed search-area posterior
+   (``crossview/fine/releases/``, docs/locate_posterior.md).
 Each stage skips work already done, so a second run is quick.
 """
 
@@ -160,7 +162,8 @@ def _locate_stage(args: argparse.Namespace, data: Path, out: Path, run_dir: Path
                       + (f", median heading error {heading:.1f} deg" if heading is not None else ""))
         located[folder] = result
     if args.gps_noise > 0 and RELEASE.is_file():
-        located["locate_pinhole_gps"] = _locate_phone_photos(args, data, out, run_dir)
+        for camera in ("pinhole", "panorama"):
+            located[f"locate_{camera}_posterior_gps"] = _locate_with_posterior(args, data, out, run_dir, camera)
     print(f"   ({time.perf_counter() - t:.0f} s)")
     return located
 
@@ -170,19 +173,19 @@ def _locate_stage(args: argparse.Namespace, data: Path, out: Path, run_dir: Path
 RELEASE = Path(__file__).resolve().parents[1] / "fine" / "releases" / "bevpost_lite0_pinhole_dense.safetensors"
 
 
-def _locate_phone_photos(args: argparse.Namespace, data: Path, out: Path, run_dir: Path) -> dict:
-    """Held-out pinhole (phone) photos near the rough GPS fix, placed by the committed search-area posterior."""
+def _locate_with_posterior(args: argparse.Namespace, data: Path, out: Path, run_dir: Path, camera: str) -> dict:
+    """Held-out photos of ``camera`` near the rough GPS fix, placed by the committed search-area posterior."""
     from crossview.locate import demo_locate
 
-    result = demo_locate(data, run_dir, fine_run=RELEASE, n=args.locate, out=out / "locate_pinhole_gps",
-                         heading_noise_deg=args.heading_noise, gps_noise_m=args.gps_noise, camera="pinhole",
+    result = demo_locate(data, run_dir, fine_run=RELEASE, n=args.locate, out=out / f"locate_{camera}_posterior_gps",
+                         heading_noise_deg=args.heading_noise, gps_noise_m=args.gps_noise, camera=camera,
                          fine_search="posterior")
-    print(f"   phone photos (pinhole) near a GPS fix off by up to {args.gps_noise:g} m, search-area posterior "
-          f"({RELEASE.name}):")
-    for name, what in (("gps_fix", "GPS fix alone"), ("fine", "+ posterior")):
+    what = "phone photos (pinhole)" if camera == "pinhole" else "panoramas"
+    print(f"   {what} near a GPS fix off by up to {args.gps_noise:g} m, search-area posterior ({RELEASE.name}):")
+    for name, label in (("gps_fix", "GPS fix alone"), ("fine", "+ posterior")):
         row = result.get(name) or {}
         if row.get("median_m") is not None:
             heading = row.get("heading_median_deg")
-            print(f"     {what:>24s}: median position error {row['median_m']:.1f} m"
+            print(f"     {label:>24s}: median position error {row['median_m']:.1f} m"
                   + (f", median heading error {heading:.1f} deg" if heading is not None else ""))
     return result
