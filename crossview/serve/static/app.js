@@ -113,6 +113,13 @@
           .bindTooltip("other mode: " + fmt(100 * m.probability, 1) + " %").addTo(answerLayer);
       });
     }
+    // the compass prior: a wedge over its range
+    if (r.heading_prior && (r.near || (r.lat !== null && r.lat !== undefined))) {
+      const c = r.near ? [r.near[0], r.near[1]] : [r.lat, r.lon];
+      const reach = r.near ? Math.min(r.near[2], 60) : 25;
+      items.push(L.polygon(wedge(c, reach, r.heading_prior[0], r.heading_prior[1]),
+        { className: "cv-compass", interactive: false }).addTo(answerLayer));
+    }
     const u95 = r.uncertainty && r.uncertainty["95"];
     if (u95 && r.lat !== null && r.lat !== undefined) {
       L.circle([r.lat, r.lon], { radius: u95, className: "cv-uncertainty95", interactive: false }).addTo(answerLayer);
@@ -133,6 +140,18 @@
     drawArrow();
   }
 
+  // lat/lon points of a wedge: the centre, then an arc of `reach` metres over heading ± halfWidth degrees
+  function wedge(centre, reach, heading, halfWidth) {
+    const pts = [centre];
+    const m = 111320;
+    for (let k = 0; k <= 16; k++) {
+      const a = (heading - halfWidth + (2 * halfWidth * k) / 16) * Math.PI / 180;
+      pts.push([centre[0] + reach * Math.cos(a) / m,
+        centre[1] + reach * Math.sin(a) / (m * Math.cos(centre[0] * Math.PI / 180))]);
+    }
+    return pts;
+  }
+
   function selectCandidate(i, openPopup) {
     document.querySelectorAll("#candidates li").forEach((li, j) => li.classList.toggle("selected", j === i));
     const poly = candidateLayers[i];
@@ -150,7 +169,25 @@
       (r.heading_from === "prior" ? ", from your prior)" : ")");
     $("note").textContent = r.note || "";
     $("note").hidden = !r.note;
-    $("uncertainty").textContent = "± " + fmt(r.uncertainty_m, 1, " m");
+    const u = r.uncertainty || {};
+    $("uncertainty").textContent = (u["68"] && u["95"])
+      ? "± " + fmt(u["68"], 1, " m") + " (68 %), ± " + fmt(u["95"], 1, " m") + " (95 %)" +
+        (u.calibrated ? ", calibrated" : u.from === "posterior" ? ", from the posterior" : "")
+      : "± " + fmt(r.uncertainty_m, 1, " m");
+    const flags = r.flags || [];
+    $("flags").replaceChildren(...flags.map((f) => {
+      const li = document.createElement("li");
+      li.textContent = "Not a confident fix: " + f;
+      return li;
+    }));
+    $("flags").hidden = flags.length === 0;
+    const pri = r.priors || {};
+    const said = [];
+    if (r.near) { said.push("within " + fmt(r.near[2], 0, " m") + " of " + fmt(r.near[0], 6) + ", " +
+      fmt(r.near[1], 6) + " (" + ((pri.near && pri.near.from) || "given") + ")"); }
+    if (r.heading_prior) { said.push("heading " + fmt(r.heading_prior[0], 0, "°") + " ± " +
+      fmt(r.heading_prior[1], 0, "°") + " (" + ((pri.heading && pri.heading.from) || "given") + ")"); }
+    $("priors").textContent = said.length ? said.join("; ") : "none";
     $("confidence").textContent = fmt(r.confidence, 3);
     $("method").textContent = r.method || "";
     if (r.picture_url) { $("picture").src = r.picture_url; }
