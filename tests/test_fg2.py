@@ -83,29 +83,37 @@ def test_parity_dino_features_in_float16(fixture, ours):
     """The fixture's ViT-L (float16 weights) on its two small images (32×60 and 30×30, cropped to 28×56 and 28×28),
     run in float16 with the official +0.1 bicubic position-embedding resampling and unfused attention.
 
-    Tolerance: float16 — |Δ| ≤ 2⁻¹⁰·|ref| + 1e-3 elementwise (one half-precision ulp plus the fp16 LayerNorm's
-    absolute error). Measured: bit-identical (max |Δ| = 0) for both maps."""
+    Tolerance: float16 through 24 layers — |Δ| ≤ 2⁻⁸·|ref| + 1e-2 elementwise and ≤ 0.5 % of the map's largest
+    value. Measured: bit-identical (max |Δ| = 0) on CPUs that emulate float16; on a CPU with native float16
+    arithmetic (AVX512-FP16 / AMX, 2026-12-07) the accumulation differs: max |Δ| 0.0088 / 0.0098 on values up to
+    3.1 / 3.3 (0.29 % / 0.30 % of the largest)."""
     for key in ("dino_feat_ground", "dino_feat_sat"):
-        ref = fixture["outputs"][key]
-        assert ours[key].shape == ref.shape
-        assert bool(((ours[key] - ref).abs() <= ref.abs() * 2**-10 + 1e-3).all()), key
+        ref = fixture["outputs"][key].float()
+        got = ours[key].float()
+        assert got.shape == ref.shape
+        err = (got - ref).abs()
+        assert bool((err <= ref.abs() * 2**-8 + 1e-2).all()), key
+        assert float(err.max()) <= 0.005 * float(ref.abs().max()), key
 
 
 def test_official_ransac_on_the_stored_score_matrix():
     """From the official full score matrix, after ``torch.manual_seed(101)``, the official pose and soft-inlier
-    count, bit for bit (1,947 of the 2,000 hypotheses valid), through the default generator and through
-    ``reproduce_official`` (a private generator seeded 101: the same stream). About 10 s per run."""
+    count (1,947 of the 2,000 hypotheses valid), through the default generator and through ``reproduce_official``
+    (a private generator seeded 101: the same stream). About 10 s per run. Tolerance: 1e-6 of each tensor's
+    largest value (float32 solver kernels differ by CPU). Measured: bit for bit on earlier CPUs; on an AVX512-FP16 /
+    AMX CPU (2026-12-07) 6e-8 (R), 8e-8 (t), 1.4e-7 (inlier count) relative — the same draws and hypotheses."""
     fx = _load(RANSAC)
     want = fx["outputs"]
     torch.manual_seed(101)
     grid = fg2.metric_grid(71.0, 41)
     sol = fg2.official_ransac(fx["matching_score"], grid, grid)
-    assert torch.equal(sol["R"], want["ransac_R"]) and torch.equal(sol["t"], want["ransac_t"])
-    assert torch.equal(sol["best_soft_inliers"], want["ransac_best_soft_inliers"])
+    for got, key in ((sol["R"], "ransac_R"), (sol["t"], "ransac_t"), (sol["best_soft_inliers"],
+                                                                      "ransac_best_soft_inliers")):
+        assert _rel(got, want[key]) <= 1e-6, key
     assert sol["valid_hypotheses"] == 1947
     res = reproduce_official(fx)  # dispatched by official_commit["repo"]
     for key in ("ransac_R", "ransac_t", "ransac_best_soft_inliers"):
-        assert torch.equal(res[key], want[key]), key
+        assert _rel(res[key], want[key]) <= 1e-6, key
 
 
 def test_minimal_sets_are_the_draws_of_successive_multinomial_calls():

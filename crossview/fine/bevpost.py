@@ -132,7 +132,9 @@ class BEVPost(nn.Module):
         super().__init__()
         self.config = cfg
         c = ConfigView(cfg)
-        self.cameras = tuple(c.cameras)
+        # what it places: the kinds it was trained on, and panoramas whenever pinholes (seen as four pinhole views)
+        self.cameras = tuple(c.cameras) + (("panorama",) if "pinhole" in c.cameras and "panorama" not in c.cameras
+                                            else ())
         self.backbone = Backbone(c.backbone, c.taps, weights=c.weights, freeze=True)
         feat = sum(self.backbone.channels)
         m, d = c.match_channels, c.depth_bins
@@ -228,6 +230,51 @@ class BEVPost(nn.Module):
         tmpl, area = self.templates(pol, camera, fov_deg, headings_deg)
         corr = correlate(tmpl, fmap)
         return corr / area.clamp_min(1.0)[..., None, None] * self.log_scale.exp()
+
+    # -- the FineLocalizer interface: the camera somewhere in one aerial tile --
+    def input_sizes(self, camera: str = "pinhole") -> tuple[tuple[int, int], int]:
+        """(ground (H, W), aerial side) for tile batches: the photo size of the synthetic pinhole world (a 2:1
+        panorama at twice its width) and a 256-px tile."""
+        return ((96, 128) if camera == "pinhole" else (128, 256)), 256
+
+    def predict(self, batch: dict[str, Any], heading_prior: Any = None) -> dict[str, torch.Tensor]:
+        """Poses of the cameras of a tile batch (``crossview.fine.data``): the posterior over every cell of each tile
+        (the map zero beyond it) and, with ``heading_prior`` (B,), the headings within ±25° of it, else all; the
+        most probable cell (metres east/north of the tile centre), its heading and the mass within 5 m."""
+        from crossview.locate.posterior import posterior_answer
+
+        out = {"xy": [], "heading": [], "confidence": []}
+        for b in range(batch["ground"].shape[0]):
+            side_m = float(batch["tile_m"][b])
+            cells = max(1, int(round(side_m / self.config["cell_m"])))
+            aerial = F.interpolate(batch["aerial"][b: b + 1], size=(4 * cells, 4 * cells), mode="bilinear",
+                                   align_corners=False, antialias=True)
+            pad = self.config["template_cells"] // 2
+            fmap = F.pad(self.map_embedding(self.map_features(aerial)), (pad, pad, pad, pad))
+            prior = None if heading_prior is None else (float(heading_prior[b]), 20.0)
+            heads = heading_bins(self.config["heading_step_deg"], prior, 5.0)
+            camera = batch["camera"][b]
+            fov = batch["fov"][b: b + 1]
+            pol = self.polar(self.photo_features(batch["ground"][b: b + 1]), camera, fov,
+                             tuple(batch["ground"].shape[-2:]))
+            logits = self.scores(pol, fmap, camera, fov, heads[None])[0].double()
+            if logits.shape[-1] % 2 == 0:  # an odd number of positions: the tile centre on a cell centre
+                logits = logits[..., :-1, :-1]
+            radius = 0.5 * logits.shape[-1] * self.config["cell_m"] * math.sqrt(2)
+            ans = posterior_answer(logits, heads, (0.0, 0.0, radius), prior, float(self.config["cell_m"]))
+            out["xy"].append([ans.east_m, ans.north_m])
+            out["heading"].append(ans.heading_deg)
+            out["confidence"].append(ans.confidence)
+        return {"xy": torch.tensor(out["xy"], dtype=torch.float32),
+                "heading": torch.tensor(out["heading"], dtype=torch.float32),
+                "confidence": torch.tensor(out["confidence"], dtype=torch.float32)}
+
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Not trained on tile batches: the camera anywhere in a window of a whole map is the point."""
+        from crossview.errors import ConfigError
+
+        raise ConfigError("BEVPost trains on whole maps, not tile batches: crossview fine-train "
+                          "bevpost-synthetic-cpu-pinhole (crossview.fine.train_bevpost)")
 
     @property
     def packaged_prefixes(self) -> tuple[str, ...]:

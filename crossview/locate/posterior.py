@@ -154,14 +154,15 @@ def area_logits(model: Any, photo: np.ndarray, camera: str, fov_deg: float | Non
                 heading_margin_deg: float = 5.0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """The model's logits (K, P, P) over the headings searched (K,) and the positions of a window centred on the
     search area (P = 2 ceil((radius + margin) / cell) + 1 cells a side), and the window's imagery."""
-    if camera not in model.cameras and not (camera == "panorama" and "pinhole" in model.cameras):
+    if camera not in model.cameras:
         raise ConfigError(f"the posterior model places {', '.join(model.cameras)} photos, not {camera} ones")
     if camera == "pinhole" and not fov_deg:
         raise ConfigError("a pinhole photo needs its horizontal field of view: give --fov or a photo whose EXIF "
                           "holds its focal length")
     cfg = model.config
     cell, t = float(cfg["cell_m"]), int(cfg["template_cells"])
-    views = camera == "panorama" and "panorama" not in model.cameras  # a pinhole model sees a panorama as 4 views
+    # a model trained on pinholes only sees a panorama as four pinhole views
+    views = camera == "panorama" and "panorama" not in model.config["cameras"]
     lat, lon, radius = (float(v) for v in area)
     p = 2 * int(math.ceil((radius + margin_m) / cell)) + 1
     window = mosaic.window(lat, lon, 4 * (p + t - 1), cell / 4)
