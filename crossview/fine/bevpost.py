@@ -241,8 +241,6 @@ class BEVPost(nn.Module):
         """Poses of the cameras of a tile batch (``crossview.fine.data``): the posterior over every cell of each tile
         (the map zero beyond it) and, with ``heading_prior`` (B,), the headings within ±25° of it, else all; the
         most probable cell (metres east/north of the tile centre), its heading and the mass within 5 m."""
-        from crossview.locate.posterior import posterior_answer
-
         out = {"xy": [], "heading": [], "confidence": []}
         for b in range(batch["ground"].shape[0]):
             side_m = float(batch["tile_m"][b])
@@ -258,13 +256,15 @@ class BEVPost(nn.Module):
             pol = self.polar(self.photo_features(batch["ground"][b: b + 1]), camera, fov,
                              tuple(batch["ground"].shape[-2:]))
             logits = self.scores(pol, fmap, camera, fov, heads[None])[0].double()
-            if logits.shape[-1] % 2 == 0:  # an odd number of positions: the tile centre on a cell centre
-                logits = logits[..., :-1, :-1]
-            radius = 0.5 * logits.shape[-1] * self.config["cell_m"] * math.sqrt(2)
-            ans = posterior_answer(logits, heads, (0.0, 0.0, radius), prior, float(self.config["cell_m"]))
-            out["xy"].append([ans.east_m, ans.north_m])
-            out["heading"].append(ans.heading_deg)
-            out["confidence"].append(ans.confidence)
+            logp = torch.log_softmax(logits.reshape(-1), 0).reshape(logits.shape)
+            k, i, j = (int(v) for v in torch.unravel_index(torch.argmax(logp), logp.shape))
+            cell, n = float(self.config["cell_m"]), logp.shape[-1]
+            east, north = (j + 0.5 - n / 2) * cell, (n / 2 - i - 0.5) * cell
+            rows, cols = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+            near = torch.hypot((cols - j).double(), (rows - i).double()) * cell <= 5.0
+            out["xy"].append([east, north])
+            out["heading"].append(float(heads[k]))
+            out["confidence"].append(float(torch.logsumexp(logp, 0).exp()[near].sum()))
         return {"xy": torch.tensor(out["xy"], dtype=torch.float32),
                 "heading": torch.tensor(out["heading"], dtype=torch.float32),
                 "confidence": torch.tensor(out["confidence"], dtype=torch.float32)}
