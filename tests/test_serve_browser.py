@@ -153,7 +153,7 @@ def test_upload_and_errors_in_chromium(site, tmp_path):
             page.click("#submit")
             error = page.locator("#error")
             sync_api.expect(error).to_be_visible(timeout=15_000)
-            sync_api.expect(error).to_contain_text("only JPEG or PNG")
+            sync_api.expect(error).to_contain_text("only JPEG, PNG or HEIC")
             assert page.locator("#result").is_hidden()
             _save(page, tmp_path, "serve_bad_upload.png")
 
