@@ -110,14 +110,14 @@ def load_checkpoint(path: str | os.PathLike, *, trust: bool = False, what: str =
 
     Reads with ``weights_only=True``; a file naming other globals is read again (still restricted) when they are
     all on :func:`allowed`, else :class:`~crossview.errors.UnsafeCheckpointError` names the file and the globals.
-    ``trust=True`` unpickles without restriction and warns that it did. Other failures (a missing, truncated or
+    ``trust=True`` allows every global the file names and warns that it did. Other failures (a missing, truncated or
     foreign file) raise what ``torch.load`` raised. ``what`` names the file's role in messages.
     """
     import torch
 
     path = Path(path)
     if trust:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = _load_trusted(path)
         warnings.warn(f"{path}: {what} unpickled without restriction (--trust-checkpoint): any code in it has run",
                       stacklevel=2)
         return obj
@@ -139,6 +139,39 @@ def load_checkpoint(path: str | os.PathLike, *, trust: bool = False, what: str =
         found = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
         raise _refuse(path, what, f"it uses {', '.join(sorted(set(names)))} in a way plain data never does"
                       f" ({found.group(1)[:200] if found else exc})") from exc
+
+
+def _resolve_global(name: str) -> Any:
+    """The object a pickle's ``module.qualname`` global names (imports the module)."""
+    module, _, qualname = name.rpartition(".")
+    while module:
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+            return obj
+        except (ImportError, AttributeError):  # a nested class: move one more part into the qualname
+            module, _, head = module.rpartition(".")
+            qualname = f"{head}.{qualname}"
+    raise UnsafeCheckpointError(f"cannot resolve the global {name!r} that the trusted file names")
+
+
+def _load_trusted(path: Path) -> Any:
+    """Load ``path`` allowing exactly the globals it names (what the user chose to trust); still torch's
+    weights-only reader, so a global the file does not declare up front is never resolved."""
+    import torch
+
+    extra: dict[str, Any] = dict(allowed())  # numpy dtype classes are built, never named up front
+    for _ in range(256):  # a legacy (non-zip) file reveals its globals one refusal at a time
+        try:
+            with torch.serialization.safe_globals([(obj, name) for name, obj in extra.items()]):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            names = [n for n in _globals_in(path, exc) if n not in extra]
+            if not names:
+                raise
+            extra.update({n: _resolve_global(n) for n in names})
+    raise UnsafeCheckpointError(f"{path}: names too many globals to load even when trusted")
 
 
 def add_trust_argument(parser: Any) -> None:
