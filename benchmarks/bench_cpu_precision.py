@@ -166,9 +166,9 @@ def bench_int8(args, world) -> dict:
 
 
 def bench_recall(args, world: Path, run: Path) -> dict:
-    from crossview.commands.eval import resolve_model
     from crossview.data import read_dataset
     from crossview.evaluate.report import evaluate_split
+    from crossview.models import resolve_model
     from crossview.search.shards import load_shards
 
     model, name, info = resolve_model(str(run))

@@ -8,7 +8,7 @@
    the CVACT pre-crop where the row asks for it);
 4. write the report (``WORK/report/report.md`` + CSVs) and ``WORK/timings.json``.
 
-Every stage skips work already done (a finished run has ``model.pt``, an evaluation ``metrics.json``).
+Every stage skips work already done (a finished run has its trained model, an evaluation ``metrics.json``).
 The numbers are NOT paper numbers: a few steps of a tiny model on a procedural world only show that each
 table's pipeline runs.
 
@@ -23,6 +23,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+from crossview.models.loading import run_model_file
 
 SEEDS = {"cvusa": 0, "cvact": 1, "vigor": 2}
 
@@ -66,7 +68,7 @@ def evaluate_on(run: Path, data: Path, dataset: str, split: str, crop: bool, out
     from crossview.models import load_model
 
     cfg = json.loads((run / "config.json").read_text())["config"]
-    model = load_model(str(run / "model.pt")).eval()
+    model = load_model(str(run_model_file(run))).eval()
     kwargs = {"area": cfg.get("area", "same"), "label_set": cfg.get("label_set", "original")}
     if crop:
         kwargs["crop"] = True
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     for preset in presets:
         cfg = resolve(preset, overrides)
         run = work / "runs" / preset
-        if not (run / "model.pt").exists():
+        if run_model_file(run) is None:
             t = time.perf_counter()
             print(f"[train] {preset} ({cfg['model']}, {cfg['dataset']}, {args.steps} steps)", flush=True)
             try:

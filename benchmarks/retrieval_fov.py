@@ -11,10 +11,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from crossview.models.loading import run_model_file
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", required=True, help="retrieval run folder (model.pt)")
+    ap.add_argument("--run", required=True, help="retrieval run folder")
     ap.add_argument("--world", required=True, help="crossview synth --layout vigor world")
     ap.add_argument("--queries", type=int, default=500, help="test queries, evenly spread over the test list")
     ap.add_argument("--fov", type=float, nargs="+", default=[90.0, 180.0])
@@ -33,7 +35,7 @@ def main() -> None:
     from crossview.search.embed import embed_images
 
     t0 = time.time()
-    model = load_model(str(Path(args.run) / "model.pt")).eval()
+    model = load_model(str(run_model_file(Path(args.run)))).eval()
     split = read_dataset("vigor", args.world, "test", area="same")
     keep = np.unique(np.linspace(0, len(split.records) - 1, min(args.queries, len(split.records))).round().astype(int))
     split = replace(split, records=[split.records[i] for i in keep])

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from crossview.models.loading import read_weights
 from crossview.train.presets import resolve_config
 
 TINY_RUN = {
@@ -46,12 +47,16 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(vigor_tiny, tmp_path
     kill_at = total // 2 + 1  # mid-epoch, after a checkpoint, before the end
     r = _train_cli([*args, "--out", str(broken)], env={"CROSSVIEW_TEST_KILL_AT_STEP": str(kill_at)})
     assert r.returncode == -9, (r.returncode, r.stderr)
-    assert not (broken / "model.pt").exists()
+    assert not (broken / "model.safetensors").exists()
     r = _train_cli(["--resume", str(broken)])
     assert r.returncode == 0, r.stderr
-    a = torch.load(full / "model.pt", weights_only=False)["state_dict"]
-    b = torch.load(broken / "model.pt", weights_only=False)["state_dict"]
+    a = read_weights(full / "model.safetensors")[0]
+    b = read_weights(broken / "model.safetensors")[0]
     assert a.keys() == b.keys()
+    # training moved the weights (equal runs would also come from two runs that never stepped): the layer norms
+    # start at exactly 1 / 0
+    norms = [k for k in a if k.endswith("pps_norm.weight")]
+    assert norms and all((a[k] - 1).abs().max() > 1e-4 for k in norms)
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
 
@@ -65,4 +70,4 @@ def test_config_is_saved_with_command_and_version(vigor_tiny, tmp_path):
     saved = json.loads((out / "config.json").read_text())
     assert saved["version"] == __version__ and saved["config"]["max_steps"] == 1
     assert saved["command"] == ["crossview", "train", "synthetic-cpu"]
-    assert (out / "model.pt").exists() and (out / "checkpoints" / "last.pt").exists()
+    assert (out / "model.safetensors").exists() and (out / "checkpoints" / "last.pt").exists()

@@ -99,8 +99,10 @@ def _train_retrieval(args: argparse.Namespace, data: Path, out: Path, summary: d
     preset = RETRIEVAL_PRESET.get(args.scale, "synthetic-cpu")
     t = _stage(f"4. train a small MFRGN on the synthetic world (preset {preset}) and evaluate")
     run_dir = out / "run"
-    if (run_dir / "model.pt").exists():
-        print(f"   {run_dir / 'model.pt'} exists: skipping training (delete the folder to retrain)")
+    from crossview.models.loading import run_model_file
+
+    if run_model_file(run_dir) is not None:
+        print(f"   {run_model_file(run_dir)} exists: skipping training (delete the folder to retrain)")
     else:
         resume = (run_dir / "checkpoints" / "last.pt").exists()
         targs = argparse.Namespace(preset=preset, data=str(data), out=str(run_dir),

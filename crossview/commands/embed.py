@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from crossview.device import add_precision_args
+from crossview.models.loading import add_model_arguments
 from crossview.safe_load import add_trust_argument
 
 
@@ -15,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Writes DIR/<view>/shard-00003-of-00008.pt (ids, L2-normalised descriptors, GPS) and a "
                     "manifest per view. Finished shards are skipped, so re-running resumes. --shard I/N computes "
                     "only shard I of N (one per machine); under torchrun each rank takes its shards.")
-    p.add_argument("model", help="run folder, checkpoint file or registered model name")
+    p.add_argument("model", help="run folder, checkpoint file (ours, or the authors' with --arch) or a registered "
+                                   "model name with --random-weights")
     p.add_argument("root", metavar="DATASET_ROOT")
     p.add_argument("--dataset", required=True, help="cvusa | cvact | vigor | university1652")
     p.add_argument("--split", default="test")
@@ -29,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored descriptor type")
     p.add_argument("--device", default="auto")
     p.add_argument("--half", action="store_true", help="fp16 autocast on GPU")
+    add_model_arguments(p)
     add_precision_args(p)
     add_trust_argument(p)
     p.set_defaults(func=run)
@@ -37,9 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from crossview.commands.eval import resolve_model
     from crossview.data import read_dataset
     from crossview.device import setup_inference
+    from crossview.models import resolve_model
     from crossview.search.embed import embed_split
     from crossview.search.shards import parse_shard_arg
     from crossview.train.distributed import init_distributed, is_dist
@@ -47,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     shard = parse_shard_arg(args.shard) if args.shard else None
     info = init_distributed(None if args.device == "auto" else args.device)
     device, precision = setup_inference(args, info.local_rank, warn=info.is_main)
-    model, name, _ = resolve_model(args.model)
+    model, name, _ = resolve_model(args.model, arch=args.arch, random_weights=args.random_weights,
+                                   trust=args.trust_checkpoint)
     model = model.to(device)
     kwargs = {"area": args.area}
     if args.label_set:

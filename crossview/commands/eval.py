@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from crossview.device import add_precision_args
+from crossview.models.loading import add_model_arguments
 from crossview.safe_load import add_trust_argument
 
 
@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(green = correct, orange = semi-positive, red = wrong). Similarities are streamed block by "
                     "block: no query x reference matrix is held in memory.")
     p.add_argument("model", metavar="RUN_OR_CHECKPOINT",
-                   help="a run folder (model.pt + config.json), a checkpoint file, or a registered model name")
+                   help="a run folder (model.safetensors or model.pt + config.json), a checkpoint file (ours or the "
+                        "authors', with --arch), or a registered model name with --random-weights")
     p.add_argument("--data", help="dataset root (default: the run's data folder)")
     p.add_argument("--dataset", help="cvusa | cvact | vigor | university1652 (default: the run's)")
     p.add_argument("--split", help="split to evaluate (default: the run's eval_split, else test; University-1652: "
@@ -45,29 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(black elsewhere); reported beside the full panoramas")
     p.add_argument("--orientation", choices=["known", "unknown"], default="unknown",
                    help="with --fov: the sector stays at its true heading (known) or is rolled to the middle")
+    add_model_arguments(p)
     add_precision_args(p)
     add_trust_argument(p)
     p.set_defaults(func=run)
-
-
-def resolve_model(spec: str):
-    """``(model, name, run_info)`` from a run folder, a checkpoint file or a registered name."""
-    from crossview.errors import ConfigError
-    from crossview.models import load_model
-
-    path = Path(spec)
-    if path.is_dir():
-        ckpt, cfg_file = path / "model.pt", path / "config.json"
-        if not ckpt.exists():
-            raise ConfigError(f"{path} is not a finished run folder: no model.pt (resume training, or give a "
-                              "checkpoint file)")
-        info = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
-        cfg = info.get("config", {})
-        return load_model(str(ckpt)), cfg.get("model") or path.name, info
-    if path.exists():
-        model = load_model(str(path))
-        return model, (getattr(model, "config", None) or {}).get("name") or path.stem, {}
-    return load_model(spec), spec, {}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,11 +59,13 @@ def run(args: argparse.Namespace) -> int:
     from crossview.device import setup_inference
     from crossview.errors import ConfigError
     from crossview.evaluate.report import evaluate_split
+    from crossview.models import resolve_model
     from crossview.train.distributed import init_distributed, is_dist
 
     info = init_distributed(None if args.device == "auto" else args.device)
     device, precision = setup_inference(args, info.local_rank, warn=info.is_main)
-    model, name, run_info = resolve_model(args.model)
+    model, name, run_info = resolve_model(args.model, arch=args.arch, random_weights=args.random_weights,
+                                          trust=args.trust_checkpoint)
     model = model.to(device)
     cfg = run_info.get("config", {})
     data = args.data or run_info.get("data")

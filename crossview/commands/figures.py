@@ -6,7 +6,7 @@ import argparse
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN", help="run folder (model.pt + config.json), checkpoint or model name")
+    p.add_argument("run", metavar="RUN", help="run folder (trained model + config.json), checkpoint or model name")
     p.add_argument("--data", help="dataset root (default: the run's data folder)")
     p.add_argument("--dataset", help="cvusa | cvact | vigor | university1652 (default: the run's)")
     p.add_argument("--split", help="split (default: the run's eval_split)")

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from crossview.models.loading import add_model_arguments
 from crossview.safe_load import add_trust_argument
 
 
@@ -34,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = q.add_mutually_exclusive_group(required=True)
     src.add_argument("--query-shards", metavar="DIR", help="query descriptor shard folder (or embed folder)")
     src.add_argument("--image", metavar="PHOTO", help="a photo to embed with --model")
-    q.add_argument("--model", help="run folder, checkpoint or registered name (with --image)")
+    q.add_argument("--model", help="run folder or checkpoint (with --image)")
+    add_model_arguments(q)
     q.add_argument("--view", default="ground", help="view kind of --image (ground, pinhole, drone, aerial)")
     q.add_argument("-k", type=int, default=10)
     q.add_argument("--nprobe", type=int, default=None)
@@ -91,10 +93,11 @@ def search(args: argparse.Namespace) -> int:
     else:
         if not args.model:
             raise ConfigError("--image needs --model (the model that built the index)")
-        from crossview.commands.eval import resolve_model
+        from crossview.models import resolve_model
         from crossview.search.embed import embed_images, model_identity
 
-        model, name, _ = resolve_model(args.model)
+        model, name, _ = resolve_model(args.model, arch=args.arch, random_weights=args.random_weights,
+                                       trust=args.trust_checkpoint)
         idx.check_query_model(model_identity(model, name, [args.view]), what=f"--model {args.model}")
         q = embed_images(model, [args.image], args.view)
         qids = [str(args.image)]

@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fine-arch", help="the registered variant an official --fine-model checkpoint was released as "
                                        "(e.g. hcnet_vigor; list: crossview fine-model-info --list)")
     p.add_argument("--model", help="retrieval run/checkpoint, when the index does not record it")
+    p.add_argument("--arch", metavar="VARIANT", help="with --model: the released variant of an official retrieval "
+                                                     "checkpoint (e.g. mfrgn_vigor, sample4geo_vigor)")
     p.add_argument("--tiles", help="tile manifest, when the index does not record it")
     p.add_argument("--out", help="folder for locate.json and locate.png")
     p.add_argument("--device", default="cpu")
@@ -52,11 +54,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = sub.add_parser("locate-index", help="embed a tile set (crossview tiles) into a search index for locate")
     q.add_argument("tiles", help="tile folder or its manifest.json")
-    q.add_argument("--model", required=True, help="retrieval training run folder or checkpoint")
+    q.add_argument("--model", required=True, help="retrieval training run folder or checkpoint (ours, or the authors' "
+                                                  "with --arch)")
+    q.add_argument("--arch", metavar="VARIANT", help="the released variant of an official checkpoint (mfrgn_cvusa, "
+                                                     "mfrgn_vigor, sample4geo_vigor, ...); recorded in the index")
     q.add_argument("--out", required=True, help="index file to write (plus INDEX.json)")
     q.add_argument("--kind", default="flat", choices=["flat", "ivfpq"])
     q.add_argument("--device", default="cpu")
     add_precision_args(q)
+    add_trust_argument(q)
     q.set_defaults(func=run_index)
 
 
@@ -72,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         configure_threads(args.threads)
     result = locate(args.photo, args.index, camera=args.camera, fov_deg=args.fov, heading_prior=args.heading_prior,
                     near=args.near, top_k=args.top_k, refine=args.refine, fine_model=args.fine_model,
-                    fine_arch=args.fine_arch, model=args.model, precision=args.precision,
+                    fine_arch=args.fine_arch, model=args.model, arch=args.arch, precision=args.precision,
                     tiles=args.tiles, out=args.out, device=args.device, use_exif=args.use_exif,
                     fine_search=args.fine_search, trust_checkpoint=args.trust_checkpoint)
     for note in (result.get("priors") or {}).get("notes", []):
@@ -91,6 +97,6 @@ def run_index(args: argparse.Namespace) -> int:
     if args.device == "cpu":
         configure_threads(args.threads)
     path = index_tiles(args.tiles, args.model, args.out, kind=args.kind, device=args.device,
-                       precision=args.precision)
+                       precision=args.precision, arch=args.arch, trust_checkpoint=args.trust_checkpoint)
     print(f"index: {path} (+ {path.name}.json)")
     return 0

@@ -12,10 +12,12 @@ import numpy as np
 
 from crossview.errors import ConfigError, CrossviewError, DatasetError
 from crossview.locate.photo import Photo
+from crossview.models.loading import RUN_MODEL_FILES
 
 
-def resolve_checkpoint(path: str | os.PathLike, names: tuple[str, ...] = ("model.pt",)) -> Path:
-    """A run folder (its ``model.pt``) or a checkpoint file -> the checkpoint file."""
+def resolve_checkpoint(path: str | os.PathLike, names: tuple[str, ...] = RUN_MODEL_FILES) -> Path:
+    """A run folder (its ``model.safetensors``, or ``model.pt`` from earlier versions) or a checkpoint file -> the
+    checkpoint file."""
     path = Path(path)
     if path.is_dir():
         for name in names:
@@ -32,16 +34,19 @@ def _is_path(x: Any) -> bool:
     return isinstance(x, str | os.PathLike)
 
 
-def _load_retrieval(model: Path | Any, device: str, precision: str = "fp32"):
-    """A retrieval model from its checkpoint, ready for ``precision`` (channels-last on the CPU bf16 path); an
-    already built model (an ``nn.Module``) is used as given."""
+def _load_retrieval(model: Path | Any, device: str, precision: str = "fp32", arch: str | None = None,
+                    trust: bool = False):
+    """A retrieval model from its checkpoint (``arch``: the released variant of an official file), ready for
+    ``precision`` (channels-last on the CPU bf16 path); an already built model (an ``nn.Module``) is used as
+    given."""
     from crossview.device import prepare_for_inference
 
     if not _is_path(model):
         return prepare_for_inference(model.to(device), precision, device)
     from crossview.models import load_model
 
-    return prepare_for_inference(load_model(str(model)).to(device), precision, device)
+    net = load_model(str(model), arch=arch, trust_checkpoint=trust)
+    return prepare_for_inference(net.to(device), precision, device)
 
 
 def _identity(model) -> dict[str, Any]:
@@ -62,14 +67,16 @@ def _has_view(model, view: str) -> bool:
 
 
 def index_tiles(tiles: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike, *, kind: str = "flat",
-                device: str = "cpu", batch: int = 32, precision: str = "fp32", **index_kwargs: Any) -> Path:
+                device: str = "cpu", batch: int = 32, precision: str = "fp32", arch: str | None = None,
+                trust_checkpoint: bool = False, **index_kwargs: Any) -> Path:
     """Embed the tiles of a manifest (``crossview tiles``) with a retrieval model and save an index at ``out``.
 
     ``model``: a training run folder or checkpoint (or a built model, whose checkpoint then goes unrecorded). The
     sidecar records the checkpoint and the manifest (absolute paths) so :class:`Locator` needs only the index.
     Returns ``out``; an index already built from the same model and manifest is kept. ``precision``
     (``auto | fp32 | bf16``, see :func:`crossview.device.cpu_precision`) is recorded in the sidecar; descriptors
-    are stored as float32 either way, so queries in any precision search it.
+    are stored as float32 either way, so queries in any precision search it. ``arch`` names the released
+    variant of an official checkpoint (recorded too, so ``locate`` rebuilds the same model).
     """
     from crossview.device import cpu_precision
     from crossview.search.embed import embed_images
@@ -80,20 +87,20 @@ def index_tiles(tiles: str | os.PathLike, model: str | os.PathLike, out: str | o
     manifest = (tiles / MANIFEST if tiles.is_dir() else tiles).resolve()
     checkpoint = resolve_checkpoint(model).resolve() if _is_path(model) else None
     precision = cpu_precision(precision, device)
-    net = _load_retrieval(checkpoint or model, device, precision)
+    net = _load_retrieval(checkpoint or model, device, precision, arch, trust_checkpoint)
     ident = _identity(net)
     if out.exists():
         try:
             old = load_index(out, query_meta=ident)
             if checkpoint and old.meta.get("tiles_manifest") == str(manifest) and \
-                    old.meta.get("checkpoint") == str(checkpoint):
+                    old.meta.get("checkpoint") == str(checkpoint) and old.meta.get("arch") == arch:
                 return out
         except CrossviewError:
             pass
     records = read_manifest(manifest)
     desc = embed_images(net, [t.path for t in records], "aerial", batch=batch, device=device, precision=precision)
-    meta = {**ident, "checkpoint": str(checkpoint) if checkpoint else None, "tiles_manifest": str(manifest),
-            "precision": precision}
+    meta = {**ident, "checkpoint": str(checkpoint) if checkpoint else None, "arch": arch,
+            "tiles_manifest": str(manifest), "precision": precision}
     index = build_index(desc, [t.id for t in records], [(t.lat, t.lon) for t in records], meta, kind=kind,
                         **index_kwargs)
     return save_index(index, out)

@@ -58,7 +58,7 @@ class Locator:
     def __init__(self, index: str | os.PathLike, *, model: str | os.PathLike | None = None,
                  tiles: str | os.PathLike | None = None, fine_model: str | os.PathLike | None = None,
                  fine_arch: str | None = None, refine: int = 3, device: str = "cpu", precision: str = "fp32",
-                 trust_checkpoint: bool = False):
+                 trust_checkpoint: bool = False, arch: str | None = None):
         from crossview.device import cpu_precision
         from crossview.search.index import load_index
         from crossview.tiles import read_manifest
@@ -72,7 +72,8 @@ class Locator:
             raise ConfigError(f"index {index} does not record its retrieval model: pass --model RUN (the run that "
                               "embedded its tiles), or build it with `crossview locate-index`")
         self.checkpoint = resolve_checkpoint(ckpt) if _is_path(ckpt) else None
-        self.model = _load_retrieval(self.checkpoint or ckpt, device, self.precision)
+        arch = arch if model is not None else meta.get("arch")  # the released variant the index was built as
+        self.model = _load_retrieval(self.checkpoint or ckpt, device, self.precision, arch, trust_checkpoint)
         self.index.check_query_model(_identity(self.model), what=f"the retrieval model {self.checkpoint or ckpt}")
         manifest = tiles or meta.get("tiles_manifest")
         if manifest is None:
@@ -490,8 +491,8 @@ def _caption(r: Result) -> str:
 
 def locate(photo: str | os.PathLike | Photo, index: str | os.PathLike | Locator, **kwargs: Any) -> dict[str, Any]:
     """One-call form: ``locate(photo, index, camera=..., fov_deg=..., heading_prior=..., near=None, top_k=5, refine=3,
-    fine_model=None, fine_arch=None, model=None, tiles=None, out=None, device="cpu")`` -> the answer dict (see
-    Locator.locate)."""
+    fine_model=None, fine_arch=None, model=None, arch=None, tiles=None, out=None, device="cpu")`` -> the answer dict
+    (see Locator.locate)."""
     for text, parse in ((kwargs.get("heading_prior"), parse_heading_prior), (kwargs.get("near"), parse_near)):
         if not is_off(text):  # the cheap checks first: before any model is loaded
             parse(text)
@@ -499,8 +500,8 @@ def locate(photo: str | os.PathLike | Photo, index: str | os.PathLike | Locator,
         photo = read_photo(photo, kwargs.pop("camera", "auto"), kwargs.pop("fov_deg", None),
                            use_exif=kwargs.get("use_exif", True))
     if not isinstance(index, Locator):
-        load = {k: kwargs.pop(k) for k in ("model", "tiles", "fine_model", "fine_arch", "device", "precision",
-                                           "trust_checkpoint") if k in kwargs}
+        load = {k: kwargs.pop(k) for k in ("model", "arch", "tiles", "fine_model", "fine_arch", "device",
+                                           "precision", "trust_checkpoint") if k in kwargs}
         index = Locator(index, refine=kwargs.get("refine") or 3, **load)
     return index.locate(photo, **kwargs)
 

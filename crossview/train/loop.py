@@ -2,8 +2,9 @@
 
 A run folder holds ``config.json`` (resolved config, command line, package version), ``metrics.jsonl``
 (one line per step and per evaluation), ``checkpoints/last.pt`` (everything needed to resume: model,
-optimiser, scheduler, grad scaler, epoch/step, neighbour table, RNG states) and ``model.pt`` (the trained
-model in the ``{"config", "state_dict"}`` format that :func:`crossview.load_model` reads).
+optimiser, scheduler, grad scaler, epoch/step, neighbour table, RNG states) and ``model.safetensors`` (the
+trained model: its weights, with the config as JSON metadata, which :func:`crossview.load_model` reads; runs of
+earlier versions hold ``model.pt`` instead, which still loads).
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, resume: bool =
     if info.is_main:
         from crossview.models import save_model
 
-        save_model(model, out / "model.pt")
+        save_model(model, out / "model.safetensors")
     return out
 
 
