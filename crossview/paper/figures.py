@@ -320,21 +320,11 @@ def response_figure(pairs: list[dict[str, Any]], out: str | Path, width_px: int 
 
 def load_run(run: str | Path):
     """(model in eval mode, training config, training data folder) of a run folder (its trained model +
-    ``config.json``), a checkpoint file or a registered model name."""
-    import json
+    ``config.json``) or a checkpoint file (:func:`crossview.models.resolve_model`)."""
+    from crossview.models import resolve_model
 
-    from crossview.errors import ConfigError
-    from crossview.models import load_model
-    from crossview.models.loading import run_model_file
-
-    path = Path(run)
-    if path.is_dir():
-        ckpt = run_model_file(path)
-        if ckpt is None:
-            raise ConfigError(f"{path}: no trained model; finish (or --resume) the training run first")
-        info = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
-        return load_model(str(ckpt)).eval(), info.get("config", {}), info.get("data")
-    return load_model(str(run)).eval(), {}, None
+    model, _, info = resolve_model(run)
+    return model.eval(), info.get("config", {}), info.get("data")
 
 
 def _read_split(cfg: dict[str, Any], data, dataset, split, area, crop: bool | None):
