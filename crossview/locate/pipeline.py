@@ -52,8 +52,9 @@ class Locator:
     ``model``: the retrieval checkpoint when the index does not record it; ``tiles``: a manifest when the index
     does not record it; ``fine_model``: a fine-localization run or checkpoint (an official checkpoint with
     ``fine_arch``, e.g. ``hcnet_vigor``, and the release's other files joined by commas or, for its backbone, as
-    ``fine_backbone``: FG²'s ``dinov2_vitl14_pretrain.pth``); ``refine``: tiles refined per photo; ``trust_checkpoint``: the fine
-    checkpoint is unpickled without restriction (``--trust-checkpoint``; by default no code in it runs).
+    ``fine_backbone``: FG²'s ``dinov2_vitl14_pretrain.pth``); ``refine``: tiles refined per photo;
+    ``trust_checkpoint``: the fine checkpoint is unpickled without restriction (``--trust-checkpoint``; by default
+    no code in it runs).
     """
 
     def __init__(self, index: str | os.PathLike, *, model: str | os.PathLike | None = None,
