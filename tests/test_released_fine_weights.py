@@ -118,6 +118,24 @@ def test_fg2_vigor_head_and_dinov2_file(variants, tmp_path, capsys):
     assert f"from {DINO}: DINOv2 backbone" in capsys.readouterr().out
 
 
+def test_checkpoints_of_ours_do_not_depend_on_the_backbone_file(variants, tmp_path):
+    """A model converted with ``backbone_weights=FILE`` (the Python form) and saved in either of our formats loads
+    after that file is gone: the weights are inside, and the config's path is provenance only."""
+    from crossview.fine.registry import save_fine, save_release
+
+    head, dino = tmp_path / "model.pt", tmp_path / DINO
+    state = _fg2_release("fg2_tiny_dino", head, dino)
+    model = load_fine(head, arch="fg2_tiny_dino", backbone_weights=str(dino))
+    save_fine(model, tmp_path / "ours.pt")
+    save_release(model, tmp_path / "ours.safetensors")
+    dino.unlink()
+    direct = _direct("fg2_tiny_dino", state, fg2.convert_official)
+    for path in ("ours.pt", "ours.safetensors"):
+        loaded = load_fine(tmp_path / path)
+        assert loaded.config["backbone_weights"] == str(dino)
+        _same(loaded, direct)
+
+
 def test_fg2_kitti_head_and_the_wrong_variant(variants, tmp_path, capsys):
     head, dino = tmp_path / "checkpoints" / "KITTI" / "model.pt", tmp_path / DINO
     state = _fg2_release("fg2_tiny_kitti_dino", head, dino)

@@ -77,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
     result = locate(args.photo, args.index, camera=args.camera, fov_deg=args.fov, heading_prior=args.heading_prior,
                     near=args.near, top_k=args.top_k, refine=args.refine, fine_model=args.fine_model,
                     fine_arch=args.fine_arch, fine_backbone=args.fine_backbone, model=args.model,
-                    precision=args.precision, tiles=args.tiles, out=args.out, device=args.device, use_exif=args.use_exif,
-                    fine_search=args.fine_search, trust_checkpoint=args.trust_checkpoint)
+                    precision=args.precision, tiles=args.tiles, out=args.out, device=args.device,
+                    use_exif=args.use_exif, fine_search=args.fine_search, trust_checkpoint=args.trust_checkpoint)
     for note in (result.get("priors") or {}).get("notes", []):
         print(f"note: {note}", file=sys.stderr)
     for flag in result.get("flags", []):
