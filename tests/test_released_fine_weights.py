@@ -218,3 +218,20 @@ def test_geodistill_three_files(variants, tmp_path, capsys):
     err = _cli_error(["fine-convert", "geodistill_tiny", str(loc), str(dino), str(ori), "--out",
                       str(tmp_path / "y.safetensors")], capsys)
     assert "convert cleanly as geodistill_tiny_vit" in err
+
+
+def test_hcnet_best_checkpoint(tmp_path, capsys):
+    """HC-Net's release is one file (``{"model": …, "optimizer": …}``): fine-convert packs it alone, ignoring the
+    optimizer, and the checkpoint equals the state dict loaded directly (weights only: a forward at 512 px is slow)."""
+    import crossview.fine.hcnet as hc
+
+    torch.manual_seed(0)
+    state = hc.export_official(create_fine("hcnet_vigor", keep_unused=True))
+    torch.save({"model": state, "optimizer": {"lr": 1e-4}}, tmp_path / "best.pth")
+    out = tmp_path / "hcnet.safetensors"
+    assert main(["fine-convert", "hcnet_vigor", str(tmp_path / "best.pth"), "--out", str(out)]) == 0
+    assert "ignored best.pth: optimizer" in capsys.readouterr().out
+    direct = _direct("hcnet_vigor", state, hc.convert_official, keep_unused=False)
+    loaded = _load_fine(str(out), "cpu")[0]
+    sa, sb = loaded.state_dict(), direct.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
