@@ -218,6 +218,11 @@ def test_geodistill_three_files(variants, tmp_path, capsys):
     err = _cli_error(["fine-convert", "geodistill_tiny", str(loc), str(dino), str(ori), "--out",
                       str(tmp_path / "y.safetensors")], capsys)
     assert "convert cleanly as geodistill_tiny_vit" in err
+    # its KITTI release is not registered: a file from a KITTI folder is refused, saying so
+    (tmp_path / "KITTI").mkdir()
+    shutil.copy(loc, tmp_path / "KITTI" / loc.name)
+    with pytest.raises(ConfigError, match="no KITTI variant is registered"):
+        load_fine([tmp_path / "KITTI" / loc.name, dino, ori], arch="geodistill_tiny_vit")
 
 
 def test_hcnet_best_checkpoint(tmp_path, capsys):
