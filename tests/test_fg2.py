@@ -426,8 +426,10 @@ def test_training_preset_runs_and_its_run_folder_evaluates(tmp_path):
 def test_locate_cli_with_an_official_checkpoint(fixture, tmp_path, capsys, monkeypatch):
     """``crossview locate PHOTO --fine-model OFFICIAL.pt --fine-arch fg2_vigor``: a checkpoint written here from the
     fixture's CVM state dict in the official layout, without the query grid (as the authors' GPU runs save it:
-    the converter regenerates it), refines the retrieved tile with the full-size head and RANSAC. The random ViT-L
-    runs on small images (56 × 112 panorama, 56-px tile) so the run takes about a minute on one CPU thread."""
+    the converter regenerates it), refines the retrieved tile with the full-size head and RANSAC. The ViT-L is random,
+    said explicitly (``backbone_weights="random"``: without it the head alone is refused, naming
+    dinov2_vitl14_pretrain.pth), and runs on small images (56 × 112 panorama, 56-px tile) so the run takes about a
+    minute on one CPU thread."""
     import json
 
     from conftest import random_tile_index
@@ -437,7 +439,8 @@ def test_locate_cli_with_an_official_checkpoint(fixture, tmp_path, capsys, monke
 
     registry._ensure()
     monkeypatch.setitem(registry._VARIANTS, "fg2_vigor", {**registry._VARIANTS["fg2_vigor"],
-                                                          "ground_size": [56, 112], "aerial_size": 56})
+                                                          "ground_size": [56, 112], "aerial_size": 56,
+                                                          "backbone_weights": "random"})
     index, photo = random_tile_index(tmp_path)
     state = {k: v.clone() for k, v in fixture["state_dict"].items() if k != "grd_grid_queries"}
     torch.save(state, tmp_path / "fg2_vigor_model.pt")

@@ -225,7 +225,8 @@ def test_commands_take_arch_and_random_weights():
                  ["index", "search", "i", "--image", "p.jpg", "--model", "m"]):
         args = parser.parse_args([*argv, "--arch", "mfrgn_vigor", "--random-weights", "3"])
         assert isinstance(args, argparse.Namespace) and args.arch == "mfrgn_vigor" and args.random_weights == 3
-    for argv in (["locate-index", "t", "--model", "m", "--out", "o"], ["locate", "p.jpg", "--index", "i", "--model", "m"]):
+    for argv in (["locate-index", "t", "--model", "m", "--out", "o"],
+                 ["locate", "p.jpg", "--index", "i", "--model", "m"]):
         assert parser.parse_args([*argv, "--arch", "sample4geo_vigor"]).arch == "sample4geo_vigor"
 
 

@@ -1,6 +1,7 @@
 """``crossview fine-train PRESET --data DIR --out RUN [--set k=v]``,
 ``crossview fine-eval RUN --data DIR --out EVAL [--area same|cross] [--orientation known|prior|unknown]`` and
-``crossview fine-model-info NAME`` and ``crossview fine-release RUN --out FILE.safetensors``."""
+``crossview fine-model-info NAME|CHECKPOINT``, ``crossview fine-release RUN --out FILE.safetensors`` and
+``crossview fine-convert ARCH FILE... --out CHECKPOINT`` (an official release, all its files, into one of ours)."""
 
 from __future__ import annotations
 
@@ -30,13 +31,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                                "checkpoint (with --arch)")
     e.add_argument("--data", required=True, help="dataset root")
     e.add_argument("--out", required=True, help="folder for metrics.json and pictures")
-    e.add_argument("--arch", help="registered variant of an official checkpoint (e.g. hcnet_vigor)")
+    e.add_argument("--arch", help="registered variant of an official checkpoint (e.g. hcnet_vigor); a release of "
+                                  "several files: RUN as A,B,C")
+    e.add_argument("--fine-backbone", metavar="PATH",
+                   help="the backbone file of an official release whose checkpoint is the head only (FG²: "
+                        "dinov2_vitl14_pretrain.pth; used by both stages)")
     e.add_argument("--area", choices=("same", "cross"), help="default: the run's")
     e.add_argument("--orientation", choices=("known", "prior", "unknown"),
                    help="known: the true heading is given; prior: a heading off by ±--prior-deg (fixed by --seed); "
                         "unknown: panoramas rolled by a random yaw fixed by --seed (default: the run's)")
     e.add_argument("--prior-deg", type=float, help="half-width of the prior protocol (default: the run's)")
-    e.add_argument("--stage2", metavar="RUN", help="two-stage: a second model refines with the first one's heading")
+    e.add_argument("--stage2", metavar="RUN", help="two-stage: a second model refines with the first one's heading "
+                                                   "(FG²: second_run/model.pt, with --stage2-arch)")
+    e.add_argument("--stage2-arch", help="registered variant of an official --stage2 checkpoint (e.g. fg2_vigor)")
     e.add_argument("--camera", choices=("panorama", "pinhole"), help="default: the run's")
     e.add_argument("--limit", type=int, help="evaluate at most this many test samples")
     e.add_argument("--pictures", type=int, default=16, help="pictures to draw (0 = none)")
@@ -62,11 +69,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     i = sub.add_parser("fine-model-info", help="parameters of a registered fine model and the official count",
                        description="Builds a registered fine model (random weights) and prints its parameters per "
-                                   "module, the forward-used count, and, for published models, the official count.")
-    i.add_argument("name", nargs="?", help="registered fine model (see --list)")
+                                   "module, the forward-used count, and, for published models, the official count. "
+                                   "Given a checkpoint (ours, or an official release with --arch), loads it and "
+                                   "says also where its weights came from.")
+    i.add_argument("name", nargs="?", help="registered fine model (see --list), a checkpoint, or an official "
+                                           "release's files joined by commas (with --arch)")
+    i.add_argument("--arch", help="registered variant of an official checkpoint (e.g. fg2_vigor)")
+    i.add_argument("--fine-backbone", metavar="PATH", help="the backbone file of an official release (FG²: "
+                                                           "dinov2_vitl14_pretrain.pth)")
+    add_trust_argument(i)
     i.add_argument("--list", action="store_true", help="list the registered fine models and exit")
     i.add_argument("--json", action="store_true", help="print JSON instead of a table")
     i.set_defaults(func=run_info)
+
+    c = sub.add_parser("fine-convert", help="pack an official release (all its files) into one checkpoint of ours",
+                       description="Reads the files an official release consists of (FG²: model.pt + "
+                                   "dinov2_vitl14_pretrain.pth; GeoDistill: the localization net, the orientation "
+                                   "net, dinov2_vitb14_pretrain.pth; HC-Net: best.pth), in any order, without running "
+                                   "code from them; converts them strictly as ARCH and writes one self-contained "
+                                   "checkpoint (.safetensors, or our torch format) that --fine-model reads alone. "
+                                   "Prints what it used and what it ignored.")
+    c.add_argument("arch", help="the registered variant the release is (e.g. fg2_vigor; crossview fine-model-info "
+                                "--list)")
+    c.add_argument("files", nargs="+", help="the release's files")
+    c.add_argument("--out", required=True, help="checkpoint to write (.safetensors recommended)")
+    add_trust_argument(c)
+    c.set_defaults(func=run_convert)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -92,6 +120,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from crossview.fine.evaluate import evaluate_run
 
     evaluate_run(args.run, args.data, args.out, area=args.area, orientation=args.orientation, stage2=args.stage2,
+                 stage2_arch=args.stage2_arch, backbone=args.fine_backbone,
                  limit=args.limit, pictures=args.pictures, device=args.device, seed=args.seed, camera=args.camera,
                  prior_deg=args.prior_deg, arch=args.arch, ransac=args.ransac or None, num_matches=args.matches,
                  fix_heading=args.fix_heading or None, trust_checkpoint=args.trust_checkpoint)
@@ -111,7 +140,8 @@ def run_info(args: argparse.Namespace) -> int:
         return 0
     if not args.name:
         raise ConfigError("give a registered fine model name (list them with --list)")
-    info = fine_model_info(args.name)
+    info = fine_model_info(args.name, arch=args.arch, backbone=args.fine_backbone,
+                           trust_checkpoint=args.trust_checkpoint)
     print(json.dumps(info, indent=2) if args.json else format_fine_info(info))
     return 0
 
@@ -145,4 +175,29 @@ def run_release(args: argparse.Namespace) -> int:
 
     with safe_open(str(path), framework="pt") as f:
         print(json.dumps({"release": str(path), "tensors": len(list(f.keys())), "info": sorted(info)}))
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """``crossview fine-convert ARCH FILE... --out CKPT``: what each file gave and what was ignored, then the
+    checkpoint's path; JSON on the last line."""
+    import json
+
+    from crossview.fine.convert import convert_release
+
+    done = convert_release(args.arch, args.files, args.out, trust_checkpoint=args.trust_checkpoint)
+    print(f"{done['arch']}: {done['source']}")
+    for f in done["files"]:
+        parts = ", ".join(f.get("parts", [])) or "weights"
+        print(f"  used    {f['file']}: {parts} ({f['tensors']} tensors, sha256 {f['sha256'][:12]})")
+        if f["ignored"]:
+            print(f"  ignored {f['file']}: {', '.join(f['ignored'])}")
+    if done["unused_official_tensors"]:
+        print(f"  ignored {len(done['unused_official_tensors'])} official tensors the forward never reads "
+              f"(e.g. {done['unused_official_tensors'][0]})")
+    for note in done["notes"]:
+        print(f"  note: {note}")
+    print(f"wrote {done['checkpoint']} (load it alone: --fine-model {done['checkpoint']})")
+    print(json.dumps({"checkpoint": done["checkpoint"], "arch": done["arch"],
+                      "files": [f["file"] for f in done["files"]]}))
     return 0

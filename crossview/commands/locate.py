@@ -41,7 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "for a 50 m radius); posterior: one posterior over every position and heading of the search "
                         "area (a bevpost model; writes the modes and a heat map)")
     p.add_argument("--fine-arch", help="the registered variant an official --fine-model checkpoint was released as "
-                                       "(e.g. hcnet_vigor; list: crossview fine-model-info --list)")
+                                       "(e.g. hcnet_vigor; list: crossview fine-model-info --list); a release of "
+                                       "several files: --fine-model A,B,C")
+    p.add_argument("--fine-backbone", metavar="PATH",
+                   help="the backbone file of an official release whose checkpoint holds only the head (FG²: "
+                        "dinov2_vitl14_pretrain.pth); or pack both once with `crossview fine-convert`")
     p.add_argument("--model", help="retrieval run/checkpoint, when the index does not record it")
     p.add_argument("--arch", metavar="VARIANT", help="with --model: the released variant of an official retrieval "
                                                      "checkpoint (e.g. mfrgn_vigor, sample4geo_vigor)")
@@ -78,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
         configure_threads(args.threads)
     result = locate(args.photo, args.index, camera=args.camera, fov_deg=args.fov, heading_prior=args.heading_prior,
                     near=args.near, top_k=args.top_k, refine=args.refine, fine_model=args.fine_model,
-                    fine_arch=args.fine_arch, model=args.model, arch=args.arch, precision=args.precision,
-                    tiles=args.tiles, out=args.out, device=args.device, use_exif=args.use_exif,
-                    fine_search=args.fine_search, trust_checkpoint=args.trust_checkpoint)
+                    fine_arch=args.fine_arch, fine_backbone=args.fine_backbone, model=args.model, arch=args.arch,
+                    precision=args.precision, tiles=args.tiles, out=args.out, device=args.device,
+                    use_exif=args.use_exif, fine_search=args.fine_search, trust_checkpoint=args.trust_checkpoint)
     for note in (result.get("priors") or {}).get("notes", []):
         print(f"note: {note}", file=sys.stderr)
     for flag in result.get("flags", []):

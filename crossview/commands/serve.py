@@ -13,7 +13,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", required=True, help="tile index built by `crossview locate-index` or `crossview embed`")
     p.add_argument("--fine-model", help="fine-localization run folder or checkpoint (default: tile centres only)")
     p.add_argument("--fine-arch", help="the registered variant an official --fine-model checkpoint was released as "
-                                       "(e.g. hcnet_vigor; list: crossview fine-model-info --list)")
+                                       "(e.g. hcnet_vigor; list: crossview fine-model-info --list); a release of "
+                                       "several files: --fine-model A,B,C")
+    p.add_argument("--fine-backbone", metavar="PATH",
+                   help="the backbone file of an official release whose checkpoint holds only the head (FG²: "
+                        "dinov2_vitl14_pretrain.pth); or pack both once with `crossview fine-convert`")
     p.add_argument("--refine", type=int, default=3, help="tiles refined by the fine model per photo (default 3)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
@@ -56,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
         configure_threads(args.threads or max(1, usable_cpus() // args.workers))
     locator = Locator(args.index, fine_model=args.fine_model, fine_arch=args.fine_arch, refine=args.refine,
+                      fine_backbone=args.fine_backbone,
                       device=args.device, precision=args.precision, trust_checkpoint=args.trust_checkpoint)
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="crossview-serve-")
     limits = Limits(max_bytes=int(args.max_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),

@@ -96,7 +96,9 @@ def _load_weights(net: nn.Module, name: str, weights: Any) -> None:
     if not path.exists():
         raise ConfigError(f"backbone weights file {path} does not exist; give a local file of {name} tensors in "
                           "timm's naming, 'lite', 'timm' (hub, needs the internet) or None")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from crossview.safe_load import load_checkpoint
+
+    state = load_checkpoint(path, what=f"backbone weights of {name}")
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing:

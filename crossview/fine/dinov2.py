@@ -22,7 +22,16 @@ from torch import nn
 
 from crossview.errors import ConfigError
 
-__all__ = ["DINOv2", "official_pos_embed", "convert_official_dinov2"]
+__all__ = ["DINOv2", "official_pos_embed", "convert_official_dinov2", "official_filename"]
+
+_SIZES = {"small": "s", "base": "b", "large": "l", "giant": "g"}
+
+
+def official_filename(name: str) -> str:
+    """The file torch.hub / the DINOv2 authors publish for timm's ``name`` (``vit_large_patch14_dinov2`` ->
+    ``dinov2_vitl14_pretrain.pth``)."""
+    size = name.split("_")[1] if name.startswith("vit_") else ""
+    return f"dinov2_vit{_SIZES.get(size, size)}14_pretrain.pth"
 
 
 def official_pos_embed(pos_embed: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -53,6 +62,8 @@ class DINOv2(nn.Module):
         import timm
 
         self.name = name
+        if weights == "random":  # said explicitly: random weights (tests, timings)
+            weights = None
         self.vit = timm.create_model(name.split(".")[0] if weights != "timm" else name, pretrained=weights == "timm",
                                      img_size=518, num_classes=0)
         if getattr(self.vit, "reg_token", None) is not None or getattr(self.vit, "no_embed_class", False):
@@ -62,8 +73,9 @@ class DINOv2(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, self.vit.embed_dim))  # official, unused in the forward
         self.embed_dim = self.vit.embed_dim
         if weights not in (None, "timm"):
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            self.load_official(state)
+            from crossview.safe_load import load_checkpoint
+
+            self.load_official(load_checkpoint(weights, what=f"DINOv2 weights ({official_filename(name)})"))
 
     def load_official(self, state: dict[str, torch.Tensor]) -> None:
         """Load an official DINOv2 checkpoint (``dinov2_vitl14_pretrain.pth`` names) strictly."""

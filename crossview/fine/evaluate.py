@@ -129,9 +129,12 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path, area: str |
                  orientation: str | None = None, stage2: str | Path | None = None, limit: int | None = None,
                  pictures: int = 16, device: str = "cpu", seed: int = 0, camera: str | None = None,
                  prior_deg: float | None = None, arch: str | None = None, trust_checkpoint: bool = False,
+                 stage2_arch: str | None = None, backbone: str | Path | None = None,
                  **options: Any) -> dict[str, Any]:
     """``crossview fine-eval``: evaluate a run folder (or any checkpoint ``load_fine`` reads; an official one with
-    ``arch``) on the test split of ``data``; writes ``metrics.json``, ``predictions.npz`` and pictures to ``out``.
+    ``arch``; a release of several files as their paths joined by commas, its backbone also as ``backbone``) on the
+    test split of ``data``; writes ``metrics.json``, ``predictions.npz`` and pictures to ``out``. ``stage2`` (an
+    official one with ``stage2_arch``, sharing ``backbone``): FG²'s two-stage protocol.
     ``trust_checkpoint``: the checkpoints are unpickled without restriction (``--trust-checkpoint``)."""
     from crossview.fine.data import read_samples
     from crossview.fine.metrics import format_table
@@ -140,7 +143,7 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path, area: str |
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_fine(run, arch=arch, device=device, trust_checkpoint=trust_checkpoint)
+    model = load_fine(run, arch=arch, device=device, trust_checkpoint=trust_checkpoint, backbone=backbone)
     cfg = _run_config(run, trust_checkpoint)
     area = area or cfg.get("area", "same")
     camera = camera or cfg.get("camera", "panorama")
@@ -148,7 +151,8 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path, area: str |
     prior_deg = float(cfg.get("eval_prior_deg", 45.0) if prior_deg is None else prior_deg)
     label_set = cfg.get("label_set", "corrected")
     samples = read_samples(data, area, "test", camera, label_set, limit)
-    second = load_fine(stage2, device=device, trust_checkpoint=trust_checkpoint) if stage2 else None
+    second = load_fine(stage2, arch=stage2_arch, device=device, trust_checkpoint=trust_checkpoint,
+                       backbone=backbone if stage2_arch else None) if stage2 else None
     keep: dict[str, np.ndarray] = {}
     metrics = evaluate(model, samples, orientation, seed, prior_deg, device, second, keep=keep, **options)
     name = model.config.get("name", model.config["arch"])

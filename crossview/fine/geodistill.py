@@ -67,7 +67,7 @@ from torch import nn
 from crossview.errors import ConfigError
 from crossview.fine.backbones import Backbone, is_efficientnet
 from crossview.fine.preprocess import LITE, SIGNED, UNIT, normalize
-from crossview.fine.registry import ConversionReport, convert_keys, register_arch, register_fine
+from crossview.fine.registry import ConversionReport, ReleasePart, convert_keys, register_arch, register_fine
 
 __all__ = ["GeoDistill", "DPTHead", "OrientationEstimator", "cv2_linear_resize", "official_fov_mask", "xcorr",
            "bev_sampling_grid", "g2s_weakly_loss", "distillation_loss", "evaluate_limited_fov", "convert_official",
@@ -864,6 +864,23 @@ def pack_official(localization: str, dinov2: str, orientation: str | None, out: 
     return str(save_torch_atomic(out, state))
 
 
+def release_parts(cfg: dict[str, Any]) -> list[ReleasePart]:
+    """The files of GeoDistill's release: the localization net, the DINOv2 weights (torch.hub's file) and, with
+    the orientation estimator, the orientation net."""
+    ori = tuple(_ORI_PREFIX) + ("fusion_layer.", "fc.")
+    parts = [ReleasePart("localization net", "the localization net checkpoint (SatDPT/GrdDPT)",
+                         lambda k: k.startswith(tuple(_DPT_PREFIX)))]
+    if not is_efficientnet(cfg["backbone"]):
+        from crossview.fine.dinov2 import official_filename
+
+        parts.append(ReleasePart("DINOv2 backbone", official_filename(cfg["backbone"]),
+                                 lambda k: not k.startswith(tuple(_DPT_PREFIX) + ori), supplied_by="weights"))
+    if cfg["orientation"]:
+        parts.append(ReleasePart("orientation net", "the orientation net checkpoint",
+                                 lambda k: k.startswith(ori)))
+    return parts
+
+
 def _dpt_key(rest: str) -> str:
     """Official DPT names (after ``SatDPT.``) → ours (after ``aerial_head.``)."""
     head, _, leaf = rest.partition(".")
@@ -1132,7 +1149,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 register_arch("geodistill", builder=GeoDistill, defaults=DEFAULTS, published="GeoDistill (Tong et al., ICCV 2025)",
               converter=convert_official, exporter=export_official, reproduce=reproduce_official,
               official_repo="tongshw/GeoDistill", cameras=CAMERAS,
-              official_params=77_846_048 + 86_580_480 + 59_582_866)
+              official_params=77_846_048 + 86_580_480 + 59_582_866, release_parts=release_parts)
 # VIGOR as released: DINOv2 ViT-B/14 (random here; pass weights=<dinov2_vitb14_pretrain.pth> or load an official
 # checkpoint), 512-px tiles, 320 × 640 panoramas, levels 0 and 2, the official quirks (see the module docstring).
 register_fine("geodistill_vigor", "geodistill")

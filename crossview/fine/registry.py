@@ -9,6 +9,7 @@ registers its own variants at its end (timm's layout).
     model = create_fine("hcnet_tiny")                          # a registered variant (overrides as keywords)
     model = load_fine("runs/hc/checkpoint.pt")                 # our checkpoint (config + weights), or its run folder
     model = load_fine("HC-Net/best.pth", arch="hcnet_vigor")   # the authors' released checkpoint, converted strictly
+    model = load_fine(["model.pt", "dinov2_vitl14_pretrain.pth"], arch="fg2_vigor")  # a release of several files
 
 Every model is a :class:`FineLocalizer`: a plain-dict ``config`` (saved with every checkpoint), the camera kinds it
 places, ``predict(batch, heading_prior=None)`` and ``loss(batch)``. Batches follow ``crossview.fine.data``: images
@@ -31,7 +32,7 @@ from crossview.safe_load import load_checkpoint
 
 __all__ = ["FineLocalizer", "ConversionReport", "ConfigView", "register_arch", "register_fine", "list_fine_models",
            "fine_config", "create_fine", "load_fine", "arch_info", "save_fine", "load_official_state", "save_release",
-           "load_release",
+           "load_release", "ReleasePart", "WEIGHT_KEYS",
            "MODEL_MODULES"]
 
 # Model files that register architectures and variants (imported on first use of the registry).
@@ -164,6 +165,23 @@ def rename_by_prefix(state: dict[str, torch.Tensor], prefixes: dict[str, str]) -
 
 
 @dataclass
+class ReleasePart:
+    """One file of an official release: what it is (``"DINOv2 backbone"``), the name the authors publish it under,
+    which official keys are its (``owns(key)``), and the config key whose file can stand in for it (``supplied_by``:
+    FG²'s ``backbone_weights``), if any."""
+
+    name: str
+    file: str
+    owns: Any
+    supplied_by: str | None = None
+
+
+# Config keys naming where a model's pretrained sub-networks come from (a file, "lite" for the packaged weights,
+# "timm", "random" or None): a checkpoint of ours carries those weights itself and never reads them again.
+WEIGHT_KEYS = ("weights", "backbone_weights", "ori_weights")
+
+
+@dataclass
 class _Arch:
     name: str
     builder: Any
@@ -175,6 +193,7 @@ class _Arch:
     official_repo: str | None = None
     cameras: tuple[str, ...] = ("panorama",)
     official_params: int | None = None
+    release_parts: Any = None  # config -> [ReleasePart]: the files the authors publish (None: one file)
 
 
 _ARCHS: dict[str, _Arch] = {}
@@ -193,14 +212,15 @@ def _ensure() -> None:
 def register_arch(name: str, builder: Any, defaults: dict[str, Any], published: str | None = None,
                   converter: Any = None, exporter: Any = None, reproduce: Any = None,
                   official_repo: str | None = None, cameras: tuple[str, ...] = ("panorama",),
-                  official_params: int | None = None) -> None:
-    """Register an architecture: ``builder(config) -> model``; ``published`` names the paper (None: ours)."""
+                  official_params: int | None = None, release_parts: Any = None) -> None:
+    """Register an architecture: ``builder(config) -> model``; ``published`` names the paper (None: ours);
+    ``release_parts(config) -> [ReleasePart]``: the files its official release consists of, when more than one."""
     if name in _ARCHS:
         raise ValueError(f"fine architecture {name!r} registered twice")
     if defaults.get("arch") != name:
         raise ValueError(f"defaults of {name!r} must carry arch={name!r}")
     _ARCHS[name] = _Arch(name, builder, copy.deepcopy(defaults), published, converter, exporter, reproduce,
-                         official_repo, tuple(cameras), official_params)
+                         official_repo, tuple(cameras), official_params, release_parts)
 
 
 def register_fine(name: str, arch: str, **overrides: Any) -> None:
@@ -297,7 +317,8 @@ def _from_checkpoint(ckpt: dict[str, Any], where: str, overrides: dict[str, Any]
     elif cfg.get("arch") not in _ARCHS:
         raise ConfigError(f"{where}: checkpoint of unknown architecture {cfg.get('arch')!r}; registered: "
                           f"{', '.join(sorted(_ARCHS))}")
-    no_fetch = {"weights": None} if "weights" in _ARCHS[cfg["arch"]].defaults else {}
+    # the state dict carries every weight: nothing is read from the files the config names (they may have moved)
+    no_fetch = {k: None for k in WEIGHT_KEYS if k in _ARCHS[cfg["arch"]].defaults}
     if "pretrained" in _ARCHS[cfg["arch"]].defaults:
         no_fetch["pretrained"] = False  # the state dict carries every weight
     model = create_fine(cfg, **{**no_fetch, **overrides})
@@ -348,7 +369,11 @@ def load_release(path: str | os.PathLike, **overrides: Any) -> torch.nn.Module:
     if "model_config" not in meta:
         raise ConfigError(f"{path}: a safetensors file without a model_config in its metadata is not a crossview "
                           "release; official checkpoints are .pth files given with --fine-arch")
-    model = create_fine(json.loads(meta["model_config"]), **overrides)
+    cfg = json.loads(meta["model_config"])
+    # weights the file holds are not read from where the config says they first came from (that file may be gone)
+    no_fetch = {k: None for k in WEIGHT_KEYS if cfg.get(k) not in (None, "lite") and k not in overrides}
+    model = create_fine(cfg, **no_fetch, **overrides)
+    model.config.update({k: cfg[k] for k in no_fetch})
     own = model.state_dict()
     unexpected = sorted(set(state) - set(own))
     skip = _packaged_parameters(model)
@@ -362,21 +387,30 @@ def load_release(path: str | os.PathLike, **overrides: Any) -> torch.nn.Module:
     return model
 
 
-def load_fine(source: str | os.PathLike | dict[str, Any], arch: str | None = None,
+def load_fine(source: str | os.PathLike | dict[str, Any] | list | tuple, arch: str | None = None,
               device: str | torch.device = "cpu", trust_checkpoint: bool = False,
-              **overrides: Any) -> torch.nn.Module:
+              backbone: str | os.PathLike | None = None, **overrides: Any) -> torch.nn.Module:
     """A fine model in eval mode from any of:
 
     - a registered variant name (random or packaged weights, as the variant says);
     - our checkpoint (file, run folder holding ``checkpoint.pt``, or its dict): config + weights;
     - an official state dict (file or dict; ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers and
       ``module.`` prefixes accepted) with ``arch`` naming the variant it was trained as (``hcnet_vigor``): converted
-      by the architecture's strict converter, which lists missing / unexpected / misshaped keys and fails on any.
+      by the architecture's strict converter, which lists missing / unexpected / misshaped keys and fails on any;
+    - an official release of several files (a list, or their paths joined by commas; ``backbone`` adds one: FG²'s
+      ``dinov2_vitl14_pretrain.pth``), with ``arch``: merged, then converted the same way
+      (:mod:`crossview.fine.convert`). A release missing one of its files is refused, naming the file.
 
     Files load without running code from them (:mod:`crossview.safe_load`): one naming other code raises
     :class:`~crossview.errors.UnsafeCheckpointError` unless ``trust_checkpoint=True`` (``--trust-checkpoint``).
     """
     _ensure()
+    from crossview.fine.convert import build_official, read_official, release_files
+
+    files = release_files(source, backbone)
+    if files is not None:
+        items = read_official(files, trust_checkpoint)
+        return build_official(items, arch, overrides).to(device)
     if isinstance(source, str) and source in _VARIANTS and not Path(source).exists():
         return create_fine(source, **overrides).to(device).eval()
     where = "<dict>"
@@ -401,20 +435,7 @@ def load_fine(source: str | os.PathLike | dict[str, Any], arch: str | None = Non
         raise ConfigError(f"{where}: expected a dict checkpoint, got {type(source).__name__}")
     if "model_config" in source and "state_dict" in source:
         return _from_checkpoint(source, where, overrides).to(device).eval()
-    state = source
-    for wrapper in ("state_dict", "model", "model_state_dict"):
-        if isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-            break
-    if not arch:
-        raise ConfigError(f"{where}: this is not a crossview checkpoint (no model_config); if it is an official "
-                          f"release, say which variant with arch= / --fine-arch (e.g. hcnet_vigor)")
-    info = arch_info(arch)
-    if info.converter is None:
-        raise ConfigError(f"{arch}: {info.name} is a design of our own; it has no official checkpoint layout")
-    model = create_fine(arch if arch in _VARIANTS else info.name, **{"keep_unused": False, **overrides}
-                        if "keep_unused" in info.defaults else overrides)
-    return load_official_state(model, state, info.converter).to(device)
+    return build_official([(where, source)], arch, overrides).to(device)
 
 
 def load_official_state(model: torch.nn.Module, state: dict[str, Any], converter: Any) -> torch.nn.Module:

@@ -107,9 +107,11 @@ def index_tiles(tiles: str | os.PathLike, model: str | os.PathLike, out: str | o
 
 
 def _load_fine(run: str | os.PathLike | Any, device: str, arch: str | None = None,
-               precision: str = "fp32", trust_checkpoint: bool = False) -> tuple[Any, str]:
+               precision: str = "fp32", trust_checkpoint: bool = False,
+               backbone: str | os.PathLike | None = None) -> tuple[Any, str]:
     """(model, name) of a fine localizer: a run folder or checkpoint of ``crossview fine-train``, a registered
-    name, or an official checkpoint with ``arch`` naming its variant (``--fine-arch hcnet_vigor``), all through
+    name, or an official release with ``arch`` naming its variant (``--fine-arch hcnet_vigor``; a release of several
+    files as their paths joined by commas, its backbone also as ``backbone``: ``--fine-backbone``), all through
     ``crossview.fine.load_fine``. An object that is not a path is used as given: a loaded model, or anything with
     ``localize_in_tile(photo, tile, heading_prior) -> Pose`` (and optionally ``cameras``). A loaded torch model is
     laid out for ``precision`` (channels-last on the CPU bf16 path). ``trust_checkpoint``: the checkpoint is
@@ -123,7 +125,7 @@ def _load_fine(run: str | os.PathLike | Any, device: str, arch: str | None = Non
     from crossview.fine.registry import load_fine
 
     try:
-        model = load_fine(run, arch=arch, device=device, trust_checkpoint=trust_checkpoint)
+        model = load_fine(run, arch=arch, device=device, trust_checkpoint=trust_checkpoint, backbone=backbone)
     except ConfigError as exc:
         raise ConfigError(f"--fine-model {run}: {exc}") from exc
     prepare_for_inference(model, precision, device)

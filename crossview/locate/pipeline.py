@@ -51,14 +51,17 @@ class Locator:
     ``index``: a path saved by :func:`index_tiles` (or any crossview index whose ids are tile ids of ``tiles``);
     ``model``: the retrieval checkpoint when the index does not record it; ``tiles``: a manifest when the index
     does not record it; ``fine_model``: a fine-localization run or checkpoint (an official checkpoint with
-    ``fine_arch``, e.g. ``hcnet_vigor``); ``refine``: tiles refined per photo; ``trust_checkpoint``: the fine
-    checkpoint is unpickled without restriction (``--trust-checkpoint``; by default no code in it runs).
+    ``fine_arch``, e.g. ``hcnet_vigor``, and the release's other files joined by commas or, for its backbone, as
+    ``fine_backbone``: FG²'s ``dinov2_vitl14_pretrain.pth``); ``refine``: tiles refined per photo;
+    ``trust_checkpoint``: the fine checkpoint is unpickled without restriction (``--trust-checkpoint``; by default
+    no code in it runs).
     """
 
     def __init__(self, index: str | os.PathLike, *, model: str | os.PathLike | None = None,
                  tiles: str | os.PathLike | None = None, fine_model: str | os.PathLike | None = None,
                  fine_arch: str | None = None, refine: int = 3, device: str = "cpu", precision: str = "fp32",
-                 trust_checkpoint: bool = False, arch: str | None = None):
+                 trust_checkpoint: bool = False, arch: str | None = None,
+                 fine_backbone: str | os.PathLike | None = None):
         from crossview.device import cpu_precision
         from crossview.search.index import load_index
         from crossview.tiles import read_manifest
@@ -80,8 +83,11 @@ class Locator:
             raise ConfigError(f"index {index} does not say where its tile images are: pass --tiles MANIFEST "
                               "(from `crossview tiles`)")
         self.tiles = _match_tiles(self.index.ids, read_manifest(manifest), f"index {index}", manifest)
-        self.fine_path = Path(fine_model) if fine_model is not None and _is_path(fine_model) else None
-        self.fine, self.fine_method = _load_fine(fine_model, device, fine_arch, self.precision, trust_checkpoint) \
+        # a release of several files (comma-joined) is recorded by its first file
+        self.fine_path = Path(str(fine_model).split(",")[0]) if fine_model is not None and _is_path(fine_model) \
+            else None
+        self.fine, self.fine_method = _load_fine(fine_model, device, fine_arch, self.precision, trust_checkpoint,
+                                                 fine_backbone) \
             if fine_model is not None \
             else (None, None)
         self.fine_median_m = _run_median_error(fine_model) if fine_model is not None else None
@@ -500,8 +506,8 @@ def locate(photo: str | os.PathLike | Photo, index: str | os.PathLike | Locator,
         photo = read_photo(photo, kwargs.pop("camera", "auto"), kwargs.pop("fov_deg", None),
                            use_exif=kwargs.get("use_exif", True))
     if not isinstance(index, Locator):
-        load = {k: kwargs.pop(k) for k in ("model", "arch", "tiles", "fine_model", "fine_arch", "device",
-                                           "precision", "trust_checkpoint") if k in kwargs}
+        load = {k: kwargs.pop(k) for k in ("model", "arch", "tiles", "fine_model", "fine_arch", "fine_backbone",
+                                           "device", "precision", "trust_checkpoint") if k in kwargs}
         index = Locator(index, refine=kwargs.get("refine") or 3, **load)
     return index.locate(photo, **kwargs)
 
