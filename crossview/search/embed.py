@@ -1,6 +1,6 @@
 """Embedding extraction as a resumable, sharded stage (``crossview embed``).
 
-``embed_split(model, split, out)`` writes ``out/<view>/shard-*.pt`` for the queries and the references of a
+``embed_split(model, split, out)`` writes ``out/<view>/shard-*.safetensors`` for the queries and the references of a
 :class:`~crossview.data.records.Split`; finished shards are skipped, so an interrupted run resumes, several
 machines can each take ``--shard i/n``, and under ``torchrun`` each rank takes every ``world``-th shard.
 """
