@@ -103,3 +103,102 @@ def test_shards_round_trip_as_safetensors_and_old_pt_shards_still_read(tmp_path)
     # and a re-run over the old folder counts its .pt shards as done
     again = ShardPlan(old, ids, 3, plan.model, {"view": "aerial"})
     assert all(again.is_done(i) for i in range(3))
+
+
+# --- rasters streamed into the index -------------------------------------------------------------------------
+def _texture_tif(path, size=(300, 260)):
+    """A UTM GeoTIFF of random texture (0.5 m pixels) with a nodata corner, near Boston."""
+    rasterio = pytest.importorskip("rasterio")
+    from affine import Affine
+
+    w, h = size
+    rng = np.random.default_rng(3)
+    small = rng.integers(0, 255, (3, h // 8 + 1, w // 8 + 1)).astype(np.uint8)
+    arr = np.repeat(np.repeat(small, 8, axis=1), 8, axis=2)[:, :h, :w].copy()
+    arr[:, : h // 3, : w // 3] = 0  # nodata: tiles there are skipped
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=3, dtype="uint8", crs="EPSG:32619",
+                       transform=Affine.translation(330000.0, 4690000.0) @ Affine.scale(0.5, -0.5), nodata=0,
+                       tiled=True, blockxsize=128, blockysize=128) as ds:
+        ds.write(arr)
+    return path
+
+
+@pytest.fixture(scope="module")
+def raster_world(tmp_path_factory):
+    from crossview.models import create_model, save_model
+
+    root = tmp_path_factory.mktemp("rasterworld")
+    torch.manual_seed(0)
+    ckpt = save_model(create_model("mfrgn_tiny"), root / "model.pt")
+    return root, _texture_tif(root / "ortho.tif"), ckpt
+
+
+def test_rasters_stream_into_the_index_like_tile_files_and_resume_after_a_kill(raster_world, tmp_path, monkeypatch):
+    from PIL import Image
+
+    import crossview.search.rasters as rasters
+    from crossview.models import load_model
+    from crossview.search import stfile
+    from crossview.search.embed import embed_images
+    from crossview.tiles import build_tiles, read_manifest
+
+    root, tif, ckpt = raster_world
+    tiles = read_manifest(build_tiles(tif, tmp_path / "tiles", tile_px=64, overlap=0.5))
+    want = embed_images(load_model(str(ckpt)), [t.path for t in tiles], "aerial", batch=8).numpy()
+    out = rasters.index_rasters([tif], ckpt, tmp_path / "idx", tile_px=64, overlap=0.5, shard_size=16, batch=8,
+                                keep_shards=True, write_tiles=tmp_path / "png")
+    shards = sorted((out / "shards").glob("shard-*.safetensors"))
+    assert len(shards) > 3
+    got = {}
+    for p in shards:
+        f = stfile.STFile(p)
+        got.update(zip(f.metadata["ids"], np.asarray(f["descriptors"])))
+    assert sorted(got) == sorted(t.id for t in tiles)  # the same tiles, the nodata ones skipped alike
+    np.testing.assert_allclose(np.stack([got[t.id] for t in tiles]), want, rtol=0, atol=1e-6)
+    for t in tiles[:5]:  # --write-tiles: the very tiles `crossview tiles` writes
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "png" / f"{t.id}.png")), np.asarray(Image.open(t.path)))
+    idx = load_region_index(out)
+    assert len(idx) == len(tiles) and idx.info["extra"]["skipped"] > 0
+    # killed after two shards: the same command finishes the rest and builds the same index
+    real, calls = rasters.save_shard, []
+
+    def dying(*a, **k):
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        calls.append(a[0])
+        return real(*a, **k)
+
+    monkeypatch.setattr(rasters, "save_shard", dying)
+    with pytest.raises(KeyboardInterrupt):
+        rasters.index_rasters([tif], ckpt, tmp_path / "idx2", tile_px=64, overlap=0.5, shard_size=16, batch=8)
+    first = {p: p.stat().st_mtime_ns for p in calls}
+    assert not (tmp_path / "idx2" / "index.json").exists()
+    monkeypatch.setattr(rasters, "save_shard", real)
+    out2 = rasters.index_rasters([tif], ckpt, tmp_path / "idx2", tile_px=64, overlap=0.5, shard_size=16, batch=8,
+                                 keep_shards=True)
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items())  # finished shards were not redone
+    idx2 = load_region_index(out2)
+    assert idx2.ids == idx.ids and idx2.info["cells"] == idx.info["cells"]
+    np.testing.assert_array_equal(idx2.descriptors(), idx.descriptors())
+
+
+@pytest.mark.slow
+def test_locate_index_under_torchrun_two_ranks_equals_one_process(raster_world, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from crossview.cli import main
+
+    root, tif, ckpt = raster_world
+    common = [str(tif), "--model", str(ckpt), "--tile-px", "64", "--shard-size", "10", "--batch", "8",
+              "--precision", "fp32"]
+    assert main(["locate-index", *common, "--out", str(tmp_path / "one")]) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+           "-m", "crossview.cli", "locate-index", *common, "--out", str(tmp_path / "two"), "--keep-shards"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    one, two = load_region_index(tmp_path / "one"), load_region_index(tmp_path / "two")
+    assert two.ids == one.ids and two.info["cells"] == one.info["cells"]
+    np.testing.assert_allclose(two.descriptors(), one.descriptors(), rtol=0, atol=1e-3)  # float16 storage
+    assert len(list((tmp_path / "two" / "shards").glob("shard-*.safetensors"))) > 2
