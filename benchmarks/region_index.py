@@ -8,7 +8,7 @@ Massachusetts (42.25 N, 71.8 W), ``--sizes`` tiles (10 M tiles = 3,162 x 3,162 c
 - build: the cell files (H3 resolution 7) and the global IVF-PQ (trained and filled from the cell files), seconds
   and bytes on disk;
 - ``--near ±100 m``: ``--queries`` searches at random fixes inside the region, each in a fresh process that opens
-  the index (sidecar only) and searches: latency per search and the process's peak resident memory (ru_maxrss,
+  the index (sidecar only) and searches: latency per search and the process's peak resident memory (VmHWM,
   including Python, numpy, h3 and faiss); recall against brute force over every tile whose footprint meets the
   area (same float16 descriptors): the fraction of queries whose top-10 ids are identical;
 - global (no fix): IVF-PQ (nprobe from the index) + exact re-scoring of k x 16 candidates from the cell files,
@@ -76,7 +76,7 @@ def descriptors(path: Path, n: int, d: int, clusters: int, noise: float, seed: i
 
 
 SEARCH = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 import faiss
 faiss.omp_set_num_threads(1)
@@ -95,8 +95,9 @@ for i, area in enumerate(args["areas"] or [None] * len(q)):
     lat.append(time.perf_counter() - t)
     ids.append([g for g in got[0].tolist() if g is not None])
     opened.append(idx.cells_opened)
-print(json.dumps({"open_s": t_open, "latency_s": lat, "ids": ids, "cells_opened": opened,
-                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM: this process's own peak (ru_maxrss would include the parent's pages at fork, before exec)
+hwm = [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM")][0] / 1024
+print(json.dumps({"open_s": t_open, "latency_s": lat, "ids": ids, "cells_opened": opened, "maxrss_mb": hwm}))
 """
 
 
@@ -220,7 +221,7 @@ def main() -> int:
         "dim": args.dim, "threads": 1, "machine": {"cpu": platform.processor() or platform.machine(),
                                                   "cores": os.cpu_count(), "python": platform.python_version()},
         "sizes": results,
-        "note": ("near-search peak memory is the whole search process's ru_maxrss (Python + numpy + h3 + faiss "
+        "note": ("near-search peak memory is the whole search process's VmHWM (Python + numpy + h3 + faiss "
                  "imports included); latencies exclude opening the index (open_s)."),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
