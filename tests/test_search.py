@@ -70,7 +70,7 @@ def test_embed_shards_keep_order_skip_done_and_resume(world, tmp_path):
     folders = embed_split(model, world, out, shard_size=4, log=lambda *_: None)
     assert folders == {"query": out / "ground", "reference": out / "aerial"}
     assert sorted(p.name for p in (out / "ground").glob("shard-*")) == [
-        "shard-00000-of-00003.pt", "shard-00001-of-00003.pt", "shard-00002-of-00003.pt"]
+        "shard-00000-of-00003.safetensors", "shard-00001-of-00003.safetensors", "shard-00002-of-00003.safetensors"]
     ids, desc, gps, man = load_shards(out / "ground")
     assert ids == [r.query_id for r in world.records]
     want = embed_images(model, [r.query_path for r in world.records], "ground")
@@ -81,11 +81,11 @@ def test_embed_shards_keep_order_skip_done_and_resume(world, tmp_path):
     seen = model.images
     embed_split(model, world, out, shard_size=4, log=lambda *_: None)
     assert model.images == seen + 1  # everything finished: only the blank image that tells the descriptor size
-    (out / "aerial" / "shard-00001-of-00004.pt").unlink()
-    mtime = (out / "aerial" / "shard-00000-of-00004.pt").stat().st_mtime_ns
+    (out / "aerial" / "shard-00001-of-00004.safetensors").unlink()
+    mtime = (out / "aerial" / "shard-00000-of-00004.safetensors").stat().st_mtime_ns
     embed_split(model, world, out, shard_size=4, log=lambda *_: None)
     assert model.images == seen + 1 + 1 + 3  # the probe, then only the missing shard (tiles 3..5)
-    assert (out / "aerial" / "shard-00000-of-00004.pt").stat().st_mtime_ns == mtime
+    assert (out / "aerial" / "shard-00000-of-00004.safetensors").stat().st_mtime_ns == mtime
     _, ref_desc, _, _ = load_shards(out / "aerial")
     torch.testing.assert_close(ref_desc, embed_images(model, [r.path for r in world.references], "aerial"))
 
@@ -253,8 +253,8 @@ def test_cli_embed_shards_then_eval_reuses_them_and_index_checks_the_model(vigor
     for shard in ("1/2", "0/2"):
         assert main(["embed", str(ckpt), str(root), "--dataset", "vigor", "--split", "test", "--out", str(emb),
                      "--shard", shard, "--batch", "16", "--device", "cpu", "--precision", "fp32"]) == 0
-    shards = sorted(emb.glob("*/shard-*.pt"))
-    assert [p.name for p in shards] == ["shard-00000-of-00002.pt", "shard-00001-of-00002.pt"] * 2
+    shards = sorted(emb.glob("*/shard-*.safetensors"))
+    assert [p.name for p in shards] == ["shard-00000-of-00002.safetensors", "shard-00001-of-00002.safetensors"] * 2
     stamps = [p.stat().st_mtime_ns for p in shards]
     out = tmp_path / "eval"
     assert main(["eval", str(ckpt), "--data", str(root), "--dataset", "vigor", "--out", str(out), "--embeddings",

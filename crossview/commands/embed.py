@@ -13,7 +13,7 @@ from crossview.safe_load import add_trust_argument
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "embed", help="extract descriptors of a dataset split into resumable shards",
-        description="Writes DIR/<view>/shard-00003-of-00008.pt (ids, L2-normalised descriptors, GPS) and a "
+        description="Writes DIR/<view>/shard-00003-of-00008.safetensors (ids, L2-normalised descriptors, GPS) and a "
                     "manifest per view. Finished shards are skipped, so re-running resumes. --shard I/N computes "
                     "only shard I of N (one per machine); under torchrun each rank takes its shards.")
     p.add_argument("model", help="run folder, checkpoint file (ours, or the authors' with --arch) or a registered "

@@ -43,7 +43,83 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", dest="json_out", help="write the results to this JSON file")
     add_trust_argument(q)
     q.set_defaults(func=search)
+    i = s.add_parser("info", help="what an index holds: tiles, cells, bytes, the model, the area covered")
+    i.add_argument("index", metavar="INDEX")
+    i.add_argument("--json", dest="json_out", action="store_true", help="print JSON")
+    i.add_argument("--picture", metavar="PNG", help="region index: draw its cells (tile count per cell) to PNG")
+    i.set_defaults(func=info)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def info(args: argparse.Namespace) -> int:
+    from crossview.search.index import load_index
+    from crossview.search.shards import describe_model
+
+    idx = load_index(args.index)
+    if hasattr(idx, "summary"):
+        out = idx.summary()
+    else:
+        import numpy as np
+
+        path = Path(args.index)
+        g = idx.gps[~np.isnan(idx.gps).any(axis=1)]
+        out = {"path": str(path), "kind": idx.params.get("kind"), "tiles": len(idx), "cells": None, "dim": idx.dim,
+               "bytes": {"index": path.stat().st_size, "sidecar": (path.parent / f"{path.name}.json").stat().st_size},
+               "model": describe_model(idx.meta),
+               "bounds": None if not len(g) else {"south": float(g[:, 0].min()), "north": float(g[:, 0].max()),
+                                                  "west": float(g[:, 1].min()), "east": float(g[:, 1].max())}}
+        out["bytes"]["total"] = sum(out["bytes"].values())
+    if args.picture:
+        if not hasattr(idx, "summary"):
+            from crossview.errors import ConfigError
+
+            raise ConfigError("--picture draws a region index's cells; this is a flat index")
+        _draw_cells(idx, args.picture)
+        out["picture"] = args.picture
+    if args.json_out:
+        print(json.dumps(out, indent=2))
+        return 0
+    b = out["bounds"]
+    print(f"{out['path']}: {out['kind']} index of {out['tiles']:,} tiles"
+          + (f" in {out['cells']:,} H3 cells (resolution {out['h3_resolution']})" if out.get("cells") else ""))
+    print(f"  model: {out['model']}, descriptors {out['dim']}-d" + (f" {out['dtype']}" if out.get("dtype") else ""))
+    print("  bytes: " + ", ".join(f"{k} {v / 2**20:,.1f} MiB" for k, v in out["bytes"].items()))
+    if b:
+        print(f"  area: lat {b['south']:.5f} .. {b['north']:.5f}, lon {b['west']:.5f} .. {b['east']:.5f}"
+              + (f"; cells cover {out['cells_area_km2']:,} km²" if out.get("cells_area_km2") is not None else ""))
+    if out.get("global_search"):
+        print(f"  search without a fix: {out['global_search']}")
+    if out.get("picture"):
+        print(f"  picture: {out['picture']}")
+    return 0
+
+
+def _draw_cells(idx, png: str) -> None:
+    """Each cell's hexagon filled by its tile count, in lon/lat (a coverage picture)."""
+    import math
+
+    import h3
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    polys, counts = [], []
+    for hx, (_, n) in idx.cells.items():
+        polys.append([(lon, lat) for lat, lon in h3.cell_to_boundary(hx)])
+        counts.append(n)
+    fig, ax = plt.subplots(figsize=(7, 7))
+    coll = PolyCollection(polys, array=counts, cmap="viridis", edgecolors="none")
+    ax.add_collection(coll)
+    ax.autoscale_view()
+    ax.set_aspect(1 / max(0.1, math.cos(math.radians(idx.info["bounds"]["north"]))))
+    fig.colorbar(coll, ax=ax, label="tiles per cell")
+    ax.set_title(f"{len(idx):,} tiles in {len(idx.cells):,} H3 cells")
+    ax.set_xlabel("longitude")
+    ax.set_ylabel("latitude")
+    fig.savefig(png, dpi=100, bbox_inches="tight")
+    plt.close(fig)
 
 
 def _shard_folder(path: str, role: str) -> Path:

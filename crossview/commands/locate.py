@@ -56,14 +56,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_trust_argument(p)
     p.set_defaults(func=run)
 
-    q = sub.add_parser("locate-index", help="embed a tile set (crossview tiles) into a search index for locate")
-    q.add_argument("tiles", help="tile folder or its manifest.json")
+    q = sub.add_parser("locate-index", help="embed a tile set or whole rasters into a search index for locate",
+                       description="Embed a tile set (crossview tiles) into a flat index, or GeoTIFFs / COGs "
+                                   "(tiles cut on the fly, no tile files) into a region index: descriptors per H3 "
+                                   "cell, searched near a GPS fix by opening only the cells that meet it. Under "
+                                   "torchrun each rank (one per GPU) takes every world-th shard; rank 0 merges. "
+                                   "An interrupted run resumes: run the same command again.")
+    q.add_argument("tiles", nargs="+", metavar="SOURCE",
+                   help="a tile folder or its manifest.json, or one or more geo-referenced rasters")
     q.add_argument("--model", required=True, help="retrieval training run folder or checkpoint (ours, or the authors' "
                                                   "with --arch)")
     q.add_argument("--arch", metavar="VARIANT", help="the released variant of an official checkpoint (mfrgn_cvusa, "
                                                      "mfrgn_vigor, sample4geo_vigor, ...); recorded in the index")
-    q.add_argument("--out", required=True, help="index file to write (plus INDEX.json)")
-    q.add_argument("--kind", default="flat", choices=["flat", "ivfpq"])
+    q.add_argument("--out", required=True, help="index to write: a file (+ INDEX.json) for a flat index, a folder "
+                                                "for a region index")
+    q.add_argument("--kind", default="flat", choices=["flat", "ivfpq"], help="tile folders, --layout flat")
+    q.add_argument("--layout", choices=["flat", "region"], default=None,
+                   help="flat: one faiss index (the default for a tile folder); region: per-H3-cell files (the "
+                        "default, and the only layout, for rasters)")
+    r = q.add_argument_group("rasters")
+    r.add_argument("--tile-px", type=int, default=640, help="tile side in pixels (as crossview tiles)")
+    r.add_argument("--overlap", type=float, default=0.5, help="fraction shared by neighbouring tiles")
+    r.add_argument("--mpp", type=float, default=None, help="metres per pixel of the tiles (default: the raster's)")
+    r.add_argument("--bands", default=None, help="band numbers: 3,2,1 or 1 (as crossview tiles)")
+    r.add_argument("--stretch", default="auto", help="auto | none | minmax | percentile[:LO,HI] | range:LO,HI")
+    r.add_argument("--min-valid", type=float, default=0.5, help="tiles with less valid area are skipped")
+    r.add_argument("--shard-size", type=int, default=4096, help="candidate tiles per resumable shard")
+    r.add_argument("--batch", type=int, default=32)
+    r.add_argument("--write-tiles", metavar="DIR", help="also save every tile as DIR/<id>.png (for inspection)")
+    r.add_argument("--keep-shards", action="store_true", help="keep INDEX/shards after the index is built")
+    g = q.add_argument_group("region index")
+    g.add_argument("--h3-res", type=int, default=7, help="H3 resolution of the cells (7: about 5 km² each)")
+    g.add_argument("--ivf", choices=["auto", "on", "off"], default="auto",
+                   help="global IVF-PQ for searches without a fix (auto: from 20,000 tiles)")
+    g.add_argument("--nlist", type=int, default=None)
+    g.add_argument("--m", type=int, default=None, help="PQ sub-vectors (default D/4, at most 64)")
+    g.add_argument("--nprobe", type=int, default=32)
+    g.add_argument("--ondisk", action="store_true", help="IVF lists in a memory-mapped file (indexes beyond RAM)")
     q.add_argument("--device", default="cpu")
     add_precision_args(q)
     add_trust_argument(q)
@@ -94,13 +123,41 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_index(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from crossview.device import configure_threads, set_compile_mode
-    from crossview.locate import index_tiles
+    from crossview.errors import ConfigError
+    from crossview.tiles.raster import RASTER_SUFFIXES
 
     set_compile_mode(args.compile)
     if args.device == "cpu":
         configure_threads(args.threads)
-    path = index_tiles(args.tiles, args.model, args.out, kind=args.kind, device=args.device,
-                       precision=args.precision, arch=args.arch, trust_checkpoint=args.trust_checkpoint)
-    print(f"index: {path} (+ {path.name}.json)")
+    rasters = [Path(t).is_file() and Path(t).suffix.lower() in RASTER_SUFFIXES for t in args.tiles]
+    if any(rasters):
+        if not all(rasters) or args.layout == "flat":
+            raise ConfigError("locate-index: rasters make a region index (--layout region); give only rasters, or "
+                              "cut them with `crossview tiles` first for a flat index")
+        from crossview.search.rasters import index_rasters
+        from crossview.tiles.raster import RasterOptions, parse_bands
+
+        opts = RasterOptions(bands=parse_bands(args.bands), stretch=args.stretch, min_valid=args.min_valid)
+        path = index_rasters(args.tiles, args.model, args.out, tile_px=args.tile_px, overlap=args.overlap,
+                             mpp=args.mpp, options=opts, shard_size=args.shard_size, batch=args.batch,
+                             device=args.device, precision=args.precision, res=args.h3_res,
+                             ivf={"auto": None, "on": True, "off": False}[args.ivf], nlist=args.nlist, m=args.m,
+                             nprobe=args.nprobe, ondisk=args.ondisk, write_tiles=args.write_tiles,
+                             keep_shards=args.keep_shards, arch=args.arch, trust_checkpoint=args.trust_checkpoint)
+        if path is not None:
+            print(f"region index: {path} (crossview index info {path})")
+        return 0
+    if len(args.tiles) != 1:
+        raise ConfigError("locate-index: give one tile folder (or manifest), or rasters")
+    from crossview.locate import index_tiles
+
+    region = args.layout == "region"
+    extra = {"res": args.h3_res, "ivf": {"auto": None, "on": True, "off": False}[args.ivf]} if region else {}
+    path = index_tiles(args.tiles[0], args.model, args.out, kind=args.kind, device=args.device,
+                       precision=args.precision, layout="region" if region else "flat", arch=args.arch,
+                       trust_checkpoint=args.trust_checkpoint, **extra)
+    print(f"index: {path}" + ("" if region else f" (+ {path.name}.json)"))
     return 0

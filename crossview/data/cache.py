@@ -27,15 +27,20 @@ def load_resized(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
     Pillow's antialiased bilinear filter averages over the source footprint when shrinking, like the
     official code's ``INTER_AREA``.
     """
-    h, w = size
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (w, h):
-                im = im.resize((w, h), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
+            return resize_rgb(im.convert("RGB"), size)
     except (OSError, ValueError) as exc:
         raise DatasetError(f"cannot read image {path}: {exc}; re-download or remove the file") from exc
+
+
+def resize_rgb(image: Image.Image | np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An RGB image (PIL, or uint8 H×W×3) resized to ``size`` = (height, width) as :func:`load_resized` does."""
+    h, w = size
+    im = Image.fromarray(image) if isinstance(image, np.ndarray) else image
+    if im.size != (w, h):
+        im = im.resize((w, h), Image.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
 
 
 def cache_key(paths: Sequence[str | os.PathLike], size: tuple[int, int]) -> str:

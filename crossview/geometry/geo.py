@@ -9,11 +9,14 @@ distances are WGS84 geodesics.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from crossview.geometry.geodesy import MEAN_RADIUS_M, enu_to_latlon, geodesic_m, latlon_to_enu
-from crossview.geometry.types import ArrayLike, Size2
+
+if TYPE_CHECKING:  # annotations only: these conversions need numpy, not torch
+    from crossview.geometry.types import ArrayLike, Size2
 
 EARTH_RADIUS_M = MEAN_RADIUS_M  # 6,371,008.8 m (IUGG mean radius; HC-Net's reports use 6 371 004)
 WEB_MERCATOR_EQUATOR_MPP = 156543.03392  # metres per pixel at zoom 0 on the equator, 256-px tiles

@@ -14,10 +14,12 @@ Everything takes floats or NumPy arrays (broadcast) of degrees.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from crossview.geometry.types import ArrayLike
+if TYPE_CHECKING:  # annotations only: these conversions need numpy, not torch
+    from crossview.geometry.types import ArrayLike
 
 WGS84_A = 6378137.0  # semi-major axis (m)
 WGS84_F = 1 / 298.257223563

@@ -7,7 +7,6 @@ import re
 import numpy as np
 
 from crossview.errors import ConfigError
-from crossview.geometry.geo import latlon_to_offset
 
 _NEAR = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?)\s*,\s*([+-]?\d+(?:\.\d*)?)\s*(?:±|\+-|\+/-|~|,)\s*(\d+(?:\.\d*)?)\s*$")
 
@@ -39,10 +38,9 @@ def tile_geometry(tiles: list) -> np.ndarray:
 
 def tiles_near(tiles: list | np.ndarray, lat: float, lon: float, radius_m: float) -> np.ndarray:
     """Mask of the tiles (or rows of :func:`tile_geometry`) whose footprint comes within ``radius_m`` of the point."""
+    from crossview.search.region import footprints_near  # the rule the region index searches by
+
     geo = tiles if isinstance(tiles, np.ndarray) else tile_geometry(tiles)
-    east, north = latlon_to_offset(lat, lon, geo[:, 0], geo[:, 1])  # tile centres from the point (tangent plane)
-    gap_e = np.maximum(np.abs(np.asarray(east)) - geo[:, 2], 0.0)
-    gap_n = np.maximum(np.abs(np.asarray(north)) - geo[:, 3], 0.0)
-    return np.hypot(gap_e, gap_n) <= radius_m
+    return footprints_near(geo[:, :2], geo[:, 2:], lat, lon, radius_m)
 
 

@@ -67,8 +67,8 @@ def _has_view(model, view: str) -> bool:
 
 
 def index_tiles(tiles: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike, *, kind: str = "flat",
-                device: str = "cpu", batch: int = 32, precision: str = "fp32", arch: str | None = None,
-                trust_checkpoint: bool = False, **index_kwargs: Any) -> Path:
+                device: str = "cpu", batch: int = 32, precision: str = "fp32", layout: str = "flat",
+                arch: str | None = None, trust_checkpoint: bool = False, **index_kwargs: Any) -> Path:
     """Embed the tiles of a manifest (``crossview tiles``) with a retrieval model and save an index at ``out``.
 
     ``model``: a training run folder or checkpoint (or a built model, whose checkpoint then goes unrecorded). The
@@ -76,7 +76,9 @@ def index_tiles(tiles: str | os.PathLike, model: str | os.PathLike, out: str | o
     Returns ``out``; an index already built from the same model and manifest is kept. ``precision``
     (``auto | fp32 | bf16``, see :func:`crossview.device.cpu_precision`) is recorded in the sidecar; descriptors
     are stored as float32 either way, so queries in any precision search it. ``arch`` names the released
-    variant of an official checkpoint (recorded too, so ``locate`` rebuilds the same model).
+    variant of an official checkpoint (recorded too, so ``locate`` rebuilds the same model). ``layout="region"``:
+    a region index folder instead (:mod:`crossview.search.region`: float16 descriptors per H3 cell;
+    ``index_kwargs`` go to :func:`~crossview.search.region.build_region_index`).
     """
     from crossview.device import cpu_precision
     from crossview.search.embed import embed_images
@@ -101,6 +103,12 @@ def index_tiles(tiles: str | os.PathLike, model: str | os.PathLike, out: str | o
     desc = embed_images(net, [t.path for t in records], "aerial", batch=batch, device=device, precision=precision)
     meta = {**ident, "checkpoint": str(checkpoint) if checkpoint else None, "arch": arch,
             "tiles_manifest": str(manifest), "precision": precision}
+    if layout == "region":
+        from crossview.search.region import Part, build_region_index
+
+        half = np.array([[0.5 * t.width * t.mpp, 0.5 * t.height * t.mpp] for t in records], np.float32)
+        part = Part([t.id for t in records], np.array([[t.lat, t.lon] for t in records]), half, desc.numpy())
+        return build_region_index([part], out, {**meta, "view": "aerial"}, **index_kwargs)
     index = build_index(desc, [t.id for t in records], [(t.lat, t.lon) for t in records], meta, kind=kind,
                         **index_kwargs)
     return save_index(index, out)

@@ -145,6 +145,14 @@ class Locator:
         n = len(self.index)
         if area is None:
             return self.index.search(desc, min(top_k, n))
+        if hasattr(self.index, "search_near"):  # a region index: only the cells that meet the area are read
+            scores, ids = self.index.search_near(desc, top_k, area)
+            if ids[0][0] is None:
+                raise CrossviewError(f"no tile of the index {self.index_path} comes within {area[2]:g} m of "
+                                     f"{area[0]:.6f},{area[1]:.6f}: widen the radius of --near or check the "
+                                     "coordinates (latitude first)")
+            keep = [j for j, t in enumerate(ids[0]) if t is not None]
+            return scores[:, keep], ids[:, keep]
         allowed = tiles_near(self.geometry, *area)
         if not allowed.any():
             raise CrossviewError(f"no tile of the index {self.index_path} comes within {area[2]:g} m of "

@@ -1,6 +1,6 @@
 """Embedding extraction as a resumable, sharded stage (``crossview embed``).
 
-``embed_split(model, split, out)`` writes ``out/<view>/shard-*.pt`` for the queries and the references of a
+``embed_split(model, split, out)`` writes ``out/<view>/shard-*.safetensors`` for the queries and the references of a
 :class:`~crossview.data.records.Split`; finished shards are skipped, so an interrupted run resumes, several
 machines can each take ``--shard i/n``, and under ``torchrun`` each rank takes every ``world``-th shard.
 """
@@ -98,26 +98,47 @@ def embed_images(model: torch.nn.Module, paths: Sequence[str | Path], view: str,
     the descriptors are float32 either way. ``compile``: ``auto | on | off`` (default: the process-wide
     ``--compile``, see :func:`crossview.device.should_compile`)."""
     from crossview.data.images import ImageSource
-    from crossview.data.transforms import normalize
-    from crossview.device import as_input, embedder, inference_autocast, prepare_for_inference, should_compile
-
-    size, mean, std = model_input_spec(model, view)
-    source = ImageSource([str(p) for p in paths], tuple(size), cache_dir)
-    device = torch.device(device)
-    was_training = model.training
-    prepare_for_inference(model, precision, device)
-    embed = embedder(model, view, batch, should_compile(model, len(source), precision, device, compile))
-    out = []
     from crossview.progress import progress
 
-    for start in progress(range(0, len(source), batch), desc=f"embed {view}", unit="batch"):
-        x = torch.stack([source.get(i) for i in range(start, min(start + batch, len(source)))]).to(device)
-        x = as_input(normalize(x, mean, std), precision)
-        with inference_autocast(precision, device, half):
-            d = embed(x)
-        out.append(torch.nn.functional.normalize(d.float(), dim=1).cpu())
-    model.train(was_training)
+    size, _, _ = model_input_spec(model, view)
+    source = ImageSource([str(p) for p in paths], tuple(size), cache_dir)
+    embed = ArrayEmbedder(model, view, batch=batch, device=device, half=half, precision=precision,
+                          compile=compile, n_hint=len(source))
+    out = [embed([source.get(i) for i in range(start, min(start + batch, len(source)))])
+           for start in progress(range(0, len(source), batch), desc=f"embed {view}", unit="batch")]
+    embed.done()
     return torch.cat(out) if out else torch.empty(0, 0)
+
+
+class ArrayEmbedder:
+    """Embeds batches of images already at the model's input size (uint8 (3, H, W) tensors, as
+    :class:`~crossview.data.images.ImageSource` gives them) exactly as :func:`embed_images` does: the one code path
+    for image files and for tiles cut in memory (``crossview locate-index RASTERS``). ``done()`` restores the
+    model's training mode."""
+
+    def __init__(self, model: torch.nn.Module, view: str, *, batch: int = 32, device: str | torch.device = "cpu",
+                 half: bool = False, precision: str = "fp32", compile: str | None = None, n_hint: int = 0):
+        from crossview.device import embedder, prepare_for_inference, should_compile
+
+        self.size, self.mean, self.std = model_input_spec(model, view)
+        self.model, self.device, self.half, self.precision = model, torch.device(device), half, precision
+        self.was_training = model.training
+        prepare_for_inference(model, precision, self.device)
+        self.embed = embedder(model, view, batch, should_compile(model, n_hint, precision, self.device, compile))
+
+    @torch.no_grad()
+    def __call__(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        from crossview.data.transforms import normalize
+        from crossview.device import as_input, inference_autocast
+
+        x = torch.stack(list(images)).to(self.device)
+        x = as_input(normalize(x, self.mean, self.std), self.precision)
+        with inference_autocast(self.precision, self.device, self.half):
+            d = self.embed(x)
+        return torch.nn.functional.normalize(d.float(), dim=1).cpu()
+
+    def done(self) -> None:
+        self.model.train(self.was_training)
 
 
 def split_items(split: Split, role: str, root: Path | None = None):

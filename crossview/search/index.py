@@ -169,9 +169,15 @@ def save_index(index: Index, path: str | Path) -> Path:
 
 
 def load_index(path: str | Path, query_meta: dict[str, Any] | None = None) -> Index:
-    """Load an index saved by :func:`save_index`; with ``query_meta``, refuse a different query model."""
-    faiss = _faiss()
+    """Load an index saved by :func:`save_index`, or open a region index folder
+    (:class:`crossview.search.region.RegionIndex`, same search interface); with ``query_meta``, refuse a different
+    query model."""
     path = Path(path)
+    if path.is_dir():
+        from crossview.search.region import load_region_index
+
+        return load_region_index(path, query_meta)
+    faiss = _faiss()
     side = sidecar_path(path)
     if not path.exists() or not side.exists():
         raise CrossviewError(f"index {path} needs both {path.name} and {side.name}; build it with "

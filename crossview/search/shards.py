@@ -2,9 +2,14 @@
 
 Layout of one embedded view::
 
-    DIR/<view>/manifest.json                 the plan: model identity, item count, shard ranges
-    DIR/<view>/shard-00003-of-00008.pt       {"ids", "descriptors" (n, D), "gps" (n, 2) float64, NaN = unknown,
-                                              "start", "end", "model": identity}
+    DIR/<view>/manifest.json                       the plan: model identity, item count, shard ranges
+    DIR/<view>/shard-00003-of-00008.safetensors    tensors "descriptors" (n, D), "gps" (n, 2) float64 (NaN =
+                                                    unknown), optionally more per-row arrays; JSON metadata "ids",
+                                                    "start", "end", "model" (identity), "precision"
+
+Shards written by earlier versions (``shard-*.pt``, a pickled dict of the same fields) still read, through
+:func:`crossview.safe_load.load_checkpoint` (weights-only: no code in them runs); new shards are safetensors, which
+hold no code at all.
 
 Items are split into contiguous ranges (shard i covers ``[i·N // n, (i+1)·N // n)``), so concatenating the
 shards in index order restores the input order whichever process wrote which shard. Every shard is written
@@ -24,15 +29,41 @@ from typing import Any
 import numpy as np
 
 from crossview.errors import ConfigError, CrossviewError, UnsafeCheckpointError
-from crossview.io import save_torch_atomic, write_json_atomic
+from crossview.io import atomic_write, write_json_atomic
 from crossview.safe_load import load_checkpoint
 
 MANIFEST = "manifest.json"
-SHARD_RE = re.compile(r"shard-(\d{5})-of-(\d{5})\.pt$")
+SHARD_RE = re.compile(r"shard-(\d{5})-of-(\d{5})\.(pt|safetensors)$")
+FORMAT = "crossview-descriptor-shards/2"  # /1: the same plan with .pt shards
 
 
-def shard_name(i: int, n: int) -> str:
-    return f"shard-{i:05d}-of-{n:05d}.pt"
+def shard_name(i: int, n: int, suffix: str = ".safetensors") -> str:
+    return f"shard-{i:05d}-of-{n:05d}{suffix}"
+
+
+def shard_file(path: str | Path) -> Path | None:
+    """The shard file at ``path`` or, written by an earlier version, its ``.pt`` / ``.safetensors`` sibling."""
+    path = Path(path)
+    for p in (path, path.with_suffix(".safetensors"), path.with_suffix(".pt")):
+        if p.exists():
+            return p
+    return None
+
+
+def read_shard(path: str | Path, trust_checkpoint: bool = False) -> dict[str, Any]:
+    """One shard as a dict: "ids", "descriptors" (tensor), "gps", "start", "end", "model", "precision" and any
+    other per-row arrays. A ``.pt`` shard of an earlier version is read through
+    :func:`~crossview.safe_load.load_checkpoint` (``trust_checkpoint``: unpickled without restriction)."""
+    path = Path(path)
+    if path.suffix == ".pt":
+        return load_checkpoint(path, trust=trust_checkpoint, what="descriptor shard")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+        blob = {k: f.get_tensor(k) for k in f.keys()}
+    blob.update(meta)
+    return blob
 
 
 def shard_ranges(n_items: int, n_shards: int) -> list[tuple[int, int]]:
@@ -90,7 +121,7 @@ class ShardPlan:
 
     def manifest(self) -> dict[str, Any]:
         return {
-            "format": "crossview-descriptor-shards/1", "count": len(self.ids), "num_shards": self.n_shards,
+            "format": FORMAT, "count": len(self.ids), "num_shards": self.n_shards,
             "ids_sha1": ids_digest(self.ids), "model": self.model,
             "shards": [{"file": shard_name(i, self.n_shards), "start": s, "end": e}
                        for i, (s, e) in enumerate(self.ranges)],
@@ -119,12 +150,12 @@ class ShardPlan:
     def is_done(self, i: int, trust_checkpoint: bool = False) -> bool:
         """True when shard ``i`` exists with the planned rows (a finished shard from an earlier run). A shard that
         names code to run raises :class:`~crossview.errors.UnsafeCheckpointError` unless ``trust_checkpoint``."""
-        p = self.path(i)
-        if not p.exists():
+        p = shard_file(self.path(i))
+        if p is None:
             return False
         s, e = self.ranges[i]
         try:
-            blob = load_checkpoint(p, trust=trust_checkpoint, what="descriptor shard")
+            blob = read_shard(p, trust_checkpoint)
         except UnsafeCheckpointError:
             raise
         except Exception:  # noqa: BLE001 — unreadable means unfinished: recompute it
@@ -135,13 +166,24 @@ class ShardPlan:
         s, e = self.ranges[i]
         if descriptors.shape[0] != e - s:
             raise ValueError(f"shard {i} covers {e - s} items, got {descriptors.shape[0]} descriptors")
-        import torch
-
         g = np.full((e - s, 2), np.nan) if gps is None else np.asarray(gps, dtype=np.float64).reshape(e - s, 2)
-        return save_torch_atomic(self.path(i), {
-            "ids": self.ids[s:e], "descriptors": descriptors, "gps": torch.from_numpy(g),
-            "start": s, "end": e, "model": self.model, "precision": precision,
-        })
+        return save_shard(self.path(i), self.ids[s:e], descriptors, g,
+                          {"start": s, "end": e, "model": self.model, "precision": precision})
+
+
+def save_shard(path: str | Path, ids: list[str], descriptors, gps: np.ndarray, meta: dict[str, Any],
+               arrays: dict[str, Any] | None = None) -> Path:
+    """Write one shard as safetensors (atomically): the descriptors (a tensor or array), gps (n, 2), any other
+    per-row ``arrays``, and ``meta`` plus the ids as JSON metadata."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {"descriptors": torch.as_tensor(descriptors).contiguous(),
+               "gps": torch.from_numpy(np.ascontiguousarray(gps, dtype=np.float64))}
+    for k, v in (arrays or {}).items():
+        tensors[k] = torch.as_tensor(np.ascontiguousarray(v)).contiguous()
+    text = {k: json.dumps(v) for k, v in {**meta, "ids": list(ids)}.items()}
+    return atomic_write(Path(path), lambda p: save_file(tensors, str(p), metadata=text))
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
@@ -153,7 +195,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 
 def missing_shards(folder: str | Path) -> list[str]:
     man = read_manifest(folder)
-    return [s["file"] for s in man["shards"] if not (Path(folder) / s["file"]).exists()]
+    return [s["file"] for s in man["shards"] if shard_file(Path(folder) / s["file"]) is None]
 
 
 def load_shards(folder: str | Path, dtype=None,
@@ -172,7 +214,7 @@ def load_shards(folder: str | Path, dtype=None,
     ids: list[str] = []
     descs, gps = [], []
     for entry in man["shards"]:
-        blob = load_checkpoint(folder / entry["file"], trust=trust_checkpoint, what="descriptor shard")
+        blob = read_shard(shard_file(folder / entry["file"]), trust_checkpoint)
         if blob["start"] != entry["start"] or blob["end"] != entry["end"]:
             raise CrossviewError(f"{folder / entry['file']} covers rows {blob['start']}..{blob['end']}, the "
                                  f"manifest says {entry['start']}..{entry['end']}; delete the folder and re-embed")

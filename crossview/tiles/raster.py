@@ -309,6 +309,62 @@ def _centres(extent_m: float, size_m: float, step_m: float) -> list[float]:
     return [float(v) for v in out]
 
 
+def tile_plan(src: _Source, tile_px: int, overlap: float, mpp: float) -> list[tuple[int, int, float, float]]:
+    """Every candidate tile of an open raster, in order: (row, column, centre lat, centre lon); rows of constant
+    latitude from north to south, ``tile_px * (1 - overlap)`` pixels of ``mpp`` metres apart."""
+    south, north, west, east = src.bounds_latlon()
+    size_m = tile_px * mpp
+    step_m = max(1, round(tile_px * (1 - overlap))) * mpp
+    m_lat, _ = radii((south + north) / 2)
+    plan = []
+    for r, d in enumerate(_centres(math.radians(north - south) * m_lat, size_m, step_m)):
+        lat = north - math.degrees(d / m_lat)
+        _, m_lon = radii(lat)
+        cols = _centres(math.radians(east - west) * m_lon, size_m, step_m)
+        plan += [(r, c, lat, west + math.degrees(e / m_lon)) for c, e in enumerate(cols)]
+    return plan
+
+
+def tile_id(r: int, c: int) -> str:
+    return f"r{r:04d}_c{c:04d}"
+
+
+class OpenRaster:
+    """A raster opened for tiling (a context manager): ``.source`` (its :class:`_Source`), ``.mpp``,
+    ``.plan`` (:func:`tile_plan`) and ``read(k)`` -> tile ``k``'s (image, valid fraction) or None."""
+
+    def __init__(self, source: Path, tile_px: int, overlap: float, mpp: float | None,
+                 options: RasterOptions = RasterOptions()):
+        self.path, self.tile_px, self.options = Path(source), int(tile_px), options
+        self.rio = import_rasterio(self.path)
+        self._env = self.rio.Env(GDAL_CACHEMAX=int(options.cache_mb) * 2**20)
+        self._env.__enter__()
+        try:
+            self.ds = _open(self.rio, self.path)
+            self.source = _Source(self.rio, self.ds, self.path, options)
+            self.mpp = float(mpp or self.source.native_mpp())
+            self.plan = tile_plan(self.source, self.tile_px, overlap, self.mpp)
+        except BaseException:
+            self.close()
+            raise
+
+    def read(self, k: int) -> tuple[np.ndarray, float] | None:
+        r, c, lat, lon = self.plan[k]
+        return self.source.read_tile(lat, lon, self.tile_px, self.mpp)
+
+    def close(self) -> None:
+        if getattr(self, "ds", None) is not None:
+            self.ds.close()
+            self.ds = None
+        self._env.__exit__(None, None, None)
+
+    def __enter__(self) -> OpenRaster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def tile_raster(source: Path, out: Path, tile_px: int, overlap: float, mpp: float | None,
                 options: RasterOptions = RasterOptions()) -> tuple[list[Tile], dict[str, Any]]:
     """Cut a geo-referenced raster into north-up ``tile_px`` tiles under ``out/tiles``.
@@ -329,15 +385,7 @@ def tile_raster(source: Path, out: Path, tile_px: int, overlap: float, mpp: floa
         mpp = float(mpp or native)
         south, north, west, east = src.bounds_latlon()
         size_m = tile_px * mpp
-        step_m = max(1, round(tile_px * (1 - overlap))) * mpp
-        m_lat, _ = radii((south + north) / 2)
-        rows = _centres(math.radians(north - south) * m_lat, size_m, step_m)
-        plan = []
-        for r, d in enumerate(rows):
-            lat = north - math.degrees(d / m_lat)
-            _, m_lon = radii(lat)
-            cols = _centres(math.radians(east - west) * m_lon, size_m, step_m)
-            plan += [(r, c, lat, west + math.degrees(e / m_lon)) for c, e in enumerate(cols)]
+        plan = tile_plan(src, tile_px, overlap, mpp)
         tiles, empty = [], 0
         bar = progress(total=len(plan), desc="tiles", unit="tile")
         for r, c, lat, lon in plan:
@@ -346,7 +394,7 @@ def tile_raster(source: Path, out: Path, tile_px: int, overlap: float, mpp: floa
             if got is None or got[1] < options.min_valid:
                 empty += 1
                 continue
-            tid = f"r{r:04d}_c{c:04d}"
+            tid = tile_id(r, c)
             im = Image.fromarray(got[0])
             path = atomic_write(out / "tiles" / f"{tid}.png", lambda p, im=im: im.save(p, format="PNG"))
             tiles.append(Tile(tid, path, lat, lon, mpp, tile_px, tile_px, square_footprint(lat, lon, size_m, size_m)))
