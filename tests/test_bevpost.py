@@ -369,9 +369,10 @@ def test_the_page_serves_the_posterior_heat_map_and_the_cli_answer(tmp_path, cap
         assert resp.status == 200, page
         from crossview.tiles import distance_m
 
-        # the same answer (the server's worker thread may sum in another order: equal to well below a millimetre)
+        # the same answer (the server's worker thread may sum in another order, with another thread count: equal
+        # to well below a millimetre and a thousandth of a degree; measured 1.5e-4 deg on a 2-core Sapphire Rapids)
         assert distance_m((page["lat"], page["lon"]), (cli["lat"], cli["lon"])) < 1e-3
-        assert page["heading_deg"] == pytest.approx(cli["heading_deg"], abs=1e-4)
+        assert page["heading_deg"] == pytest.approx(cli["heading_deg"], abs=1e-3)
         post = page["posterior"]
         (south, west), (north, east) = post["bounds"]
         assert post["heat_map_url"].startswith("/results/")
