@@ -18,11 +18,11 @@ demo: $(STAMP)
 	$(BIN)/crossview demo --out demo_out
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 # the edit-test loop: everything not marked slow
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -rs -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check crossview tests benchmarks
