@@ -44,8 +44,9 @@ def test_official_tiny_checkpoint_reproduces_descriptors(source):
         grd = model.embed(ref["grd"], view="ground")
         sat = model.embed(ref["sat"], view="aerial")
     assert grd.dtype == torch.float32 and grd.shape == ref["desc_grd"].shape == (3, 2048)
-    assert (grd - ref["desc_grd"]).abs().max().item() <= 1e-4
-    assert (sat - ref["desc_sat"]).abs().max().item() <= 1e-4
+    # unit-norm descriptors with elements around 0.02: measured 6e-8 on the CPU, held to 1e-6
+    assert (grd - ref["desc_grd"]).abs().max().item() <= 1e-6
+    assert (sat - ref["desc_sat"]).abs().max().item() <= 1e-6
     # and the descriptors are not trivially equal across images (the check would pass on a constant otherwise)
     assert (ref["desc_grd"][0] - ref["desc_grd"][1]).abs().max() > 1e-3
 
@@ -57,7 +58,7 @@ def test_backbone_and_arch_inferred_from_official_keys():
     assert model.config["arch"] == "mfrgn" and model.config["backbone"] == "convnext_tiny"
     assert tuple(model.config["backbone_kwargs"]["depths"]) == (1, 1, 1, 1)
     with torch.no_grad():
-        assert (model.embed(ref["sat"], "aerial") - ref["desc_sat"]).abs().max().item() <= 1e-4
+        assert (model.embed(ref["sat"], "aerial") - ref["desc_sat"]).abs().max().item() <= 1e-6
 
 
 FULL = {
