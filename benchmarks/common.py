@@ -53,6 +53,15 @@ def add_work_argument(ap: argparse.ArgumentParser, what: str = "built tiles, ind
                                                             "folder)")
 
 
+def add_pinhole_scan_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--world``, ``--retrieval``, ``--fine``, ``--half``: the pinhole-dense world and the models its scan
+    experiments locate with."""
+    ap.add_argument("--world", required=True, help="crossview synth --layout vigor --scale pinhole-dense world")
+    ap.add_argument("--retrieval", required=True, help="limited-FoV retrieval run (synthetic-cpu-dense-fov)")
+    ap.add_argument("--fine", required=True, help="pinhole fine model (fg2-synthetic-cpu-pinhole checkpoint)")
+    ap.add_argument("--half", default="first", choices=("first", "second"))
+
+
 @contextmanager
 def work_dir(path: str | os.PathLike | None, prefix: str = "crossview_bench_"):
     """``path`` (created), or a temporary folder removed afterwards."""

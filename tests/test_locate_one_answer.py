@@ -1,13 +1,12 @@
 """One photo, one answer: the same photo, index and models give the same answer from the command line, the Python
 API and the web page, on the default path (retrieval, then the fine model refined in the best tiles). All three
-pass one :class:`crossview.locate.LocateOptions`."""
+pass one :class:`crossview.locate.LocateOptions` and load the models at one precision (``auto``); the thread count
+is the process's own (``--threads``): with a random tiny model, a different one can change the answer."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
-import uuid
 
 import numpy as np
 import pytest
@@ -18,8 +17,8 @@ from crossview.locate import LocateOptions, OptionError
 
 
 def _world(root):
-    """A random tiny retrieval model over 3 × 3 tiles of one random image near 40 N 74 W, and a random tiny FG²
-    release (it places pinhole photos in tiles): (index, fine release, photo)."""
+    """A random tiny retrieval model over 3 × 3 tiles of one random image near 40 N 74 W, and a random tiny pinhole
+    FG² release: (index, fine release, photo)."""
     from PIL import Image
 
     from crossview.fine.registry import create_fine, save_release
@@ -35,51 +34,34 @@ def _world(root):
     manifest = build_tiles(root / "ortho.png", root / "tiles", corners=(40.001, -74.001, 40.0, -73.999), tile_px=192)
     index = index_tiles(manifest, root / "retrieval.pt", root / "tiles.index")
     torch.manual_seed(7)
-    release = save_release(create_fine("fg2_tiny"), root / "fine.safetensors")
+    release = save_release(create_fine("fg2_tiny_kitti"), root / "fine.safetensors")
     photo = root / "photo.jpg"
     Image.fromarray((rng.random((96, 128, 3)) * 255).astype(np.uint8)).save(photo, quality=95)
     return index, release, photo
 
 
-def _page_answer(locator, photo, fields: dict[str, str], data_dir) -> dict:
-    """The web page's answer for ``photo`` uploaded with the form ``fields``."""
-    from crossview.serve import locator_pipeline, make_server
-
-    srv = make_server(locator_pipeline(locator), data_dir, port=0)
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        b = uuid.uuid4().hex
-        body = b"".join(f"--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
-                        for k, v in fields.items())
-        body += (f"--{b}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"p.jpg\"\r\n"
-                 f"Content-Type: image/jpeg\r\n\r\n").encode() + photo.read_bytes() + f"\r\n--{b}--\r\n".encode()
-        conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=120)
-        conn.request("POST", "/api/locate", body=body, headers={"Content-Type": f"multipart/form-data; boundary={b}"})
-        resp = conn.getresponse()
-        page = json.loads(resp.read())
-        assert resp.status == 200, page
-        return page
-    finally:
-        srv.shutdown()
-        srv.server_close()
-
-
-def test_cli_api_and_page_give_one_answer_on_the_tile_path(tmp_path, capsys, one_thread):
+def test_cli_api_and_page_give_one_answer_on_the_tile_path(tmp_path, capsys, one_thread, upload_photo):
     from crossview.cli import main
     from crossview.geometry.geo import distance_m
     from crossview.locate import Locator, locate
+    from crossview.serve import locator_pipeline, make_server
 
     index, release, photo = _world(tmp_path)
     near, prior = "40.0005,-74.0±40", "90±20"
     assert main(["locate", str(photo), "--index", str(index), "--fine-model", str(release), "--camera", "pinhole",
-                 "--fov", "70", "--near", near, "--heading-prior", prior]) == 0
+                 "--fov", "70", "--near", near, "--heading-prior", prior, "--threads", "1"]) == 0
     cli = json.loads(capsys.readouterr().out)
     assert cli["method"] == "fine" and cli.get("search") is None  # refined in the best retrieved tiles
     options = LocateOptions(camera="pinhole", fov_deg=70, near=near, heading_prior=prior)
     api = locate(photo, index, options, fine_model=str(release))
-    locator = Locator(index, fine_model=release)
-    page = _page_answer(locator, photo, {"camera": "pinhole", "fov": "70", "near": near, "heading_prior": prior},
-                        tmp_path / "data")
+    srv = make_server(locator_pipeline(Locator(index, fine_model=release)), tmp_path / "data", port=0)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        page = upload_photo(srv.server_address, photo,
+                            {"camera": "pinhole", "fov": "70", "near": near, "heading_prior": prior})
+    finally:
+        srv.shutdown()
+        srv.server_close()
     for other in (api, page):
         assert other["method"] == "fine" and other["tile"] == cli["tile"]
         # the page's worker thread may sum in another order: equal to well below a millimetre

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import add_work_argument, top_ends, work_dir, world_index
+from benchmarks.common import add_pinhole_scan_arguments, add_work_argument, top_ends, work_dir, world_index
 
 LOWER_IS_BETTER = ("offset", "head_dev", "ransac_shift")
 
@@ -127,10 +127,7 @@ def cross_half(train: list[dict], test: list[dict], c: float = 1.0, right_m: flo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--world", required=True, help="crossview synth --layout vigor --scale pinhole-dense world")
-    ap.add_argument("--retrieval", required=True, help="limited-FoV retrieval run (synthetic-cpu-dense-fov)")
-    ap.add_argument("--fine", required=True, help="pinhole fine model (fg2-synthetic-cpu-pinhole checkpoint)")
-    ap.add_argument("--half", default="first", choices=("first", "second"))
+    add_pinhole_scan_arguments(ap)
     ap.add_argument("--rows", required=True, help="walk ends per photo (locate_scan_selectors.py --out)")
     ap.add_argument("--limit", type=int, default=None, help="only the first rows")
     ap.add_argument("--all-ends", action="store_true", help="every end inside the area, not the top five")

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import add_work_argument, top_ends, work_dir
+from benchmarks.common import add_pinhole_scan_arguments, add_work_argument, top_ends, work_dir
 
 RING = [(0.0, 0.0)] + [(3 * math.cos(a), 3 * math.sin(a)) for a in np.arange(8) * math.pi / 4] + \
        [(6 * math.cos(a), 6 * math.sin(a)) for a in np.arange(4) * math.pi / 2 + math.pi / 4]
@@ -141,10 +141,7 @@ def summarise(rows: list[dict], right_m: float = 10.0) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--world", required=True, help="crossview synth --layout vigor --scale pinhole-dense world")
-    ap.add_argument("--retrieval", required=True, help="limited-FoV retrieval run (synthetic-cpu-dense-fov)")
-    ap.add_argument("--fine", required=True, help="pinhole fine model (fg2-synthetic-cpu-pinhole checkpoint)")
-    ap.add_argument("--half", default="first", choices=("first", "second"))
+    add_pinhole_scan_arguments(ap)
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--cohort", type=int, default=8, help="unrelated training photos for cohort normalisation")
     ap.add_argument("--threads", type=int, default=2)

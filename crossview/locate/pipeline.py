@@ -54,13 +54,15 @@ class Locator:
     ``fine_arch``, e.g. ``hcnet_vigor``, and the release's other files joined by commas or, for its backbone, as
     ``fine_backbone``: FG²'s ``dinov2_vitl14_pretrain.pth``); ``refine``: tiles refined per photo (when the
     request's :class:`LocateOptions` does not say); ``scan``: the ``--fine-search scan`` grid and walks;
+    ``precision``: ``auto`` (bf16 on a CPU with native bf16, else fp32; the default of ``crossview locate`` and
+    ``crossview serve`` too, so the three give one answer), ``fp32`` or ``bf16``;
     ``trust_checkpoint``: the fine checkpoint is unpickled without restriction (``--trust-checkpoint``; by default
     no code in it runs).
     """
 
     def __init__(self, index: str | os.PathLike, *, model: str | os.PathLike | None = None,
                  tiles: str | os.PathLike | None = None, fine_model: str | os.PathLike | None = None,
-                 fine_arch: str | None = None, refine: int = 3, device: str = "cpu", precision: str = "fp32",
+                 fine_arch: str | None = None, refine: int = 3, device: str = "cpu", precision: str = "auto",
                  trust_checkpoint: bool = False, arch: str | None = None,
                  fine_backbone: str | os.PathLike | None = None, scan: ScanConfig | None = None):
         from crossview.device import cpu_precision
