@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check crossview tests benchmarks
 
 bench-synth: $(STAMP)
-	$(BIN)/python benchmarks/bench_synth.py
+	$(BIN)/python -m benchmarks.bench_synth
 
 clean:
 	rm -rf demo_out .pytest_cache

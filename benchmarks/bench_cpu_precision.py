@@ -1,6 +1,6 @@
 """CPU inference: our fp32 path against the bf16 + channels-last path (crossview.device), in one run, interleaved.
 
-    python benchmarks/bench_cpu_precision.py [--world DIR --run RUN] [--threads 1] [--reps 3]
+    python -m benchmarks.bench_cpu_precision [--world DIR --run RUN] [--threads 1] [--reps 3]
 
 Parts (``--parts``, default all):
 
@@ -29,7 +29,6 @@ import copy
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import environment
 from crossview.device import (
     as_input,
     cpu_bf16_supported,
@@ -296,8 +296,8 @@ def main() -> None:
     result.update({
         "benchmark": "CPU inference, our fp32 path vs bf16 autocast + channels-last (crossview.device), interleaved",
         "machine": {"cpu_bf16": cpu_bf16_supported(), "flags": sorted(cpu_flags() & {
-            "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "avx2"}), "cores": os.cpu_count(),
-            "torch": torch.__version__, "python": platform.python_version(), "threads": args.threads},
+            "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "avx2"})},
+        "environment": environment(),
         "note": "fp32 and bf16 repetitions alternate so other load on the machine hits both alike; items_per_cpu_s "
                 "(process CPU time) is the less load-sensitive figure; see runs[] for the load average of each run"})
     load_before = os.getloadavg()

@@ -6,8 +6,8 @@
 three random semi-positives per query exercise the hit-rate path. Descriptors are generated block by
 block straight into their final arrays.
 
-    python benchmarks/bench_eval.py                 # CPU -> benchmarks/results/eval_cpu.json
-    python benchmarks/bench_eval.py --device cuda   # GPU -> benchmarks/results/eval_gpu.json
+    python -m benchmarks.bench_eval                 # CPU -> benchmarks/results/eval_cpu.json
+    python -m benchmarks.bench_eval --device cuda   # GPU -> benchmarks/results/eval_gpu.json
 
 The official code would need a 52,605 × 90,618 float32 similarity matrix (19 GB) plus a Python loop.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -25,9 +24,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from crossview.evaluate import evaluate_retrieval  # noqa: E402
+from benchmarks.common import environment
+from crossview.evaluate import evaluate_retrieval
 
 
 def peak_rss_gib() -> float:
@@ -124,8 +122,7 @@ def main() -> int:
         "metrics": metrics,
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "note": "load average > cores means other jobs shared the CPU during the run (times are upper bounds)",
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
-        "python": platform.python_version(),
+        "environment": environment(),
     }
     if gpu:
         result["gpu"] = torch.cuda.get_device_name(dev)

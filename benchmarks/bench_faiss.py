@@ -11,7 +11,7 @@ a flat index or a larger nprobe. Exact top-10 by inner product is the ground tru
 :func:`crossview.evaluate.top_k`); recall@10 = |approx top-10 ∩ exact top-10| / 10, averaged over queries, for a
 sweep of ``nprobe``.
 
-    python benchmarks/bench_faiss.py            # 1M x 256-d -> benchmarks/results/faiss.json
+    python -m benchmarks.bench_faiss            # 1M x 256-d -> benchmarks/results/faiss.json
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -27,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from crossview.evaluate import top_k  # noqa: E402
-from crossview.search.index import build_index  # noqa: E402
+from benchmarks.common import environment
+from crossview.evaluate import top_k
+from crossview.search.index import build_index
 
 
 def peak_rss_gib() -> float:
@@ -135,11 +133,10 @@ def main() -> int:
         "build_s": round(build_s, 2), "sweep": sweep, "chosen": best, "meets_0.95": bool(ok),
         "pq_code_bytes_per_vector": bytes_per_vec,
         "refine_bytes_per_vector": {"flat": 4 * args.dim, "sq8": args.dim, "none": 0}[args.refine],
-        "peak_rss_gib": round(peak_rss_gib(), 3), "faiss": faiss.__version__, "faiss_threads":
-        faiss.omp_get_max_threads(), "cpu_count": os.cpu_count(),
+        "peak_rss_gib": round(peak_rss_gib(), 3),
         "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "note": "load average > cores means other jobs shared the CPU during the run (times are upper bounds)",
-        "machine": platform.machine(), "python": platform.python_version(),
+        "environment": environment(faiss=faiss.__version__, faiss_threads=faiss.omp_get_max_threads()),
         "command": " ".join(sys.argv),
     }
     result["other_runs"] = [include_summary(p) for p in args.include]

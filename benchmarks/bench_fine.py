@@ -1,7 +1,7 @@
 """Inference speed of registered fine-grained models (frames per second) on random images at their input sizes.
 
-    python benchmarks/bench_fine.py --device cuda --out benchmarks/results/fine_fps_cuda.json
-    python benchmarks/bench_fine.py --models hcnet_vigor --device cpu --threads 1 --iters 3
+    python -m benchmarks.bench_fine --device cuda --out benchmarks/results/fine_fps_cuda.json
+    python -m benchmarks.bench_fine --models hcnet_vigor --device cpu --threads 1 --iters 3
 
 Times the whole ``predict`` path of each model (for HC-Net: panorama resize, spherical transform, both encoders,
 correlation, the 6 iterations, read-out; for matching models with ``--ransac``: the solver too) on random inputs
@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import torch
 
+from benchmarks.common import environment
 from crossview.fine import create_fine, fine_config, list_fine_models
 
 
@@ -91,8 +91,7 @@ def main() -> None:
     for name in args.models or default_models(args.sizes):
         rows.append(time_model(name, args.device, args.iters, args.warmup, args.batch, args.precision, args.ransac))
         print(json.dumps(rows[-1]), flush=True)
-    report = {"device": args.device, "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "host": platform.node(),
+    report = {"device": args.device, "environment": environment(),
               "claimed": {"hcnet": "30 FPS (HC-Net README; GPU not stated)"}, "results": rows}
     if args.out:
         from crossview.io import write_json_atomic

@@ -5,15 +5,13 @@ ours reads uint8 rows from one memory-mapped array per split and augments uint8 
 loader alone at the official sizes so the number can be compared with the training step rate of the GPU
 benchmarks (official H100 training: 337 pairs/s at CVUSA sizes, 173 at VIGOR sizes).
 
-    python benchmarks/bench_loader.py [--config vigor] [--n 1024] [--workers 0 2] [--out benchmarks/results/loader.json]
+    python -m benchmarks.bench_loader [--config vigor] [--n 1024] [--workers 0 2] [--out benchmarks/results/loader.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -22,12 +20,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from benchmarks.common import environment
 from crossview.data.cache import ImageCache
 from crossview.data.images import ImageSource
 from crossview.data.records import Record, Reference, Split
 from crossview.io import write_json_atomic
 from crossview.train.data import BatchList, PairDataset
-from crossview.train.loop import _collate
+from crossview.train.loop import collate_pairs
 
 SIZES = {"cvusa": ((128, 512), (256, 256)), "vigor": ((320, 640), (320, 320))}
 
@@ -58,7 +57,7 @@ def measure(config: str, n: int, workers: int, batch: int, batches: int, photome
         dataset = PairDataset(split, queries, refs, train=True, photometric=photometric)
         order = [rng.permutation(n)[: batch * batches].reshape(batches, batch)]
         sampler = BatchList(list(order[0]), 0, 0, 0, 0, 1)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=_collate,
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_pairs,
                             persistent_workers=False)
         it = iter(loader)
         next(it)  # worker start-up is not throughput
@@ -88,7 +87,7 @@ def main() -> None:
                 row = measure(config, args.n, workers, args.batch, args.batches, photometric)
                 print(json.dumps(row))
                 rows.append(row)
-    out = {"benchmark": "loader", "host": platform.node(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+    out = {"benchmark": "loader", "environment": environment(),
            "note": "loader alone from the uint8 memmap cache, random pixels, synchronised flip/rotate on; "
                    "photometric = colour jitter/blur/dropout as in training", "rows": rows}
     write_json_atomic(Path(args.out), out)

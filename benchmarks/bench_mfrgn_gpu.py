@@ -5,18 +5,18 @@ inference, 64 pairs per training step, sizes CVUSA/CVACT (256² / 128×512) and 
 Ours: bf16 autocast, channels-last, optional torch.compile, fused AdamW, no host syncs inside the timed loop.
 Also checks that the fast path computes the same descriptors as the plain fp32 path (relative error).
 
-    python benchmarks/bench_mfrgn_gpu.py [--configs cvusa vigor] [--compile] [--out benchmarks/results/mfrgn_gpu.json]
+    python -m benchmarks.bench_mfrgn_gpu [--configs cvusa vigor] [--compile] [--out benchmarks/results/mfrgn_gpu.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import time
 from pathlib import Path
 
 import torch
+
+from benchmarks.common import environment
 
 CONFIGS = {"cvusa": ("mfrgn_cvusa", (256, 256), (128, 512)), "vigor": ("mfrgn_vigor", (320, 320), (320, 640))}
 
@@ -109,10 +109,8 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "timm": timm.__version__,
-              "python": platform.python_version(), "compile": args.compile, "dtype": "bf16",
-              "channels_last": True, "infer_batch": args.infer_batch, "train_batch_pairs": args.train_batch,
-              "date": time.strftime("%Y-%m-%d")}
+    result = {"environment": environment(timm=timm.__version__), "compile": args.compile, "dtype": "bf16",
+              "channels_last": True, "infer_batch": args.infer_batch, "train_batch_pairs": args.train_batch}
     for name in args.configs:
         reg, sat, grd = CONFIGS[name]
         model = create_model(reg).cuda().to(memory_format=torch.channels_last).eval()

@@ -1,7 +1,7 @@
 """Wall time of the synthetic world generator (issue 2 target: VIGOR medium, 2,000 panoramas at 320x640 plus
 their tiles, in under 5 minutes on 2 CPU cores).
 
-    python benchmarks/bench_synth.py [--scales tiny small medium] [--layouts vigor ...] [--workers N]
+    python -m benchmarks.bench_synth [--scales tiny small medium] [--layouts vigor ...] [--workers N]
 
 Writes ``benchmarks/results/synth.json``: per (layout, scale) the wall time, files and bytes written, and the
 machine's CPU count and load average (timings on a shared machine are upper bounds).
@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import environment
 
 
 def _tree_stats(root: Path) -> dict:
@@ -99,9 +100,9 @@ def main() -> int:
         done = {(r["layout"], r["scale"]) for r in runs}
         old = json.loads(Path(args.out).read_text()).get("runs", [])
         runs = [r for r in old if (r["layout"], r["scale"]) not in done] + runs
-    result = {"benchmark": "synth", "generator_version": GENERATOR_VERSION, "cpu_count": os.cpu_count(),
-              "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-              "python": platform.python_version(), "machine": platform.machine(), "runs": runs,
+    result = {"benchmark": "synth", "generator_version": GENERATOR_VERSION,
+              "environment": environment(cpus_available=len(os.sched_getaffinity(0))
+                                         if hasattr(os, "sched_getaffinity") else None), "runs": runs,
               "target": "vigor medium (2,000 panoramas 320x640 + tiles) < 300 s on 2 CPU cores",
               "note": "wall times on a shared machine: compare load_avg with cpu_count before trusting them"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

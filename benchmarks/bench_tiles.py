@@ -6,8 +6,8 @@ child's own peak resident set, ``VmHWM``, sampled also from outside every 0.2 s)
 the tiles. A whole-raster read would need ``size² x 3 x 2`` bytes for the 16-bit array alone (2.4 GB at 20,000 px)
 and 8x that for a float64 copy.
 
-    python benchmarks/bench_tiles.py                           # -> benchmarks/results/tiles.json
-    python benchmarks/bench_tiles.py --size 4000 --out /tmp/t.json
+    python -m benchmarks.bench_tiles                           # -> benchmarks/results/tiles.json
+    python -m benchmarks.bench_tiles --size 4000 --out tiles_4000.json
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -26,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import RESULTS, environment
+
 LIMIT_MB = 1024
 
 # The child's peak is its VmHWM: ru_maxrss would not do, Linux carries the parent's high-water mark (the raster
@@ -83,7 +83,7 @@ def main() -> int:
     ap.add_argument("--tile-px", type=int, default=640)
     ap.add_argument("--overlap", type=float, default=0.5)
     ap.add_argument("--workdir", help="where the raster and tiles go while the benchmark runs (default: $TMPDIR)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tiles.json"))
+    ap.add_argument("--out", default=str(RESULTS / "tiles.json"))
     args = ap.parse_args()
 
     need_gb = args.size**2 * 3 * np.dtype(args.dtype).itemsize / 1e9
@@ -101,7 +101,7 @@ def main() -> int:
         write_s = write_raster(raster, args.size, args.dtype)
         raster_mb = raster.stat().st_size / 2**20
         print(f"  {write_s:.0f} s, {raster_mb:.0f} MB on disk; tiling in a child process...", flush=True)
-        env = {**os.environ, "CROSSVIEW_QUIET": "1", "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "CROSSVIEW_QUIET": "1"}
         proc = subprocess.Popen([sys.executable, "-c", CHILD, str(raster), str(work / "tiles"), str(args.tile_px),
                                  str(args.overlap)], stdout=subprocess.PIPE, text=True, env=env)
         samples, t0 = [], time.time()
@@ -125,8 +125,7 @@ def main() -> int:
     peak_mb = max([child["peak_rss_mb"], *(s[1] for s in samples)])
     result = {
         "benchmark": "peak resident memory of `crossview tiles` (rasterio, windowed reads) on a large GeoTIFF",
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs (timings are noisy); "
-                   f"Python {platform.python_version()}",
+        "environment": environment(), "note": "CPU cores shared with other jobs (timings are noisy)",
         "raster": {"width": args.size, "height": args.size, "bands": 3, "dtype": args.dtype, "crs": "EPSG:32618",
                    "pixel_m": 0.3, "uncompressed_gb": round(need_gb, 2), "file_mb": round(raster_mb, 1),
                    "layout": "GeoTIFF, 512x512 internal tiles, DEFLATE level 1, no overviews", "write_s":

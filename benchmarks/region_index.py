@@ -14,7 +14,7 @@ Massachusetts (42.25 N, 71.8 W), ``--sizes`` tiles (10 M tiles = 3,162 x 3,162 c
 - global (no fix): IVF-PQ (nprobe from the index) + exact re-scoring of k x 16 candidates from the cell files,
   latency, peak memory, recall@10 against exact search over all tiles.
 
-    OMP_NUM_THREADS=1 python benchmarks/region_index.py   # -> benchmarks/results/region_index.json
+    OMP_NUM_THREADS=1 python -m benchmarks.region_index   # -> benchmarks/results/region_index.json
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import RESULTS, add_work_argument, environment, work_dir
 
 LAT0, LON0 = 42.25, -71.8
 STEP_M, HALF_M = 50.0, 50.0
@@ -102,7 +101,7 @@ print(json.dumps({"open_s": t_open, "latency_s": lat, "ids": ids, "cells_opened"
 
 
 def run_searches(index: Path, q: np.ndarray, areas) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-c", SEARCH, json.dumps({"index": str(index), "q": q.tolist(),
                                                                   "areas": areas})],
                        capture_output=True, text=True, env=env, check=True)
@@ -203,23 +202,21 @@ def main() -> int:
     p.add_argument("--global-queries", type=int, default=20)
     p.add_argument("--nprobe", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--work", default="/tmp/crossview_region_bench")
+    add_work_argument(p, "descriptors and indexes")
     p.add_argument("--keep", action="store_true", help="keep the built indexes under --work")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "region_index.json"))
+    p.add_argument("--out", default=str(RESULTS / "region_index.json"))
     args = p.parse_args()
     import faiss
 
     faiss.omp_set_num_threads(1)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    results = [bench_size(int(s), args, work) for s in args.sizes.split(",")]
+    with work_dir(args.work, "crossview_region_bench_") as work:
+        results = [bench_size(int(s), args, work) for s in args.sizes.split(",")]
     doc = {
         "what": "crossview.search.region at 100k / 1M / 10M tiles, one thread",
         "simulated": ("a square region of north-up 100 m tiles every 50 m (half overlap) around 42.25 N 71.8 W; "
                       f"random {args.dim}-d descriptors (a cluster centre of {args.clusters} + N(0, {args.noise}^2) "
                       "per dimension, L2-normalised, float16), no imagery and no model"),
-        "dim": args.dim, "threads": 1, "machine": {"cpu": platform.processor() or platform.machine(),
-                                                  "cores": os.cpu_count(), "python": platform.python_version()},
+        "dim": args.dim, "threads": 1, "environment": environment(),
         "sizes": results,
         "note": ("near-search peak memory is the whole search process's VmHWM (Python + numpy + h3 + faiss "
                  "imports included); latencies exclude opening the index (open_s)."),

@@ -6,7 +6,7 @@ half overlap, one thread, CPU. The index is built in a child process whose peak 
 child) is reported; the run is then killed after half its shards and resumed, and the resumed index is compared
 with the uninterrupted one. The result goes under the "stream" key of ``benchmarks/results/region_index.json``.
 
-    OMP_NUM_THREADS=1 python benchmarks/region_stream.py --px 6000
+    OMP_NUM_THREADS=1 python -m benchmarks.region_stream --px 6000
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import RESULTS, add_work_argument, work_dir
 
 CHILD = r"""
 import json, os, signal, sys, time
@@ -61,7 +60,7 @@ def write_tif(path: Path, px: int) -> None:
 
 
 def child(args: dict) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CROSSVIEW_QUIET": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CROSSVIEW_QUIET": "1"}
     r = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True, env=env)
     if r.returncode != 0:
         return {"returncode": r.returncode, "stderr": r.stderr[-500:]}
@@ -72,45 +71,46 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--px", type=int, default=6000)
     p.add_argument("--shard", type=int, default=256)
-    p.add_argument("--work", default="/tmp/crossview_region_stream")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "region_index.json"))
+    add_work_argument(p, "raster, model and indexes")
+    p.add_argument("--out", default=str(RESULTS / "region_index.json"))
     a = p.parse_args()
     import torch
 
     from crossview.models import create_model, save_model
     from crossview.search.region import load_region_index
 
-    work = Path(a.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    torch.manual_seed(0)
-    model = save_model(create_model("mfrgn_tiny"), work / "model.pt")
-    tif = work / "ortho.tif"
-    t = time.perf_counter()
-    write_tif(tif, a.px)
-    t_tif = time.perf_counter() - t
-    base = {"tif": str(tif), "model": str(model), "shard": a.shard}
-    full = child({**base, "out": str(work / "full")})
-    idx = load_region_index(work / "full")
-    n, cand = len(idx), idx.info["extra"]["candidates"]
-    shards = -(-cand // a.shard)
-    killed = child({**base, "out": str(work / "resumed"), "kill_after": max(1, shards // 2)})
-    left = len(list((work / "resumed" / "shards").glob("shard-*.safetensors")))
-    resumed = child({**base, "out": str(work / "resumed")})
-    idx2 = load_region_index(work / "resumed")
-    same = idx2.ids == idx.ids and np.array_equal(idx2.descriptors(), idx.descriptors())
-    res = {
-        "raster_px": [a.px, a.px], "raster_mb": round(tif.stat().st_size / 2**20, 1), "write_raster_s": round(t_tif, 1),
-        "tile_px": 256, "overlap": 0.5, "model": "mfrgn_tiny (random weights), 128 px aerial input",
-        "tiles": n, "shards": shards, "threads": 1,
-        "seconds": round(full["s"], 1), "tiles_per_s": round(cand / full["s"], 1),
-        "peak_rss_mb": round(full["maxrss_mb"], 1),
-        "kill": {"killed_after_shards": max(1, shards // 2), "returncode": killed.get("returncode"),
-                 "shards_on_disk_after_kill": left, "resumed_s": round(resumed["s"], 1),
-                 "resumed_index_identical": bool(same)},
-        "note": ("20,000 x 20,000 px was not run here: at one thread this tiny model streams the tiles/s above, so "
-                 "such a raster (about 24,000 tiles of 256 px) takes the tiles / (tiles/s) it implies"),
-    }
+    with work_dir(a.work, "crossview_region_stream_") as work:
+        for sub in ("full", "resumed"):  # a fresh start: the resume is measured from the kill below
+            shutil.rmtree(work / sub, ignore_errors=True)
+        torch.manual_seed(0)
+        model = save_model(create_model("mfrgn_tiny"), work / "model.pt")
+        tif = work / "ortho.tif"
+        t = time.perf_counter()
+        write_tif(tif, a.px)
+        t_tif = time.perf_counter() - t
+        base = {"tif": str(tif), "model": str(model), "shard": a.shard}
+        full = child({**base, "out": str(work / "full")})
+        idx = load_region_index(work / "full")
+        n, cand = len(idx), idx.info["extra"]["candidates"]
+        shards = -(-cand // a.shard)
+        killed = child({**base, "out": str(work / "resumed"), "kill_after": max(1, shards // 2)})
+        left = len(list((work / "resumed" / "shards").glob("shard-*.safetensors")))
+        resumed = child({**base, "out": str(work / "resumed")})
+        idx2 = load_region_index(work / "resumed")
+        same = idx2.ids == idx.ids and np.array_equal(idx2.descriptors(), idx.descriptors())
+        res = {
+            "raster_px": [a.px, a.px], "raster_mb": round(tif.stat().st_size / 2**20, 1),
+            "write_raster_s": round(t_tif, 1),
+            "tile_px": 256, "overlap": 0.5, "model": "mfrgn_tiny (random weights), 128 px aerial input",
+            "tiles": n, "shards": shards, "threads": 1,
+            "seconds": round(full["s"], 1), "tiles_per_s": round(cand / full["s"], 1),
+            "peak_rss_mb": round(full["maxrss_mb"], 1),
+            "kill": {"killed_after_shards": max(1, shards // 2), "returncode": killed.get("returncode"),
+                     "shards_on_disk_after_kill": left, "resumed_s": round(resumed["s"], 1),
+                     "resumed_index_identical": bool(same)},
+            "note": ("20,000 x 20,000 px was not run here: at one thread this tiny model streams the tiles/s above, so "
+                     "such a raster (about 24,000 tiles of 256 px) takes the tiles / (tiles/s) it implies"),
+        }
     print(json.dumps(res, indent=2))
     doc = json.loads(Path(a.out).read_text()) if Path(a.out).exists() else {}
     doc["stream"] = res

@@ -47,6 +47,31 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def _upload(address, photo: Path, fields: dict[str, str]) -> dict:
+    """POST ``photo`` with the form ``fields`` to the page's ``/api/locate`` at ``address``: its JSON answer."""
+    import http.client
+    import json
+    import uuid
+
+    b = uuid.uuid4().hex
+    body = b"".join(f"--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
+                    for k, v in fields.items())
+    body += (f"--{b}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"p.jpg\"\r\n"
+             f"Content-Type: image/jpeg\r\n\r\n").encode() + photo.read_bytes() + f"\r\n--{b}--\r\n".encode()
+    conn = http.client.HTTPConnection(*address[:2], timeout=120)
+    conn.request("POST", "/api/locate", body=body, headers={"Content-Type": f"multipart/form-data; boundary={b}"})
+    resp = conn.getresponse()
+    page = json.loads(resp.read())
+    assert resp.status == 200, page
+    return page
+
+
+@pytest.fixture
+def upload_photo():
+    """``upload_photo(server_address, photo, fields)``: the web page's answer to an upload (asserted 200)."""
+    return _upload
+
+
 @pytest.fixture(scope="session")
 def dense_world(tmp_path_factory) -> Path:
     from crossview.synth import generate

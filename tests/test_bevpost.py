@@ -330,13 +330,12 @@ def test_locate_cli_and_api_give_the_posterior_answer(tmp_path, capsys, one_thre
     assert "use --fine-search posterior" in capsys.readouterr().err
 
 
-def test_the_page_serves_the_posterior_heat_map_and_the_cli_answer(tmp_path, capsys, one_thread):
+def test_the_page_serves_the_posterior_heat_map_and_the_cli_answer(tmp_path, capsys, one_thread, upload_photo):
     """The web app with the real locator: the upload is answered with the CLI's pose, the heat map is served as a
     URL with its bounds, and the other modes and radii come along."""
     import http.client
     import json
     import threading
-    import uuid
 
     from PIL import Image
 
@@ -356,17 +355,9 @@ def test_the_page_serves_the_posterior_heat_map_and_the_cli_answer(tmp_path, cap
     srv = make_server(locator_pipeline(Locator(index, fine_model=release)), tmp_path / "data", port=0)
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
-        b = uuid.uuid4().hex
         fields = {"camera": "pinhole", "fov": "70", "near": "40.0005,-74.0±20", "heading_prior": "90±20"}
-        body = b"".join(f"--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
-                        for k, v in fields.items())
-        body += (f"--{b}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"p.jpg\"\r\n"
-                 f"Content-Type: image/jpeg\r\n\r\n").encode() + photo.read_bytes() + f"\r\n--{b}--\r\n".encode()
+        page = upload_photo(srv.server_address, photo, fields)
         conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=120)
-        conn.request("POST", "/api/locate", body=body, headers={"Content-Type": f"multipart/form-data; boundary={b}"})
-        resp = conn.getresponse()
-        page = json.loads(resp.read())
-        assert resp.status == 200, page
         from crossview.tiles import distance_m
 
         # the same answer (the server's worker thread may sum in another order, with another thread count: equal

@@ -77,3 +77,70 @@ def test_no_citations_outside_the_repository():
                     bad.append(f"{path.relative_to(root)}:{i}: {line.strip()[:100]}")
     assert not bad, ("these lines cite files outside the repository; state the fact or point into docs/ "
                      "(e.g. docs/official_code_notes.md):\n" + "\n".join(bad))
+
+
+
+def _internal_graph(package: Path, root: Path = PACKAGE.parent) -> dict[str, set[str]]:
+    """Module -> the modules of the same package it imports (at the top or inside a function alike). A package's
+    ``__init__`` is left out: it gathers its modules' names, and a module importing its package means a sibling."""
+    mods = {".".join(p.relative_to(root).with_suffix("").parts): p for p in package.rglob("*.py")
+            if p.name != "__init__.py"}
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            deps |= {t for t in targets if t in mods and t != name}
+        graph[name] = deps
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of ``graph`` (its modules in order, the first repeated at the end), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                return stack[stack.index(d):] + [d]
+            if d not in state and (found := visit(d)):
+                return found
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_circle_finder_sees_a_lazy_circle(tmp_path):
+    pkg = tmp_path / "crossview" / "demo"
+    pkg.mkdir(parents=True)
+    (pkg / "a.py").write_text("from crossview.demo.b import f\n")
+    (pkg / "b.py").write_text("def f():\n    from crossview.demo import a\n")
+    assert _cycle(_internal_graph(pkg, tmp_path)) == ["crossview.demo.a", "crossview.demo.b", "crossview.demo.a"]
+    (pkg / "b.py").write_text("def f():\n    return 1\n")
+    assert _cycle(_internal_graph(pkg, tmp_path)) is None
+
+
+# circles still to untangle (a strict xfail: the test says so once one is gone)
+KNOWN_CIRCLES = {"fine": "crossview/fine is being restructured"}
+
+
+@pytest.mark.parametrize("package", [
+    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=KNOWN_CIRCLES[p])) if p in KNOWN_CIRCLES else p
+    for p in sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))])
+def test_no_import_circle_inside_a_package(package):
+    """No module of a package imports, even lazily inside a function, a module that leads back to it."""
+    cycle = _cycle(_internal_graph(PACKAGE / package))
+    assert cycle is None, f"crossview/{package} has an import circle: {' -> '.join(cycle)}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from crossview.device import add_precision_args
-from crossview.locate.photo import CAMERAS
+from crossview.locate.options import CAMERAS, FINE_SEARCHES
 from crossview.safe_load import add_trust_argument
 
 
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=5, help="tiles retrieved (default 5)")
     p.add_argument("--refine", type=int, default=3, help="best tiles refined by the fine model (default 3)")
     p.add_argument("--fine-model", help="fine-localization run folder or checkpoint (default: tile centres only)")
-    p.add_argument("--fine-search", default="auto", choices=["auto", "tiles", "scan", "posterior"],
+    p.add_argument("--fine-search", default="auto", choices=list(FINE_SEARCHES),
                    help="auto (default): posterior for a posterior fine model (bevpost), else tiles; tiles: refine "
                         "the --refine best retrieved tiles; scan: walk the fine model to the camera in windows "
                         "centred anywhere in the search area (needs --near or an EXIF GPS fix; about 100 fine calls "
@@ -104,16 +104,15 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from crossview.device import configure_threads, set_compile_mode
-    from crossview.locate import locate
+    from crossview.locate import LocateOptions, locate
 
     set_compile_mode(args.compile)
     if args.device == "cpu":
         configure_threads(args.threads)
-    result = locate(args.photo, args.index, camera=args.camera, fov_deg=args.fov, heading_prior=args.heading_prior,
-                    near=args.near, top_k=args.top_k, refine=args.refine, fine_model=args.fine_model,
+    result = locate(args.photo, args.index, LocateOptions.from_args(args), out=args.out, fine_model=args.fine_model,
                     fine_arch=args.fine_arch, fine_backbone=args.fine_backbone, model=args.model, arch=args.arch,
-                    precision=args.precision, tiles=args.tiles, out=args.out, device=args.device,
-                    use_exif=args.use_exif, fine_search=args.fine_search, trust_checkpoint=args.trust_checkpoint)
+                    precision=args.precision, tiles=args.tiles, device=args.device,
+                    trust_checkpoint=args.trust_checkpoint)
     for note in (result.get("priors") or {}).get("notes", []):
         print(f"note: {note}", file=sys.stderr)
     for flag in result.get("flags", []):

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from crossview.geometry.cameras import Camera
 from crossview.geometry.transforms import rotation_matrix
-from crossview.geometry.types import Camera, Device, DType
+from crossview.geometry.types import Device, DType
 
 
 def bev_grid(n: int, metres_per_cell: float, dtype: DType = torch.float32, device: Device = None) -> torch.Tensor:

@@ -45,8 +45,16 @@ def latlon_to_offset(lat0: float, lon0: float, lat: ArrayLike, lon: ArrayLike) -
     return latlon_to_enu(lat, lon, lat0, lon0)
 
 
-def distance_m(lat1: ArrayLike, lon1: ArrayLike, lat2: ArrayLike, lon2: ArrayLike) -> float | np.ndarray:
-    """The WGS84 geodesic distance in metres (``crossview.geometry.geodesy.geodesic_m``)."""
+def distance_m(*points: ArrayLike | tuple[ArrayLike, ArrayLike]) -> float | np.ndarray:
+    """The WGS84 geodesic distance in metres (``crossview.geometry.geodesy.geodesic_m``) between two points given as
+    ``distance_m((lat1, lon1), (lat2, lon2))`` or ``distance_m(lat1, lon1, lat2, lon2)`` (arrays broadcast); a
+    float for single points."""
+    if len(points) == 2:
+        (lat1, lon1), (lat2, lon2) = points
+    elif len(points) == 4:
+        lat1, lon1, lat2, lon2 = points
+    else:
+        raise TypeError(f"distance_m takes two (lat, lon) points or four coordinates, not {len(points)} arguments")
     return geodesic_m(lat1, lon1, lat2, lon2)
 
 

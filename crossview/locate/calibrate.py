@@ -8,7 +8,8 @@ localizers whose raw score tracks their error): that radius then holds the truth
 photos like those (exchangeable with the calibration set). Measured on the dense world, the raw spread did not
 rank errors (Spearman -0.04) while the flag did (median 39 m flagged vs 8 m not): hence the default.
 The radii (or factors) are saved in a JSON sidecar next to the fine model
-(``locate_calibration.json``; for a locator without one, next to the index) that :class:`Locator` reads.
+(``locate_calibration.json``; for a locator without one, next to the index) that :class:`Locator` reads
+(:mod:`crossview.locate.uncertainty`: reading and applying it, apart from this fitting).
 :func:`measure_coverage` checks the rates on photos disjoint from the calibration set.
 """
 
@@ -23,36 +24,22 @@ from typing import Any
 import numpy as np
 
 from crossview.io import write_json_atomic
+from crossview.locate.evaluate import demo_locate
+from crossview.locate.uncertainty import (
+    CALIBRATION,
+    LEVELS,
+    calibration_key,
+    calibration_path,
+    load_calibration,
+    radii,
+    raw_uncertainty,
+)
 
-CALIBRATION = "locate_calibration.json"
-LEVELS = {"68": 0.68, "95": 0.95}
+__all__ = ["CALIBRATION", "LEVELS", "MIN_SAMPLES", "calibrate", "calibration_key", "calibration_path",
+           "conformal_quantile", "coverage", "fit", "load_calibration", "measure_coverage", "radii",
+           "raw_uncertainty"]
+
 MIN_SAMPLES = 20  # fewer calibration answers of a kind: that kind stays uncalibrated
-
-
-def calibration_key(method: str, area: bool, flagged: bool = False) -> str:
-    """``fine`` / ``retrieval``, ``+near`` when a search area limited the answer (errors are then much smaller),
-    ``+flagged`` when the answer contradicts the priors (errors are then much larger)."""
-    return method + ("+near" if area else "") + ("+flagged" if flagged else "")
-
-
-def calibration_path(fine_model: str | os.PathLike | None, index: str | os.PathLike) -> Path:
-    """Where a locator's calibration lives: beside its fine model (run folder or checkpoint), else its index."""
-    if fine_model is not None:
-        p = Path(fine_model)
-        return (p if p.is_dir() else p.parent) / CALIBRATION
-    index = Path(index)
-    return index.with_name(index.name + ".calibration.json")
-
-
-def load_calibration(path: str | os.PathLike | None) -> dict[str, Any] | None:
-    """The sidecar's content, or None when absent or unreadable (locate then reports raw, uncalibrated radii)."""
-    if path is None:
-        return None
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("factors"), dict) else None
 
 
 def conformal_quantile(scores: np.ndarray | list[float], level: float) -> float:
@@ -73,31 +60,6 @@ def fit(errors_m: list[float], raw_m: list[float] | None = None) -> dict[str, fl
     return {**{k: conformal_quantile(score, q) for k, q in LEVELS.items()}, "n": int(score.size)}
 
 
-def radii(calibration: dict[str, Any] | None, key: str, raw_m: float) -> dict[str, float] | None:
-    """``{"68": r68, "95": r95}`` in metres for an answer of kind ``key`` with raw uncertainty ``raw_m``; None when
-    the calibration has no such kind."""
-    f = (calibration or {}).get("factors", {}).get(key)
-    if not f:
-        return None
-    scale = raw_m if calibration.get("normalise") else 1.0
-    return {k: float(f[k] * scale) for k in LEVELS}
-
-
-def raw_uncertainty(best, refined: list, tile, run_median_m: float | None = None) -> float:
-    """Confidence-weighted spread (m) of the refined answers near the chosen one, at least the fine run's
-    evaluated median error (when its metrics.json has one) and at least 4 tile pixels: the score calibration
-    turns into radii. Answers more than a tile width away are other hypotheses, not spread of this one."""
-    from crossview.tiles import distance_m
-
-    floor, reach = max(4 * tile.mpp, run_median_m or 0.0), max(tile.width, tile.height) * tile.mpp
-    near = [(c.confidence, distance_m((best.pose.lat, best.pose.lon), (c.pose.lat, c.pose.lon))) for c in refined]
-    near = [(w, d) for w, d in near if d <= reach]
-    total = sum(w for w, _ in near)
-    if total <= 0:
-        return 0.5 * reach
-    return float(max(floor, math.sqrt(sum(w * d * d for w, d in near) / total)))
-
-
 def _fit_rows(rows: list[dict[str, Any]], min_samples: int = MIN_SAMPLES,
               normalise: bool = False) -> dict[str, dict[str, float]]:
     by_key: dict[str, tuple[list[float], list[float]]] = {}
@@ -116,8 +78,6 @@ def calibrate(world_dir: str | os.PathLike, run_dir: Any, fine_run: Any = None, 
     priors of ``demo_locate`` (``gps_noise_m``, ``heading_noise_deg``, ``top_k``, ``refine``, ``seed``).
     Kinds of answer with fewer than ``min_samples`` photos stay uncalibrated. Writes the sidecar (atomically) at
     ``path`` (default: :func:`calibration_path`) and returns its content."""
-    from crossview.locate.benchmark import demo_locate
-
     metrics = demo_locate(world_dir, run_dir, fine_run, n=n, out=out, split=half, **demo)
     rows = [json.loads(line) for line in (Path(metrics["out"]) / "per_photo.jsonl").read_text().splitlines()]
     factors = _fit_rows(rows, min_samples, normalise)
@@ -156,8 +116,6 @@ def measure_coverage(world_dir: str | os.PathLike, run_dir: Any, fine_run: Any =
     """Locate ``n`` held-out panoramas (``half="second"``: disjoint from :func:`calibrate`'s) with the saved
     calibration and report how often the truth lies within the stated radii (:func:`coverage`) plus the median
     errors of ``demo_locate``."""
-    from crossview.locate.benchmark import demo_locate
-
     metrics = demo_locate(world_dir, run_dir, fine_run, n=n, out=out, split=half, **demo)
     rows = [json.loads(line) for line in (Path(metrics["out"]) / "per_photo.jsonl").read_text().splitlines()]
     return {"coverage": coverage(rows), "fine": metrics.get("fine"), "retrieval": metrics["retrieval"],

@@ -30,18 +30,18 @@ def resolve_checkpoint(path: str | os.PathLike, names: tuple[str, ...] = RUN_MOD
     return path
 
 
-def _is_path(x: Any) -> bool:
+def is_path(x: Any) -> bool:
     return isinstance(x, str | os.PathLike)
 
 
-def _load_retrieval(model: Path | Any, device: str, precision: str = "fp32", arch: str | None = None,
+def load_retrieval(model: Path | Any, device: str, precision: str = "fp32", arch: str | None = None,
                     trust: bool = False):
     """A retrieval model from its checkpoint (``arch``: the released variant of an official file), ready for
     ``precision`` (channels-last on the CPU bf16 path); an already built model (an ``nn.Module``) is used as
     given."""
     from crossview.device import prepare_for_inference
 
-    if not _is_path(model):
+    if not is_path(model):
         return prepare_for_inference(model.to(device), precision, device)
     from crossview.models import load_model
 
@@ -49,14 +49,14 @@ def _load_retrieval(model: Path | Any, device: str, precision: str = "fp32", arc
     return prepare_for_inference(net.to(device), precision, device)
 
 
-def _identity(model) -> dict[str, Any]:
+def retrieval_identity(model) -> dict[str, Any]:
     from crossview.search.embed import model_identity
 
-    views = tuple(v for v in ("ground", "aerial", "drone") if _has_view(model, v))
+    views = tuple(v for v in ("ground", "aerial", "drone") if has_view(model, v))
     return model_identity(model, views=views)
 
 
-def _has_view(model, view: str) -> bool:
+def has_view(model, view: str) -> bool:
     from crossview.models import input_spec
 
     try:
@@ -87,10 +87,10 @@ def index_tiles(tiles: str | os.PathLike, model: str | os.PathLike, out: str | o
 
     tiles, out = Path(tiles), Path(out)
     manifest = (tiles / MANIFEST if tiles.is_dir() else tiles).resolve()
-    checkpoint = resolve_checkpoint(model).resolve() if _is_path(model) else None
+    checkpoint = resolve_checkpoint(model).resolve() if is_path(model) else None
     precision = cpu_precision(precision, device)
-    net = _load_retrieval(checkpoint or model, device, precision, arch, trust_checkpoint)
-    ident = _identity(net)
+    net = load_retrieval(checkpoint or model, device, precision, arch, trust_checkpoint)
+    ident = retrieval_identity(net)
     if out.exists():
         try:
             old = load_index(out, query_meta=ident)
@@ -114,7 +114,7 @@ def index_tiles(tiles: str | os.PathLike, model: str | os.PathLike, out: str | o
     return save_index(index, out)
 
 
-def _load_fine(run: str | os.PathLike | Any, device: str, arch: str | None = None,
+def load_fine_localizer(run: str | os.PathLike | Any, device: str, arch: str | None = None,
                precision: str = "fp32", trust_checkpoint: bool = False,
                backbone: str | os.PathLike | None = None) -> tuple[Any, str]:
     """(model, name) of a fine localizer: a run folder or checkpoint of ``crossview fine-train``, a registered
@@ -126,7 +126,7 @@ def _load_fine(run: str | os.PathLike | Any, device: str, arch: str | None = Non
     unpickled without restriction (``--trust-checkpoint``)."""
     from crossview.device import prepare_for_inference
 
-    if not _is_path(run):
+    if not is_path(run):
         if hasattr(run, "predict") and hasattr(run, "parameters"):
             prepare_for_inference(run, precision, device)
         return run, str(getattr(run, "method", type(run).__name__)).lower()
@@ -140,10 +140,10 @@ def _load_fine(run: str | os.PathLike | Any, device: str, arch: str | None = Non
     return model, model.config.get("name", model.config["arch"])
 
 
-def _run_median_error(run: str | os.PathLike | Any) -> float | None:
+def run_median_error(run: str | os.PathLike | Any) -> float | None:
     """The held-out median position error (m) a fine run reports in its ``metrics.json`` (``crossview fine-train`` /
     ``fine-eval``), used as the floor of locate's uncertainty; None when the run was not evaluated."""
-    if not _is_path(run):
+    if not is_path(run):
         return getattr(run, "median_m", None)
     folder = Path(run) if Path(run).is_dir() else Path(run).parent
     try:
@@ -156,12 +156,12 @@ def _run_median_error(run: str | os.PathLike | Any) -> float | None:
     return None
 
 
-def _fine_cameras(model) -> tuple[str, ...]:
+def fine_cameras(model) -> tuple[str, ...]:
     """The photo kinds a fine localizer places (HC-Net and GeoDistill need a full panorama)."""
     return tuple(getattr(model, "cameras", ("panorama",)))
 
 
-def _fine_localize(model, photo: Photo, tile, prior: tuple[float, float] | None, device: str = "cpu",
+def fine_localize(model, photo: Photo, tile, prior: tuple[float, float] | None, device: str = "cpu",
                    precision: str = "fp32", window: np.ndarray | None = None, **options: Any):
     """Pose of ``photo`` in ``tile`` (metres east/north of its centre) by ``crossview.fine.localize``; ``prior``'s
     centre is the believed heading of the panorama's centre column / the photo's optical axis. ``window``: an
@@ -191,7 +191,7 @@ def _fine_localize(model, photo: Photo, tile, prior: tuple[float, float] | None,
                         **options)
 
 
-def _match_tiles(ids: list[str], tiles: list, what: str, manifest) -> dict[str, Any]:
+def match_tiles(ids: list[str], tiles: list, what: str, manifest) -> dict[str, Any]:
     """Index id -> Tile. Ids are tile ids (``crossview locate-index``) or, for indexes made by ``crossview index
     build`` from a dataset split, image paths: matched by path, by folder/stem, or by file name."""
     keys: dict[str, Any] = {}
@@ -218,3 +218,4 @@ def _match_tiles(ids: list[str], tiles: list, what: str, manifest) -> dict[str, 
     return out
 
 
+_load_fine, _run_median_error = load_fine_localizer, run_median_error  # the names earlier versions exported

@@ -11,29 +11,29 @@ import numpy as np
 
 from crossview.errors import ConfigError, CrossviewError
 from crossview.fine.pose import Pose
-from crossview.geometry.geo import latlon_to_offset, offset_to_latlon
+from crossview.geometry.geo import distance_m, latlon_to_offset, offset_to_latlon
 from crossview.io import write_json_atomic
-from crossview.locate.area import parse_near, tile_geometry, tiles_near
-from crossview.locate.calibrate import calibration_key, calibration_path, load_calibration, radii, raw_uncertainty
+from crossview.locate.area import tile_geometry, tiles_near
 from crossview.locate.draw import draw_result, draw_thumbnail
 from crossview.locate.models import (
-    _fine_cameras,
-    _fine_localize,
-    _has_view,
-    _identity,
-    _is_path,
-    _load_fine,
-    _load_retrieval,
-    _match_tiles,
-    _run_median_error,
+    fine_cameras,
+    fine_localize,
+    has_view,
+    is_path,
+    load_fine_localizer,
+    load_retrieval,
+    match_tiles,
     resolve_checkpoint,
+    retrieval_identity,
+    run_median_error,
 )
-from crossview.locate.photo import Photo, parse_heading_prior, pinhole_to_panorama, read_photo
-from crossview.locate.priors import Priors, contradictions, is_off, resolve_priors
+from crossview.locate.options import LocateOptions
+from crossview.locate.photo import Photo, pinhole_to_panorama, read_photo
+from crossview.locate.priors import Priors, contradictions, resolve_priors
 from crossview.locate.result import Candidate, FinePose, Result
+from crossview.locate.scan import ScanConfig, Walk, best_walk, walk_area
+from crossview.locate.uncertainty import calibration_key, calibration_path, load_calibration, radii, raw_uncertainty
 from crossview.tiles import Tile
-
-FINE_SEARCHES = ("auto", "tiles", "scan", "posterior")
 
 
 def _gps_sigma(priors: Priors) -> float | None:
@@ -52,16 +52,19 @@ class Locator:
     ``model``: the retrieval checkpoint when the index does not record it; ``tiles``: a manifest when the index
     does not record it; ``fine_model``: a fine-localization run or checkpoint (an official checkpoint with
     ``fine_arch``, e.g. ``hcnet_vigor``, and the release's other files joined by commas or, for its backbone, as
-    ``fine_backbone``: FG²'s ``dinov2_vitl14_pretrain.pth``); ``refine``: tiles refined per photo;
+    ``fine_backbone``: FG²'s ``dinov2_vitl14_pretrain.pth``); ``refine``: tiles refined per photo (when the
+    request's :class:`LocateOptions` does not say); ``scan``: the ``--fine-search scan`` grid and walks;
+    ``precision``: ``auto`` (bf16 on a CPU with native bf16, else fp32; the default of ``crossview locate`` and
+    ``crossview serve`` too, so the three give one answer), ``fp32`` or ``bf16``;
     ``trust_checkpoint``: the fine checkpoint is unpickled without restriction (``--trust-checkpoint``; by default
     no code in it runs).
     """
 
     def __init__(self, index: str | os.PathLike, *, model: str | os.PathLike | None = None,
                  tiles: str | os.PathLike | None = None, fine_model: str | os.PathLike | None = None,
-                 fine_arch: str | None = None, refine: int = 3, device: str = "cpu", precision: str = "fp32",
+                 fine_arch: str | None = None, refine: int = 3, device: str = "cpu", precision: str = "auto",
                  trust_checkpoint: bool = False, arch: str | None = None,
-                 fine_backbone: str | os.PathLike | None = None):
+                 fine_backbone: str | os.PathLike | None = None, scan: ScanConfig | None = None):
         from crossview.device import cpu_precision
         from crossview.search.index import load_index
         from crossview.tiles import read_manifest
@@ -74,30 +77,33 @@ class Locator:
         if ckpt is None:
             raise ConfigError(f"index {index} does not record its retrieval model: pass --model RUN (the run that "
                               "embedded its tiles), or build it with `crossview locate-index`")
-        self.checkpoint = resolve_checkpoint(ckpt) if _is_path(ckpt) else None
+        self.checkpoint = resolve_checkpoint(ckpt) if is_path(ckpt) else None
         arch = arch if model is not None else meta.get("arch")  # the released variant the index was built as
-        self.model = _load_retrieval(self.checkpoint or ckpt, device, self.precision, arch, trust_checkpoint)
-        self.index.check_query_model(_identity(self.model), what=f"the retrieval model {self.checkpoint or ckpt}")
+        self.model = load_retrieval(self.checkpoint or ckpt, device, self.precision, arch, trust_checkpoint)
+        self.index.check_query_model(retrieval_identity(self.model),
+                                     what=f"the retrieval model {self.checkpoint or ckpt}")
         manifest = tiles or meta.get("tiles_manifest")
         if manifest is None:
             raise ConfigError(f"index {index} does not say where its tile images are: pass --tiles MANIFEST "
                               "(from `crossview tiles`)")
-        self.tiles = _match_tiles(self.index.ids, read_manifest(manifest), f"index {index}", manifest)
+        self.tiles = match_tiles(self.index.ids, read_manifest(manifest), f"index {index}", manifest)
         # a release of several files (comma-joined) is recorded by its first file
-        self.fine_path = Path(str(fine_model).split(",")[0]) if fine_model is not None and _is_path(fine_model) \
+        self.fine_path = Path(str(fine_model).split(",")[0]) if fine_model is not None and is_path(fine_model) \
             else None
-        self.fine, self.fine_method = _load_fine(fine_model, device, fine_arch, self.precision, trust_checkpoint,
-                                                 fine_backbone) \
-            if fine_model is not None \
-            else (None, None)
-        self.fine_median_m = _run_median_error(fine_model) if fine_model is not None else None
+        self.fine, self.fine_method = load_fine_localizer(fine_model, device, fine_arch, self.precision,
+                                                          trust_checkpoint, fine_backbone) \
+            if fine_model is not None else (None, None)
+        self.fine_median_m = run_median_error(fine_model) if fine_model is not None else None
         self.geometry = tile_geometry([self.tiles[i] for i in self.index.ids])  # rows in index order
         self.calibration_path = calibration_path(self.fine_path, self.index_path)
         self.calibration = load_calibration(self.calibration_path)
-        # --fine-search scan: start grid and walk length, chosen on the calibration half of the pinhole-dense world
-        # (median 23.9 m at 15 m / 3 steps, 35.4 m at 20 m / 3, 28.5 m at 20 m / 5; docs/locate_priors.md)
-        self.scan_spacing_m, self.scan_steps = 15.0, 3
+        self.scan = scan or ScanConfig()
         self._mosaic = None  # the tiles as one Mosaic, made on the first scan
+
+    @property
+    def scan_spacing_m(self) -> float:
+        """The scan's start-grid spacing (m)."""
+        return self.scan.spacing_m
 
     def describe(self) -> dict[str, Any]:
         """What is loaded: the index (name, tile count), its retrieval model and the fine model."""
@@ -116,7 +122,7 @@ class Locator:
         from crossview.models import input_spec
 
         view = "drone" if photo.camera == "drone" else "ground"
-        if not _has_view(self.model, view):
+        if not has_view(self.model, view):
             raise CrossviewError(f"the index's retrieval model ({self.index.meta.get('name')}) does not embed "
                                  f"{photo.camera} images; use an index built with a model for that view")
         (h, w), mean, std = input_spec(self.model, view)
@@ -170,8 +176,6 @@ class Locator:
 
     def _refine_candidate(self, photo: Photo, c: Candidate, prior, area) -> Candidate:
         """Fine pose of ``photo`` in candidate ``c``'s tile, stored in ``c.pose`` (lat/lon, confidence, in_area)."""
-        from crossview.tiles import distance_m
-
         pose = self.refine_in(photo, self.tiles[c.tile], prior)
         lat, lon = (float(v) for v in offset_to_latlon(c.lat, c.lon, pose.x_m, pose.y_m))
         in_area = None if area is None else bool(distance_m((lat, lon), area[:2]) <= area[2])
@@ -183,8 +187,6 @@ class Locator:
     def _recentre(self, photo: Photo, best: Candidate, cands: list[Candidate], prior, area) -> Candidate:
         """The answer refined again in the tile whose centre is nearest to it, when the two agree within a quarter
         tile; else ``best`` unchanged. The extra tile joins ``cands`` (``source="recentre"``)."""
-        from crossview.tiles import distance_m
-
         here = (best.pose.lat, best.pose.lon)
         tid = self._nearest_id(*here)
         if tid == best.tile:
@@ -220,29 +222,22 @@ class Locator:
 
     def refine_in(self, photo: Photo, tile: Tile, heading_prior: tuple[float, float] | None) -> Pose:
         """The fine model's Pose of ``photo`` inside ``tile`` (metres east/north of its centre)."""
-        return _fine_localize(self.fine, photo, tile, heading_prior, self.device, self.precision)
+        return fine_localize(self.fine, photo, tile, heading_prior, self.device, self.precision)
 
-    def locate(self, photo: str | os.PathLike | Photo, *, camera: str = "auto", fov_deg: float | None = None,
-               heading_prior: str | tuple | None = None, top_k: int = 5, refine: int | None = None,
-               near: str | tuple | None = None, recentre: bool = True, out: str | os.PathLike | None = None,
-               thumbnails: bool = False, use_exif: bool = True, fine_search: str = "auto") -> dict[str, Any]:
+    def locate(self, photo: str | os.PathLike | Photo, options: LocateOptions | None = None, *,
+               out: str | os.PathLike | None = None, **overrides: Any) -> dict[str, Any]:
         """Locate one photo; returns (and with ``out`` writes ``locate.json`` + ``locate.png``) the answer as a
         JSON-ready dict (``locate_result`` gives the typed :class:`Result`). Options as :meth:`locate_result`."""
-        return self.locate_result(photo, camera=camera, fov_deg=fov_deg, heading_prior=heading_prior, top_k=top_k,
-                                  refine=refine, near=near, recentre=recentre, out=out,
-                                  thumbnails=thumbnails, use_exif=use_exif, fine_search=fine_search).to_dict()
+        return self.locate_result(photo, options, out=out, **overrides).to_dict()
 
-    def locate_result(self, photo: str | os.PathLike | Photo, *, camera: str = "auto",
-                      fov_deg: float | None = None, heading_prior: str | tuple | None = None, top_k: int = 5,
-                      refine: int | None = None, near: str | tuple | None = None, recentre: bool = True,
-                      out: str | os.PathLike | None = None, thumbnails: bool = False, use_exif: bool = True,
-                      fine_search: str = "auto") -> Result:
-        """Locate one photo.
+    def locate_result(self, photo: str | os.PathLike | Photo, options: LocateOptions | None = None, *,
+                      out: str | os.PathLike | None = None, **overrides: Any) -> Result:
+        """Locate one photo with ``options`` (:class:`LocateOptions`; ``overrides``: its fields by name).
 
-        ``near``: ``(lat, lon, radius_m)`` or ``"LAT,LON±R"``, a search area (a rough GPS fix): only tiles whose
-        footprint comes within ``radius_m`` of the point are ranked, and refined answers outside it are dropped.
-        ``recentre``: after fine localization, refine once more in the index's tile centred nearest the answer
-        (fine models are trained with the camera near the tile centre) and keep that answer when it agrees.
+        ``near``: a search area (a rough GPS fix): only tiles whose footprint comes within its radius of the point
+        are ranked, and refined answers outside it are dropped. ``recentre``: after fine localization, refine once
+        more in the index's tile centred nearest the answer (fine models are trained with the camera near the tile
+        centre) and keep that answer when it agrees.
         Without ``near`` / ``heading_prior`` the photo's EXIF GPS fix and compass direction are used (``"none"``
         turns a prior off, ``use_exif=False`` ignores the EXIF); ``Result.priors`` records where each came from, and
         ``Result.flags`` lists how the answer contradicts them (such an answer is not ``confident``).
@@ -252,16 +247,17 @@ class Locator:
         (:mod:`crossview.locate.posterior`; without a search area, around the best retrieved tile); ``auto``:
         posterior for a BEVPost model, else tiles.
         """
-        fine_search = self._fine_search(fine_search)
+        o = LocateOptions.of(options, **overrides)
+        fine_search = self._fine_search(o.fine_search)
         if not isinstance(photo, Photo):
-            photo = read_photo(photo, camera, fov_deg, use_exif=use_exif)
-        priors = resolve_priors(photo, near, heading_prior, use_exif)
+            photo = read_photo(photo, o.camera, o.fov_deg, use_exif=o.use_exif)
+        priors = resolve_priors(photo, o.near, o.heading_prior, o.use_exif)
         self._drop_fix_outside_index(priors)
         prior, area = priors.heading, priors.near
-        top_k = max(1, int(top_k))
-        refine = self.refine if refine is None else int(refine)
+        top_k = o.top_k
+        refine = self.refine if o.refine is None else o.refine
         cands = self._candidates(*self.search(self.embed(photo, prior), top_k, area))
-        cameras = _fine_cameras(self.fine) if self.fine is not None else ()
+        cameras = fine_cameras(self.fine) if self.fine is not None else ()
         use_fine = refine > 0 and photo.camera in cameras
         common = {"photo": str(photo.path), "camera": photo.camera, "fov_deg": photo.fov_deg,
                   "heading_prior": list(prior) if prior else None, "near": list(area) if area else None,
@@ -276,7 +272,7 @@ class Locator:
                                   "with an EXIF GPS fix)")
             best, result = self._scan_answer(photo, cands, prior, area, common)
         elif use_fine:
-            best, result = self._fine_answer(photo, cands, refine, prior, area, recentre, common)
+            best, result = self._fine_answer(photo, cands, refine, prior, area, o.recentre, common)
         else:
             best = cands[0]
             t = self.tiles[best.tile]
@@ -293,14 +289,12 @@ class Locator:
         for c in cands:
             c.chosen = c is best
         if out is not None:
-            self._write_result(Path(out), result, best, cands, thumbnails, post)
+            self._write_result(Path(out), result, best, cands, o.thumbnails, post)
         return result
 
     def _fine_search(self, fine_search: str) -> str:
         """The fine search a request gets: ``auto`` is ``posterior`` for a posterior model, else ``tiles``; a
         posterior model does nothing else, and nothing else does a posterior."""
-        if fine_search not in FINE_SEARCHES:
-            raise ConfigError(f"--fine-search {fine_search!r}: choose {', '.join(FINE_SEARCHES)}")
         is_post = self.fine is not None and hasattr(self.fine, "map_embedding")
         if fine_search == "auto":
             return "posterior" if is_post else "tiles"
@@ -389,14 +383,10 @@ class Locator:
         """The fine model walked to the camera in windows over the search area (:mod:`crossview.locate.scan`), the
         best walk's end refined once more with the model's full options; its Candidate (``source="scan"``, the
         index tile nearest the answer, added to ``cands``) and fine Result."""
-        from crossview.locate.scan import best_walk, walk_area
-        from crossview.tiles import distance_m
-
-        walks = walk_area(area, lambda lat, lon: self._window_pose(photo, lat, lon, prior, ransac=False),
-                          self.scan_spacing_m, self.scan_steps)
+        walks = self.scan_walks(photo, prior, area)
         walk = best_walk(walks, area)
         end = walk.end
-        final = self._window_pose(photo, end[0], end[1], prior)
+        final = self.window_pose(photo, end[0], end[1], prior)
         base, pose = (end, final) if final is not None else (walk.centres[-1], walk.poses[-1])
         lat, lon = (float(v) for v in offset_to_latlon(base[0], base[1], pose.x_m, pose.y_m))
         tid = self._nearest_id(lat, lon)
@@ -414,23 +404,28 @@ class Locator:
                         fine_model=str(self.fine_path) if self.fine_path else self.fine_method,
                         fine_method=self.fine_method, search="scan")
         result.scan = {"walks": len(walks), "windows": sum(len(w.poses) for w in walks) + 1,
-                       "spacing_m": self.scan_spacing_m, "steps": self.scan_steps,
+                       "spacing_m": self.scan.spacing_m, "steps": self.scan.steps,
                        "start": list(walk.start), "confidence": walk.confidence}
         return best, result
 
-    def _window_pose(self, photo: Photo, lat: float, lon: float, prior, **options) -> Pose | None:
-        """The fine pose of ``photo`` in the window centred on (lat, lon) (the size and scale of the nearest
-        index tile), metres from that centre; None where no window can be cut (outside the tiles)."""
-        from crossview.tiles.mosaic import Mosaic
+    def scan_walks(self, photo: Photo, prior: tuple[float, float] | None,
+                   area: tuple[float, float, float]) -> list[Walk]:
+        """The scan's walks over ``area`` (lat, lon, radius_m) with the fast fine pose (no RANSAC) in each window
+        (:func:`crossview.locate.scan.walk_area` with this locator's :class:`ScanConfig`)."""
+        return walk_area(area, lambda lat, lon: self.window_pose(photo, lat, lon, prior, ransac=False),
+                         self.scan.spacing_m, self.scan.steps, self.scan.settle_m)
 
-        if self._mosaic is None:
-            self._mosaic = Mosaic([self.tiles[i] for i in self.index.ids])
+    def window_pose(self, photo: Photo, lat: float, lon: float, prior: tuple[float, float] | None,
+                    **options: Any) -> Pose | None:
+        """The fine pose of ``photo`` in the window centred on (lat, lon) (the size and scale of the nearest
+        index tile), metres from that centre; None where no window can be cut (outside the tiles). ``options`` go
+        to the fine model's ``predict`` (e.g. ``ransac=False``)."""
         tile = self.tiles[self._nearest_id(lat, lon)]
         try:
-            window = self._mosaic.window(lat, lon, max(tile.width, tile.height), tile.mpp)
+            window = self.mosaic().window(lat, lon, max(tile.width, tile.height), tile.mpp)
         except CrossviewError:
             return None
-        return _fine_localize(self.fine, photo, tile, prior, self.device, self.precision, window=window, **options)
+        return fine_localize(self.fine, photo, tile, prior, self.device, self.precision, window=window, **options)
 
     def _nearest_id(self, lat: float, lon: float) -> str:
         """The index id of the tile whose centre is nearest to (lat, lon) (ids key ``self.tiles``; they are not
@@ -503,20 +498,21 @@ def _caption(r: Result) -> str:
     return f"{r.lat:.6f}, {r.lon:.6f}  {head}  {radius}  ({r.method})"
 
 
-def locate(photo: str | os.PathLike | Photo, index: str | os.PathLike | Locator, **kwargs: Any) -> dict[str, Any]:
-    """One-call form: ``locate(photo, index, camera=..., fov_deg=..., heading_prior=..., near=None, top_k=5, refine=3,
-    fine_model=None, fine_arch=None, model=None, arch=None, tiles=None, out=None, device="cpu")`` -> the answer dict
-    (see Locator.locate)."""
-    for text, parse in ((kwargs.get("heading_prior"), parse_heading_prior), (kwargs.get("near"), parse_near)):
-        if not is_off(text):  # the cheap checks first: before any model is loaded
-            parse(text)
+def locate(photo: str | os.PathLike | Photo, index: str | os.PathLike | Locator,
+           options: LocateOptions | None = None, *, out: str | os.PathLike | None = None,
+           **kwargs: Any) -> dict[str, Any]:
+    """One-call form: ``locate(photo, index, LocateOptions(...), out=None, model=None, arch=None, tiles=None,
+    fine_model=None, fine_arch=None, fine_backbone=None, device="cpu", precision="fp32", trust_checkpoint=False)``
+    -> the answer dict (see :meth:`Locator.locate`). The options may also be given by name; they are checked
+    before any model is loaded."""
+    load = {k: kwargs.pop(k) for k in LOAD_OPTIONS if k in kwargs}
+    options = LocateOptions.of(options, **kwargs)
     if not isinstance(photo, Photo):
-        photo = read_photo(photo, kwargs.pop("camera", "auto"), kwargs.pop("fov_deg", None),
-                           use_exif=kwargs.get("use_exif", True))
+        photo = read_photo(photo, options.camera, options.fov_deg, use_exif=options.use_exif)
     if not isinstance(index, Locator):
-        load = {k: kwargs.pop(k) for k in ("model", "arch", "tiles", "fine_model", "fine_arch", "fine_backbone",
-                                           "device", "precision", "trust_checkpoint") if k in kwargs}
-        index = Locator(index, refine=kwargs.get("refine") or 3, **load)
-    return index.locate(photo, **kwargs)
+        index = Locator(index, refine=options.refine or 3, **load)
+    return index.locate(photo, options, out=out)
 
 
+LOAD_OPTIONS = ("model", "arch", "tiles", "fine_model", "fine_arch", "fine_backbone", "device", "precision",
+                "trust_checkpoint")

@@ -25,18 +25,11 @@ import numpy as np
 
 from crossview.errors import ConfigError, CrossviewError
 from crossview.io import atomic_write, write_json_atomic
+from crossview.search.faiss_lib import faiss_module
 from crossview.search.shards import describe_model, same_model
 
 KINDS = ("flat", "ivfpq")
 SIDECAR_FORMAT = "crossview-index/1"
-
-
-def _faiss():
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - faiss-cpu is a dependency
-        raise CrossviewError("faiss is not installed: pip install faiss-cpu (or faiss-gpu)") from exc
-    return faiss
 
 
 def _as_f32(x: Any) -> np.ndarray:
@@ -64,7 +57,7 @@ class Index:
 
     def set_nprobe(self, nprobe: int) -> None:
         if self.params.get("kind") == "ivfpq":
-            _faiss().extract_index_ivf(self.faiss_index).nprobe = int(nprobe)
+            faiss_module().extract_index_ivf(self.faiss_index).nprobe = int(nprobe)
             self.params["nprobe"] = int(nprobe)
 
     def search_rows(self, q: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +95,7 @@ def build_index(desc: Any, ids: list[str], gps: Any = None, meta: dict[str, Any]
     (default ``max(64·nlist, 50k)``) random rows. ``refine``: ``"flat"`` (exact re-ranking), ``"sq8"``
     (8-bit re-ranking, 4× less memory) or None.
     """
-    faiss = _faiss()
+    faiss = faiss_module()
     x = _as_f32(desc)
     if x.ndim != 2:
         raise ValueError(f"descriptors must be (N, D), got {x.shape}")
@@ -155,7 +148,7 @@ def sidecar_path(path: str | Path) -> Path:
 
 def save_index(index: Index, path: str | Path) -> Path:
     """Write ``path`` (faiss) and ``path.json`` (sidecar), each atomically; returns ``path``."""
-    faiss = _faiss()
+    faiss = faiss_module()
     path = Path(path)
     blob = faiss.serialize_index(index.faiss_index)
     digest = hashlib.sha1(blob.tobytes()).hexdigest()
@@ -177,7 +170,7 @@ def load_index(path: str | Path, query_meta: dict[str, Any] | None = None) -> In
         from crossview.search.region import load_region_index
 
         return load_region_index(path, query_meta)
-    faiss = _faiss()
+    faiss = faiss_module()
     side = sidecar_path(path)
     if not path.exists() or not side.exists():
         raise CrossviewError(f"index {path} needs both {path.name} and {side.name}; build it with "

@@ -69,7 +69,7 @@ def index_rasters(rasters: Sequence[str | os.PathLike], model: Any, out: str | o
     import torch
 
     from crossview.device import cpu_precision
-    from crossview.locate.models import _identity, _is_path, _load_retrieval, resolve_checkpoint
+    from crossview.locate.models import is_path, load_retrieval, resolve_checkpoint, retrieval_identity
     from crossview.progress import progress
     from crossview.search.embed import ArrayEmbedder
     from crossview.tiles.raster import OpenRaster, tile_id
@@ -89,10 +89,10 @@ def index_rasters(rasters: Sequence[str | os.PathLike], model: Any, out: str | o
         device = f"cuda:{dist_info.local_rank}"
     out = Path(out)
     work = out / "shards"
-    checkpoint = resolve_checkpoint(model).resolve() if _is_path(model) else None
+    checkpoint = resolve_checkpoint(model).resolve() if is_path(model) else None
     precision = cpu_precision(precision, device)
-    net = _load_retrieval(checkpoint or model, device, precision, arch, trust_checkpoint)
-    ident = _identity(net)
+    net = load_retrieval(checkpoint or model, device, precision, arch, trust_checkpoint)
+    ident = retrieval_identity(net)
     prefixes = _tile_ids(paths)
     opened = [OpenRaster(p, tile_px, overlap, mpp, options) for p in paths]
     try:

@@ -185,9 +185,9 @@ def _cell_path(out: Path, hx: str, res: int) -> Path:
 def _build_ivf(out: Path, info: dict[str, Any], *, nlist, m, nbits, nprobe, k_factor, train_size, ondisk,
                seed) -> dict[str, Any]:
     """Train and fill the global IVF-PQ from the cell files just written (rows in index order)."""
-    from crossview.search.index import _faiss
+    from crossview.search.faiss_lib import faiss_module
 
-    faiss = _faiss()
+    faiss = faiss_module()
     n, d, res = info["count"], info["dim"], info["h3_resolution"]
     m = int(m or _default_m(d))
     if d % m:
@@ -276,9 +276,9 @@ class RegionIndex:
             self._faiss().extract_index_ivf(self._ivf).nprobe = self.nprobe
 
     def _faiss(self):
-        from crossview.search.index import _faiss
+        from crossview.search.faiss_lib import faiss_module
 
-        return _faiss()
+        return faiss_module()
 
     # -- cells --
     def cell(self, hx: str) -> stfile.STFile:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from crossview.locate.options import LocateOptions
 from crossview.serve.app import MAX_UPLOAD_BYTES, App, Limits, Pipeline, Server, make_server, sniff
 
 __all__ = ["MAX_UPLOAD_BYTES", "App", "Limits", "Pipeline", "Server", "locator_pipeline", "make_server", "sniff"]
@@ -18,9 +19,6 @@ def locator_pipeline(locator) -> Pipeline:
     """
 
     def pipeline(photo: Path, options: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-        return locator.locate(photo, camera=options["camera"], fov_deg=options["fov_deg"],
-                              heading_prior=options["heading_prior"], near=options.get("near"),
-                              top_k=options["top_k"], out=out_dir, fine_search=options.get("fine_search", "tiles"),
-                              thumbnails=True)
+        return locator.locate(photo, LocateOptions.of(options, thumbnails=True), out=out_dir)
 
     return pipeline

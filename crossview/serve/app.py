@@ -45,8 +45,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from crossview.errors import CrossviewError
-from crossview.locate.photo import CAMERAS
-from crossview.locate.pipeline import FINE_SEARCHES
+from crossview.locate.options import CAMERAS, FINE_SEARCHES, LocateOptions, OptionError
 from crossview.serve.janitor import RESULT_ID, Janitor, sweep
 from crossview.serve.jobs import JobQueue
 from crossview.serve.logs import event
@@ -105,39 +104,37 @@ def sniff(data: bytes) -> tuple[str, str] | None:
     return None
 
 
-def parse_options(fields: dict[str, str], max_top_k: int = 20) -> dict[str, Any]:
-    """The form's text fields -> pipeline options, checked (raises RequestError 400 with the field named)."""
-    camera = (fields.get("camera") or "auto").strip()
-    if camera not in CAMERAS:
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"camera must be one of {', '.join(CAMERAS)}, not {camera!r}")
-    options: dict[str, Any] = {"camera": camera, "fov_deg": None, "heading_prior": None, "near": None, "top_k": 5,
-                               "fine_search": (fields.get("search") or "auto").strip()}
-    if options["fine_search"] not in FINE_SEARCHES:
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"search must be one of {', '.join(FINE_SEARCHES)}, not "
-                           f"{options['fine_search']!r}")
-    fov = (fields.get("fov") or "").strip()
-    if fov:
-        try:
-            options["fov_deg"] = float(fov)
-        except ValueError:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"field of view {fov!r} is not a number of degrees") from None
-    prior = (fields.get("heading_prior") or "").strip()
-    options["heading_prior"] = prior or None
-    near = (fields.get("near") or "").strip()
-    if near:
-        from crossview.errors import ConfigError
-        from crossview.locate import parse_near
+# the form's fields, as LocateOptions fields; the page sends no others
+FORM_OPTIONS = ("camera", "fov_deg", "heading_prior", "near", "top_k", "fine_search")
 
-        try:
-            options["near"] = parse_near(near)
-        except ConfigError as e:
+
+def parse_options(fields: dict[str, str], max_top_k: int = 20) -> dict[str, Any]:
+    """The form's text fields -> pipeline options (:data:`FORM_OPTIONS` of a checked :class:`LocateOptions`);
+    raises RequestError 400 with the field named. A heading prior that does not parse is the locator's own user
+    error (a ConfigError, answered 422)."""
+    camera = (fields.get("camera") or "auto").strip()
+    search = (fields.get("search") or "auto").strip()
+    fov, top_k = (fields.get("fov") or "").strip(), (fields.get("top_k") or "").strip()
+    try:
+        fov_deg = float(fov) if fov else None
+    except ValueError:
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"field of view {fov!r} is not a number of degrees") from None
+    if top_k and (not top_k.isdigit() or not 1 <= int(top_k) <= max_top_k):
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"top-k must be a whole number from 1 to {max_top_k}")
+    try:
+        options = LocateOptions(camera=camera, fov_deg=fov_deg, heading_prior=fields.get("heading_prior"),
+                                near=fields.get("near"), top_k=int(top_k) if top_k else 5, fine_search=search)
+    except OptionError as e:
+        if e.option == "camera":
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"camera must be one of {', '.join(CAMERAS)}, not "
+                                                       f"{camera!r}") from None
+        if e.option == "fine_search":
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"search must be one of {', '.join(FINE_SEARCHES)}, not "
+                                                       f"{search!r}") from None
+        if e.option == "near":
             raise RequestError(HTTPStatus.BAD_REQUEST, f"rough location: {e}".replace("--near ", "")) from None
-    top_k = (fields.get("top_k") or "").strip()
-    if top_k:
-        if not top_k.isdigit() or not 1 <= int(top_k) <= max_top_k:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"top-k must be a whole number from 1 to {max_top_k}")
-        options["top_k"] = int(top_k)
-    return options
+        raise
+    return {k: getattr(options, k) for k in FORM_OPTIONS}
 
 
 def image_size(path: Path, max_pixels: int) -> tuple[int, int]:

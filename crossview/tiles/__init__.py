@@ -21,13 +21,13 @@ import os
 from pathlib import Path
 
 from crossview.errors import ConfigError
+from crossview.geometry.geo import distance_m  # re-exported: tile code measures with the geometry's one
 from crossview.tiles.images import IMAGE_SUFFIXES, cut_image, list_folder, parse_corners
 from crossview.tiles.manifest import (
     MANIFEST,
     MANIFEST_VERSION,
     LatLon,
     Tile,
-    distance_m,
     read_manifest,
     square_footprint,
     write_manifest,

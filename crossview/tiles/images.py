@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from crossview.errors import ConfigError, DatasetError
-from crossview.geometry.geo import VIGOR_MPP_640
+from crossview.geometry.geo import VIGOR_MPP_640, distance_m
 from crossview.io import atomic_write
-from crossview.tiles.manifest import LatLon, Tile, distance_m, square_footprint
+from crossview.tiles.manifest import LatLon, Tile, square_footprint
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TILE_NAME = re.compile(r"^satellite_(-?\d+(?:\.\d+)?)_(-?\d+(?:\.\d+)?)\.(?:png|jpe?g)$", re.IGNORECASE)

@@ -14,7 +14,6 @@ from typing import Any
 
 from crossview.errors import DatasetError
 from crossview.geometry.geo import offset_to_latlon
-from crossview.geometry.geodesy import geodesic_m
 from crossview.io import write_json_atomic
 
 MANIFEST = "manifest.json"
@@ -26,22 +25,11 @@ FRAMES = {"position": "lat/lon WGS84 degrees", "pixel": "x right, y down, top-le
 LatLon = tuple[float, float]
 
 
-def distance_m(a: LatLon, b: LatLon) -> float:
-    """WGS84 geodesic distance in metres between two (lat, lon) points."""
-    return float(geodesic_m(a[0], a[1], b[0], b[1]))
-
-
-def offset(lat0: float, lon0: float, east_m: float, north_m: float) -> LatLon:
-    """(lat, lon) of the point ``east_m``/``north_m`` metres from (lat0, lon0) on the tangent plane there."""
-    lat, lon = offset_to_latlon(lat0, lon0, east_m, north_m)
-    return float(lat), float(lon)
-
-
 def square_footprint(lat: float, lon: float, width_m: float, height_m: float) -> dict[str, LatLon]:
     """Corners of a north-up ``width_m`` x ``height_m`` rectangle centred on (lat, lon), on its tangent plane."""
     hw, hh = width_m / 2, height_m / 2
-    return {"nw": offset(lat, lon, -hw, hh), "ne": offset(lat, lon, hw, hh),
-            "se": offset(lat, lon, hw, -hh), "sw": offset(lat, lon, -hw, -hh)}
+    return {k: tuple(float(v) for v in offset_to_latlon(lat, lon, e, n))
+            for k, e, n in (("nw", -hw, hh), ("ne", hw, hh), ("se", hw, -hh), ("sw", -hw, -hh))}
 
 
 @dataclass(frozen=True)

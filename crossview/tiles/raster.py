@@ -32,9 +32,10 @@ from typing import Any
 import numpy as np
 
 from crossview.errors import ConfigError, CrossviewError, DatasetError
+from crossview.geometry.geo import distance_m
 from crossview.geometry.geodesy import enu_to_latlon, radii
 from crossview.io import atomic_write
-from crossview.tiles.manifest import Tile, distance_m, square_footprint
+from crossview.tiles.manifest import Tile, square_footprint
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".gtif", ".gtiff", ".vrt", ".jp2")
 LATTICE = 17  # lattice nodes per tile side at which the source position is computed exactly

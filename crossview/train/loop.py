@@ -87,7 +87,8 @@ def _param_groups(model: torch.nn.Module, lr: float, backbone_scale: float):
     return groups
 
 
-def _collate(items):
+def collate_pairs(items):
+    """(query images, reference images, indices) of a batch of ``PairDataset`` items, stacked."""
     q, r, i = zip(*items)
     return torch.stack(q), torch.stack(r), torch.as_tensor(i)
 
@@ -253,7 +254,7 @@ def _epoch_loader(run: _Run, dataset, locations: np.ndarray, batch_size: int) ->
                                neighbour_range=cfg["neighbour_range"])
     sampler = BatchList(batches, seed, run.epoch, run.step_in_epoch, info.rank, info.world_size)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg["num_workers"],
-                        collate_fn=_collate, pin_memory=run.device.type == "cuda",
+                        collate_fn=collate_pairs, pin_memory=run.device.type == "cuda",
                         persistent_workers=False, generator=torch.Generator())
     return batches, loader
 

@@ -23,7 +23,7 @@ _DATA = {
 _SAMPLING = {"gps_sample": True, "sim_sample": True}
 # Synthetic twins run on `crossview synth --layout cvusa|cvact|vigor --scale small` trees with the tiny CPU models,
 # schedule like the `synthetic-cpu` preset; meant to be cut short with --set max_steps=N
-# (benchmarks/paper_synthetic.py).
+# (benchmarks/experiments/paper_synthetic.py).
 _SYNTH = {"epochs": 4, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 0.5, "eval_every": 0, "num_workers": 0,
           "checkpoint_every": 50, "seed": 0, "pretrained": False, "neighbour_select": 8, "neighbour_range": 16}
 SYNTHETIC_PREFIX = "paper-synthetic-"

@@ -6,7 +6,8 @@ fine model) and its 68 % / 95 % radii are checked on the second half, disjoint f
 (``measure_coverage``). Protocol as ``demo_locate``'s rough-fix setting: a GPS fix off by up to 50 m
 (``--near FIX±50``) and a compass off by up to ±20°.
 
-    OMP_NUM_THREADS=1 python benchmarks/locate_calibration.py --world WORLD --retrieval RUN --fine FINE_RUN --n 150
+    OMP_NUM_THREADS=1 python -m benchmarks.experiments.locate_calibration --world WORLD --retrieval RUN \\
+        --fine FINE_RUN --n 150
 
 Pinhole photos located by the scan (issue 19's setting: ``--camera pinhole --fine-search scan``) are measured the
 same way; ``--camera pinhole`` draws the world's pinhole test photos instead of its panoramas.
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from pathlib import Path
+
+from benchmarks.common import RESULTS, Timer, add_work_argument, environment, work_dir
 
 
 def main() -> None:
@@ -25,7 +26,7 @@ def main() -> None:
     ap.add_argument("--world", required=True, help="crossview synth --layout vigor world")
     ap.add_argument("--retrieval", required=True, help="retrieval run folder or checkpoint")
     ap.add_argument("--fine", required=True, help="fine run folder (the calibration is written beside it)")
-    ap.add_argument("--work", default="/tmp/crossview_calibration")
+    add_work_argument(ap, "tiles, indexes and per-photo rows")
     ap.add_argument("--n", type=int, default=150, help="photos to calibrate on, and as many held out")
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--refine", type=int, default=5)
@@ -35,7 +36,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--normalise", action="store_true", help="calibrate error / raw uncertainty, not the error")
     ap.add_argument("--describe", default="{}", help="JSON with words on the world and models, for the record")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "locate_calibration.json"))
+    ap.add_argument("--out", default=str(RESULTS / "locate_calibration.json"))
     args = ap.parse_args()
     import torch
 
@@ -43,15 +44,14 @@ def main() -> None:
     from crossview.io import write_json_atomic
     from crossview.locate.calibrate import calibrate, measure_coverage
 
-    work = Path(args.work)
     protocol = {"gps_noise_m": 50.0, "heading_noise_deg": args.heading_noise, "top_k": args.top_k,
                 "refine": args.refine, "camera": args.camera, "fine_search": args.fine_search}
-    t0 = time.time()
-    cal = calibrate(args.world, args.retrieval, args.fine, n=args.n, half="first", out=work / "calibrate", seed=0,
-                    normalise=args.normalise, **protocol)
-    t1 = time.time()
-    held = measure_coverage(args.world, args.retrieval, args.fine, n=args.n, half="second", out=work / "heldout",
-                            seed=1, **protocol)
+    with work_dir(args.work) as work, Timer() as t_cal:
+        cal = calibrate(args.world, args.retrieval, args.fine, n=args.n, half="first", out=work / "calibrate",
+                        seed=0, normalise=args.normalise, **protocol)
+    with work_dir(args.work) as work, Timer() as t_held:
+        held = measure_coverage(args.world, args.retrieval, args.fine, n=args.n, half="second",
+                                out=work / "heldout", seed=1, **protocol)
     result = {
         **json.loads(args.describe),
         "protocol": "the world's test panoramas split in two disjoint halves (even / odd positions of the test "
@@ -64,7 +64,7 @@ def main() -> None:
                     f"{args.fine_search}; top_k {args.top_k}, refine {args.refine}, re-centring on; "
                     f"CPU, {args.threads} thread(s)",
         "calibration": cal, "held_out": held,
-        "seconds": {"calibrate": round(t1 - t0, 1), "measure": round(time.time() - t1, 1)},
+        "seconds": {"calibrate": round(t_cal.s, 1), "measure": round(t_held.s, 1)}, "environment": environment(),
     }
     write_json_atomic(args.out, result)
     print(json.dumps(held["coverage"], indent=1))

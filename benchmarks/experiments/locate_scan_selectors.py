@@ -18,7 +18,8 @@ For each score: the AUC of right (< 10 m) against wrong ends, and the error of t
 ``demo_locate`` (compass ±20°, GPS fix off by up to 50 m, seed 0). Results: ``benchmarks/results/locate_pinhole.json``
 (``walk_end_selectors_2026_12_03``).
 
-    python benchmarks/locate_scan_selectors.py --world PIND --retrieval RUN_FOV --fine CKPT --half first --n 50
+    python -m benchmarks.experiments.locate_scan_selectors --world PIND --retrieval RUN_FOV --fine CKPT --half first \\
+        --n 50 --out ENDS_FIRST.jsonl
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.common import add_pinhole_scan_arguments, add_work_argument, top_ends, work_dir
 
 RING = [(0.0, 0.0)] + [(3 * math.cos(a), 3 * math.sin(a)) for a in np.arange(8) * math.pi / 4] + \
        [(6 * math.cos(a), 6 * math.sin(a)) for a in np.arange(4) * math.pi / 2 + math.pi / 4]
@@ -47,7 +50,7 @@ def _variants(photo):
 
 
 def _conf(loc, photo, lat, lon, prior) -> float:
-    p = loc._window_pose(photo, lat, lon, prior, ransac=False)
+    p = loc.window_pose(photo, lat, lon, prior, ransac=False)
     return 0.0 if p is None else float(p.confidence)
 
 
@@ -63,65 +66,50 @@ def _score_end(loc, photo, e, prior, cohort) -> None:
     e["rot180"] = _conf(loc, photo, lat, lon, ((prior[0] + 180.0) % 360.0, prior[1]))
 
 
-def top_ends(ends: list[dict], k: int = 5, apart_m: float = 3.0) -> list[dict]:
-    """The ``k`` most confident walk ends inside the search area, at least ``apart_m`` apart."""
-    from crossview.tiles import distance_m
+def scan(loc, photo, prior, near) -> tuple[list, tuple[float, float]]:
+    """The scan's walks over ``near`` and its answer (lat, lon), as ``locate --fine-search scan`` chooses it: the
+    most confident walk ending inside the area, refined once more with the model's full options."""
+    from crossview.geometry.geo import offset_to_latlon
+    from crossview.locate.scan import best_walk
 
-    top: list[dict] = []
-    for e in sorted((e for e in ends if e["inside"]), key=lambda e: -e["conf"]):
-        if all(distance_m(e["end"], t["end"]) > apart_m for t in top):
-            top.append(e)
-        if len(top) == k:
-            break
-    return top
+    walks = loc.scan_walks(photo, prior, near)
+    walk = best_walk(walks, near)
+    final = loc.window_pose(photo, *walk.end, prior)
+    base, pose = (walk.end, final) if final is not None else (walk.centres[-1], walk.poses[-1])
+    return walks, tuple(float(v) for v in offset_to_latlon(base[0], base[1], pose.x_m, pose.y_m))
 
 
-def record(world: Path, retrieval: str, fine: str, half: str, n: int, k_cohort: int, out: Path) -> list[dict]:
+def record(world: Path, retrieval: str, fine: str, half: str, n: int, k_cohort: int, out: Path,
+           work: Path) -> list[dict]:
     """Locate ``n`` pinholes of ``half`` by the scan, recording every walk end; rows appended to ``out``."""
-    from crossview.locate import scan as scanmod
-    from crossview.locate.benchmark import held_out_photos, simulated_priors
-    from crossview.locate.models import index_tiles
-    from crossview.locate.photo import read_photo
-    from crossview.locate.pipeline import Locator
-    from crossview.tiles import build_tiles, distance_m
+    from benchmarks.common import world_index
+    from crossview.geometry.geo import distance_m
+    from crossview.locate import Locator, held_out_photos, read_photo, simulated_priors
 
-    work = out.parent / (out.stem + "_index")
-    index = index_tiles(build_tiles(world / "satellite", work / "tiles"), retrieval, work / "tiles.index")
-    loc = Locator(index, fine_model=fine)
+    loc = Locator(world_index(world, retrieval, work)[1], fine_model=fine)
     recs = [json.loads(line) for line in (world / "crossview_poses.jsonl").read_text().splitlines() if line.strip()]
     train = [r for r in recs if r.get("split") == "train" and r.get("camera") == "pinhole"]
     cohort = [read_photo(world / r["image"], "pinhole", r["fov_deg"])
               for r in random.Random(5).sample(train, k_cohort)]
-    captured: dict[str, list] = {}
-    walk_area = scanmod.walk_area
-
-    def capture(*a, **kw):
-        captured["walks"] = walk_area(*a, **kw)
-        return captured["walks"]
-
-    scanmod.walk_area = capture
     rows = []
-    try:
-        for i, rec in enumerate(held_out_photos(world, n, half, "pinhole")):
-            t0 = time.time()
-            truth = (float(rec["lat"]), float(rec["lon"]))
-            prior, fix, near = simulated_priors(truth, float(rec["heading_deg"]), i, 0, 20.0, 50.0, None)
-            photo = read_photo(world / rec["image"], "pinhole", rec["fov_deg"])
-            r = loc.locate_result(photo, heading_prior=prior, near=near, fine_search="scan")
-            ends = [{"end": list(w.end), "err": distance_m(w.end, truth), "conf": w.confidence,
-                     "inside": distance_m(w.end, near[:2]) <= near[2]} for w in captured.pop("walks")]
-            for e in ends:
-                e["n_conv"] = sum(distance_m(e["end"], f["end"]) < 5.0 for f in ends)
-            for e in top_ends(ends):
-                e["top"] = True
-                _score_end(loc, photo, e, prior, cohort)
-            row = {"i": i, "image": rec["image"], "answer_err": distance_m((r.lat, r.lon), truth), "ends": ends,
-                   "seconds": time.time() - t0}
-            rows.append(row)
-            with open(out, "a") as f:
-                f.write(json.dumps(row) + "\n")
-    finally:
-        scanmod.walk_area = walk_area
+    for i, rec in enumerate(held_out_photos(world, n, half, "pinhole")):
+        t0 = time.time()
+        truth = (float(rec["lat"]), float(rec["lon"]))
+        prior, fix, near = simulated_priors(truth, float(rec["heading_deg"]), i, 0, 20.0, 50.0, None)
+        photo = read_photo(world / rec["image"], "pinhole", rec["fov_deg"])
+        walks, answer = scan(loc, photo, prior, near)
+        ends = [{"end": list(w.end), "err": distance_m(w.end, truth), "conf": w.confidence,
+                 "inside": distance_m(w.end, near[:2]) <= near[2]} for w in walks]
+        for e in ends:
+            e["n_conv"] = sum(distance_m(e["end"], f["end"]) < 5.0 for f in ends)
+        for e in top_ends(ends):
+            e["top"] = True
+            _score_end(loc, photo, e, prior, cohort)
+        row = {"i": i, "image": rec["image"], "answer_err": distance_m(answer, truth), "ends": ends,
+               "seconds": time.time() - t0}
+        rows.append(row)
+        with open(out, "a") as f:
+            f.write(json.dumps(row) + "\n")
     return rows
 
 
@@ -153,21 +141,20 @@ def summarise(rows: list[dict], right_m: float = 10.0) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--world", required=True, help="crossview synth --layout vigor --scale pinhole-dense world")
-    ap.add_argument("--retrieval", required=True, help="limited-FoV retrieval run (synthetic-cpu-dense-fov)")
-    ap.add_argument("--fine", required=True, help="pinhole fine model (fg2-synthetic-cpu-pinhole checkpoint)")
-    ap.add_argument("--half", default="first", choices=("first", "second"))
+    add_pinhole_scan_arguments(ap)
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--cohort", type=int, default=8, help="unrelated training photos for cohort normalisation")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="/tmp/crossview_scan_selectors/ends.jsonl", help="per-photo rows (appended)")
+    ap.add_argument("--out", required=True, help="per-photo rows (appended)")
+    add_work_argument(ap, "tiles and index")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows = record(Path(args.world), args.retrieval, args.fine, args.half, args.n, args.cohort, out)
+    with work_dir(args.work) as work:
+        rows = record(Path(args.world), args.retrieval, args.fine, args.half, args.n, args.cohort, out, work)
     print(json.dumps(summarise(rows), indent=1))
 
 

@@ -1,6 +1,6 @@
 """Side by side: fine-grained presets trained on one synthetic world, evaluated on the same held-out samples.
 
-    python benchmarks/fine_compare.py --data /tmp/world --work /tmp/runs \\
+    python -m benchmarks.experiments.fine_compare --data WORLD --work RUNS \\
         --presets hcnet-synthetic-cpu homoflow-synthetic-cpu --orientation prior --prior-deg 45 \\
         --set hcnet-synthetic-cpu:steps=1500 --out benchmarks/results/hcnet_synthetic.json
 
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import environment
 from crossview.config import parse_override
 from crossview.fine.data import read_samples
 from crossview.fine.evaluate import evaluate
@@ -70,7 +70,7 @@ def main() -> None:
     report = {"command": " ".join(sys.argv), "data": args.data, "area": args.area, "camera": args.camera,
               "orientation": args.orientation, "prior_deg": args.prior_deg if args.orientation == "prior" else None,
               "seed": args.seed, "test_samples": len(test), "positives_only": True, "threads": args.threads,
-              "host": platform.node(), "torch": torch.__version__,
+              "environment": environment(),
               "timing": "wall seconds on a shared 2-core CPU; other jobs ran at the same time", "results": results}
     write_json_atomic(args.out, report)
 

@@ -1,13 +1,13 @@
 """Phone photos near a rough GPS fix, located by the search-area posterior (``--search posterior``) or the scan.
 
-The protocol of ``crossview.locate.benchmark``: the world's held-out pinhole photos (test split), one ``--half``
+The protocol of ``crossview.locate.evaluate``: the world's held-out pinhole photos (test split), one ``--half``
 (even / odd positions of the test list), ``--n`` of them evenly spread; per photo a GPS fix off by up to 50 m
 (uniform over the disc) searched within 50 m of it, and a compass off by up to ±20° (uniform), both seeded by
 ``--prior-seed``. ``--no-compass`` drops the compass.
 
     crossview synth --layout vigor --scale pinhole-dense --out WORLD
-    python benchmarks/locate_pinhole.py --world WORLD --n 150 --half second --prior-seed 1 --search posterior \\
-        --out result.json
+    python -m benchmarks.experiments.locate_pinhole --world WORLD --n 150 --half second --prior-seed 1 \\
+        --search posterior --out result.json
 
 ``--search posterior`` uses the committed BEVPost release (``--model``, default the one in
 ``crossview/fine/releases/``) on a mosaic of the world's tiles: nothing is trained. ``--search scan`` needs the
@@ -22,13 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "crossview" / "fine" / "releases" / \
+import crossview
+from benchmarks.common import add_work_argument, work_dir, world_index
+
+DEFAULT_MODEL = Path(crossview.__file__).resolve().parent / "fine" / "releases" / \
     "bevpost_lite0_pinhole_dense.safetensors"
 
 
@@ -49,7 +51,7 @@ def main() -> None:
     ap.add_argument("--retrieval", help="scan: the retrieval run")
     ap.add_argument("--fine", help="scan: the fine run")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--work", help="folder for the tile manifest (default: a temporary folder)")
+    add_work_argument(ap, "tile manifest and index")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     import torch
@@ -58,8 +60,7 @@ def main() -> None:
     from crossview.io import write_json_atomic
 
     t0 = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(args.work or tmp)
+    with work_dir(args.work) as work:
         rows = _posterior_rows(args, work) if args.search == "posterior" else _scan_rows(args, work)
     result = {"protocol": _protocol(args), "world": str(args.world), "search": args.search,
               "model": args.model if args.search == "posterior" else [args.retrieval, args.fine],
@@ -78,7 +79,7 @@ def _protocol(args) -> str:
 
 
 def _photos(args):
-    from crossview.locate.benchmark import held_out_photos, simulated_priors
+    from crossview.locate import held_out_photos, simulated_priors
 
     for i, rec in enumerate(held_out_photos(Path(args.world), args.n, args.half, args.camera)):
         truth = (float(rec["lat"]), float(rec["lon"]))
@@ -91,8 +92,9 @@ def _posterior_rows(args, work: Path) -> list[dict]:
     from PIL import Image
 
     from crossview.fine import load_fine
+    from crossview.geometry.geo import distance_m
     from crossview.locate.posterior import area_logits, posterior_answer
-    from crossview.tiles import build_tiles, distance_m, read_manifest
+    from crossview.tiles import build_tiles, read_manifest
     from crossview.tiles.mosaic import Mosaic
 
     model = load_fine(args.model)
@@ -120,17 +122,15 @@ def _posterior_rows(args, work: Path) -> list[dict]:
 def _scan_rows(args, work: Path) -> list[dict]:
     if not (args.retrieval and args.fine):
         raise SystemExit("--search scan needs --retrieval RUN and --fine RUN (the scan pipeline's models)")
-    from crossview.locate import Locator
-    from crossview.locate.models import index_tiles
-    from crossview.tiles import build_tiles
+    from crossview.locate import LocateOptions, Locator
 
-    manifest = build_tiles(Path(args.world) / "satellite", work / "tiles")
-    locator = Locator(index_tiles(manifest, args.retrieval, work / "tiles.index"), fine_model=args.fine)
+    locator = Locator(world_index(args.world, args.retrieval, work)[1], fine_model=args.fine)
     rows = []
     for i, rec, truth, prior, fix, near in _photos(args):
         t = time.time()
-        r = locator.locate(Path(args.world) / rec["image"], camera=args.camera, fov_deg=rec.get("fov_deg"),
-                           heading_prior=prior if prior else "none", near=near, fine_search="scan", use_exif=False)
+        options = LocateOptions(camera=args.camera, fov_deg=rec.get("fov_deg"), heading_prior=prior or "none",
+                                near=near, fine_search="scan", use_exif=False)
+        r = locator.locate(Path(args.world) / rec["image"], options)
         u = r.get("uncertainty") or {}
         rows.append(_row(i, rec, truth, prior, fix, (r["lat"], r["lon"]), r["heading_deg"],
                          {"68": u.get("68"), "95": u.get("95")}, time.time() - t, {"confidence": r["confidence"]}))
@@ -139,7 +139,7 @@ def _scan_rows(args, work: Path) -> list[dict]:
 
 def _row(i, rec, truth, prior, fix, answer, heading, radii, seconds, extra) -> dict:
     from crossview.geometry.angles import angle_diff_deg
-    from crossview.tiles import distance_m
+    from crossview.geometry.geo import distance_m
 
     true_heading = float(rec.get("heading_deg") or 0.0)
     return {"i": i, "image": rec["image"], "error_m": distance_m(answer, truth), "fix_error_m": distance_m(fix, truth),

@@ -1,4 +1,9 @@
-"""The locate benchmark: held-out photos of the synthetic world located against their known truth."""
+"""The locate evaluation: held-out photos of the synthetic world located against their known truth.
+
+:func:`demo_locate` runs the whole chain (tiles, index, :class:`Locator`) on the world's test photos;
+:func:`held_out_photos` picks them, :func:`simulated_priors` gives each its seeded heading prior and rough GPS fix,
+and :func:`locate_photo` locates one and measures it (the rows of ``per_photo.jsonl``).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,11 @@ from typing import Any
 import numpy as np
 
 from crossview.errors import ConfigError, DatasetError
-from crossview.geometry.geo import offset_to_latlon
+from crossview.geometry.angles import angle_diff_deg
+from crossview.geometry.geo import distance_m, offset_to_latlon
 from crossview.io import write_json_atomic
-from crossview.locate.models import _is_path, index_tiles
+from crossview.locate.models import index_tiles, is_path
+from crossview.locate.options import LocateOptions
 from crossview.locate.pipeline import Locator
 
 
@@ -45,20 +52,20 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
     """
     from crossview.tiles import build_tiles
 
-    world, run = Path(world_dir), (Path(run_dir) if _is_path(run_dir) else run_dir)
-    if out is None and not _is_path(run_dir):
+    world, run = Path(world_dir), (Path(run_dir) if is_path(run_dir) else run_dir)
+    if out is None and not is_path(run_dir):
         raise ConfigError("demo_locate: give out= when the retrieval model is not a run folder")
     out = Path(out) if out is not None else run / "locate_demo"
     picks = held_out_photos(world, n, split, camera)
     manifest = build_tiles(world / "satellite", out / "tiles")
     index = index_tiles(manifest, run, out / "tiles.index", device=device)
-    locator = Locator(index, model=None if _is_path(run_dir) else run, fine_model=fine_run, refine=refine,
+    locator = Locator(index, model=None if is_path(run_dir) else run, fine_model=fine_run, refine=refine,
                       device=device)
     rows = []
     from crossview.progress import progress
 
     for i, rec in enumerate(progress(picks, desc="locate", unit="photo")):
-        rows.append(_locate_photo(locator, world, rec, i, seed, heading_noise_deg, gps_noise_m, near_radius_m, top_k,
+        rows.append(locate_photo(locator, world, rec, i, seed, heading_noise_deg, gps_noise_m, near_radius_m, top_k,
                                   fine_search))
     ret = [r["retrieval_error_m"] for r in rows]
     metrics: dict[str, Any] = {
@@ -67,8 +74,8 @@ def demo_locate(world_dir: str | os.PathLike, run_dir: str | os.PathLike, fine_r
                       "top1_contains_camera": float(np.mean([r["top1_contains_camera"] for r in rows])),
                       "heading_median_deg": _median([r["retrieval_heading_error_deg"] for r in rows])},
         "gps_noise_m": gps_noise_m, "near_radius_m": (near_radius_m or gps_noise_m) if gps_noise_m else None,
-        "world": str(world), "run": str(run) if _is_path(run_dir) else type(run).__name__,
-        "fine_run": None if fine_run is None else str(fine_run) if _is_path(fine_run) else type(fine_run).__name__,
+        "world": str(world), "run": str(run) if is_path(run_dir) else type(run).__name__,
+        "fine_run": None if fine_run is None else str(fine_run) if is_path(fine_run) else type(fine_run).__name__,
         "index": str(index), "out": str(out), "split": split, "fine_search": fine_search,
         "flagged": float(np.mean([bool(r["flags"]) for r in rows])),
     }
@@ -116,19 +123,18 @@ def simulated_priors(truth: tuple[float, float], true_heading: float, i: int, se
     return prior, fix, near
 
 
-def _locate_photo(locator: Locator, world: Path, rec: dict[str, Any], i: int, seed: int, heading_noise_deg: float,
+def locate_photo(locator: Locator, world: Path, rec: dict[str, Any], i: int, seed: int, heading_noise_deg: float,
                   gps_noise_m: float | None, near_radius_m: float | None, top_k: int,
                   fine_search: str = "tiles") -> dict[str, Any]:
-    """Locate held-out photo ``i`` with its simulated priors; its ``per_photo.jsonl`` row."""
-    from crossview.geometry.angles import angle_diff_deg
-    from crossview.tiles import distance_m
+    """Locate held-out photo ``i`` (a record of :func:`held_out_photos`) with its simulated priors
+    (:func:`simulated_priors`); its ``per_photo.jsonl`` row."""
 
     truth = (float(rec["lat"]), float(rec["lon"]))
     true_heading = float(rec.get("heading_deg") or 0.0)
     prior, fix, near = simulated_priors(truth, true_heading, i, seed, heading_noise_deg, gps_noise_m, near_radius_m)
-    r = locator.locate(world / rec["image"], camera=rec.get("camera", "panorama"), fov_deg=rec.get("fov_deg"),
-                       heading_prior=prior, top_k=top_k, near=near,
-                       fine_search=fine_search if near is not None else "tiles")
+    options = LocateOptions(camera=rec.get("camera", "panorama"), fov_deg=rec.get("fov_deg"), heading_prior=prior,
+                            top_k=top_k, near=near, fine_search=fine_search if near is not None else "tiles")
+    r = locator.locate(world / rec["image"], options)
     top = r["candidates"][0]
     positives = {Path(t["tile"]).with_suffix("").as_posix().split("satellite/", 1)[-1] for t in rec["tiles"]}
     row = {"image": rec["image"], "true_lat": truth[0], "true_lon": truth[1], "true_heading_deg": true_heading,

@@ -1,6 +1,6 @@
 """Retrieval recall under the limited-FoV protocol beside full panoramas, the same model and tiles.
 
-    OMP_NUM_THREADS=1 python benchmarks/retrieval_fov.py --run RUN --world WORLD --queries 500 --fov 90 180
+    OMP_NUM_THREADS=1 python -m benchmarks.experiments.retrieval_fov --run RUN --world WORLD --queries 500 --fov 90 180
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from benchmarks.common import RESULTS
 from crossview.models.loading import run_model_file
 
 
@@ -21,7 +22,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=500, help="test queries, evenly spread over the test list")
     ap.add_argument("--fov", type=float, nargs="+", default=[90.0, 180.0])
     ap.add_argument("--describe", default="{}")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "retrieval_fov.json"))
+    ap.add_argument("--out", default=str(RESULTS / "retrieval_fov.json"))
     args = ap.parse_args()
     import numpy as np
     import torch

@@ -12,7 +12,7 @@ Every stage skips work already done (a finished run has its trained model, an ev
 The numbers are NOT paper numbers: a few steps of a tiny model on a procedural world only show that each
 table's pipeline runs.
 
-    python benchmarks/paper_synthetic.py --work /tmp/paper_synth --steps 20 [--tables 1,2,3,4,5,f7]
+    python -m benchmarks.experiments.paper_synthetic --work paper_synth --steps 20 [--tables 1,2,3,4,5,f7]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Can the fine model's own matching pick the scan's right walk end? Statistics of its matching-score matrix.
 
-Reads walk ends recorded per photo by ``benchmarks/locate_scan_selectors.py --out ROWS`` (each row: ``i``,
+Reads walk ends recorded per photo by ``benchmarks/experiments/locate_scan_selectors.py --out ROWS`` (each row: ``i``,
 ``image``, ``ends`` with ``end`` [lat, lon], ``err``, ``conf``, ``inside``, ``n_conv``; a row's ``prior`` is used
 when present, else the priors are drawn again as the recording did: seed 0). In the window centred on each of the
 five most confident distinct ends (``--all-ends``: every end inside the search area) the pinhole FG² model is run
@@ -20,8 +20,8 @@ statistics of the other half, written by an earlier run of this script) a logist
 fitted on that half and applied to this one. Results: ``benchmarks/results/locate_pinhole.json``
 (``match_statistics_selectors_2026_12_03``).
 
-    python benchmarks/locate_match_statistics.py --world PIND --retrieval RUN_FOV --fine CKPT --half first \\
-        --rows ENDS_FIRST.jsonl --out stats_first.json
+    python -m benchmarks.experiments.locate_match_statistics --world PIND --retrieval RUN_FOV --fine CKPT \\
+        --half first --rows ENDS_FIRST.jsonl --out stats_first.json
 """
 
 from __future__ import annotations
@@ -34,12 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import add_pinhole_scan_arguments, add_work_argument, top_ends, work_dir, world_index
+
 LOWER_IS_BETTER = ("offset", "head_dev", "ransac_shift")
 
 
 def _statistics(loc, photo, end, prior, cap: dict, with_ransac: bool) -> dict | None:
     """The matching statistics of ``photo`` in the window centred on ``end``; None where no window can be cut."""
-    p = loc._window_pose(photo, end[0], end[1], prior, ransac=False)
+    p = loc.window_pose(photo, end[0], end[1], prior, ransac=False)
     if p is None:
         return None
     prob, sim = cap["out"]["prob"][0], cap["out"]["sim"][0]
@@ -49,30 +51,22 @@ def _statistics(loc, photo, end, prior, cap: dict, with_ransac: bool) -> dict | 
          "sim_mean": float(s.mean()), "sim_std": float(s.std()), "offset": math.hypot(p.x_m, p.y_m),
          "head_dev": abs((p.heading_deg - prior[0] + 180.0) % 360.0 - 180.0)}
     if with_ransac:
-        r = loc._window_pose(photo, end[0], end[1], prior, ransac=True)
+        r = loc.window_pose(photo, end[0], end[1], prior, ransac=True)
         f["conf_ransac"], f["ransac_shift"] = r.confidence, math.hypot(r.x_m, r.y_m)
     return f
 
 
 def measure(world: Path, retrieval: str, fine: str, half: str, n: int, rows: list[dict],
-            all_ends: bool) -> list[dict]:
+            all_ends: bool, work: Path) -> list[dict]:
     """Per photo, the statistics of its candidate ends (``{"i", "ends": [{"err", "f": {...}}]}``); ``n``: the
     number of photos the rows were recorded for (it fixes which photos of the half they are)."""
-    from locate_scan_selectors import top_ends
+    from crossview.locate import Locator, held_out_photos, read_photo, simulated_priors
 
-    from crossview.locate.benchmark import held_out_photos, simulated_priors
-    from crossview.locate.models import index_tiles
-    from crossview.locate.photo import read_photo
-    from crossview.locate.pipeline import Locator
-    from crossview.tiles import build_tiles
-
-    work = Path("/tmp/crossview_match_statistics")
-    index = index_tiles(build_tiles(world / "satellite", work / "tiles"), retrieval, work / "tiles.index")
-    loc = Locator(index, fine_model=fine)
+    loc = Locator(world_index(world, retrieval, work)[1], fine_model=fine)
     cap: dict = {}
     forward = loc.fine.forward
 
-    def capture(*a, **kw):
+    def capture(*a, **kw):  # the model's matching output; its predict calls forward itself, so no forward hook
         cap["out"] = forward(*a, **kw)
         return cap["out"]
 
@@ -133,27 +127,23 @@ def cross_half(train: list[dict], test: list[dict], c: float = 1.0, right_m: flo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--world", required=True, help="crossview synth --layout vigor --scale pinhole-dense world")
-    ap.add_argument("--retrieval", required=True, help="limited-FoV retrieval run (synthetic-cpu-dense-fov)")
-    ap.add_argument("--fine", required=True, help="pinhole fine model (fg2-synthetic-cpu-pinhole checkpoint)")
-    ap.add_argument("--half", default="first", choices=("first", "second"))
+    add_pinhole_scan_arguments(ap)
     ap.add_argument("--rows", required=True, help="walk ends per photo (locate_scan_selectors.py --out)")
     ap.add_argument("--limit", type=int, default=None, help="only the first rows")
     ap.add_argument("--all-ends", action="store_true", help="every end inside the area, not the top five")
     ap.add_argument("--other", default=None, help="this script's --out for the other half (cross-half regression)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True, help="statistics per photo and the summary (JSON)")
+    add_work_argument(ap, "tiles and index")
     args = ap.parse_args()
-    import sys
-
     import torch
 
     torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(Path(__file__).parent))
     rows = [json.loads(line) for line in Path(args.rows).read_text().splitlines() if line.strip()]
     t0 = time.time()
-    photos = measure(Path(args.world), args.retrieval, args.fine, args.half, len(rows), rows[:args.limit],
-                     args.all_ends)
+    with work_dir(args.work) as work:
+        photos = measure(Path(args.world), args.retrieval, args.fine, args.half, len(rows), rows[:args.limit],
+                         args.all_ends, work)
     summary = {"photos": len(photos), "ends_per_photo": float(np.mean([len(p["ends"]) for p in photos])),
                "within_10m": pick_rates(photos), "seconds": round(time.time() - t0, 1)}
     if args.other:

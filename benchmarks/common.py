@@ -1,0 +1,98 @@
+"""What every benchmark shares: the environment stamp, a timer, the work folder, and a synthetic world's index.
+
+Run the scripts as modules from the repository root (``python -m benchmarks.bench_eval``,
+``python -m benchmarks.experiments.locate_pinhole``); they import crossview as installed (``make .venv/.installed``)
+and its public names only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"  # the figures the docs quote
+
+
+def environment(**extra: Any) -> dict[str, Any]:
+    """The machine and software a result was measured on, with the same keys in every benchmark: ``host``,
+    ``machine``, ``cpu``, ``cpu_count``, ``load_avg_1min``, ``python``, ``torch``, ``threads``, ``cuda_device``
+    (None on the CPU), ``crossview``, ``time`` (UTC, ISO 8601); ``extra`` adds the benchmark's own (its
+    libraries' versions, its thread settings)."""
+    import torch
+
+    import crossview
+
+    return {"host": platform.node(), "machine": platform.machine(), "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "crossview": getattr(crossview, "__version__", None),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+
+
+class Timer:
+    """Wall seconds of a ``with`` block: ``with Timer() as t: ...`` then ``t.s``."""
+
+    def __enter__(self) -> Timer:
+        self.s, self._t0 = 0.0, time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.s = time.perf_counter() - self._t0
+
+
+def add_work_argument(ap: argparse.ArgumentParser, what: str = "built tiles, indexes and per-photo rows") -> None:
+    """``--work DIR``: where a benchmark keeps what it builds (default: a new temporary folder)."""
+    ap.add_argument("--work", type=Path, default=None, help=f"folder for the {what} (default: a new temporary "
+                                                            "folder)")
+
+
+def add_pinhole_scan_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--world``, ``--retrieval``, ``--fine``, ``--half``: the pinhole-dense world and the models its scan
+    experiments locate with."""
+    ap.add_argument("--world", required=True, help="crossview synth --layout vigor --scale pinhole-dense world")
+    ap.add_argument("--retrieval", required=True, help="limited-FoV retrieval run (synthetic-cpu-dense-fov)")
+    ap.add_argument("--fine", required=True, help="pinhole fine model (fg2-synthetic-cpu-pinhole checkpoint)")
+    ap.add_argument("--half", default="first", choices=("first", "second"))
+
+
+@contextmanager
+def work_dir(path: str | os.PathLike | None, prefix: str = "crossview_bench_"):
+    """``path`` (created), or a temporary folder removed afterwards."""
+    if path is not None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
+
+
+def world_index(world: str | os.PathLike, run: str | os.PathLike, work: str | os.PathLike,
+                device: str = "cpu") -> tuple[Path, Path]:
+    """The tiles of a synthetic world's ``satellite/`` folder and their index with the retrieval model of ``run``
+    (both kept in ``work`` and reused): (tile manifest, index)."""
+    from crossview.locate import index_tiles
+    from crossview.tiles import build_tiles
+
+    work = Path(work)
+    manifest = build_tiles(Path(world) / "satellite", work / "tiles")
+    return Path(manifest), index_tiles(manifest, run, work / "tiles.index", device=device)
+
+
+def top_ends(ends: list[dict], k: int = 5, apart_m: float = 3.0) -> list[dict]:
+    """The ``k`` most confident walk ends inside the search area, at least ``apart_m`` apart."""
+    from crossview.geometry.geo import distance_m
+
+    top: list[dict] = []
+    for e in sorted((e for e in ends if e["inside"]), key=lambda e: -e["conf"]):
+        if all(distance_m(e["end"], t["end"]) > apart_m for t in top):
+            top.append(e)
+        if len(top) == k:
+            break
+    return top
