@@ -26,7 +26,7 @@ from benchmarks.common import RESULTS, add_work_argument, work_dir
 
 CHILD = r"""
 import json, os, signal, sys, time
-from crossview.search import rasters
+from crossview.locate import rasters
 a = json.loads(sys.argv[1])
 if a.get("kill_after"):
     real, n = rasters.save_shard, [0]

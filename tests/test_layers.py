@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "crossview"
 TIERS = {
-    "errors": 0, "io": 0, "config": 0, "device": 0, "progress": 0, "safe_load": 0,
+    "errors": 0, "io": 0, "config": 0, "device": 0, "progress": 0, "safe_load": 0, "distributed": 0,
     "geometry": 1, "data": 1, "synth": 1, "models": 1,
     "train": 2, "evaluate": 2, "search": 2, "tiles": 2, "paper": 2, "viz": 2,
     "fine": 3,

@@ -136,7 +136,7 @@ def raster_world(tmp_path_factory):
 def test_rasters_stream_into_the_index_like_tile_files_and_resume_after_a_kill(raster_world, tmp_path, monkeypatch):
     from PIL import Image
 
-    import crossview.search.rasters as rasters
+    import crossview.locate.rasters as rasters
     from crossview.models import load_model
     from crossview.search import stfile
     from crossview.search.embed import embed_images

@@ -42,10 +42,10 @@ def run(args: argparse.Namespace) -> int:
 
     from crossview.data import read_dataset
     from crossview.device import setup_inference
+    from crossview.distributed import init_distributed, is_dist
     from crossview.models import resolve_model
     from crossview.search.embed import embed_split
     from crossview.search.shards import parse_shard_arg
-    from crossview.train.distributed import init_distributed, is_dist
 
     shard = parse_shard_arg(args.shard) if args.shard else None
     info = init_distributed(None if args.device == "auto" else args.device)

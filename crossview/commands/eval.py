@@ -57,10 +57,10 @@ def run(args: argparse.Namespace) -> int:
 
     from crossview.data import read_dataset
     from crossview.device import setup_inference
+    from crossview.distributed import init_distributed, is_dist
     from crossview.errors import ConfigError
     from crossview.evaluate.report import evaluate_split
     from crossview.models import resolve_model
-    from crossview.train.distributed import init_distributed, is_dist
 
     info = init_distributed(None if args.device == "auto" else args.device)
     device, precision = setup_inference(args, info.local_rank, warn=info.is_main)

@@ -136,7 +136,7 @@ def run_index(args: argparse.Namespace) -> int:
         if not all(rasters) or args.layout == "flat":
             raise ConfigError("locate-index: rasters make a region index (--layout region); give only rasters, or "
                               "cut them with `crossview tiles` first for a flat index")
-        from crossview.search.rasters import index_rasters
+        from crossview.locate.rasters import index_rasters
         from crossview.tiles.raster import RasterOptions, parse_bands
 
         opts = RasterOptions(bands=parse_bands(args.bands), stretch=args.stretch, min_valid=args.min_valid)

@@ -69,11 +69,11 @@ def index_rasters(rasters: Sequence[str | os.PathLike], model: Any, out: str | o
     import torch
 
     from crossview.device import cpu_precision
+    from crossview.distributed import init_distributed
     from crossview.locate.models import is_path, load_retrieval, resolve_checkpoint, retrieval_identity
     from crossview.progress import progress
     from crossview.search.embed import ArrayEmbedder
     from crossview.tiles.raster import OpenRaster, tile_id
-    from crossview.train.distributed import init_distributed
 
     options = options or RasterOptions()
     if not 0 <= overlap < 1:
