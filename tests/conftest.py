@@ -73,6 +73,14 @@ def upload_photo():
 
 
 @pytest.fixture(scope="session")
+def tiny_vigor_world(tmp_path_factory) -> Path:
+    """The tiny synthetic VIGOR world (seed 0), generated once per session: read it, never write into it."""
+    from crossview.synth import generate
+
+    return Path(generate("vigor", tmp_path_factory.mktemp("tiny_vigor") / "vigor", scale="tiny", seed=0))
+
+
+@pytest.fixture(scope="session")
 def dense_world(tmp_path_factory) -> Path:
     from crossview.synth import generate
 

@@ -39,18 +39,28 @@ from crossview.io import write_json_atomic
 LIMITED_FOV_DEG = (180.0, 90.0)  # held-out limited-FoV settings reported with every stage
 
 
+def _tile_key(sample: Any) -> str:
+    return str(sample.aerial) if not isinstance(sample.aerial, np.ndarray) else sample.sample_id
+
+
 def distinct_tile_batches(samples: list, batch_size: int, rng: random.Random, pool: list[int] | None = None):
     """Index batches whose panoramas have distinct positive tiles, endlessly (shuffled epochs; a panorama whose tile
     is already in the current batch is kept for the next one, as the official ``DistanceBatchSampler``). ``pool``:
     the indices of ``samples`` to draw from (default: all)."""
     backup: list[int] = []
     population = range(len(samples)) if pool is None else list(pool)
+    distinct = len({_tile_key(samples[i]) for i in population})
+    if distinct < batch_size:  # no batch could ever be filled: say so rather than loop forever
+        from crossview.errors import ConfigError
+
+        raise ConfigError(f"GeoDistill batches need {batch_size} panoramas of distinct tiles, but the training pool "
+                          f"has {distinct} distinct tiles: lower batch_size or use more training samples")
     while True:
         order = rng.sample(population, len(population))
         batch: list[int] = []
         tiles: set = set()
         for i in backup + order:
-            key = str(samples[i].aerial) if not isinstance(samples[i].aerial, np.ndarray) else samples[i].sample_id
+            key = _tile_key(samples[i])
             if key in tiles:
                 continue
             batch.append(i)
