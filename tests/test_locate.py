@@ -134,7 +134,6 @@ def test_cli_reports_input_errors(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def tile_world(tmp_path_factory):
     """A random-weight tiny retrieval model, a 3×3 tile set cut from one image, and its index."""
-    pytest.importorskip("crossview.search.index", reason="crossview.search has not landed")
     import torch
 
     from crossview.locate import index_tiles

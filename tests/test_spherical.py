@@ -131,7 +131,8 @@ def test_bad_camera_settings_are_refused():
 
 
 def test_agrees_with_the_shared_panorama_camera_model():
-    cameras = pytest.importorskip("crossview.geometry.cameras")
+    from crossview.geometry import cameras
+
     pano = cameras.PanoramaCamera(width=1024, height=512)
     cam = TopDownCamera(size=32, metres_per_pixel=0.3, eye_height_m=EYE_M)
     uv = spherical_uv(cam, 0.0, dtype=torch.float64)[0]
