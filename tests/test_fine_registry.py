@@ -88,3 +88,21 @@ def test_reproduce_official_refuses_unknown_fixtures():
 
     with pytest.raises(ConfigError, match="no registered architecture"):
         reproduce_official({"official_commit": {"repo": "github.com/someone/else"}})
+
+
+def test_checkpoints_of_older_versions_load(tmp_path):
+    """A checkpoint whose config holds options removed since (``backbone_cpu_dtype``) loads with them dropped; a
+    published FG² config without a ``name`` stays FG², while a pre-registry config of our PillarMatch, saved under
+    the arch "fg2" with keys FG² does not know, is read as PillarMatch."""
+    torch.manual_seed(0)
+    model = create_fine("fg2_tiny", backbone=None)
+    ckpt = {"method": "fg2", "state_dict": model.state_dict(),
+            "model_config": {**model.config, "backbone_cpu_dtype": "auto"}}
+    again = load_fine(ckpt)
+    assert type(again).__name__ == "FG2" and "backbone_cpu_dtype" not in again.config
+    del ckpt["model_config"]["name"]
+    assert type(load_fine(ckpt)).__name__ == "FG2"
+    ours = create_fine("pillarmatch_tiny_test")
+    old = {k: v for k, v in ours.config.items() if k != "name"}
+    old_ckpt = {"method": "fg2", "state_dict": ours.state_dict(), "model_config": {**old, "arch": "fg2"}}
+    assert load_fine(old_ckpt).config["arch"] == "pillarmatch"
