@@ -18,7 +18,6 @@ frame (x right, y forward). The solver returns (R, t) with ``g = R·a + t`` (cro
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import torch
@@ -284,10 +283,6 @@ class PillarMatch(nn.Module):
 
     def config_dict(self) -> dict:
         return copy.deepcopy(self.config)
-
-
-def heading_from_rigid(r: torch.Tensor) -> torch.Tensor:
-    return torch.remainder(torch.atan2(r[..., 1, 0], r[..., 0, 0]) * 180.0 / math.pi, 360.0)
 
 
 register_arch("pillarmatch", builder=PillarMatch, defaults=DEFAULTS, published=None, cameras=CAMERAS)

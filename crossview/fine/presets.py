@@ -35,8 +35,6 @@ BASE: dict[str, Any] = {
     "seed": 0,
     "cache_features": True,  # frozen backbone: compute its features once per image
     "train_limit": None,  # use at most this many training samples
-    "semi_max_offset": None,  # ours: also train on semi-positive tiles holding the camera within this fraction of
-    # the side of their centre (None = positives only, the published protocol; see fine.data.read_samples)
     "eval_limit": None,  # evaluate on at most this many test samples
     "eval_every": 0,  # steps between evaluations (0 = only at the end, when final_eval)
     "final_eval": False,  # evaluate on the test split at the end (metrics.json in the run folder)
@@ -136,11 +134,6 @@ _FG2_PRESETS: dict[str, dict[str, Any]] = {
     "fg2-synthetic-cpu-stage1": {**_FG2_SYNTH, "orientation": "unknown"},
     "fg2-synthetic-cpu-stage2": {**_FG2_SYNTH, "orientation": "noise", "yaw_noise_deg": 20.0},
     "fg2-synthetic-cpu-pinhole": {**_FG2_PINHOLE},
-    # ours, for `locate --fine-search scan`: continue a fg2-synthetic-cpu-pinhole run (--set init_from=RUN) on its
-    # positives plus the semi-positive tiles holding the camera within 0.4 of the side of their centre, so the
-    # model places cameras up to ~29 m off its window's centre (docs/locate_priors.md)
-    "fg2-synthetic-cpu-pinhole-semi": {**_FG2_PINHOLE, "semi_max_offset": 0.4, "steps": 1500, "lr": 1.5e-4,
-                                       "threads": 2},
     "fg2-tiny-test": {**_FG2_SYNTH, "steps": 4, "batch_size": 2, "eval_limit": 4, "final_eval": False, "log_every": 1},
 }
 
@@ -151,8 +144,8 @@ _FG2_PRESETS: dict[str, dict[str, Any]] = {
 _GD_EPOCH = int(0.8 * 52609) // 8
 # Keys of train_geodistill beyond the shared ones (defaults: no validation split, all pairs labelled, distillation
 # at ``lr`` without labels as published): ``val_limit`` training panoramas held out as validation, validated every
-# ``val_every`` steps; ``distill_weak_weight`` (ours) adds the weak loss to each distillation step.
-_GD_OPTIONS = {"val_limit": None, "val_every": 0, "distill_lr": None, "distill_weak_weight": 0.0}
+# ``val_every`` steps; ``distill_lr`` the distillation's learning rate.
+_GD_OPTIONS = {"val_limit": None, "val_every": 0, "distill_lr": None}
 _GD_VIGOR = {"variant": "geodistill_vigor", "batch_size": 8, "lr": 1e-4, "weight_decay": 1e-5, "grad_clip": 1.0,
              "base_steps": 10 * _GD_EPOCH, "distill_steps": 20 * _GD_EPOCH, "ema_every": _GD_EPOCH,
              "steps": 30 * _GD_EPOCH, "cache_features": False, "orientation_steps": 0, **_GD_OPTIONS}
