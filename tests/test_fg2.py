@@ -119,6 +119,20 @@ def test_official_ransac_on_the_stored_score_matrix():
         assert _rel(res[key], want[key]) <= 1e-6, key
 
 
+def test_official_ransac_settings_by_dataclass_or_keyword():
+    """``official_ransac`` takes a ``RansacConfig`` and/or keywords replacing its fields: both spell the same run."""
+    prob = torch.rand(2, 25, 25, generator=torch.Generator().manual_seed(0))
+    prob = prob / prob.sum((1, 2), keepdim=True)
+    grid = fg2.metric_grid(71.0, 5)
+    small = fg2.RansacConfig(it_matches=2, num_samples=64, it_ransac=10)
+    a = fg2.official_ransac(prob, grid, grid, small, generator=torch.Generator().manual_seed(1))
+    b = fg2.official_ransac(prob, grid, grid, it_matches=2, num_samples=64, it_ransac=10,
+                            generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a["R"], b["R"]) and torch.equal(a["t"], b["t"]) and a["inliers"].shape == (2, 64)
+    with pytest.raises(TypeError):
+        fg2.official_ransac(prob, grid, grid, small, 3)  # no positional settings beyond the dataclass
+
+
 def test_minimal_sets_are_the_draws_of_successive_multinomial_calls():
     """The RANSAC's batched minimal-set draw (one exponential_ for a whole round) must consume the generator exactly
     as the official loop of ``torch.multinomial(w, 3)`` calls does: same indices, same generator state after."""

@@ -222,7 +222,7 @@ class _Stages:
         opt = torch.optim.AdamW(heads(model), lr=float(cfg.get("distill_lr") or cfg["lr"]),
                                 weight_decay=cfg["weight_decay"])
         np_rng = np.random.RandomState(int(cfg["seed"]) + 11)
-        ema = float(model.config["ema"])
+        ema = float(model.cfg.ema)
         model.train()
         gen = self.batches(pool)
         t0, spent = time.time(), 0.0
@@ -254,7 +254,7 @@ def distill_loss(model: GeoDistill, teacher: GeoDistill, b: dict, cache: TokenCa
     """One distillation batch: the student sees each panorama through a random field of view (the official draw),
     the teacher the whole panorama; the batch's labels are not read (the teacher's output is the target)."""
     width = b["ground"].shape[-1]
-    masks = [official_fov_mask(width, *draw_fov(np_rng, model.config["fov_range_deg"]))
+    masks = [official_fov_mask(width, *draw_fov(np_rng, model.cfg.fov_range_deg))
              for _ in range(b["ground"].shape[0])]
     column = torch.as_tensor(np.stack(masks), dtype=torch.float32, device=device)
     tokens = {**cache(b["index"], b), "masked_ground": model.tokens(b["ground"] * column[:, None, None, :])}

@@ -37,7 +37,7 @@ a config option:
 - In training a rank-1 Procrustes covariance in any element skips the whole step (``crossview.fine.train_fg2``); at
   test time ``predict`` falls back per element (tile centre, ``ok`` False) rather than dropping the batch.
 
-Layout: ``config`` (``FG2Config``, ``DEFAULTS``), ``blocks`` (grids, attention, heads, backbone), ``solver``
+Layout: ``config`` (``FG2Config``, ``DEFAULTS``), ``grids``, ``blocks`` (attention, heads, backbone), ``solver``
 (the official Procrustes and RANSAC), ``model`` (``FG2``, losses), ``convert`` (official checkpoints) and
 ``reproduce`` (the official fixtures); this module registers the architecture and its variants.
 
@@ -48,17 +48,10 @@ returns metres east/north of the tile centre and headings clockwise from north (
 
 from __future__ import annotations
 
-from crossview.fine.fg2.blocks import (
-    DeformableAttention,
-    DescriptorHead,
-    FG2Backbone,
-    metric_grid,
-    panorama_reference_points,
-    pinhole_intrinsics,
-    pinhole_points,
-)
-from crossview.fine.fg2.config import CAMERAS, DEFAULTS, FG2Config, LossConfig, RansacConfig, check_config
+from crossview.fine.fg2.blocks import DeformableAttention, DescriptorHead, FG2Backbone
+from crossview.fine.fg2.config import CAMERAS, DEFAULTS, FG2Config, LossConfig, RansacConfig
 from crossview.fine.fg2.convert import convert_official, export_official, official_query_grid, release_parts
+from crossview.fine.fg2.grids import metric_grid, panorama_reference_points, pinhole_intrinsics, pinhole_points
 from crossview.fine.fg2.model import FG2, infonce_loss, turn_tiles, vce_loss
 from crossview.fine.fg2.reproduce import reproduce_official
 from crossview.fine.fg2.solver import official_procrustes, official_ransac, soft_inliers
@@ -67,7 +60,7 @@ from crossview.fine.registry import register_arch, register_fine
 
 __all__ = ["FG2", "FG2Config", "RansacConfig", "LossConfig", "FG2Backbone", "DeformableAttention", "DescriptorHead",
            "official_procrustes", "official_ransac", "soft_inliers", "official_query_grid", "convert_official",
-           "export_official", "reproduce_official", "release_parts", "check_config", "metric_grid",
+           "export_official", "reproduce_official", "release_parts", "metric_grid",
            "panorama_reference_points", "pinhole_points", "pinhole_intrinsics", "turn_tiles", "vce_loss",
            "infonce_loss", "DEFAULTS", "CAMERAS"]
 

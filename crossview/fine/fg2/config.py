@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from crossview.errors import ConfigError
-from crossview.fine.configs import config_dict, config_from_dict
+from crossview.fine.configs import FineConfig
 from crossview.fine.preprocess import UNIT
 
 CAMERAS = ("panorama", "pinhole")
@@ -38,7 +38,8 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
-class FG2Config:
+class FG2Config(FineConfig):
+    arch: ClassVar[str] = "fg2"
     camera: str = "panorama"  # panorama: the VIGOR model (spherical lifting) | pinhole: the KITTI model (K, front half)
     backbone: str | None = "vit_large_patch14_dinov2"  # a DINOv2 ViT/14, a CNN of fine.backbones, or None (features)
     # DINOv2: the official dinov2_vitl14_pretrain.pth | None (none yet: an official head then needs the file) |
@@ -81,28 +82,19 @@ class FG2Config:
     loss: LossConfig = field(default_factory=LossConfig)
     name: str = "fg2"  # the registered variant (messages)
 
-    @classmethod
-    def from_dict(cls, cfg: dict[str, Any] | FG2Config) -> FG2Config:
-        """The typed config of a plain config dict (``fine_config``), checked (``check_config``)."""
-        out = config_from_dict(cls, cfg, "fg2")
-        check_config(out)
-        return out
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {
+        "camera": CAMERAS, "query_grid": ("fixed", "learned"), "block4_ffn": ("ffn1", "own"),
+        "attention_residual": ("double", "single"), "pose_convention": ("official", "rigid")}
+
+    def check_more(self) -> None:
+        cfg = self
+        if cfg.embed_dim % cfg.num_heads:
+            raise ConfigError(f"fg2 embed_dim {cfg.embed_dim} is not divisible by num_heads {cfg.num_heads}")
+        width = cfg.block_dims[-1]
+        if width % cfg.att_heads or width % 4:
+            raise ConfigError(f"fg2 block_dims[-1] = {width} must be divisible by att_heads {cfg.att_heads} and 4")
+        if cfg.camera == "pinhole" and cfg.pose_convention == "official":
+            raise ConfigError("fg2 pose_convention='official' describes the VIGOR loader; pinhole models use 'rigid'")
 
 
-DEFAULTS: dict[str, Any] = {"arch": "fg2", **{k: v for k, v in config_dict(FG2Config()).items() if k != "name"}}
-
-
-def check_config(cfg: FG2Config) -> None:
-    """Refuse inconsistent FG² configs with a message naming the key."""
-    choices = {"camera": ("panorama", "pinhole"), "query_grid": ("fixed", "learned"), "block4_ffn": ("ffn1", "own"),
-               "attention_residual": ("double", "single"), "pose_convention": ("official", "rigid")}
-    for key, allowed in choices.items():
-        if getattr(cfg, key) not in allowed:
-            raise ConfigError(f"fg2 {key} must be one of {allowed}, got {getattr(cfg, key)!r}")
-    if cfg.embed_dim % cfg.num_heads:
-        raise ConfigError(f"fg2 embed_dim {cfg.embed_dim} is not divisible by num_heads {cfg.num_heads}")
-    width = cfg.block_dims[-1]
-    if width % cfg.att_heads or width % 4:
-        raise ConfigError(f"fg2 block_dims[-1] = {width} must be divisible by att_heads {cfg.att_heads} and 4")
-    if cfg.camera == "pinhole" and cfg.pose_convention == "official":
-        raise ConfigError("fg2 pose_convention='official' describes the VIGOR loader; pinhole models use 'rigid'")
+DEFAULTS: dict[str, Any] = FG2Config.defaults()

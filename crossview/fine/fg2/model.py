@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -11,18 +10,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossview.errors import ConfigError
-from crossview.fine.configs import config_dict
-from crossview.fine.fg2.blocks import (
-    BEVBlock,
-    DescriptorHead,
-    FG2Backbone,
+from crossview.fine.fg2.blocks import BEVBlock, DescriptorHead, FG2Backbone
+from crossview.fine.fg2.config import FG2Config
+from crossview.fine.fg2.grids import (
     metric_grid,
     panorama_reference_points,
     pinhole_intrinsics,
     pinhole_points,
     self_reference_points,
 )
-from crossview.fine.fg2.config import FG2Config
 from crossview.fine.fg2.solver import _distances, official_procrustes, official_ransac
 from crossview.fine.preprocess import normalize
 from crossview.geometry.cameras import roll_panorama
@@ -58,9 +54,8 @@ class FG2(nn.Module):
 
     def __init__(self, cfg: FG2Config | dict[str, Any]):
         super().__init__()
-        self.cfg = FG2Config.from_dict(cfg)  # typed and immutable: what the code reads
-        # the plain dict checkpoints store (save_fine)
-        self.config = copy.deepcopy(cfg) if isinstance(cfg, dict) else {"arch": "fg2", **config_dict(self.cfg)}
+        # typed and immutable: what the code reads; the plain dict checkpoints store (save_fine)
+        self.cfg, self.config = FG2Config.resolve(cfg)
         cfg = self.cfg
         self.cameras = (cfg.camera,)
         d = int(cfg.embed_dim)

