@@ -106,3 +106,18 @@ def test_checkpoints_of_older_versions_load(tmp_path):
     old = {k: v for k, v in ours.config.items() if k != "name"}
     old_ckpt = {"method": "fg2", "state_dict": ours.state_dict(), "model_config": {**old, "arch": "fg2"}}
     assert load_fine(old_ckpt).config["arch"] == "pillarmatch"
+
+
+def test_typed_configs_build_the_models_their_dicts_build(tmp_path):
+    """Every fine model reads a frozen dataclass config (``model.cfg``) and keeps the plain dict (``model.config``)
+    that checkpoints store; a model built from the dataclass records the same dict and round-trips."""
+    import dataclasses
+
+    for name in ("fg2_tiny", "geodistill_tiny", "hcnet_tiny", "pillarmatch_tiny_test", "planecorr_synthetic"):
+        model = create_fine(name)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            model.cfg.name = "other"
+        again = type(model)(model.cfg)
+        assert again.cfg == model.cfg and again.config == model.config, name
+        save_fine(again, tmp_path / f"{name}.pt")
+        assert load_fine(tmp_path / f"{name}.pt").config == model.config, name
