@@ -14,6 +14,9 @@ import torch
 from crossview.errors import ConfigError
 from crossview.fine import create_fine, fg2, load_fine, reproduce_official
 from crossview.fine.data import FineDataset, collate, flat_world_samples
+from crossview.fine.fg2.convert import _official_to_ours
+from crossview.fine.fg2.solver import _minimal_sets
+from crossview.geometry.transforms import rotation_matrix
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one thread (the machine is shared)
 
@@ -116,6 +119,20 @@ def test_official_ransac_on_the_stored_score_matrix():
         assert _rel(res[key], want[key]) <= 1e-6, key
 
 
+def test_official_ransac_settings_by_dataclass_or_keyword():
+    """``official_ransac`` takes a ``RansacConfig`` and/or keywords replacing its fields: both spell the same run."""
+    prob = torch.rand(2, 25, 25, generator=torch.Generator().manual_seed(0))
+    prob = prob / prob.sum((1, 2), keepdim=True)
+    grid = fg2.metric_grid(71.0, 5)
+    small = fg2.RansacConfig(it_matches=2, num_samples=64, it_ransac=10)
+    a = fg2.official_ransac(prob, grid, grid, small, generator=torch.Generator().manual_seed(1))
+    b = fg2.official_ransac(prob, grid, grid, it_matches=2, num_samples=64, it_ransac=10,
+                            generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a["R"], b["R"]) and torch.equal(a["t"], b["t"]) and a["inliers"].shape == (2, 64)
+    with pytest.raises(TypeError):
+        fg2.official_ransac(prob, grid, grid, small, 3)  # no positional settings beyond the dataclass
+
+
 def test_minimal_sets_are_the_draws_of_successive_multinomial_calls():
     """The RANSAC's batched minimal-set draw (one exponential_ for a whole round) must consume the generator exactly
     as the official loop of ``torch.multinomial(w, 3)`` calls does: same indices, same generator state after."""
@@ -123,7 +140,7 @@ def test_minimal_sets_are_the_draws_of_successive_multinomial_calls():
     w[:, :7] = 0.0  # zero weights are never drawn, by either
     g1, g2 = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
     loop = torch.stack([torch.multinomial(w, 3, generator=g1) for _ in range(40)])
-    batched = fg2._minimal_sets(w, 3, 40, g2)
+    batched = _minimal_sets(w, 3, 40, g2)
     assert torch.equal(loop, batched)
     assert not bool((batched < 7).any())
     assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
@@ -229,7 +246,7 @@ def test_pose_conventions_round_trip(name):
     rr, tt = pose_to_rigid(xy[:, 0], xy[:, 1], heading)
     world = torch.tensor([[3.0, 4.0]]).expand(4, 1, 2)
     cam = apply_rigid(rr, tt, world)  # ours: (right, forward)
-    en = (fg2._rotation(turned) @ world.transpose(1, 2)).transpose(1, 2)
+    en = (rotation_matrix(torch.deg2rad(turned.float())) @ world.transpose(1, 2)).transpose(1, 2)
     grid_units = 71.0 / 64.0
     a_o = torch.stack([-en[..., 1], en[..., 0]], -1) * grid_units  # official aerial frame: (south, east)
     g_o = a_o @ r.transpose(1, 2) + t  # official ground frame: (back, right)
@@ -242,7 +259,7 @@ def test_infonce_positives_follow_the_true_pose():
     that pose (a 30° turn) and a large one under the mirrored pose."""
     from crossview.fine.registry import fine_config
 
-    cfg = fine_config("fg2_tiny")
+    cfg = fg2.FG2Config.from_dict(fine_config("fg2_tiny"))
     res, n = 21, 21 * 21
     th = math.radians(30.0)
     r = torch.tensor([[[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]]])
@@ -290,7 +307,7 @@ def test_parameter_counts_and_key_layout_equal_the_official():
         got = fg2.export_official(cpu_built, **kwargs)
         got = {k: str(tuple(v.shape)).replace(" ", "") for k, v in got.items()}
         if kwargs:
-            got = {k: v for k, v in got.items() if not fg2._official_to_ours(k)}
+            got = {k: v for k, v in got.items() if not _official_to_ours(k)}
         assert got == want
 
 
@@ -399,9 +416,9 @@ def test_clean_options_change_the_computation():
     gf, af = torch.randn(1, 64, 8, 16), torch.randn(1, 64, 8, 8)
     base = model(gf, af)["grd_desc"]
     for key, value in (("block4_ffn", "own"), ("attention_residual", "single")):
-        model.config[key] = value
-        assert not torch.allclose(model(gf, af)["grd_desc"], base)
-        model.config[key] = fg2.DEFAULTS[key]
+        clean = create_fine("fg2_tiny", backbone=None, **{key: value}).eval()
+        clean.load_state_dict(model.state_dict())
+        assert not torch.allclose(clean(gf, af)["grd_desc"], base)
 
 
 def test_training_preset_runs_and_its_run_folder_evaluates(tmp_path):
@@ -484,14 +501,14 @@ def test_fg2_tiny_fits_a_flat_world():
 
 def test_float16_vit_on_cpu_computes_with_an_upcast_copy():
     """On a CPU the released float16 ViT (emulated there: minutes per fg2_vigor call) computes with a cached float32
-    copy of its weights by default, bf16 under bf16 autocast; ``backbone_cpu_dtype="as_weights"`` keeps float16.
-    The stored weights stay float16, and loading new weights drops the copy."""
+    copy of its weights, bf16 under bf16 autocast; the reference is the float16 ViT itself. The stored weights stay
+    float16, and loading new weights drops the copy."""
     torch.manual_seed(0)
-    bb = fg2.FG2Backbone("vit_small_patch14_dinov2", None, [], "float16")
+    bb = fg2.FG2Backbone("vit_small_patch14_dinov2", dtype="float16")
     x = torch.rand(1, 3, 30, 58)
-    as_released = fg2.FG2Backbone("vit_small_patch14_dinov2", None, [], "float16", cpu_dtype="as_weights")
-    as_released.load_state_dict(bb.state_dict())
-    ref = as_released(x)
+    with torch.no_grad():
+        ref = bb.dino(x[:, :, :28, :56].half())["patch"].float()  # as released: float16 arithmetic
+    assert not bb._copies
     ours = bb(x)
     assert ours.shape == ref.shape == (1, 384, 2, 4)
     assert all(p.dtype == torch.float16 for p in bb.parameters())
@@ -507,5 +524,3 @@ def test_float16_vit_on_cpu_computes_with_an_upcast_copy():
     bb.load_state_dict(state)
     assert not bb._copies
     assert not torch.allclose(bb(x), ours)
-    with pytest.raises(ConfigError, match="backbone_cpu_dtype"):
-        fg2.FG2Backbone("vit_small_patch14_dinov2", None, [], "float16", cpu_dtype="fp8")

@@ -18,20 +18,20 @@ from crossview.fine.metrics import fine_metrics, heading_error_deg, lateral_long
 from crossview.fine.planecorr import fov_column_mask
 from crossview.geometry.transforms import apply_rigid, pose_to_rigid, rigid_to_pose
 
-TINY_FG2 = dict(backbone="tiny", pretrained=False, freeze_backbone=False, ground_size=(32, 64), aerial_size=64,
+TINY_PM = dict(backbone="tiny", pretrained=False, freeze_backbone=False, ground_size=(32, 64), aerial_size=64,
                 bev_cells=8, heights_m=(-2.0, 0.0, 2.0), feat_dim=16, desc_dim=16, num_matches=32,
                 pinhole_size=(32, 32))
 
 
-def FG2(overrides):  # noqa: N802 - our PillarMatch (FG²-style matching) at test size
+def pillarmatch(overrides):  # our PillarMatch (FG²-style matching) at test size
     return create_fine("pillarmatch_tiny_test", **overrides)
 
 
-def GeoDistill(overrides):  # noqa: N802 - our PlaneCorr (GeoDistill-style) at test size
+def planecorr(overrides):  # our PlaneCorr (GeoDistill-style) at test size
     return create_fine("planecorr_synthetic", **overrides)
 
 
-TINY_GEOD = dict(backbone="tiny", pretrained=False, freeze_backbone=False, ground_size=(32, 64), aerial_size=64,
+TINY_PC = dict(backbone="tiny", pretrained=False, freeze_backbone=False, ground_size=(32, 64), aerial_size=64,
                  bev_cells=8, feat_dim=16)
 
 
@@ -67,11 +67,11 @@ def flat_small():
     return flat_world_samples(6, seed=0, tile_px=64, tile_m=32.0, ground_hw=(32, 64), eye_height_m=6.0, worlds=2)
 
 
-def test_fg2_solver_recovers_planted_pose_from_perfect_matches():
+def test_pillarmatch_solver_recovers_planted_pose_from_perfect_matches():
     """Match probabilities that put all mass on the true correspondences give back the true pose exactly: the
     tile frame, the camera frame and the solver agree."""
     torch.manual_seed(0)
-    model = FG2(dict(TINY_FG2, bev_cells=16, num_matches=64))
+    model = pillarmatch(dict(TINY_PM, bev_cells=16, num_matches=64))
     n = 16
     tile_m = torch.tensor([48.0, 40.0])
     xy = torch.tensor([[4.5, -3.0], [-6.0, 2.0]])
@@ -102,9 +102,9 @@ def test_fg2_solver_recovers_planted_pose_from_perfect_matches():
         assert heading_error_deg(h3.numpy(), heading.numpy()).max() < 1e-3
 
 
-def test_fg2_forward_loss_backward_panorama_and_pinhole(flat_small):
+def test_pillarmatch_forward_loss_backward_panorama_and_pinhole(flat_small):
     torch.manual_seed(0)
-    model = FG2(TINY_FG2)
+    model = pillarmatch(TINY_PM)
     b = _batch(flat_small[:3])
     out = model(b)
     n2 = 8 * 8
@@ -125,13 +125,13 @@ def test_fg2_forward_loss_backward_panorama_and_pinhole(flat_small):
 
 
 @pytest.mark.slow
-def test_fg2_short_training_reduces_error():
+def test_pillarmatch_short_training_reduces_error():
     """A short FG² run on a flat textured world: the position error on the training samples drops."""
     torch.manual_seed(0)
     random.seed(0)
     samples = flat_world_samples(12, seed=2, tile_px=64, tile_m=32.0, ground_hw=(32, 64), eye_height_m=6.0,
                                  worlds=3, max_offset_frac=0.2)
-    model = FG2(dict(TINY_FG2, num_matches=48, heights_m=(-6.0, -3.0, 0.0)))
+    model = pillarmatch(dict(TINY_PM, num_matches=48, heights_m=(-6.0, -3.0, 0.0)))
     b = _batch(samples)
 
     def error():
@@ -153,9 +153,9 @@ def test_fg2_short_training_reduces_error():
     assert after < 0.6 * before, (before, after)
 
 
-def test_geodistill_heatmap_decode_and_target():
+def test_planecorr_heatmap_decode_and_target():
     torch.manual_seed(0)
-    model = GeoDistill(TINY_GEOD)
+    model = planecorr(TINY_PC)
     xy = torch.tensor([[3.0, -5.0], [-8.0, 8.0]])
     tile_m = torch.tensor([32.0, 40.0])
     tgt = model.target(xy, tile_m, 16)
@@ -164,9 +164,9 @@ def test_geodistill_heatmap_decode_and_target():
     assert torch.allclose(dec, xy, atol=0.5) and (peak > 0.3).all()
 
 
-def test_geodistill_fov_mask_hides_the_bev(flat_small):
+def test_planecorr_fov_mask_hides_the_bev(flat_small):
     torch.manual_seed(0)
-    model = GeoDistill(TINY_GEOD)
+    model = planecorr(TINY_PC)
     b = _batch(flat_small[:2])
     feats = model.features(b["ground"])
     mask = torch.ones(2, feats.shape[-1])
@@ -185,7 +185,7 @@ def test_geodistill_fov_mask_hides_the_bev(flat_small):
 def test_localize_interface(flat_small, tmp_path):
     torch.manual_seed(0)
     s = flat_small[0]
-    for model in (FG2(TINY_FG2), GeoDistill(TINY_GEOD)):
+    for model in (pillarmatch(TINY_PM), planecorr(TINY_PC)):
         pose = localize(s.ground, s.aerial, "panorama", model=model, metres_per_pixel=s.tile_m / 64, tile="t0")
         assert isinstance(pose, Pose) and pose.tile == "t0"
         assert abs(pose.x_m) <= s.tile_m and abs(pose.y_m) <= s.tile_m and 0 <= pose.heading_deg < 360
@@ -193,49 +193,37 @@ def test_localize_interface(flat_small, tmp_path):
                          metres_per_pixel=s.tile_m / 64)
         assert 0 <= pose2.heading_deg < 360
     with pytest.raises(Exception, match="metres_per_pixel"):
-        localize(s.ground, s.aerial, model=FG2(TINY_FG2))
+        localize(s.ground, s.aerial, model=pillarmatch(TINY_PM))
 
 
-def test_semi_positive_tiles_by_offset(tmp_path):
-    """``semi_max_offset`` adds the semi-positive tiles that hold the camera near enough their centre, with the
-    camera's metres in each (hand-written trees: the synthetic poses file and real VIGOR's label lines)."""
+def test_readers_take_the_positive_tile(tmp_path):
+    """Each ground image comes with its positive tile only (the published protocol), with the camera's metres in it
+    (hand-written trees: the synthetic poses file and real VIGOR's label lines)."""
     from fixtures_real import VIGOR_TILE, make_vigor, vigor_offsets
 
-    from crossview.errors import DatasetError
     from crossview.fine.data import read_samples
 
     root = tmp_path / "synth"
-    for name in ("a", "b", "c", "d"):
+    for name in ("a", "b"):
         (root / "satellite" / "X").mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (100, 100)).save(root / "satellite" / "X" / f"{name}.png")
     (root / "pinhole" / "X").mkdir(parents=True)
     Image.new("RGB", (32, 16)).save(root / "pinhole" / "X" / "p.jpg")
     (root / "crossview_meta.json").write_text(json.dumps({"cities": {"X": {"metres_per_pixel": 0.5}}}))
-    tiles = [{"tile": f"satellite/X/{n}.png", "x": x, "y": y}
-             for n, x, y in (("a", 60, 45), ("b", 80, 45), ("c", 95, 45), ("d", 60, 5))]  # 0.1, 0.3, 0.45, 0.45 off
+    tiles = [{"tile": f"satellite/X/{n}.png", "x": x, "y": y} for n, x, y in (("a", 60, 45), ("b", 80, 45))]
     rec = {"camera": "pinhole", "city": "X", "image": "pinhole/X/p.jpg", "split": "train", "fov_deg": 80,
            "heading_deg": 10, "tiles": tiles}
     (root / "crossview_poses.jsonl").write_text(json.dumps(rec) + "\n")
-    published = read_samples(root, "same", "train", "pinhole")
-    assert [(s.x_m, s.y_m) for s in published] == [(5.0, 2.5)]
-    semi = read_samples(root, "same", "train", "pinhole", semi_max_offset=0.4)
-    assert [(s.aerial.name, s.x_m, s.y_m, s.tile_m) for s in semi] == [("a.png", 5.0, 2.5, 50.0),
-                                                                      ("b.png", 15.0, 2.5, 50.0)]
-    assert len(read_samples(root, "same", "train", "pinhole", semi_max_offset=0.5)) == 4
-    with pytest.raises(DatasetError, match="semi_max_offset"):
-        read_samples(root, "same", "train", "pinhole", semi_max_offset=0.7)
+    got = read_samples(root, "same", "train", "pinhole")
+    assert [(s.aerial.name, s.x_m, s.y_m, s.tile_m) for s in got] == [("a.png", 5.0, 2.5, 50.0)]
 
-    vigor = make_vigor(tmp_path / "vigor")  # semi-positives 0.309, 0.4125, 0.475 of the side off (corrected)
+    vigor = make_vigor(tmp_path / "vigor")
     base = read_samples(vigor, "same", "train")
-    for frac, per_image in ((0.35, 2), (0.42, 3), (0.5, 4)):
-        got = read_samples(vigor, "same", "train", semi_max_offset=frac)
-        assert len(got) == per_image * len(base)
-    got = read_samples(vigor, "same", "train", semi_max_offset=0.35)
-    (dr, dc), mpp = vigor_offsets(0, 0, corrected=True)[1], got[1].tile_m / VIGOR_TILE
-    assert got[1].sample_id == got[0].sample_id == base[0].sample_id
+    assert len({s.sample_id for s in base}) == len(base)  # one tile per panorama
+    (dr, dc), mpp = vigor_offsets(0, 0, corrected=True)[0], base[0].tile_m / VIGOR_TILE
     # the reader's convention (crossview.data.readers.vigor): pixel x = side/2 - dc, y = side/2 + dr (at 640 px)
-    assert got[1].x_m == pytest.approx(-dc * VIGOR_TILE / 640 * mpp)
-    assert got[1].y_m == pytest.approx(-dr * VIGOR_TILE / 640 * mpp)
+    assert base[0].x_m == pytest.approx(-dc * VIGOR_TILE / 640 * mpp)
+    assert base[0].y_m == pytest.approx(-dr * VIGOR_TILE / 640 * mpp)
 
 
 @pytest.mark.slow
@@ -261,13 +249,6 @@ def test_synthetic_tree_cli_train_and_eval(tmp_path, capsys):
     assert main(["fine-train", "pillarmatch-tiny-test", "--data", str(root), "--out", str(run), "--set", "steps=3",
                  "--set", "model.ground_size=[32,64]", "--set", "model.aerial_size=64"]) == 0
     assert (run / "checkpoint.pt").exists() and (run / "config.json").exists()
-    semi = read_synthetic(root, "same", "train", semi_max_offset=0.5)  # every tile holding the camera
-    assert len(semi) > len(train)
-    capsys.readouterr()
-    assert main(["fine-train", "pillarmatch-tiny-test", "--data", str(root), "--out", str(tmp_path / "semi"),
-                 "--set", "steps=1", "--set", "semi_max_offset=0.5", "--set", "model.ground_size=[32,64]",
-                 "--set", "model.aerial_size=64"]) == 0
-    assert f"{len(semi)} training samples" in capsys.readouterr().out
     assert main(["fine-eval", str(run), "--data", str(root), "--out", str(ev), "--limit", "4",
                  "--orientation", "unknown", "--pictures", "2"]) == 0
     report = json.loads((ev / "metrics.json").read_text())
@@ -302,7 +283,7 @@ def test_hcnet_through_the_shared_fine_interface(tmp_path):
 
 
 @pytest.mark.slow
-def test_geodistill_labelled_subset_for_base_all_samples_for_distillation(tmp_path, monkeypatch):
+def test_planecorr_labelled_subset_for_base_all_samples_for_distillation(tmp_path, monkeypatch):
     """``labelled_limit``: the base and its same-length control draw only the labelled subset; distillation (which
     reads no labels) draws from every training sample."""
     import crossview.fine.train as fine_train
@@ -322,7 +303,7 @@ def test_geodistill_labelled_subset_for_base_all_samples_for_distillation(tmp_pa
 
     monkeypatch.setattr(train_planecorr, "make_batch", spy)
     cfg = resolve_config("planecorr-synthetic-cpu", {
-        "model": {**TINY_GEOD}, "base_steps": 3, "distill_steps": 4, "orientation_steps": 0, "labelled_limit": 3,
+        "model": {**TINY_PC}, "base_steps": 3, "distill_steps": 4, "orientation_steps": 0, "labelled_limit": 3,
         "eval_limit": 2, "cache_features": False, "batch_size": 8, "threads": None})
     fine_train.train(cfg, root, tmp_path / "run", quiet=True)
     supervised = [i for batch in drawn[:-4] for i in batch]  # base and control steps (6 or more batches)

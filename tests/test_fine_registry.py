@@ -88,3 +88,36 @@ def test_reproduce_official_refuses_unknown_fixtures():
 
     with pytest.raises(ConfigError, match="no registered architecture"):
         reproduce_official({"official_commit": {"repo": "github.com/someone/else"}})
+
+
+def test_checkpoints_of_older_versions_load(tmp_path):
+    """A checkpoint whose config holds options removed since (``backbone_cpu_dtype``) loads with them dropped; a
+    published FG² config without a ``name`` stays FG², while a pre-registry config of our PillarMatch, saved under
+    the arch "fg2" with keys FG² does not know, is read as PillarMatch."""
+    torch.manual_seed(0)
+    model = create_fine("fg2_tiny", backbone=None)
+    ckpt = {"method": "fg2", "state_dict": model.state_dict(),
+            "model_config": {**model.config, "backbone_cpu_dtype": "auto"}}
+    again = load_fine(ckpt)
+    assert type(again).__name__ == "FG2" and "backbone_cpu_dtype" not in again.config
+    del ckpt["model_config"]["name"]
+    assert type(load_fine(ckpt)).__name__ == "FG2"
+    ours = create_fine("pillarmatch_tiny_test")
+    old = {k: v for k, v in ours.config.items() if k != "name"}
+    old_ckpt = {"method": "fg2", "state_dict": ours.state_dict(), "model_config": {**old, "arch": "fg2"}}
+    assert load_fine(old_ckpt).config["arch"] == "pillarmatch"
+
+
+def test_typed_configs_build_the_models_their_dicts_build(tmp_path):
+    """Every fine model reads a frozen dataclass config (``model.cfg``) and keeps the plain dict (``model.config``)
+    that checkpoints store; a model built from the dataclass records the same dict and round-trips."""
+    import dataclasses
+
+    for name in ("fg2_tiny", "geodistill_tiny", "hcnet_tiny", "pillarmatch_tiny_test", "planecorr_synthetic"):
+        model = create_fine(name)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            model.cfg.name = "other"
+        again = type(model)(model.cfg)
+        assert again.cfg == model.cfg and again.config == model.config, name
+        save_fine(again, tmp_path / f"{name}.pt")
+        assert load_fine(tmp_path / f"{name}.pt").config == model.config, name

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from crossview.errors import ConfigError
 from crossview.fine import create_fine, fine_config, load_fine, reproduce_official
 from crossview.fine import geodistill as gd
 from crossview.fine.data import FineDataset, collate, flat_world_samples
@@ -381,11 +382,9 @@ def test_training_schedule_runs_and_reports(tmp_path):
     assert model.config["name"] == "geodistill_tiny"
 
 
-@pytest.mark.parametrize("weight", [0.0, 0.5])
-def test_distill_weak_weight_adds_one_weak_step_per_distillation_step(tmp_path, monkeypatch, weight):
-    """``distill_weak_weight`` (ours): each distillation step also takes the base's weak loss on a batch of the
-    labelled samples, times the weight; 0 (the official recipe) takes none. Counted over a tiny schedule: base 2 +
-    control 3 (+ 3 with the option) weak losses, the extra ones on labelled samples only."""
+def test_distillation_takes_no_weak_steps(tmp_path, monkeypatch):
+    """Distillation is label-free, as published: over a tiny schedule the weak loss runs for the base (2) and the
+    control (3) only, on labelled samples; the removed ``distill_weak_weight`` option is refused."""
     import crossview.fine.train_geodistill as tg
     from crossview.fine.presets import resolve_config
     from crossview.fine.train import train
@@ -400,13 +399,15 @@ def test_distill_weak_weight_adds_one_weak_step_per_distillation_step(tmp_path, 
         return real_loss(self, batch, *args, **kwargs)
 
     monkeypatch.setattr(gd.GeoDistill, "loss", spy)
-    cfg = resolve_config("geodistill-synthetic-cpu", {"base_steps": 2, "distill_steps": 3, "steps": 5,
-                                                      "ema_every": 1, "eval_limit": 2, "batch_size": 2,
-                                                      "labelled_limit": 4, "distill_weak_weight": weight})
+    over = {"base_steps": 2, "distill_steps": 3, "steps": 5, "ema_every": 1, "eval_limit": 2, "batch_size": 2,
+            "labelled_limit": 4}
+    with pytest.raises(ConfigError, match="distill_weak_weight"):
+        resolve_config("geodistill-synthetic-cpu", {**over, "distill_weak_weight": 0.5})
+    cfg = resolve_config("geodistill-synthetic-cpu", over)
     train(cfg, world, tmp_path / "run", quiet=True)
     n_train = len(tg.read_samples(world, "same", "train", cfg["camera"], cfg["label_set"], None))
     labelled = set(tg.split_training(n_train, cfg)[2])
-    assert len(seen) == 2 + 3 + (3 if weight else 0)
+    assert len(seen) == 2 + 3
     assert all(set(idx) <= labelled for idx in seen)
 
 

@@ -20,7 +20,7 @@ import pytest
 # tile holds the camera for 74 %), heading 2.0° (compass 9.5°); with 600 fine steps 12.9 m (68 %), too near the
 # bar. With a 2-epoch retrieval model (2026-11-24): retrieval 46.7 m, fine 5.2 m (77 %); refining 3 tiles instead
 # of 8: 28.2 m (61 %) - the median sits where tile choice succeeds or fails, so the test refines 8.
-FG2_STEPS = 1200
+PM_STEPS = 1200
 
 
 @pytest.mark.slow
@@ -29,8 +29,8 @@ def test_locate_with_trained_models_beats_retrieval_alone(dense_world, dense_ret
     from crossview.fine.train import train as fine_train
     from crossview.locate import demo_locate
 
-    fine = fine_train(resolve_config("pillarmatch-synthetic-cpu-locate", {"steps": FG2_STEPS, "final_eval": False}),
-                      dense_world, tmp_path / "fg2", quiet=True)
+    fine = fine_train(resolve_config("pillarmatch-synthetic-cpu-locate", {"steps": PM_STEPS, "final_eval": False}),
+                      dense_world, tmp_path / "pillarmatch", quiet=True)
     m = demo_locate(dense_world, dense_retrieval_run, fine_run=fine, n=100, out=tmp_path / "locate",
                     heading_noise_deg=20.0, gps_noise_m=50.0, refine=8, top_k=8)
     print(json.dumps({k: m[k] for k in ("retrieval", "fine", "gps_fix")}, indent=1))

@@ -23,6 +23,7 @@ from crossview.errors import ConfigError
 from crossview.fine import create_fine, fg2, load_fine, registry
 from crossview.fine import geodistill as gd
 from crossview.fine.data import FineDataset, collate, flat_world_samples
+from crossview.fine.fg2.convert import _is_dino_key
 from crossview.fine.registry import load_official_state
 from crossview.locate.models import _load_fine
 
@@ -52,10 +53,10 @@ def _fg2_release(name: str, head_path: Path, dino_path: Path, seed: int = 0) -> 
     torch.manual_seed(seed)
     model = create_fine(name, backbone_weights="random")
     state = fg2.export_official(model, with_grid=False, with_backbone=True)
-    head = {k: v for k, v in state.items() if not fg2._is_dino_key(k)}
+    head = {k: v for k, v in state.items() if not _is_dino_key(k)}
     head_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(head, head_path)
-    torch.save({k: v for k, v in state.items() if fg2._is_dino_key(k)}, dino_path)
+    torch.save({k: v for k, v in state.items() if _is_dino_key(k)}, dino_path)
     return state
 
 

@@ -1,8 +1,8 @@
 """Fine-grained (metric) localization: a ground camera's position in metres and its heading inside a tile.
 
-One registry for every method (``crossview.fine.registry``): the published HC-Net (``hcnet_vigor``, tiny
-``hcnet_tiny``), FG² and GeoDistill as they are added, and designs of our own under names of their own
-(PillarMatch, PlaneCorr, HomoFlow — not the published models). Every model is a ``FineLocalizer``; ``localize``
+One registry for every method (``crossview.fine.registry``): the published HC-Net, FG² and GeoDistill (packages
+``crossview.fine.hcnet``, ``.fg2``, ``.geodistill``), and designs of our own under names of their own (PillarMatch,
+PlaneCorr, HomoFlow, BEVPost — not the published models). Every model is a ``FineLocalizer``; ``localize``
 places one image, ``crossview.fine.evaluate`` runs the protocols, ``crossview.fine.train`` trains from presets.
 ``reproduce_official`` runs our model on an official fixture (docs/official_code_notes.md, "Official fixtures").
 """

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -75,10 +75,9 @@ def _resolve(root: Path, name: str, folder: str, city: str) -> Path:
 
 
 def read_synthetic(root: str | Path, area: str = "same", split: str = "test", camera: str = "panorama",
-                   limit: int | None = None, semi_max_offset: float | None = None) -> list[FineSample]:
-    """Samples of a synthetic-world tree from its ``crossview_poses.jsonl``: the positive tile only, or with
-    ``semi_max_offset`` also every semi-positive tile that holds the camera within that fraction of the tile side
-    of its centre along both axes (see :func:`read_samples`)."""
+                   limit: int | None = None) -> list[FineSample]:
+    """Samples of a synthetic-world tree from its ``crossview_poses.jsonl``: each ground image with its positive
+    tile."""
     root = Path(root)
     poses = root / "crossview_poses.jsonl"
     if not poses.exists():
@@ -108,7 +107,7 @@ def read_synthetic(root: str | Path, area: str = "same", split: str = "test", ca
             continue
         folder = "pinhole" if kind == "pinhole" else "ground"
         ground = _resolve(root, rec["image"], folder, city)
-        for k, pos in enumerate(tiles if semi_max_offset is not None else tiles[:1]):
+        for pos in tiles[:1]:  # the positive
             tile_path = _resolve(root, pos["tile"], "satellite", city)
             mpp = _meta_mpp(meta, city)
             if tile_path not in size_cache:
@@ -127,8 +126,6 @@ def read_synthetic(root: str | Path, area: str = "same", split: str = "test", ca
                 problems.append(f"{meta_path}: no metres per pixel for city {city!r}")
                 break
             px, py = float(pos["x"]), float(pos["y"])
-            if k > 0 and not _within(px, py, side, semi_max_offset):
-                continue
             out.append(FineSample(ground, tile_path, kind, float(rec.get("fov_deg") or 360.0),
                                   float(rec.get("heading_deg") or 0.0), (px - side / 2) * mpp, (side / 2 - py) * mpp,
                                   side * mpp, float(rec.get("eye_height_m") or 2.0), city, Path(rec["image"]).stem))
@@ -144,10 +141,9 @@ def read_synthetic(root: str | Path, area: str = "same", split: str = "test", ca
 
 
 def read_vigor(root: str | Path, area: str = "same", split: str = "test", label_set: str = "corrected",
-               limit: int | None = None, semi_max_offset: float | None = None) -> list[FineSample]:
-    """Real VIGOR (or any tree ``crossview.data.read_dataset('vigor', ...)`` reads): positives only, or with
-    ``semi_max_offset`` also the semi-positives that hold the camera near enough their centre
-    (see :func:`read_samples`)."""
+               limit: int | None = None) -> list[FineSample]:
+    """Real VIGOR (or any tree ``crossview.data.read_dataset('vigor', ...)`` reads): each panorama with its
+    positive tile."""
     from PIL import Image
 
     from crossview.data import read_dataset
@@ -159,51 +155,31 @@ def read_vigor(root: str | Path, area: str = "same", split: str = "test", label_
         if rec.pixel_xy is None:
             raise DatasetError(f"record {rec.query_id} has no pixel position in its positive tile",
                                ["VIGOR label files must give the (dr, dc) offsets"])
-        # pixel_xy follows positives + semi_positives
-        pairs = [(rec.positives[0], rec.pixel_xy[0])]
-        if semi_max_offset is not None:
-            pairs += list(zip(rec.semi_positives, rec.pixel_xy[len(rec.positives):]))
-        for k, (r, (px, py)) in enumerate(pairs):
-            ref = s.references[r]
-            if r not in sides:
-                with Image.open(ref.path) as im:
-                    sides[r] = im.size[0]
-            side, mpp = sides[r], ref.metres_per_pixel
-            if k > 0 and not _within(px, py, side, semi_max_offset):
-                continue
-            out.append(FineSample(rec.query_path, ref.path, "panorama", 360.0, rec.heading_deg or 0.0,
-                                  (px - side / 2) * mpp, (side / 2 - py) * mpp, side * mpp, 2.0, ref.group or "",
-                                  rec.query_id))
+        r, (px, py) = rec.positives[0], rec.pixel_xy[0]
+        ref = s.references[r]
+        if r not in sides:
+            with Image.open(ref.path) as im:
+                sides[r] = im.size[0]
+        side, mpp = sides[r], ref.metres_per_pixel
+        out.append(FineSample(rec.query_path, ref.path, "panorama", 360.0, rec.heading_deg or 0.0,
+                              (px - side / 2) * mpp, (side / 2 - py) * mpp, side * mpp, 2.0, ref.group or "",
+                              rec.query_id))
         if limit and len(out) >= limit:
             out = out[:limit]
             break
     return out
 
 
-def _within(px: float, py: float, side: float, frac: float) -> bool:
-    """Whether pixel (px, py) lies within ``frac`` of the side of a ``side``-pixel tile's centre along both axes."""
-    return abs(px - side / 2) <= frac * side and abs(py - side / 2) <= frac * side
-
-
 def read_samples(root: str | Path, area: str = "same", split: str = "test", camera: str = "panorama",
-                 label_set: str = "corrected", limit: int | None = None,
-                 semi_max_offset: float | None = None) -> list[FineSample]:
-    """A synthetic tree (has ``crossview_poses.jsonl``) or real VIGOR.
-
-    ``semi_max_offset`` (ours, training only; None = the published protocol, positives only): each ground image
-    also comes with every semi-positive tile that holds the camera within this fraction of the tile side of its
-    centre along both axes (VIGOR positives hold it within 0.25). A model trained so finds cameras farther off
-    its window's centre, as the window search of ``locate --fine-search scan`` meets them. ``limit`` counts
-    samples (tiles), not ground images."""
+                 label_set: str = "corrected", limit: int | None = None) -> list[FineSample]:
+    """A synthetic tree (has ``crossview_poses.jsonl``) or real VIGOR: each ground image with its positive tile
+    (the published protocol)."""
     root = Path(root)
-    if semi_max_offset is not None and not 0 < semi_max_offset <= 0.5:
-        raise DatasetError(f"semi_max_offset={semi_max_offset}: give a fraction of the tile side in (0, 0.5], "
-                           "or None for positives only")
     if (root / "crossview_poses.jsonl").exists():
-        return read_synthetic(root, area, split, camera, limit, semi_max_offset)
+        return read_synthetic(root, area, split, camera, limit)
     if camera != "panorama":
         raise DatasetError(f"{root}: pinhole samples exist only in synthetic trees (crossview_poses.jsonl)")
-    return read_vigor(root, area, split, label_set, limit, semi_max_offset)
+    return read_vigor(root, area, split, label_set, limit)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -362,11 +338,6 @@ def flat_world_samples(n: int, seed: int = 0, tile_px: int = 128, tile_m: float 
                               heading, float(off[0]), float(off[1]), tile_m, eye_height_m, f"flat{k % worlds}",
                               f"flat-{seed}-{k}"))
     return out
-
-
-def with_heading(samples: list[FineSample], heading_deg: float) -> list[FineSample]:
-    """The same samples with their heading label replaced (e.g. 0 for north-aligned panoramas)."""
-    return [replace(s, heading_deg=heading_deg) for s in samples]
 
 
 def rotate_to_prior(batch: dict, heading_prior: float | torch.Tensor) -> tuple[dict, torch.Tensor]:

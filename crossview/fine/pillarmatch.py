@@ -18,8 +18,8 @@ frame (x right, y forward). The solver returns (R, t) with ``g = R·a + t`` (cro
 from __future__ import annotations
 
 import copy
-import math
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -27,35 +27,44 @@ from torch import nn
 
 from crossview.fine.backbones import concat_upsampled
 from crossview.fine.blocks import add_view_encoders, conv_block, make_backbone, no_circular  # noqa: F401
+from crossview.fine.configs import FineConfig
 from crossview.fine.preprocess import IMAGENET, normalize
-from crossview.fine.registry import ConfigView, register_arch, register_fine
+from crossview.fine.registry import register_arch, register_fine
 from crossview.geometry.bev import bev_grid, metres_to_bev_pixel, pillar_grid
 from crossview.geometry.procrustes import weighted_procrustes
 from crossview.geometry.ransac import ransac_procrustes
 from crossview.geometry.transforms import apply_rigid, pose_to_rigid, rigid_to_pose
 
-DEFAULTS: dict[str, Any] = {
-    "arch": "pillarmatch",
-    "backbone": "tf_efficientnet_lite0",  # timm name; "tiny" = a small CNN trained from scratch
-    "pretrained": True,  # lite0/1/2 load packaged ImageNet weights offline; other timm names use timm's hub
-    "freeze_backbone": True,
-    "out_indices": [1, 2],  # backbone levels (timm feature_info), upsampled to the finest and concatenated
-    "backbone_kwargs": {},
-    "ground_size": [128, 256],  # (height, width) of a panorama; pinhole images use pinhole_size
-    "pinhole_size": [128, 128],
-    "aerial_size": 128,
-    "bev_cells": 32,
-    "heights_m": [-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0],  # relative to the camera
-    "feat_dim": 64,
-    "desc_dim": 64,
-    "temperature": 0.1,
-    "num_matches": 256,
-    "vce_points": 10,  # virtual points per side
-    "vce_spacing_m": 5.0,
-    "beta": 1.0,  # weight of the matching InfoNCE
-    "mean": list(IMAGENET[0]),
-    "std": list(IMAGENET[1]),
-}
+
+@dataclass(frozen=True)
+class PillarMatchConfig(FineConfig):
+    """Typed config (``self.cfg``); ``model.config`` is its plain dict, saved with checkpoints."""
+
+    arch: ClassVar[str] = "pillarmatch"
+
+    backbone: str = "tf_efficientnet_lite0"  # timm name; "tiny" = a small CNN trained from scratch
+    pretrained: bool = True  # lite0/1/2 load packaged ImageNet weights offline; other timm names use timm's hub
+    freeze_backbone: bool = True
+    out_indices: tuple[int, ...] = (1, 2)  # backbone levels (timm feature_info), upsampled to the finest, concatenated
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    ground_size: tuple[int, ...] = (128, 256)  # (height, width) of a panorama; pinhole images use pinhole_size
+    pinhole_size: tuple[int, ...] = (128, 128)
+    aerial_size: int = 128
+    bev_cells: int = 32
+    heights_m: tuple[float, ...] = (-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0)  # relative to the camera
+    feat_dim: int = 64
+    desc_dim: int = 64
+    temperature: float = 0.1
+    num_matches: int = 256
+    vce_points: int = 10  # virtual points per side
+    vce_spacing_m: float = 5.0
+    beta: float = 1.0  # weight of the matching InfoNCE
+    mean: tuple[float, ...] = tuple(IMAGENET[0])
+    std: tuple[float, ...] = tuple(IMAGENET[1])
+    name: str = "pillarmatch"  # the registered variant (messages)
+
+
+DEFAULTS: dict[str, Any] = PillarMatchConfig.defaults()
 CAMERAS = ("panorama", "pinhole")
 
 
@@ -65,10 +74,10 @@ class PillarMatch(nn.Module):
 
     cameras = CAMERAS
 
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: PillarMatchConfig | dict[str, Any]):
         super().__init__()
-        self.config = copy.deepcopy(cfg)
-        self.cfg = cfg = ConfigView(self.config)
+        self.cfg, self.config = PillarMatchConfig.resolve(cfg)
+        cfg = self.cfg
         d = add_view_encoders(self, self.config)
         n_h = len(cfg.heights_m)
         self.height_score = nn.Conv2d(d, 1, 1)
@@ -279,15 +288,11 @@ class PillarMatch(nn.Module):
 
     def input_sizes(self, camera: str = "panorama") -> tuple[tuple[int, int], int]:
         """(ground (H, W), aerial side) the data loader should produce for ``camera``."""
-        g = self.config["pinhole_size"] if camera == "pinhole" else self.config["ground_size"]
-        return tuple(g), int(self.config["aerial_size"])
+        g = self.cfg.pinhole_size if camera == "pinhole" else self.cfg.ground_size
+        return tuple(g), int(self.cfg.aerial_size)
 
     def config_dict(self) -> dict:
         return copy.deepcopy(self.config)
-
-
-def heading_from_rigid(r: torch.Tensor) -> torch.Tensor:
-    return torch.remainder(torch.atan2(r[..., 1, 0], r[..., 0, 0]) * 180.0 / math.pi, 360.0)
 
 
 register_arch("pillarmatch", builder=PillarMatch, defaults=DEFAULTS, published=None, cameras=CAMERAS)

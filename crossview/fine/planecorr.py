@@ -23,7 +23,8 @@ from __future__ import annotations
 import copy
 import math
 import random
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -31,30 +32,39 @@ from torch import nn
 
 from crossview.fine.backbones import concat_upsampled
 from crossview.fine.blocks import add_view_encoders, no_circular
+from crossview.fine.configs import FineConfig
 from crossview.fine.preprocess import IMAGENET, normalize
-from crossview.fine.registry import ConfigView, register_arch, register_fine
+from crossview.fine.registry import register_arch, register_fine
 from crossview.geometry.bev import bev_grid, ground_plane_grid, warp_to_bev
 
-DEFAULTS: dict[str, Any] = {
-    "arch": "planecorr",
-    "backbone": "tf_efficientnet_lite0",
-    "pretrained": True,
-    "freeze_backbone": True,
-    "out_indices": [1, 2],
-    "backbone_kwargs": {},
-    "ground_size": [128, 256],
-    "aerial_size": 128,
-    "bev_cells": 32,  # aerial feature grid and BEV grid (cells over the tile side)
-    "template_frac": 0.5,  # side of the template / side of the BEV
-    "feat_dim": 64,
-    "heatmap_scale": 2,  # heatmap resolution = bev_cells × this
-    "sigma_px": 1.0,  # Gaussian of the target at heatmap resolution
-    "ori_bins": 90,
-    "ori_range_deg": 45.0,
-    "orientation_mode": "classifier",  # classifier (the estimator) | search (heatmap peak over yaws)
-    "mean": list(IMAGENET[0]),
-    "std": list(IMAGENET[1]),
-}
+
+@dataclass(frozen=True)
+class PlaneCorrConfig(FineConfig):
+    """Typed config (``self.cfg``); ``model.config`` is its plain dict, saved with checkpoints."""
+
+    arch: ClassVar[str] = "planecorr"
+
+    backbone: str = "tf_efficientnet_lite0"
+    pretrained: bool = True
+    freeze_backbone: bool = True
+    out_indices: tuple[int, ...] = (1, 2)
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    ground_size: tuple[int, ...] = (128, 256)
+    aerial_size: int = 128
+    bev_cells: int = 32  # aerial feature grid and BEV grid (cells over the tile side)
+    template_frac: float = 0.5  # side of the template / side of the BEV
+    feat_dim: int = 64
+    heatmap_scale: int = 2  # heatmap resolution = bev_cells × this
+    sigma_px: float = 1.0  # Gaussian of the target at heatmap resolution
+    ori_bins: int = 90
+    ori_range_deg: float = 45.0
+    orientation_mode: str = "classifier"  # classifier (the estimator) | search (heatmap peak over yaws)
+    mean: tuple[float, ...] = tuple(IMAGENET[0])
+    std: tuple[float, ...] = tuple(IMAGENET[1])
+    name: str = "planecorr"  # the registered variant (messages)
+
+
+DEFAULTS: dict[str, Any] = PlaneCorrConfig.defaults()
 CAMERAS = ("panorama",)
 
 
@@ -85,10 +95,10 @@ class PlaneCorr(nn.Module):
 
     cameras = CAMERAS
 
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: PlaneCorrConfig | dict[str, Any]):
         super().__init__()
-        self.config = copy.deepcopy(cfg)
-        self.cfg = cfg = ConfigView(self.config)
+        self.cfg, self.config = PlaneCorrConfig.resolve(cfg)
+        cfg = self.cfg
         d = add_view_encoders(self, self.config)
         self.decoder = nn.Sequential(nn.Conv2d(d + 1, d, 3, 1, 1), nn.GELU(), nn.Conv2d(d, 1, 3, 1, 1))
         self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))  # cosine -> logits
@@ -97,7 +107,7 @@ class PlaneCorr(nn.Module):
 
     def input_sizes(self, camera: str = "panorama") -> tuple[tuple[int, int], int]:
         """(ground (H, W), aerial side) the data loader should produce."""
-        return tuple(self.config["ground_size"]), int(self.config["aerial_size"])
+        return tuple(self.cfg.ground_size), int(self.cfg.aerial_size)
 
     def config_dict(self) -> dict:
         return copy.deepcopy(self.config)

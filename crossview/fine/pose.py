@@ -64,5 +64,3 @@ class CameraSpec:
             return PanoramaCamera(width, height, heading_deg)
         return PinholeCamera(width, height, self.fov_deg, heading_deg)
 
-
-PANORAMA = CameraSpec()

