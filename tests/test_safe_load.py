@@ -152,13 +152,27 @@ def _shard_folder(folder: Path) -> tuple[object, list[str]]:
     return plan, ids
 
 
+def _poison_shard(plan, i: int, marker: Path) -> Path:
+    """Shard ``i`` as an earlier version wrote it (a pickled ``.pt`` dict) with a code-running entry added; the
+    safetensors shard it replaces is removed (its tensors are copied first: they map the file)."""
+    from crossview.search.shards import read_shard
+
+    new = plan.path(i)
+    obj = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in read_shard(new).items()}
+    obj["payload"] = Payload(marker)
+    old = new.with_suffix(".pt")
+    torch.save(obj, old)
+    new.unlink()
+    return old
+
+
 def test_shard_reader_and_resume_check_refuse(tmp_path):
     from crossview.search.shards import load_shards
 
     marker = tmp_path / "MARKER"
     plan, ids = _shard_folder(tmp_path / "ground")
     assert load_shards(plan.folder)[0] == ids and plan.is_done(1)  # our own shards: no trust needed
-    path = _poison(plan.path(1), marker)
+    path = _poison_shard(plan, 1, marker)
     _refused(lambda: load_shards(plan.folder), path, marker)
     _refused(lambda: plan.is_done(1), path, marker)
     with pytest.warns(UserWarning):
@@ -281,7 +295,7 @@ def test_index_build_cli_refuses_a_poisoned_shard(tmp_path, capsys):
 
     marker = tmp_path / "MARKER"
     plan, _ = _shard_folder(tmp_path / "ground")
-    path = _poison(plan.path(0), marker)
+    path = _poison_shard(plan, 0, marker)
     assert main(["index", "build", "--shards", str(plan.folder), "--out", str(tmp_path / "x.index")]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "--trust-checkpoint" in err and not marker.exists()
