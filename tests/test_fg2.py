@@ -16,6 +16,7 @@ from crossview.fine import create_fine, fg2, load_fine, reproduce_official
 from crossview.fine.data import FineDataset, collate, flat_world_samples
 from crossview.fine.fg2.convert import _official_to_ours
 from crossview.fine.fg2.solver import _minimal_sets
+from crossview.fine.official import relative_error
 from crossview.geometry.transforms import rotation_matrix
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one thread (the machine is shared)
@@ -50,7 +51,7 @@ def _rel(ours: torch.Tensor, ref: torch.Tensor) -> float:
 
 def test_parity_descriptors_heights_and_matching_score(fixture, ours):
     """From the fixture's float16 weights (cast to float32) and its DINO-shaped features, every stored output of the
-    head to relative error ≤ 1e-4 (max |Δ| / max |ref| per output).
+    head to relative error ≤ 5e-5 per row / 2-D map (``crossview.fine.official.relative_error``).
 
     Measured (torch 2.14.1, CPU, one thread): grd_desc 5.4e-6, sat_desc 0, matching_score_rows_every_8 9.4e-6,
     matching_score_original_rows_every_8 3.9e-6, row sums 2.8e-7, column sums 4.1e-6, totals 1.1e-7,
@@ -60,24 +61,24 @@ def test_parity_descriptors_heights_and_matching_score(fixture, ours):
                 "matching_score_row_sum", "matching_score_col_sum", "matching_score_total",
                 "matching_score_original_row_max"):
         assert ours[key].shape == out[key].shape, key
-        assert _rel(ours[key], out[key]) <= 1e-4, (key, _rel(ours[key], out[key]))
+        assert relative_error(ours[key], out[key]) <= 5e-5, (key, relative_error(ours[key], out[key]))
     assert ours["height_index"].dtype == torch.int64 and torch.equal(ours["height_index"], out["height_index"])
 
 
 def test_parity_pose_from_the_stored_draw(fixture, ours):
-    """Given the stored seed-100 draw (``sampled_idx``), the weighted Procrustes gives the official pose.
+    """Given the stored seed-100 draw (``sampled_idx``, which reproduce_official takes from the fixture, so it is not
+    compared), the weighted Procrustes gives the official pose; our own seed-100 draw agrees on ≥ 99 %.
 
     Measured: sampled_weights 6.5e-6, R 1.6e-6, t 4.2e-6, t_sat_px_630 4.2e-6 relative; yaw_deg 8.5e-5° absolute;
     ok_rank equal. Our own seed-100 draw on our score agrees on 99.8 % of the 2 × 1,024 indices (the notes: a 1e-6
     change of P moves a few draws)."""
     out = fixture["outputs"]
-    assert torch.equal(ours["sampled_idx"], out["sampled_idx"])
     for key in ("sampled_weights", "R", "t", "t_sat_px_630"):
         assert ours[key].shape == out[key].shape, key
-        assert _rel(ours[key], out[key]) <= 1e-4, (key, _rel(ours[key], out[key]))
+        assert relative_error(ours[key], out[key]) <= 5e-5, (key, relative_error(ours[key], out[key]))
     assert float((ours["yaw_deg"] - out["yaw_deg"]).abs().max()) <= 1e-3
     assert bool(ours["ok_rank"]) == bool(out["ok_rank"])
-    assert float(ours["own_draw"]["agreement"]) > 0.95
+    assert float(ours["own_draw"]["agreement"]) >= 0.99  # our own draw, not the stored one
     for key in ("ransac_R", "ransac_t", "ransac_best_soft_inliers"):  # our RANSAC on our P: same shapes
         assert ours[key].shape == out[key].shape
 

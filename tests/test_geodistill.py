@@ -18,6 +18,7 @@ from crossview.errors import ConfigError
 from crossview.fine import create_fine, fine_config, load_fine, reproduce_official
 from crossview.fine import geodistill as gd
 from crossview.fine.data import FineDataset, collate, flat_world_samples
+from crossview.fine.official import relative_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one thread
 
@@ -163,11 +164,8 @@ def parity():
         torch.set_num_threads(threads)
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).abs().max() / b.double().abs().max())
 
-
-# measured maximum relative errors (|ours − official|max / |official|max); all ≤ 1e-4 is required
+# measured maximum relative errors (|ours − official|max / |official|max); each 2-D map / row ≤ 5e-5 is required
 MEASURED = {"teacher_corr_train.0": 2.2e-6, "teacher_corr_train.2": 4.1e-6, "student_corr_train.0": 1.4e-6,
             "student_corr_train.2": 4.4e-6, "loss_distill": 1.1e-7, "loss_g2sweakly": 3.7e-6,
             "sat_feat_level0_every2": 0.0, "g2s_feat_level0": 1.2e-6, "g2s_feat_level2_every4": 2.3e-6,
@@ -178,15 +176,16 @@ MEASURED = {"teacher_corr_train.0": 2.2e-6, "teacher_corr_train.2": 4.1e-6, "stu
 
 @pytest.mark.parametrize("name", sorted(MEASURED))
 def test_parity_with_the_official_fixture(parity, name):
-    """Every stored tensor output within 1e-4 relative (figures in MEASURED: DINO blocks and the satellite DPT map
-    bit-identical, correlations ≤ 4.4e-6, the orientation logits 3.6e-6)."""
+    """Every stored tensor output within 5e-5 relative per 2-D map / row (figures in MEASURED, per tensor: DINO
+    blocks and the satellite DPT map bit-identical, correlations ≤ 4.4e-6, the orientation logits 3.6e-6; per
+    slice: benchmarks/results/parity.json)."""
     fixture, ours = parity
     want, got = fixture["outputs"], ours
     for part in name.split("."):
         key = int(part) if part.isdigit() else part
         want, got = want[key], got[key]
     assert got.shape == want.shape
-    assert _rel(got, want) <= 1e-4
+    assert relative_error(got, want) <= 5e-5, relative_error(got, want)
 
 
 def test_parity_of_shapes_validation_map_and_read_outs(parity):

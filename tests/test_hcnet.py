@@ -14,6 +14,7 @@ from crossview.errors import ConfigError
 from crossview.fine import create_fine, load_fine, reproduce_official
 from crossview.fine import hcnet as hc
 from crossview.fine.data import FineDataset, collate, flat_world_samples
+from crossview.fine.official import relative_error
 from crossview.geometry.homography import warp_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small tensors run faster on one thread
@@ -28,10 +29,6 @@ def fixture():
         pytest.skip(f"{FIXTURE} is absent (the official HC-Net fixture lives in ../shared, present in CI)")
     return torch.load(FIXTURE, map_location="cpu", weights_only=True)
 
-
-def _rel(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    ours, ref = ours.double(), ref.double()
-    return float((ours - ref).abs().max() / ref.abs().max().clamp(min=1e-12))
 
 
 def test_parity_with_the_official_hcnet(fixture):
@@ -51,7 +48,8 @@ def test_parity_with_the_official_hcnet(fixture):
         if name in angles:
             assert float((ours[name] - value).abs().max()) <= 1e-3, name
         else:
-            assert _rel(ours[name], value) <= 1e-4, (name, _rel(ours[name], value))
+            # per 2-D map (each iteration, batch element and channel apart); measured ≤ 7.4e-6
+            assert relative_error(ours[name], value) <= 5e-5, (name, relative_error(ours[name], value))
     assert len(ref["flow_predictions"]) == 6
 
 
