@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from doubles import DENSE_LEARN
 
 # CI sets CROSSVIEW_NO_SKIPS=1 (.ci/run): every test must run there, so a skip (a missing ../shared fixture, a
 # missing browser) fails the session and the summary names what was missing. A developer's run may skip, saying why.
@@ -31,9 +32,6 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     if NO_SKIPS and _SKIPPED and exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-# The synthetic-cpu preset for 1 epoch of the `dense` world: 2,000 training pairs, 62 steps of 32 pairs (about 2.5
-# minutes on 2 cores; the learning test trains it twice, real and shuffled, the e2e locate test reuses the real one).
-DENSE_LEARN = {"epochs": 1, "eval_every": 0, "num_workers": 0, "checkpoint_every": 1000, "seed": 0}
 
 
 @pytest.fixture
@@ -94,27 +92,3 @@ def dense_retrieval_run(dense_world, tmp_path_factory) -> Path:
 
     return Path(train(resolve_config("synthetic-cpu", DENSE_LEARN), dense_world,
                       tmp_path_factory.mktemp("dense_run") / "real"))
-
-
-def random_tile_index(folder: Path) -> tuple[Path, Path]:
-    """A random tiny retrieval model (seed 0) over a 2 × 2 tile set cut from a random orthophoto near 40 N 74 W,
-    and a random 256 × 512 panorama to locate in it: (index, photo). For locate tests of official checkpoints."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from crossview.locate import index_tiles
-    from crossview.models import create_model, save_model
-    from crossview.tiles import build_tiles
-
-    torch.manual_seed(0)
-    save_model(create_model("mfrgn_tiny"), folder / "retrieval.pt")
-    rng = np.random.default_rng(1)
-    Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).resize((256, 256), Image.NEAREST) \
-        .save(folder / "ortho.png")
-    manifest = build_tiles(folder / "ortho.png", folder / "tiles", corners=(40.001, -74.001, 40.0, -73.999),
-                           tile_px=128)
-    index = index_tiles(manifest, folder / "retrieval.pt", folder / "tiles.index")
-    photo = folder / "pano.jpg"
-    Image.fromarray((rng.random((256, 512, 3)) * 255).astype(np.uint8)).save(photo)
-    return index, photo

@@ -450,7 +450,7 @@ def test_locate_cli_with_an_official_checkpoint(fixture, tmp_path, capsys, monke
     minute on one CPU thread."""
     import json
 
-    from conftest import random_tile_index
+    from doubles import random_tile_index
 
     from crossview.cli import main
     from crossview.fine import registry

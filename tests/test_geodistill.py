@@ -419,8 +419,7 @@ def test_locate_with_an_official_checkpoint(tmp_path, capsys):
     checkpoint written from the fixture's three official state dicts, a random tiny retrieval model over a 2×2 tile
     set; the full-size model refines the best tile (about a minute on one thread), once with a heading prior and
     once without (the orientation estimator then gives the heading, within ±45° of north)."""
-    pytest.importorskip("crossview.search.index", reason="crossview.search has not landed")
-    from conftest import random_tile_index
+    from doubles import random_tile_index
 
     from crossview.cli import main
 

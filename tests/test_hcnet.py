@@ -206,7 +206,7 @@ def test_locate_cli_with_an_official_checkpoint(fixture, tmp_path, capsys):
     (written here from the fixture's state dict in the official layout) refines the retrieved tiles."""
     import json
 
-    from conftest import random_tile_index
+    from doubles import random_tile_index
 
     from crossview.cli import main
 

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from doubles import NoisyTruthLocalizer, OracleRetrieval
 from PIL import Image
 
 from crossview.cli import main
@@ -228,91 +229,6 @@ def test_cli_locate(tile_world, tmp_path, capsys):
 # by `make demo`); here both learned stages are replaced by test doubles that know the world's truth, so what is
 # tested is everything around them: tiles from the world's folder, the index, search, candidate selection by
 # confidence, metres -> lat/lon at the edge, and the error accounting against crossview_poses.jsonl.
-
-
-class OracleRetrieval:
-    """Stands in for a trained retrieval model: recognises each synthetic image and embeds it at its tile.
-
-    Aerial tiles are recognised by an 8x8 thumbnail, panoramas by their row profile (unchanged by the heading
-    roll); a panorama's descriptor is 1 at its positive tile and 0.8 at its semi-positives.
-    """
-
-    def __new__(cls, world):
-        import torch
-
-        class Oracle(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.config = {"name": "oracle", "arch": "oracle", "sizes": {"ground": [64, 128], "aerial": [64, 64]},
-                               "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
-                self.register_buffer("seed", torch.zeros(1))
-                tiles = sorted(p.relative_to(world / "satellite").with_suffix("").as_posix()
-                               for p in (world / "satellite").rglob("satellite_*.png"))
-                self.slot = {t: i for i, t in enumerate(tiles)}
-                self.tile_keys = torch.stack([self._tile_key(self._load(world / "satellite" / f"{t}.png", (64, 64)))
-                                              for t in tiles])
-                keys, targets = [], []
-                for line in (world / "crossview_poses.jsonl").read_text().splitlines():
-                    rec = json.loads(line)
-                    if rec["camera"] != "panorama":
-                        continue
-                    keys.append(self._pano_key(self._load(world / rec["image"], (64, 128))))
-                    target = torch.zeros(len(tiles))
-                    for k, t in enumerate(rec["tiles"]):
-                        target[self.slot[t["tile"].split("satellite/", 1)[1][:-4]]] = 1.0 if k == 0 else 0.8
-                    targets.append(target)
-                self.pano_keys, self.targets = torch.stack(keys), torch.stack(targets)
-
-            @staticmethod
-            def _load(path, hw):
-                from crossview.data.cache import load_resized
-
-                return torch.from_numpy(load_resized(path, hw).copy()).permute(2, 0, 1)[None].float() / 255
-
-            @staticmethod
-            def _tile_key(x):
-                return torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)[0]
-
-            @staticmethod
-            def _pano_key(x):
-                return x.mean(-1).flatten(1)[0]
-
-            def embed(self, x, view):
-                if view == "aerial":
-                    keys = torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)
-                    return torch.eye(len(self.slot))[torch.cdist(keys, self.tile_keys).argmin(1)]
-                keys = x.mean(-1).flatten(1)
-                return self.targets[torch.cdist(keys, self.pano_keys).argmin(1)]
-
-        return Oracle()
-
-
-class NoisyTruthLocalizer:
-    """Stands in for a trained fine model: in a tile that holds the camera it answers the true position (from
-    the world's pixel labels, not from lat/lon) with 1.5 m and 3° Gaussian noise and confidence 0.9; elsewhere a
-    random position with confidence 0.1."""
-
-    def __init__(self, world, seed=0):
-        self.rng = np.random.default_rng(seed)
-        self.truth = {}
-        for line in (world / "crossview_poses.jsonl").read_text().splitlines():
-            rec = json.loads(line)
-            for t in rec["tiles"]:
-                self.truth[(rec["image"].rsplit("/", 1)[1], t["tile"].split("satellite/", 1)[1][:-4])] = (
-                    t["x"], t["y"], rec["heading_deg"])
-
-    def localize_in_tile(self, photo, tile, prior):
-        from types import SimpleNamespace
-
-        hit = self.truth.get((photo.path.name, tile.id))
-        if hit is None:
-            e, n = self.rng.uniform(-0.5, 0.5, 2) * tile.width * tile.mpp
-            return SimpleNamespace(x_m=e, y_m=n, heading_deg=prior[0] if prior else 0.0, confidence=0.1)
-        x, y, heading = hit
-        e, n = (x - tile.width / 2) * tile.mpp, (tile.height / 2 - y) * tile.mpp
-        de, dn = self.rng.normal(0, 1.5, 2)
-        return SimpleNamespace(x_m=e + de, y_m=n + dn, heading_deg=(heading + self.rng.normal(0, 3)) % 360,
-                               confidence=0.9)
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,7 @@ def tiny_world(tmp_path_factory):
 def test_locate_reads_its_calibration(tiny_world, tmp_path):
     """Calibrate on the first half of the test panoramas, locate the second: locate.json states 68 % and 95 % radii
     from the sidecar. (Too few photos here for rates: benchmarks/experiments/locate_calibration.py measures those.)"""
-    from test_locate import NoisyTruthLocalizer, OracleRetrieval
+    from doubles import NoisyTruthLocalizer, OracleRetrieval
 
     from crossview.locate import Locator
     from crossview.locate.calibrate import calibrate, measure_coverage

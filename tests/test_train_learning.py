@@ -3,7 +3,7 @@ above chance, and the same run with shuffled pairs (the control) does not.
 
 The world is `crossview synth --layout vigor --scale dense --seed 1` (2,000 training pairs; the held-out test split
 is 2,000 other panoramas of the same cities against all 400 tiles, chance R@1 0.25 %); the model is the
-synthetic-cpu preset (ImageNet Lite0 start) for 1 epoch = 62 steps of 32 pairs (conftest.DENSE_LEARN).
+synthetic-cpu preset (ImageNet Lite0 start) for 1 epoch = 62 steps of 32 pairs (doubles.DENSE_LEARN).
 Measured (2026-12-02): this test R@1 4.00 %, R@10 22.6 % (9x chance), shuffled control R@1 0.35 %, R@10 3.0 %;
 2 epochs (the test's earlier length, twice the CPU time): R@1 5.05 %, R@10 30.6 %, control 0.30 % / 2.65 %;
 a 5-epoch schedule evaluated every epoch: R@1 4.7 / 5.2 / 9.3 / 11.6 / 10.7 %; 20 epochs: 24.1 %.
@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import DENSE_LEARN
+from doubles import DENSE_LEARN
 
 
 def _final_eval(run: Path) -> dict:
