@@ -248,3 +248,14 @@ def test_locate_rebuilds_the_variant_the_index_records(tiles, tmp_path, one_thre
     Image.fromarray((rng.random((256, 512, 3)) * 255).astype(np.uint8)).save(photo)
     result = locator.locate(str(photo), top_k=2, refine=0)
     assert len(result["candidates"]) == 2
+
+
+def test_a_registered_fine_name_is_not_weights_either(tmp_path, capsys):
+    """locate / serve / fine-eval answer with a fine model's weights: a bare registered name (random heads) is
+    refused with what to give instead."""
+    from crossview.locate.models import _load_fine
+
+    with pytest.raises(ConfigError, match="registered architecture, not weights"):
+        _load_fine("hcnet_tiny", "cpu")
+    assert main(["fine-eval", "hcnet_tiny", "--data", str(tmp_path), "--out", str(tmp_path / "e")]) == 2
+    assert "fine-convert" in capsys.readouterr().err

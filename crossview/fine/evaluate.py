@@ -138,11 +138,12 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path, area: str |
     ``trust_checkpoint``: the checkpoints are unpickled without restriction (``--trust-checkpoint``)."""
     from crossview.fine.data import read_samples
     from crossview.fine.metrics import format_table
-    from crossview.fine.registry import load_fine
+    from crossview.fine.registry import load_fine, refuse_bare_name
     from crossview.io import write_json_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    refuse_bare_name(run, "fine-eval")
     model = load_fine(run, arch=arch, device=device, trust_checkpoint=trust_checkpoint, backbone=backbone)
     cfg = _run_config(run, trust_checkpoint)
     area = area or cfg.get("area", "same")

@@ -406,6 +406,18 @@ def load_release(path: str | os.PathLike, **overrides: Any) -> torch.nn.Module:
     return model
 
 
+def refuse_bare_name(source: Any, flag: str = "--fine-model") -> None:
+    """A command that answers with a fine model must be given weights: a registered name alone builds random heads
+    (and, for the published models, a random backbone), so it is refused, naming what to give instead. Python
+    callers who mean it use :func:`create_fine`."""
+    if isinstance(source, str) and "," not in source and not Path(source).exists():
+        _ensure()
+        if source in _VARIANTS:
+            raise ConfigError(f"{flag} {source}: a registered architecture, not weights; give a training run or "
+                              f"checkpoint (crossview fine-train ...), or the authors' files with --fine-arch {source} "
+                              "(crossview fine-convert packs them); create_fine() builds random weights from Python")
+
+
 def load_fine(source: str | os.PathLike | dict[str, Any] | list | tuple, arch: str | None = None,
               device: str | torch.device = "cpu", trust_checkpoint: bool = False,
               backbone: str | os.PathLike | None = None, **overrides: Any) -> torch.nn.Module:
