@@ -29,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from crossview.errors import UnsafeCheckpointError
+from crossview.errors import ConfigError, UnsafeCheckpointError
 
 TRUST_HINT = "re-run with --trust-checkpoint if you trust this file (trust_checkpoint=True from Python)"
 
@@ -106,20 +106,31 @@ def _refuse(path: Path, what: str, reason: str) -> UnsafeCheckpointError:
 
 
 def load_checkpoint(path: str | os.PathLike, *, trust: bool = False, what: str = "checkpoint") -> Any:
+    """``torch.load(path)`` on the CPU without running code from the file (see :func:`_load`). A file that cannot
+    be read at all (missing, truncated, not a PyTorch file) raises :class:`~crossview.errors.ConfigError` naming it
+    and its role ``what``; a refused one :class:`~crossview.errors.UnsafeCheckpointError`."""
+    try:
+        return _load(Path(path), trust, what)
+    except UnsafeCheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — whatever torch.load raised, said with the file's name
+        raise ConfigError(f"{path}: not a readable PyTorch {what} ({exc})") from exc
+
+
+def _load(path: Path, trust: bool, what: str) -> Any:
     """``torch.load(path)`` on the CPU without running code from the file.
 
     Reads with ``weights_only=True``; a file naming other globals is read again (still restricted) when they are
     all on :func:`allowed`, else :class:`~crossview.errors.UnsafeCheckpointError` names the file and the globals.
-    ``trust=True`` allows every global the file names and warns that it did. Other failures (a missing, truncated or
-    foreign file) raise what ``torch.load`` raised. ``what`` names the file's role in messages.
+    ``trust=True`` allows every global the file names and warns that it did. ``what`` names the file's role in
+    messages.
     """
     import torch
 
-    path = Path(path)
     if trust:
         obj = _load_trusted(path)
         warnings.warn(f"{path}: {what} unpickled without restriction (--trust-checkpoint): any code in it has run",
-                      stacklevel=2)
+                      stacklevel=3)
         return obj
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -76,13 +76,14 @@ def test_helper_refuses_other_globals_and_misused_allowed_ones(tmp_path):
     _refused(lambda: load_checkpoint(tmp_path / "legacy.pt"), tmp_path / "legacy.pt", tmp_path / "M")
 
 
-def test_helper_keeps_other_errors(tmp_path):
+def test_helper_names_an_unreadable_file(tmp_path):
+    """A foreign or missing file is a ConfigError naming it and its role (not a refusal: nothing was unpickled)."""
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception) as info:
-        load_checkpoint(tmp_path / "junk.pt")
-    assert not isinstance(info.value, UnsafeCheckpointError)
-    with pytest.raises(FileNotFoundError):
-        load_checkpoint(tmp_path / "absent.pt")
+    for name in ("junk.pt", "absent.pt"):
+        with pytest.raises(ConfigError) as info:
+            load_checkpoint(tmp_path / name, what="descriptor shard")
+        assert not isinstance(info.value, UnsafeCheckpointError)
+        assert str(tmp_path / name) in str(info.value) and "not a readable PyTorch descriptor shard" in str(info.value)
 
 
 def test_helper_reads_numpy_and_namespace(tmp_path):

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from crossview.errors import ConfigError, UnsafeCheckpointError
+from crossview.errors import ConfigError
 from crossview.fine.registry import (
     _VARIANTS,
     WEIGHT_KEYS,
@@ -65,12 +65,7 @@ def read_official(files: list[Path], trust_checkpoint: bool = False) -> list[tup
             raise ConfigError(f"{path}: no such file (the files of an official release, each given once)")
         if path.suffix == ".safetensors":
             raise ConfigError(f"{path}: a crossview release holds every weight; give it alone, without other files")
-        try:
-            obj = load_checkpoint(path, trust=trust_checkpoint, what="official checkpoint")
-        except UnsafeCheckpointError:
-            raise
-        except Exception as exc:  # a truncated or foreign file
-            raise ConfigError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+        obj = load_checkpoint(path, trust=trust_checkpoint, what="official checkpoint")
         if isinstance(obj, dict) and "model_config" in obj:
             raise ConfigError(f"{path}: a crossview checkpoint holds every weight (backbone included); give it "
                               "alone, without other files or --fine-backbone")

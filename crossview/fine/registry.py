@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from crossview.errors import ConfigError, UnsafeCheckpointError
+from crossview.errors import ConfigError
 from crossview.safe_load import load_checkpoint
 
 __all__ = ["FineLocalizer", "ConversionReport", "ConfigView", "register_arch", "register_fine", "list_fine_models",
@@ -456,12 +456,7 @@ def load_fine(source: str | os.PathLike | dict[str, Any] | list | tuple, arch: s
         where = str(path)
         if path.suffix == ".safetensors":
             return load_release(path, **overrides).to(device).eval()
-        try:
-            source = load_checkpoint(path, trust=trust_checkpoint, what="fine-model checkpoint")
-        except UnsafeCheckpointError:
-            raise
-        except Exception as exc:  # a truncated or foreign file
-            raise ConfigError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+        source = load_checkpoint(path, trust=trust_checkpoint, what="fine-model checkpoint")
     if not isinstance(source, dict):
         raise ConfigError(f"{where}: expected a dict checkpoint, got {type(source).__name__}")
     if "model_config" in source and "state_dict" in source:

@@ -70,13 +70,7 @@ def read_weights(path: str | os.PathLike, *, trust: bool = False) -> tuple[dict[
             state = {k: f.get_tensor(k) for k in f.keys()}
         config = json.loads(meta["config"]) if "config" in meta else None
         return strip_prefix(state), config
-    try:
-        obj = load_checkpoint(path, trust=trust, what="retrieval checkpoint")
-    except ConfigError:
-        raise
-    except Exception as exc:  # a truncated or foreign file
-        raise ConfigError(f"{path}: cannot read as a torch checkpoint ({exc})") from exc
-    return unwrap(obj, str(path))
+    return unwrap(load_checkpoint(path, trust=trust, what="retrieval checkpoint"), str(path))
 
 
 def unwrap(obj: Any, where: str = "state dict") -> tuple[dict[str, torch.Tensor], dict | None]:
