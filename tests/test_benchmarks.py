@@ -59,3 +59,13 @@ def test_a_benchmark_imports_and_answers_help(path, monkeypatch, capsys):
         mod.main()
     assert exit_.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_the_documented_pinhole_command_runs_by_its_path(tmp_path):
+    """``python benchmarks/locate_pinhole.py …`` (the command the locate issue documents) works from any folder."""
+    import subprocess
+
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "locate_pinhole.py"), "--help"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "--prior-seed" in r.stdout and "--search" in r.stdout
