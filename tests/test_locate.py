@@ -163,7 +163,7 @@ def test_retrieval_chain(tile_world, tmp_path):
     from crossview.tiles import read_manifest
 
     root, manifest, index = tile_world
-    loc = Locator(index)
+    loc = Locator(index, precision="fp32")  # the reference below is float32 (auto is bf16 on CPUs with AMX)
     photo = _save(tmp_path / "pano.jpg", (512, 256))
     r = loc.locate(photo, heading_prior="45±10", top_k=4, out=tmp_path / "out", thumbnails=True)
     tiles = {t.id: t for t in read_manifest(manifest)}
