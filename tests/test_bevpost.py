@@ -170,7 +170,7 @@ def test_credible_radii_of_a_uniform_disc():
 
 def test_a_release_round_trips_and_refuses_a_foreign_file(tmp_path, one_thread):
     from crossview.errors import ConfigError
-    from crossview.fine.registry import save_release
+    from crossview.fine.loading import save_release
 
     torch.manual_seed(3)
     model = create_fine("bevpost_tiny").eval()
@@ -300,7 +300,7 @@ def test_locate_cli_and_api_give_the_posterior_answer(tmp_path, capsys, one_thre
     from PIL import Image
 
     from crossview.cli import main
-    from crossview.fine.registry import save_release
+    from crossview.fine.loading import save_release
     from crossview.locate import locate
 
     index = _tile_index(tmp_path)
@@ -340,7 +340,7 @@ def test_the_page_serves_the_posterior_heat_map_and_the_cli_answer(tmp_path, cap
     from PIL import Image
 
     from crossview.cli import main
-    from crossview.fine.registry import save_release
+    from crossview.fine.loading import save_release
     from crossview.locate import Locator
     from crossview.serve import locator_pipeline, make_server
 

@@ -134,7 +134,7 @@ def test_circle_finder_sees_a_lazy_circle(tmp_path):
 
 
 # circles still to untangle (a strict xfail: the test says so once one is gone)
-KNOWN_CIRCLES = {"fine": "crossview/fine is being restructured"}
+KNOWN_CIRCLES: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("package", [

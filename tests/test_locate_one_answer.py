@@ -21,7 +21,8 @@ def _world(root):
     FG² release: (index, fine release, photo)."""
     from PIL import Image
 
-    from crossview.fine.registry import create_fine, save_release
+    from crossview.fine.loading import save_release
+    from crossview.fine.registry import create_fine
     from crossview.locate import index_tiles
     from crossview.models import create_model, save_model
     from crossview.tiles import build_tiles

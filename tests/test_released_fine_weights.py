@@ -122,7 +122,7 @@ def test_fg2_vigor_head_and_dinov2_file(variants, tmp_path, capsys):
 def test_checkpoints_of_ours_do_not_depend_on_the_backbone_file(variants, tmp_path):
     """A model converted with ``backbone_weights=FILE`` (the Python form) and saved in either of our formats loads
     after that file is gone: the weights are inside, and the config's path is provenance only."""
-    from crossview.fine.registry import save_fine, save_release
+    from crossview.fine.loading import save_fine, save_release
 
     head, dino = tmp_path / "model.pt", tmp_path / DINO
     state = _fg2_release("fg2_tiny_dino", head, dino)

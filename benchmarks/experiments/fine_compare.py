@@ -23,8 +23,8 @@ from benchmarks.common import environment
 from crossview.config import parse_override
 from crossview.fine.data import read_samples
 from crossview.fine.evaluate import evaluate
+from crossview.fine.loading import load_fine
 from crossview.fine.presets import resolve_config
-from crossview.fine.registry import load_fine
 from crossview.fine.train import train
 from crossview.io import write_json_atomic
 

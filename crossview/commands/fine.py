@@ -152,7 +152,7 @@ def run_release(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from crossview.errors import ConfigError
-    from crossview.fine.registry import load_fine, save_release
+    from crossview.fine.loading import load_fine, save_release
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
@@ -183,7 +183,7 @@ def run_convert(args: argparse.Namespace) -> int:
     checkpoint's path; JSON on the last line."""
     import json
 
-    from crossview.fine.convert import convert_release
+    from crossview.fine.loading import convert_release
 
     done = convert_release(args.arch, args.files, args.out, trust_checkpoint=args.trust_checkpoint)
     print(f"{done['arch']}: {done['source']}")

@@ -7,6 +7,7 @@ places one image, ``crossview.fine.evaluate`` runs the protocols, ``crossview.fi
 ``reproduce_official`` runs our model on an official fixture (docs/official_code_notes.md, "Official fixtures").
 """
 
+from crossview.fine.loading import load_fine, save_fine
 from crossview.fine.localize import localize
 from crossview.fine.official import reproduce_official
 from crossview.fine.pose import CameraSpec, Pose
@@ -16,8 +17,6 @@ from crossview.fine.registry import (
     create_fine,
     fine_config,
     list_fine_models,
-    load_fine,
-    save_fine,
 )
 
 __all__ = ["localize", "Pose", "CameraSpec", "FineLocalizer", "ConversionReport", "create_fine", "fine_config",

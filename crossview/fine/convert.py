@@ -9,13 +9,13 @@ and the DINOv2 ViT-B ``dinov2_vitb14_pretrain.pth``. Here:
   "optimizer_state_dict", "lr_schedule", "loss"}``: everything but the weights is listed as ignored), merges the
   files, refuses a release with a part missing (naming the file and the flag), refuses files whose path or tensors
   say they are another variant (naming it), and converts strictly with the architecture's converter;
-- :func:`convert_release` writes the model as one self-contained checkpoint (``crossview fine-convert``): every
-  weight inside, no path to any of the files stored as a dependency.
+
+:func:`crossview.fine.loading.convert_release` then writes such a model as one self-contained checkpoint
+(``crossview fine-convert``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,10 @@ from crossview.fine.registry import (
     create_fine,
     fine_config,
     list_fine_models,
-    save_fine,
-    save_release,
 )
 from crossview.safe_load import load_checkpoint
 
-__all__ = ["release_files", "read_official", "build_official", "convert_release"]
+__all__ = ["release_files", "read_official", "build_official"]
 
 _WRAPPERS = ("model_state_dict", "state_dict", "model")
 
@@ -199,34 +197,3 @@ def build_official(items: list[tuple[str, Any]], arch: str | None, overrides: di
     model.conversion_report = report
     model.release_files = records
     return model.eval()
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def convert_release(arch: str, files: list[str | os.PathLike], out: str | os.PathLike,
-                    trust_checkpoint: bool = False) -> dict[str, Any]:
-    """Pack an official release (its files, in any order) as variant ``arch`` into one checkpoint of ours at
-    ``out``, written atomically: ``.safetensors`` (tensors + config and provenance as JSON metadata, like
-    ``crossview fine-release``) or else our torch format (read back weights-only). ``load_fine(out)`` then needs no
-    other file. Returns what was used and ignored (file names, SHA-256, parts, ignored entries, converter notes)."""
-    from crossview.fine.registry import load_fine
-
-    if not files:
-        raise ConfigError("give the files of the official release")
-    model = load_fine([Path(f) for f in files], arch=arch, trust_checkpoint=trust_checkpoint)
-    report = model.conversion_report
-    used = [{**r, "file": Path(r["file"]).name, "sha256": _sha256(r["file"])} for r in model.release_files]
-    provenance = {"arch": model.config["name"], "source": report.source, "files": used,
-                  "unused_official_tensors": list(report.unused), "notes": list(getattr(report, "notes", []))}
-    out = Path(out)
-    if out.suffix == ".safetensors":
-        save_release(model, out, converted_from=provenance)
-    else:
-        save_fine(model, out, converted_from=provenance)
-    return {"checkpoint": str(out), **provenance}

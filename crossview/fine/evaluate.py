@@ -137,8 +137,8 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path, area: str |
     official one with ``stage2_arch``, sharing ``backbone``): FG²'s two-stage protocol.
     ``trust_checkpoint``: the checkpoints are unpickled without restriction (``--trust-checkpoint``)."""
     from crossview.fine.data import read_samples
+    from crossview.fine.loading import load_fine, refuse_bare_name
     from crossview.fine.metrics import format_table
-    from crossview.fine.registry import load_fine, refuse_bare_name
     from crossview.io import write_json_atomic
 
     out = Path(out)

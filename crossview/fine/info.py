@@ -6,7 +6,8 @@ from typing import Any
 
 import torch
 
-from crossview.fine.registry import arch_info, create_fine, fine_config, list_fine_models, load_fine
+from crossview.fine.loading import load_fine
+from crossview.fine.registry import arch_info, create_fine, fine_config, list_fine_models
 
 
 def _count(module: torch.nn.Module) -> int:

@@ -21,7 +21,7 @@ from crossview.fine.pose import CameraSpec, Pose
 
 @lru_cache(maxsize=4)
 def _cached_model(path: str, arch: str | None, device: str):
-    from crossview.fine.registry import load_fine
+    from crossview.fine.loading import load_fine
 
     return load_fine(path, arch=arch, device=device)
 

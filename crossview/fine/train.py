@@ -28,8 +28,9 @@ import torch
 from crossview.device import pick_device
 from crossview.errors import UnsafeCheckpointError
 from crossview.fine.data import FineDataset, FineSample, collate, read_samples
+from crossview.fine.loading import load_fine, save_fine
 from crossview.fine.presets import train_yaw_range
-from crossview.fine.registry import create_fine, load_fine, save_fine
+from crossview.fine.registry import create_fine
 from crossview.io import write_json_atomic
 from crossview.safe_load import load_checkpoint
 

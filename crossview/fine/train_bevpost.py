@@ -265,7 +265,8 @@ def train_bevpost(cfg: dict[str, Any], data: str | Path, out: Path, log: Any) ->
     """``crossview fine-train`` for BEVPost: caches the frozen features under ``out/cache``, then trains the heads
     with Adam on :func:`nll_loss` (cosine-annealed learning rate); ``checkpoint.pt`` every ``checkpoint_every``
     steps (atomically; a run with the same config resumes from it)."""
-    from crossview.fine.registry import create_fine, load_fine
+    from crossview.fine.loading import load_fine
+    from crossview.fine.registry import create_fine
     from crossview.fine.train import save_checkpoint
 
     world, out = Path(data), Path(out)

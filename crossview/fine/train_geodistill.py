@@ -30,7 +30,7 @@ import torch
 from crossview.fine.data import read_samples
 from crossview.fine.evaluate import evaluate
 from crossview.fine.geodistill import GeoDistill, draw_fov, evaluate_limited_fov, official_fov_mask
-from crossview.fine.registry import save_fine
+from crossview.fine.loading import save_fine
 from crossview.fine.train import make_batch, save_checkpoint
 from crossview.io import write_json_atomic
 

@@ -130,7 +130,7 @@ def load_fine_localizer(run: str | os.PathLike | Any, device: str, arch: str | N
         if hasattr(run, "predict") and hasattr(run, "parameters"):
             prepare_for_inference(run, precision, device)
         return run, str(getattr(run, "method", type(run).__name__)).lower()
-    from crossview.fine.registry import load_fine, refuse_bare_name
+    from crossview.fine.loading import load_fine, refuse_bare_name
 
     refuse_bare_name(run)
     try:
