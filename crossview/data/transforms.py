@@ -16,6 +16,8 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from crossview.geometry.cameras import roll_panorama
+
 
 def normalize(images: torch.Tensor, mean, std, scale: float = 1.0) -> torch.Tensor:
     """The one normalisation: ``(x·scale − mean) / std`` per channel, ``mean``/``std`` given for [0, 1] pixels.
@@ -39,7 +41,7 @@ def sync_rotate(ground: torch.Tensor, aerial: torch.Tensor, k: int) -> tuple[tor
     w = ground.shape[-1]
     if w % 4:
         raise ValueError(f"panorama width {w} must be divisible by 4 for quarter-turn rolls")
-    return ground.roll(-k * w // 4, dims=-1), torch.rot90(aerial, k, dims=(-2, -1))
+    return roll_panorama(ground, 90.0 * k)[0], torch.rot90(aerial, k, dims=(-2, -1))
 
 
 def limited_fov(pano: torch.Tensor, fov_deg: float, heading_deg: float, centre: bool = False) -> torch.Tensor:
@@ -51,7 +53,7 @@ def limited_fov(pano: torch.Tensor, fov_deg: float, heading_deg: float, centre: 
     azimuth = (torch.arange(w, device=pano.device) + 0.5) * (360.0 / w) - 180.0  # of each column
     off = torch.remainder(azimuth - heading_deg + 180.0, 360.0) - 180.0
     out = pano * (off.abs() <= fov_deg / 2).to(pano.dtype)
-    return out.roll(-round(heading_deg / 360.0 * w), dims=-1) if centre else out
+    return roll_panorama(out, heading_deg)[0] if centre else out
 
 
 @dataclass

@@ -31,6 +31,7 @@ from crossview.fine.data import FineDataset, FineSample, collate, read_samples
 from crossview.fine.loading import load_fine, save_fine
 from crossview.fine.presets import train_yaw_range
 from crossview.fine.registry import create_fine
+from crossview.geometry.cameras import roll_panorama
 from crossview.io import write_json_atomic
 from crossview.safe_load import load_checkpoint
 
@@ -82,10 +83,8 @@ def make_batch(samples: list[FineSample], idx: list[int], bank: FeatureBank | No
         for k, i in enumerate(idx):
             h = samples[i].heading_deg
             if yaw_range > 0 and camera == "panorama":
-                w = gf.shape[-1]
-                shift = int(round(-rng.uniform(-yaw_range, yaw_range) / 360.0 * w))
-                gf[k] = torch.roll(gf[k], shift, dims=-1)
-                h = h - shift * 360.0 / w
+                gf[k], applied = roll_panorama(gf[k], rng.uniform(-yaw_range, yaw_range))
+                h = h + applied
             headings.append(h % 360.0)
         b = {"ground_feat": gf, "aerial_feat": bank.aerial[idx].float(), "ground_hw": bank.hw,
              "camera": [samples[i].camera for i in idx],

@@ -32,6 +32,7 @@ from crossview.fine.evaluate import evaluate
 from crossview.fine.geodistill import GeoDistill, draw_fov, evaluate_limited_fov, official_fov_mask
 from crossview.fine.loading import save_fine
 from crossview.fine.train import make_batch, save_checkpoint
+from crossview.geometry.cameras import roll_panorama
 from crossview.io import write_json_atomic
 
 LIMITED_FOV_DEG = (180.0, 90.0)  # held-out limited-FoV settings reported with every stage
@@ -293,11 +294,10 @@ def train_orienter(model: GeoDistill, cfg: dict[str, Any], batches, rng: random.
     r = float(cfg["orientation_range_deg"])
     for step in range(1, steps + 1):
         b = next(batches)
-        w = b["ground"].shape[-1]
         yaws = [rng.uniform(-r, r) for _ in range(b["ground"].shape[0])]
-        shifts = [int(y / 360 * w) for y in yaws]
-        ground = torch.stack([torch.roll(g, s, dims=-1) for g, s in zip(b["ground"], shifts)])
-        labels = torch.tensor([s * 360.0 / w for s in shifts], device=device)
+        rolled = [roll_panorama(g, -y, "toward_zero") for g, y in zip(b["ground"], yaws)]  # as the official code
+        ground = torch.stack([g for g, _ in rolled])
+        labels = torch.tensor([-a for _, a in rolled], device=device)
         loss, logs = model.orientation_loss(b["aerial"], ground, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()

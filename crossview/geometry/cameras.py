@@ -105,14 +105,23 @@ class PinholeCamera:
 Camera = PanoramaCamera | PinholeCamera
 
 
-def roll_panorama(image: torch.Tensor, yaw_deg: float) -> tuple[torch.Tensor, float]:
-    """Turn a panorama (…, H, W) so its centre column looks ``yaw_deg`` further clockwise.
+def roll_panorama(image: torch.Tensor, yaw_deg: float, rounding: str = "nearest") -> tuple[torch.Tensor, float]:
+    """Turn a panorama (…, H, W) — pixels or feature columns — so its centre column looks ``yaw_deg`` further
+    clockwise: the one panorama roll of the project.
 
-    Returns the rolled image and the whole-pixel yaw actually applied (the shift is rounded to whole columns). The
-    new centre-column heading is ``old + applied``.
+    Returns the rolled image and the whole-column yaw actually applied; the new centre-column heading is
+    ``old + applied``. The shift is ``-yaw_deg / 360 · W`` columns, rounded to the nearest (Python's ``round``:
+    halves to even) or, with ``rounding="toward_zero"``, truncated as GeoDistill's official code does
+    (``int(…)``), which its published model keeps.
     """
     width = image.shape[-1]
-    shift = int(round(-yaw_deg / 360.0 * width))
+    exact = -yaw_deg / 360.0 * width
+    if rounding == "nearest":
+        shift = int(round(exact))
+    elif rounding == "toward_zero":
+        shift = int(exact)
+    else:
+        raise ValueError(f"rounding {rounding!r}: 'nearest' or 'toward_zero'")
     return torch.roll(image, shifts=shift, dims=-1), -shift * 360.0 / width
 
 

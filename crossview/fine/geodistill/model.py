@@ -23,6 +23,7 @@ from crossview.fine.geodistill.correlation import (
     g2s_weakly_loss,
 )
 from crossview.fine.preprocess import normalize
+from crossview.geometry.cameras import roll_panorama
 
 __all__ = ["GeoDistill", "evaluate_limited_fov"]
 
@@ -350,11 +351,10 @@ class GeoDistill(nn.Module):
             heading = prior
         if (heading_prior is None or refine_heading) and self.orienter is not None:
             yaw = self.decode_yaw(self.orientation_logits(batch["aerial"], self.make_bev(batch["ground"])))
-            w = batch["ground"].shape[-1]
-            shifts = [-int(float(y) / 360 * w) for y in yaw]  # the official np.roll(pano, −int(yaw/360·W)) ...
-            rolled = [torch.roll(g, s, dims=-1) for g, s in zip(batch["ground"], shifts)]
-            batch = dict(batch, ground=torch.stack(rolled))
-            heading = heading + torch.tensor(shifts, dtype=torch.float32, device=dev) * 360.0 / w  # ... turns by +yaw
+            # the official np.roll(pano, −int(yaw/360·W)): truncated, as the released weights were trained
+            rolled = [roll_panorama(g, float(y), "toward_zero") for g, y in zip(batch["ground"], yaw)]
+            batch = dict(batch, ground=torch.stack([g for g, _ in rolled]))
+            heading = heading - torch.tensor([a for _, a in rolled], dtype=torch.float32, device=dev)
         enc = self.encode_batch(batch, batch.get("fov_mask"))
         cos = self.cosine(enc)
         r = self.readout(cos, self._mpp(batch))

@@ -13,6 +13,7 @@ from crossview.errors import ConfigError
 from crossview.fine.backbones import Backbone
 from crossview.fine.hcnet.config import CAMERAS, HCNetConfig
 from crossview.fine.preprocess import normalize
+from crossview.geometry.cameras import roll_panorama
 from crossview.geometry.homography import dlt, transform_points
 
 __all__ = ["HCNet", "UpdateCNN", "corner_homography", "official_loss", "yaw_from_points"]
@@ -116,9 +117,7 @@ class HCNet(nn.Module):
             prior = torch.as_tensor(heading_prior_deg, dtype=torch.float32).reshape(-1).tolist()
             if len(prior) == 1 and panorama.shape[0] > 1:
                 prior = prior * panorama.shape[0]
-            w = panorama.shape[-1]
-            panorama = torch.stack([torch.roll(p, int(round(h / 360.0 * w)), dims=-1) if h % 360 else p
-                                    for p, h in zip(panorama, prior)])
+            panorama = torch.stack([roll_panorama(p, -h)[0] for p, h in zip(panorama, prior)])
         ph, pw = cfg.pano_size or panorama.shape[-2:]
         if tuple(panorama.shape[-2:]) != (ph, pw):
             panorama = F.interpolate(panorama, size=(ph, pw), mode="bilinear", align_corners=False, antialias=True)
