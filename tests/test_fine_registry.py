@@ -41,8 +41,13 @@ def test_cpu_variants_are_fine_localizers_and_round_trip(name, tmp_path):
     model = create_fine(name).eval()
     assert isinstance(model, FineLocalizer)
     batch = _tiny_batch(model)
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))  # predict goes through __call__: hooks see it
     with torch.no_grad():
         p = model.predict(batch, heading_prior=torch.zeros(2))
+    hook.remove()
+    if type(model).forward is not torch.nn.Module.forward:  # a model with a forward runs it through __call__
+        assert calls, f"{name}: predict bypassed the module call (forward hooks, e.g. profilers', never ran)"
     assert p["xy"].shape == (2, 2) and p["heading"].shape == (2,) and p["confidence"].shape == (2,)
     assert torch.isfinite(p["xy"]).all() and ((p["confidence"] >= 0) & (p["confidence"] <= 1 + 1e-6)).all()
     save_fine(model, tmp_path / "checkpoint.pt")

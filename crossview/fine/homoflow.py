@@ -284,7 +284,7 @@ class HomoFlow(nn.Module):
         prior = prior.expand(batch["ground"].shape[0])
         aerial, mpp = self.prepare(batch)
         bev = self.make_bev(batch["ground"], prior)
-        out = self.forward(bev, aerial, mpp, iterations)
+        out = self(bev, aerial, mpp, iterations)
         h = out["homographies"][-1]
         pose = self.read_pose(h, prior, mpp)
         conf = self.confidence(out["centre_logits"], pose["pixel"])
@@ -301,7 +301,7 @@ class HomoFlow(nn.Module):
         noise = (torch.rand(heading.shape, generator=generator) * 2 - 1).to(heading.device) * prior_deg
         aerial, mpp = self.prepare(batch)
         bev = self.make_bev(batch["ground"], heading - noise)
-        out = self.forward(bev, aerial, mpp)
+        out = self(bev, aerial, mpp)
         a = self.config["aerial_size"]
         xy_px = torch.stack([a / 2 + batch["xy"][:, 0] / mpp, a / 2 - batch["xy"][:, 1] / mpp], -1)
         total, parts = homoflow_loss(self, out, xy_px, noise, mpp, self.config["loss"])

@@ -234,7 +234,7 @@ class PillarMatch(nn.Module):
                 raise ValueError("fix_heading needs a heading_prior (the known heading)")
             fixed = torch.as_tensor(heading_prior, dtype=torch.float32, device=batch["tile_m"].device)
             fixed = fixed.reshape(-1).expand(n)
-        out = self.forward(batch)
+        out = self(batch)
         r, t, ok, conf = self.solve(out, batch["tile_m"], stochastic=False, ransac=ransac, fixed_heading_deg=fixed,
                                     num_matches=num_matches)
         x, y, h = rigid_to_pose(r, t)
@@ -244,7 +244,7 @@ class PillarMatch(nn.Module):
 
     # -- loss ----------------------------------------------------------------------------------------------------
     def loss(self, batch: dict, out: dict | None = None, generator=None) -> tuple[torch.Tensor, dict]:
-        out = self.forward(batch) if out is None else out
+        out = self(batch) if out is None else out
         cfg = self.cfg
         r_gt, t_gt = pose_to_rigid(batch["xy"][:, 0], batch["xy"][:, 1], batch["heading"])
         r, t, ok, _ = self.solve(out, batch["tile_m"], stochastic=True)

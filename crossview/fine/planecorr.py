@@ -200,7 +200,7 @@ class PlaneCorr(nn.Module):
         return g / g.flatten(1).sum(1).clamp(min=1e-12).view(-1, 1, 1)
 
     def loss(self, batch: dict, generator=None) -> tuple[torch.Tensor, dict]:
-        out = self.forward(batch)
+        out = self(batch)
         logits = out["logits"]
         tgt = self.target(batch["xy"], batch["tile_m"], logits.shape[-1])
         ce = -(tgt.flatten(1) * torch.log_softmax(logits.flatten(1), 1)).sum(1).mean()
@@ -308,7 +308,7 @@ class PlaneCorr(nn.Module):
             heading = -applied
         else:
             heading = torch.zeros(n, device=batch["tile_m"].device)
-        logits = self.forward(batch)["logits"]
+        logits = self(batch)["logits"]
         xy, conf = self.decode(logits, batch["tile_m"])
         return {"xy": xy, "heading": torch.remainder(heading, 360.0), "confidence": conf, "logits": logits}
 

@@ -205,7 +205,7 @@ class FG2(nn.Module):
             batch = dict(batch, **{key: turn_tiles(batch[key], prior)})
             applied = prior.float().to(applied.device)
         gf, af, hw = self._batch_features(batch)
-        out = self.forward(gf, af, batch.get("fov"), batch.get("camera_k"), hw)
+        out = self(gf, af, batch.get("fov"), batch.get("camera_k"), hw)
         out["applied"] = applied
         return out
 

@@ -241,7 +241,7 @@ class HCNet(nn.Module):
         prior = torch.as_tensor(heading_prior, dtype=torch.float32, device=batch["aerial"].device).reshape(-1)
         prior = prior.expand(batch["aerial"].shape[0])
         bev, aerial, mpp = self._inputs(batch, prior)
-        out = self.forward(bev, aerial, iterations)
+        out = self(bev, aerial, iterations)
         h = out["homographies"][-1]
         pose = self.pose_from_homography(h, prior, mpp)
         return {**pose, "confidence": self.confidence(out["corr"], pose["pixel"]), "homography": h, "bev": bev}
@@ -268,7 +268,7 @@ class HCNet(nn.Module):
         heading = batch["heading"].float().reshape(-1)
         noise = (torch.rand(heading.shape, generator=generator) * 2 - 1).to(heading.device) * prior_deg
         bev, aerial, mpp = self._inputs(batch, heading + noise)
-        out = self.forward(bev, aerial)
+        out = self(bev, aerial)
         s = self.cfg.image_size
         gt = torch.stack([s / 2 + batch["xy"][:, 0] / mpp, s / 2 - batch["xy"][:, 1] / mpp], -1)
         total, parts = official_loss(self, out, gt, noise)  # label: −(true − prior) = noise
