@@ -34,6 +34,23 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
 
 
+@pytest.fixture(scope="session")
+def _session_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _threads_restored(_session_threads):
+    """Every test ends with the session's thread count restored, whatever it set (a fixture or library call that
+    pins one thread must not slow the rest of the suite down)."""
+    import torch
+
+    yield
+    torch.set_num_threads(_session_threads)
+
+
 @pytest.fixture
 def one_thread():
     """Small tensors: one thread is faster than several and does not stall when the machine is busy."""
@@ -70,12 +87,22 @@ def upload_photo():
     return _upload
 
 
+def _tree_state(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
 @pytest.fixture(scope="session")
 def tiny_vigor_world(tmp_path_factory) -> Path:
-    """The tiny synthetic VIGOR world (seed 0), generated once per session: read it, never write into it."""
+    """The tiny synthetic VIGOR world (seed 0), generated once per session and shared by every test that reads it;
+    the session fails at its end if a test wrote into it (a test that writes makes its own)."""
     from crossview.synth import generate
 
-    return Path(generate("vigor", tmp_path_factory.mktemp("tiny_vigor") / "vigor", scale="tiny", seed=0))
+    root = Path(generate("vigor", tmp_path_factory.mktemp("tiny_vigor") / "vigor", scale="tiny", seed=0))
+    before = _tree_state(root)
+    yield root
+    after = _tree_state(root)
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    assert not changed, f"a test wrote into the shared tiny world: {changed[:10]}"
 
 
 @pytest.fixture(scope="session")

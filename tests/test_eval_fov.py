@@ -11,12 +11,11 @@ from crossview.cli import main
 
 
 @pytest.fixture(scope="module")
-def world_and_model(tmp_path_factory):
+def world_and_model(tmp_path_factory, tiny_vigor_world):
     from crossview.models import create_model, save_model
-    from crossview.synth import generate
 
     root = tmp_path_factory.mktemp("fov_eval")
-    world = generate("vigor", root / "vigor", scale="tiny", seed=0)
+    world = tiny_vigor_world
     torch.manual_seed(0)
     save_model(create_model("mfrgn_tiny"), root / "model.pt")
     return world, root / "model.pt"

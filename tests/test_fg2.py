@@ -40,8 +40,12 @@ def fixture():
 def ours(fixture):
     """Our outputs for the VIGOR fixture (about 45 s on one CPU thread: the 41 × 41 × 1024 head, our RANSAC on
     our score, the fixture's ViT-L in float16)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    return reproduce_official(fixture)
+    try:
+        return reproduce_official(fixture)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _rel(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -422,15 +426,14 @@ def test_clean_options_change_the_computation():
         assert not torch.allclose(clean(gf, af)["grd_desc"], base)
 
 
-def test_training_preset_runs_and_its_run_folder_evaluates(tmp_path):
+def test_training_preset_runs_and_its_run_folder_evaluates(tiny_vigor_world, tmp_path):
     """``crossview fine-train fg2-tiny-test`` on a tiny synthetic world (the FG² trainer: 4 steps), then
     ``crossview fine-eval`` with RANSAC on its run folder."""
     import json
 
     from crossview.cli import main
-    from crossview.synth import generate
 
-    world = generate("vigor", tmp_path / "world", scale="tiny", seed=0)
+    world = tiny_vigor_world
     assert main(["fine-train", "fg2-tiny-test", "--data", str(world), "--out", str(tmp_path / "run")]) == 0
     lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["step"] == 4 and math.isfinite(lines[-1]["loss"])

@@ -227,13 +227,12 @@ def test_readers_take_the_positive_tile(tmp_path):
 
 
 @pytest.mark.slow
-def test_synthetic_tree_cli_train_and_eval(tmp_path, capsys):
+def test_synthetic_tree_cli_train_and_eval(tiny_vigor_world, tmp_path, capsys):
     """The synthetic world's poses file read back; fine-train and fine-eval write their run files."""
     from crossview.cli import main
     from crossview.fine.data import read_synthetic
-    from crossview.synth import generate
 
-    root = generate("vigor", tmp_path / "world", scale="tiny", seed=0)
+    root = tiny_vigor_world
     train = read_synthetic(root, "same", "train")
     test = read_synthetic(root, "same", "test")
     assert train and test and all(s.camera == "panorama" for s in train)
@@ -258,15 +257,14 @@ def test_synthetic_tree_cli_train_and_eval(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_hcnet_through_the_shared_fine_interface(tmp_path):
+def test_hcnet_through_the_shared_fine_interface(tiny_vigor_world, tmp_path):
     """The published HC-Net (tiny) is one more model of `crossview fine-train` / `fine-eval` / `localize`."""
     from PIL import Image
 
     from crossview.cli import main
     from crossview.fine import Pose, localize
-    from crossview.synth import generate
 
-    root = generate("vigor", tmp_path / "world", scale="tiny", seed=0)
+    root = tiny_vigor_world
     run, ev = tmp_path / "run", tmp_path / "eval"
     assert main(["fine-train", "hcnet-synthetic-cpu", "--data", str(root), "--out", str(run), "--set", "steps=2",
                  "--set", "model.image_size=64", "--set", "model.feature_block=2", "--set",
@@ -283,16 +281,15 @@ def test_hcnet_through_the_shared_fine_interface(tmp_path):
 
 
 @pytest.mark.slow
-def test_planecorr_labelled_subset_for_base_all_samples_for_distillation(tmp_path, monkeypatch):
+def test_planecorr_labelled_subset_for_base_all_samples_for_distillation(tiny_vigor_world, tmp_path, monkeypatch):
     """``labelled_limit``: the base and its same-length control draw only the labelled subset; distillation (which
     reads no labels) draws from every training sample."""
     import crossview.fine.train as fine_train
     import crossview.fine.train_planecorr as train_planecorr
     from crossview.fine.data import read_synthetic
     from crossview.fine.presets import resolve_config
-    from crossview.synth import generate
 
-    root = generate("vigor", tmp_path / "world", scale="tiny", seed=0)
+    root = tiny_vigor_world
     n_train = len(read_synthetic(root, "same", "train"))
     drawn: list[list[int]] = []
     real = fine_train.make_batch
@@ -313,13 +310,12 @@ def test_planecorr_labelled_subset_for_base_all_samples_for_distillation(tmp_pat
     assert len(unlabelled_seen - set(supervised)) > 3
 
 
-def test_planecorr_orientation_stage_without_cached_features(tmp_path):
+def test_planecorr_orientation_stage_without_cached_features(tiny_vigor_world, tmp_path):
     """Every PlaneCorr stage runs when backbone features are not cached (the orientation stage rolled cached
     features only and crashed on an empty yaw list); the run writes its comparison."""
     from crossview.cli import main
-    from crossview.synth import generate
 
-    root = generate("vigor", tmp_path / "world", scale="tiny", seed=0)
+    root = tiny_vigor_world
     run = tmp_path / "run"
     assert main(["fine-train", "planecorr-synthetic-cpu", "--data", str(root), "--out", str(run), "--set",
                  "base_steps=2", "--set", "distill_steps=2", "--set", "orientation_steps=2", "--set", "steps=4",

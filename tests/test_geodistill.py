@@ -361,14 +361,13 @@ def test_config_errors_name_the_key():
         create_fine("geodistill_tiny", layers=[2, 4, 7])
 
 
-def test_training_schedule_runs_and_reports(tmp_path):
+def test_training_schedule_runs_and_reports(tiny_vigor_world, tmp_path):
     """The trainer (weak base → same-length control → distillation) end to end on the tiny synthetic world, a few
     steps each: a run folder with base.pt, checkpoint.pt and geodistill_results.json."""
     from crossview.fine.presets import resolve_config
     from crossview.fine.train import train
-    from crossview.synth import generate
 
-    world = generate("vigor", tmp_path / "world", scale="tiny", seed=0)
+    world = tiny_vigor_world
     cfg = resolve_config("geodistill-synthetic-cpu", {"base_steps": 2, "distill_steps": 2, "steps": 4,
                                                       "ema_every": 1, "eval_limit": 4, "batch_size": 2,
                                                       "orientation_steps": 1, "log_every": 1})
@@ -381,15 +380,14 @@ def test_training_schedule_runs_and_reports(tmp_path):
     assert model.config["name"] == "geodistill_tiny"
 
 
-def test_distillation_takes_no_weak_steps(tmp_path, monkeypatch):
+def test_distillation_takes_no_weak_steps(tiny_vigor_world, tmp_path, monkeypatch):
     """Distillation is label-free, as published: over a tiny schedule the weak loss runs for the base (2) and the
     control (3) only, on labelled samples; the removed ``distill_weak_weight`` option is refused."""
     import crossview.fine.train_geodistill as tg
     from crossview.fine.presets import resolve_config
     from crossview.fine.train import train
-    from crossview.synth import generate
 
-    world = generate("vigor", tmp_path / "world", scale="tiny", seed=0)
+    world = tiny_vigor_world
     seen: list[list[int]] = []
     real_loss = gd.GeoDistill.loss
 

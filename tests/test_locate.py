@@ -232,10 +232,8 @@ def test_cli_locate(tile_world, tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory):
-    from crossview.synth import generate
-
-    return generate("vigor", tmp_path_factory.mktemp("world") / "vigor", scale="tiny", seed=0)
+def tiny_world(tiny_vigor_world):
+    return tiny_vigor_world
 
 
 def test_demo_locate_fine_beats_tile_centre(tiny_world, tmp_path):

@@ -61,10 +61,8 @@ def test_calibration_path_and_load(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory):
-    from crossview.synth import generate
-
-    return generate("vigor", tmp_path_factory.mktemp("world") / "vigor", scale="tiny", seed=0)
+def tiny_world(tiny_vigor_world):
+    return tiny_vigor_world
 
 
 def test_locate_reads_its_calibration(tiny_world, tmp_path):

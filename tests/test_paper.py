@@ -365,12 +365,11 @@ def test_response_maps_and_figure_on_a_tiny_mfrgn(tmp_path):
 
 
 @pytest.mark.slow  # a tiny synthetic VIGOR world + an (untrained) tiny MFRGN through both figure commands
-def test_figure_commands_on_a_tiny_run(tmp_path):
+def test_figure_commands_on_a_tiny_run(tiny_vigor_world, tmp_path):
     from crossview.cli import main
     from crossview.models import create_model, save_model
-    from crossview.synth import generate
 
-    world = generate("vigor", tmp_path / "world", scale="tiny", seed=0, workers=1)
+    world = tiny_vigor_world
     run = tmp_path / "run"
     run.mkdir()
     torch.manual_seed(0)

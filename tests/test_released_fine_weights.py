@@ -155,15 +155,14 @@ def test_fg2_kitti_head_and_the_wrong_variant(variants, tmp_path, capsys):
         load_fine([tmp_path / "cpu_built.pt", dino], arch="fg2_tiny_dino")
 
 
-def test_fg2_two_stage_release_evaluates(variants, tmp_path, capsys):
+def test_fg2_two_stage_release_evaluates(tiny_vigor_world, variants, tmp_path, capsys):
     """FG²'s unknown-orientation release: first_run (the heading) and second_run (the position), one DINOv2 file.
     ``fine-eval --stage2 … --stage2-arch`` on the official files equals fine-eval on the converted checkpoints."""
-    from crossview.synth import generate
 
     root, dino = tmp_path / "checkpoints" / "VIGOR" / "samearea", tmp_path / DINO
     _fg2_release("fg2_tiny_dino", root / "first_run" / "model.pt", dino, seed=1)
     _fg2_release("fg2_tiny_dino", root / "second_run" / "model.pt", tmp_path / "unused_dino.pth", seed=2)
-    world = generate("vigor", tmp_path / "world", scale="tiny", seed=0)
+    world = tiny_vigor_world
     common = ["--data", str(world), "--limit", "2", "--pictures", "0", "--orientation", "unknown"]
     err = _cli_error(["fine-eval", str(root / "first_run" / "model.pt"), "--arch", "fg2_tiny_dino", "--fine-backbone",
                       str(dino), "--stage2", str(root / "second_run" / "model.pt"), "--out", str(tmp_path / "e0"),

@@ -228,14 +228,13 @@ def test_model_identity_tells_weights_and_preprocessing_apart():
 
 
 @pytest.fixture(scope="module")
-def vigor_and_checkpoints(tmp_path_factory):
+def vigor_and_checkpoints(tmp_path_factory, tiny_vigor_world):
     """The tiny synthetic VIGOR world and two saved mfrgn_tiny checkpoints (same config, different weights)."""
     from crossview.models import create_model, save_model
-    from crossview.synth import generate
 
     base = tmp_path_factory.mktemp("vigor_ckpt")
     torch.manual_seed(0)
-    root = Path(generate("vigor", base / "vigor", scale="tiny", seed=0))
+    root = tiny_vigor_world
     return root, save_model(create_model("mfrgn_tiny"), base / "model.pt"), \
         save_model(create_model("mfrgn_tiny"), base / "other.pt")
 

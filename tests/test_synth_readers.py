@@ -17,10 +17,8 @@ def _poses(root: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def vigor(tmp_path_factory) -> Path:
-    from crossview.synth import generate
-
-    return Path(generate("vigor", tmp_path_factory.mktemp("synth") / "vigor", scale="tiny", seed=0))
+def vigor(tiny_vigor_world) -> Path:
+    return tiny_vigor_world
 
 
 @pytest.mark.parametrize("label_set, tol", [("original", 0.5 + 1e-9), ("corrected", 1e-4)])

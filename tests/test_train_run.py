@@ -21,10 +21,8 @@ TINY_RUN = {
 
 
 @pytest.fixture(scope="module")
-def vigor_tiny(tmp_path_factory) -> Path:
-    from crossview.synth import generate
-
-    return Path(generate("vigor", tmp_path_factory.mktemp("synth") / "vigor", scale="tiny", seed=0))
+def vigor_tiny(tiny_vigor_world) -> Path:
+    return tiny_vigor_world
 
 
 def _train_cli(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:

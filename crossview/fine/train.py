@@ -157,8 +157,17 @@ def train(cfg: dict[str, Any], data: str | Path, out: str | Path, command: list[
     out.mkdir(parents=True, exist_ok=True)
     if _same_finished_run(out, cfg, trust_checkpoint):
         return out
+    threads = torch.get_num_threads()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
+    try:
+        return _train(cfg, data, out, command, quiet, trust_checkpoint)
+    finally:
+        torch.set_num_threads(threads)  # the config's thread count holds for the run only
+
+
+def _train(cfg: dict[str, Any], data: str | Path, out: Path, command: list[str] | None, quiet: bool,
+           trust_checkpoint: bool) -> Path:
     write_json_atomic(out / "config.json", {"config": cfg, "data": str(data),
                                             "command": command or sys.argv, "started": time.time()})
     (out / "metrics.jsonl").unlink(missing_ok=True)
