@@ -118,11 +118,17 @@ def test_typed_configs_build_the_models_their_dicts_build(tmp_path):
     that checkpoints store; a model built from the dataclass records the same dict and round-trips."""
     import dataclasses
 
-    for name in ("fg2_tiny", "geodistill_tiny", "hcnet_tiny", "pillarmatch_tiny_test", "planecorr_synthetic"):
+    from crossview.fine.configs import FineConfig
+
+    archs = set()
+    for name in CPU_VARIANTS:
         model = create_fine(name)
+        assert isinstance(model.cfg, FineConfig) and dataclasses.is_dataclass(model.cfg), name
+        archs.add(model.config["arch"])
         with pytest.raises(dataclasses.FrozenInstanceError):
             model.cfg.name = "other"
         again = type(model)(model.cfg)
         assert again.cfg == model.cfg and again.config == model.config, name
         save_fine(again, tmp_path / f"{name}.pt")
         assert load_fine(tmp_path / f"{name}.pt").config == model.config, name
+    assert archs == {arch_info(n).name for n in list_fine_models()}  # every architecture has a CPU variant here

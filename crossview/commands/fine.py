@@ -11,6 +11,17 @@ import sys
 from crossview.safe_load import add_trust_argument
 
 
+def add_fine_release_arguments(p: argparse.ArgumentParser) -> None:
+    """``--fine-arch`` and ``--fine-backbone``: how a command that answers with a ``--fine-model`` reads the
+    authors' release files (``locate``, ``serve``)."""
+    p.add_argument("--fine-arch", help="the registered variant an official --fine-model checkpoint was released as "
+                                       "(e.g. hcnet_vigor; list: crossview fine-model-info --list); a release of "
+                                       "several files: --fine-model A,B,C")
+    p.add_argument("--fine-backbone", metavar="PATH",
+                   help="the backbone file of an official release whose checkpoint holds only the head (FG²: "
+                        "dinov2_vitl14_pretrain.pth); or pack both once with `crossview fine-convert`")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fine-train", help="train a fine-grained localizer (HC-Net, PillarMatch, PlaneCorr, ...)",
                        description="Train a registered fine model from a preset; override any key with --set "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from crossview.commands.fine import add_fine_release_arguments
 from crossview.device import add_precision_args
 from crossview.locate.options import CAMERAS, FINE_SEARCHES
 from crossview.safe_load import add_trust_argument
@@ -40,12 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "centred anywhere in the search area (needs --near or an EXIF GPS fix; about 100 fine calls "
                         "for a 50 m radius); posterior: one posterior over every position and heading of the search "
                         "area (a bevpost model; writes the modes and a heat map)")
-    p.add_argument("--fine-arch", help="the registered variant an official --fine-model checkpoint was released as "
-                                       "(e.g. hcnet_vigor; list: crossview fine-model-info --list); a release of "
-                                       "several files: --fine-model A,B,C")
-    p.add_argument("--fine-backbone", metavar="PATH",
-                   help="the backbone file of an official release whose checkpoint holds only the head (FG²: "
-                        "dinov2_vitl14_pretrain.pth); or pack both once with `crossview fine-convert`")
+    add_fine_release_arguments(p)
     p.add_argument("--model", help="retrieval run/checkpoint, when the index does not record it")
     p.add_argument("--arch", metavar="VARIANT", help="with --model: the released variant of an official retrieval "
                                                      "checkpoint (e.g. mfrgn_vigor, sample4geo_vigor)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from crossview.commands.fine import add_fine_release_arguments
 from crossview.device import add_precision_args
 from crossview.safe_load import add_trust_argument
 
@@ -12,12 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="web page: upload a photo, see its position and heading on a map of the tiles")
     p.add_argument("--index", required=True, help="tile index built by `crossview locate-index` or `crossview embed`")
     p.add_argument("--fine-model", help="fine-localization run folder or checkpoint (default: tile centres only)")
-    p.add_argument("--fine-arch", help="the registered variant an official --fine-model checkpoint was released as "
-                                       "(e.g. hcnet_vigor; list: crossview fine-model-info --list); a release of "
-                                       "several files: --fine-model A,B,C")
-    p.add_argument("--fine-backbone", metavar="PATH",
-                   help="the backbone file of an official release whose checkpoint holds only the head (FG²: "
-                        "dinov2_vitl14_pretrain.pth); or pack both once with `crossview fine-convert`")
+    add_fine_release_arguments(p)
     p.add_argument("--refine", type=int, default=3, help="tiles refined by the fine model per photo (default 3)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)

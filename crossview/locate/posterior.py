@@ -143,10 +143,10 @@ def search_area_posterior(model: Any, photo: np.ndarray, camera: str, fov_deg: f
                                         heading_margin_deg)
     if temperature is None:
         temperature = float(getattr(model, "release_info", {}).get("temperature", 1.0))
-    return posterior_answer(logits, heads, area, heading_prior, float(model.config["cell_m"]), temperature,
+    return posterior_answer(logits, heads, area, heading_prior, float(model.cfg.cell_m), temperature,
                             gps_sigma_m=gps_sigma_m, heading_margin_deg=heading_margin_deg,
                             mode_separation_m=mode_separation_m, confidence_m=confidence_m, seconds=time.time() - t0,
-                            aerial=window, template_cells=int(model.config["template_cells"]))
+                            aerial=window, template_cells=int(model.cfg.template_cells))
 
 
 def area_logits(model: Any, photo: np.ndarray, camera: str, fov_deg: float | None, mosaic: Any,
@@ -162,7 +162,7 @@ def area_logits(model: Any, photo: np.ndarray, camera: str, fov_deg: float | Non
     cfg = model.config
     cell, t = float(cfg["cell_m"]), int(cfg["template_cells"])
     # a model trained on pinholes only sees a panorama as four pinhole views
-    views = camera == "panorama" and "panorama" not in model.config["cameras"]
+    views = camera == "panorama" and "panorama" not in model.cfg.cameras
     lat, lon, radius = (float(v) for v in area)
     p = 2 * int(math.ceil((radius + margin_m) / cell)) + 1
     window = mosaic.window(lat, lon, 4 * (p + t - 1), cell / 4)
