@@ -17,12 +17,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/crossview demo --out demo_out
 
+# one pytest-xdist worker per core (each pinned to its core, one thread: tests/conftest.py); TEST_WORKERS=0 runs
+# the suite in this process
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS)
 
 # the edit-test loop: everything not marked slow
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -rs -m "not slow"
+	$(BIN)/python -m pytest -q -rs -m "not slow" -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check crossview tests benchmarks

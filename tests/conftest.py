@@ -15,6 +15,76 @@ NO_SKIPS = os.environ.get("CROSSVIEW_NO_SKIPS") == "1"
 _SKIPPED: list[str] = []
 
 
+def pytest_configure(config) -> None:
+    """Under ``pytest -n N`` (pytest-xdist, as ``make test`` runs) each worker owns one core: its affinity is that
+    core, so torch and every subprocess it starts (CLI runs, torchrun ranks, the browser) use one thread there and
+    the workers never oversubscribe the machine."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > len(cpus):
+        return  # more workers than cores: leave placement to the OS
+    per = len(cpus) // workers
+    index = int(worker.removeprefix("gw"))
+    os.sched_setaffinity(0, cpus[index * per:(index + 1) * per])
+    import torch
+
+    torch.set_num_threads(per)
+
+
+# The modules whose tests use the session's dense retrieval model: under pytest-xdist they run in one worker, so the
+# model is trained once per session (a test elsewhere that asks for it stops the collection).
+DENSE_MODULES = ("tests/test_train_learning.py", "tests/test_locate_e2e.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Longest first: the tests that share the dense retrieval model (the longest chain), the other slow tests,
+    then the rest (stable order within each), so that two workers finish together."""
+    for item in items:
+        if "dense_retrieval_run" in getattr(item, "fixturenames", ()) and \
+                item.nodeid.split("::")[0] not in DENSE_MODULES:
+            raise pytest.UsageError(f"{item.nodeid} uses dense_retrieval_run: add its module to "
+                                    "tests/conftest.py DENSE_MODULES (so one worker trains it once)")
+
+    def rank(item) -> int:
+        if item.nodeid.split("::")[0] in DENSE_MODULES:
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items[:] = sorted(items, key=rank)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``pytest -n N``: tests go out one at a time in collection order (as sorted above) to whichever worker is
+    free, except the DENSE_MODULES, which go together to one worker. (xdist's own ``loadgroup`` does not group
+    under pytest 9.2, whose node ids it can no longer tag.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneTestAtATime(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "dense-retrieval" if nodeid.split("::")[0] in DENSE_MODULES else nodeid
+
+        def _reschedule(self, node) -> None:
+            if node.shutting_down:
+                return
+            if not self.workqueue:
+                node.shutdown()
+                return
+            work = self.assigned_work[node]
+            # a worker starts its last test only once it knows the next one, so each keeps one test queued; the
+            # one queued behind the dense chain waits long: give it the quickest left (the end of the queue)
+            if self._pending_of(work) > 1:
+                return
+            if any(not done for done in work.get("dense-retrieval", {}).values()):
+                self.workqueue.move_to_end(next(reversed(self.workqueue)), last=False)
+            self._assign_work_unit(node)
+
+    return OneTestAtATime(config, log) if config.getvalue("dist") == "load" else None
+
+
 def pytest_runtest_logreport(report) -> None:
     if report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
