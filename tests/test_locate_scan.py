@@ -158,3 +158,76 @@ def test_scan_finds_a_camera_between_tile_centres(ramp_world, tmp_path):
         loc.locate(photo, camera="pinhole", fov_deg=70, fine_search="scan", near="none")
     with pytest.raises(ConfigError, match="choose auto, tiles, scan, posterior"):
         loc.locate(photo, camera="pinhole", fov_deg=70, fine_search="everywhere")
+
+
+def _ramp_geotiff(path, png, corners):
+    """The ramp ortho ``png`` as a GeoTIFF in WGS84 degrees (the same corners as the PNG's)."""
+    rasterio = pytest.importorskip("rasterio")
+    from affine import Affine
+
+    lat0, lon0, lat1, lon1 = corners
+    with Image.open(png) as im:
+        arr = np.asarray(im.convert("RGB")).transpose(2, 0, 1)
+    with rasterio.open(path, "w", driver="GTiff", width=W, height=H, count=3, dtype="uint8", crs="EPSG:4326",
+                       transform=Affine.translation(lon0, lat0) @ Affine.scale((lon1 - lon0) / W, (lat1 - lat0) / H),
+                       tiled=True, blockxsize=256, blockysize=256) as ds:
+        ds.write(arr)
+    return path
+
+
+def test_scan_on_a_raster_index_reads_the_area_only_and_answers_as_the_tile_folder(ramp_world, tmp_path):
+    """The ramp ortho as a GeoTIFF, indexed two ways as region indexes (H3 resolution 12, cells of about 300 m²):
+    from rasters (no tile files) and from the tile folder ``crossview tiles`` cuts from it. The scan and the
+    retrieved-tiles search give the same answers from both; the raster index's locator never lists the index (no
+    row table loaded), opens only the cells near each search, and cuts only the tiles it shows the fine model -
+    pixel for pixel the tile folder's. A moved or changed raster is refused by name."""
+    from crossview.locate import Locator, index_tiles
+    from crossview.locate.rasters import index_rasters
+    from crossview.models import create_model
+    from crossview.tiles import read_manifest
+
+    root, _ = ramp_world
+    m, _ = radii(LAT0)
+    dlat = math.degrees(H * MPP / m)
+    _, n = radii(LAT0 - dlat / 2)
+    corners = (LAT0, LON0, LAT0 - dlat, LON0 + math.degrees(W * MPP / n))
+    tif = _ramp_geotiff(tmp_path / "ortho.tif", root / "ortho.png", corners)
+    torch.manual_seed(0)
+    retrieval = create_model("mfrgn_tiny", pretrained=False).eval()
+    manifest = build_tiles(tif, tmp_path / "tiles", tile_px=320, overlap=0.5, mpp=MPP)
+    tiles = {t.id: t for t in read_manifest(manifest)}
+    by_folder = index_tiles(manifest, retrieval, tmp_path / "folder", layout="region", res=12)
+    by_raster = index_rasters([tif], retrieval, tmp_path / "raster", tile_px=320, overlap=0.5, mpp=MPP, res=12,
+                              log=lambda *_: None)
+    fine = RampLocalizer()
+    a = Locator(by_folder, model=retrieval, fine_model=fine, refine=3)
+    b = Locator(by_raster, model=retrieval, fine_model=fine, refine=3, tile_cache=tmp_path / "cache")
+    assert len(b.index) == len(tiles) and len(b.index.cells) > 4
+    e, n_south = 56.0, 40.0
+    truth = _ll(e, n_south - H * MPP)
+    photo = _photo(tmp_path / "p.png", e, n_south)
+    fix = _ll(e + 10.0, n_south - H * MPP - 10.0)
+    for search in ("scan", "tiles"):
+        ra, rb = (loc.locate(photo, camera="pinhole", fov_deg=70, heading_prior=(30, 20), near=(*fix, 30.0),
+                             fine_search=search, out=tmp_path / f"{search}-{i}") for i, loc in enumerate((a, b)))
+        assert (rb["lat"], rb["lon"], rb["tile"], rb["x_m"], rb["y_m"]) == (ra["lat"], ra["lon"], ra["tile"],
+                                                                            ra["x_m"], ra["y_m"]), search
+        assert [c["tile"] for c in rb["candidates"]] == [c["tile"] for c in ra["candidates"]]
+        assert b.index.cells_opened < len(b.index.cells)
+    assert distance_m((rb["lat"], rb["lon"]), truth) > 1.5 and distance_m((ra["lat"], ra["lon"]), truth) > 1.5
+    scan = b.locate(photo, camera="pinhole", fov_deg=70, heading_prior=(30, 20), near=(*fix, 30.0),
+                    fine_search="scan")
+    assert distance_m((scan["lat"], scan["lon"]), truth) < 1.5
+    assert b.index._all is None  # the row table (every id and centre) was never read
+    cut = sorted((tmp_path / "cache").glob("*.png"))
+    assert 0 < len(cut) < len(tiles)
+    for p in cut:
+        assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(tiles[p.stem].path)))
+    # the raster it was cut from must be the one it was built from
+    with open(tif, "ab") as f:
+        f.write(b"\0" * 16)
+    with pytest.raises(ConfigError, match="has changed"):
+        Locator(by_raster, model=retrieval)
+    tif.rename(tmp_path / "moved.tif")
+    with pytest.raises(ConfigError, match="not there"):
+        Locator(by_raster, model=retrieval)

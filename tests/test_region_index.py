@@ -56,6 +56,36 @@ def test_region_index_round_trip_and_exact_near_search(tmp_path):
     assert load_index(out).info == idx.info
 
 
+def test_nearest_tile_and_coverage_come_from_the_cells_around_the_point(tmp_path):
+    """``nearest``: the tile whose centre is nearest, as brute force over every centre finds it, for points inside
+    the grid, between tiles and far outside it, reading only the cells around the point when it is inside; the
+    page's coverage layer (from the sidecar alone) holds every tile centre."""
+    from crossview.geometry.geo import latlon_to_offset
+    from crossview.serve.maps import region_layer
+
+    ids, ll, hm, x = _grid(ny=30, nx=30, step=40.0)
+    idx = load_region_index(build_region_index([Part(ids, ll, hm * 0.5, x)], tmp_path / "idx", {"name": "m"},
+                                               res=9))
+    rng = np.random.default_rng(2)
+    lat0, lon0 = ll.min(0)
+    lat1, lon1 = ll.max(0)
+    points = [(rng.uniform(lat0, lat1), rng.uniform(lon0, lon1)) for _ in range(30)]
+    points += [(lat1 + 0.01, lon0 - 0.02), (lat0 - 0.3, lon1 + 0.5)]  # 1.5 km and about 50 km outside
+    for k, (lat, lon) in enumerate(points):
+        e, n = latlon_to_offset(lat, lon, ll[:, 0], ll[:, 1])
+        d = np.hypot(e, n)
+        got = idx.nearest(lat, lon)
+        assert d[ids.index(got["id"])] == pytest.approx(d.min(), abs=1e-6), (lat, lon)
+        if k < 30:
+            assert idx.cells_opened < len(idx.cells)
+    assert idx._all is None  # no row table was read
+    layer = region_layer(idx)
+    assert layer["mode"] == "coverage" and layer["count"] == len(ids)
+    inside = [any(r[0][0] <= a <= r[1][0] and r[0][1] <= b <= r[1][1] for r in layer["rects"]) for a, b in ll]
+    assert all(inside)
+    assert len(region_layer(idx, max_cells=3)["rects"]) <= 3  # coarser cells when there are many
+
+
 @pytest.mark.parametrize("ondisk", [False, True])
 def test_region_index_ivfpq_recall(tmp_path, ondisk):
     ids, ll, hm, x = _grid(ny=80, nx=60, d=16)
@@ -202,3 +232,47 @@ def test_locate_index_under_torchrun_two_ranks_equals_one_process(raster_world, 
     assert two.ids == one.ids and two.info["cells"] == one.info["cells"]
     np.testing.assert_allclose(two.descriptors(), one.descriptors(), rtol=0, atol=1e-3)  # float16 storage
     assert len(list((tmp_path / "two" / "shards").glob("shard-*.safetensors"))) > 2
+
+
+def test_locate_cli_and_page_on_a_raster_index(raster_world, tmp_path, upload_photo):
+    """`crossview locate` on an index built from a raster (no tile files anywhere): retrieval near a fix answers a
+    tile of the area and draws it on that tile, cut from the raster; `crossview index info` reads the sidecar. The
+    page gives the same answer, shows the index's H3 cells as its coverage and the candidates' footprints."""
+    import http.client
+    import threading
+
+    from PIL import Image
+
+    from crossview.locate import Locator
+    from crossview.serve import locator_pipeline, make_server
+
+    from crossview.cli import main
+    from crossview.geometry.geo import distance_m
+
+    root, tif, ckpt = raster_world
+    assert main(["locate-index", str(tif), "--model", str(ckpt), "--tile-px", "64", "--out", str(tmp_path / "idx"),
+                 "--precision", "fp32"]) == 0
+    idx = load_region_index(tmp_path / "idx")
+    b = idx.info["bounds"]
+    lat, lon = (float(v) for v in idx.nearest(b["south"], b["west"])["lat_lon"])  # the tile nearest a corner
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    assert main(["locate", str(tmp_path / "p.png"), "--index", str(tmp_path / "idx"), "--near", f"{lat},{lon}±40",
+                 "--camera", "panorama", "--out", str(tmp_path / "out"), "--precision", "fp32"]) == 0
+    r = json.loads((tmp_path / "out" / "locate.json").read_text())
+    assert r["method"] == "retrieval" and distance_m((r["lat"], r["lon"]), (lat, lon)) < 40 + 64 * 0.75
+    assert Image.open(tmp_path / "out" / "locate.png").size[0] >= 64
+    assert main(["index", "info", str(tmp_path / "idx")]) == 0
+    loc = Locator(tmp_path / "idx", precision="fp32")
+    srv = make_server(locator_pipeline(loc), tmp_path / "data", port=0, tiles=loc.tiles, info=loc.describe())
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        page = upload_photo(srv.server_address, tmp_path / "p.png", {"camera": "panorama", "near": f"{lat},{lon}±40"})
+        conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=60)
+        conn.request("GET", "/api/config")
+        config = json.loads(conn.getresponse().read())
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert (page["lat"], page["lon"], page["tile"]) == (r["lat"], r["lon"], r["tile"])
+    assert all(c["footprint"] is not None for c in page["candidates"])
+    assert config["map"]["mode"] == "coverage" and config["map"]["count"] == len(idx)

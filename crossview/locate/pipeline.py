@@ -13,7 +13,7 @@ from crossview.errors import ConfigError, CrossviewError
 from crossview.fine.pose import Pose
 from crossview.geometry.geo import distance_m, latlon_to_offset, offset_to_latlon
 from crossview.io import write_json_atomic
-from crossview.locate.area import tile_geometry, tiles_near
+from crossview.locate.area import tiles_near
 from crossview.locate.draw import draw_result, draw_thumbnail
 from crossview.locate.models import (
     fine_cameras,
@@ -22,7 +22,6 @@ from crossview.locate.models import (
     is_path,
     load_fine_localizer,
     load_retrieval,
-    match_tiles,
     resolve_checkpoint,
     retrieval_identity,
     run_median_error,
@@ -32,6 +31,7 @@ from crossview.locate.photo import Photo, pinhole_to_panorama, read_photo
 from crossview.locate.priors import Priors, contradictions, resolve_priors
 from crossview.locate.result import Candidate, FinePose, Result
 from crossview.locate.scan import ScanConfig, Walk, best_walk, walk_area
+from crossview.locate.tilesource import tile_source
 from crossview.locate.uncertainty import calibration_key, calibration_path, load_calibration, radii, raw_uncertainty
 from crossview.tiles import Tile
 
@@ -55,7 +55,8 @@ class Locator:
     ``fine_backbone``: FG²'s ``dinov2_vitl14_pretrain.pth``); ``refine``: tiles refined per photo (when the
     request's :class:`LocateOptions` does not say); ``scan``: the ``--fine-search scan`` grid and walks;
     ``precision``: ``auto`` (bf16 on a CPU with native bf16, else fp32; the default of ``crossview locate`` and
-    ``crossview serve`` too, so the three give one answer), ``fp32`` or ``bf16``;
+    ``crossview serve`` too, so the three give one answer), ``fp32`` or ``bf16``; ``tile_cache``: where tiles cut
+    from the rasters of a region index are kept (default: a temporary folder; :mod:`crossview.locate.tilesource`);
     ``trust_checkpoint``: the fine checkpoint is unpickled without restriction (``--trust-checkpoint``; by default
     no code in it runs).
     """
@@ -64,10 +65,10 @@ class Locator:
                  tiles: str | os.PathLike | None = None, fine_model: str | os.PathLike | None = None,
                  fine_arch: str | None = None, refine: int = 3, device: str = "cpu", precision: str = "auto",
                  trust_checkpoint: bool = False, arch: str | None = None,
-                 fine_backbone: str | os.PathLike | None = None, scan: ScanConfig | None = None):
+                 fine_backbone: str | os.PathLike | None = None, scan: ScanConfig | None = None,
+                 tile_cache: str | os.PathLike | None = None):
         from crossview.device import cpu_precision
         from crossview.search.index import load_index
-        from crossview.tiles import read_manifest
 
         self.index_path, self.device, self.refine = Path(index), device, int(refine)
         self.precision = cpu_precision(precision, device)  # fp32 | bf16: see crossview.device
@@ -82,11 +83,8 @@ class Locator:
         self.model = load_retrieval(self.checkpoint or ckpt, device, self.precision, arch, trust_checkpoint)
         self.index.check_query_model(retrieval_identity(self.model),
                                      what=f"the retrieval model {self.checkpoint or ckpt}")
-        manifest = tiles or meta.get("tiles_manifest")
-        if manifest is None:
-            raise ConfigError(f"index {index} does not say where its tile images are: pass --tiles MANIFEST "
-                              "(from `crossview tiles`)")
-        self.tiles = match_tiles(self.index.ids, read_manifest(manifest), f"index {index}", manifest)
+        # index id -> Tile: a flat index's manifest in memory, a region index's tiles read around each photo
+        self.tiles = tile_source(self.index, tiles or meta.get("tiles_manifest"), f"index {index}", tile_cache)
         # a release of several files (comma-joined) is recorded by its first file
         self.fine_path = Path(str(fine_model).split(",")[0]) if fine_model is not None and is_path(fine_model) \
             else None
@@ -94,11 +92,9 @@ class Locator:
                                                           trust_checkpoint, fine_backbone) \
             if fine_model is not None else (None, None)
         self.fine_median_m = run_median_error(fine_model) if fine_model is not None else None
-        self.geometry = tile_geometry([self.tiles[i] for i in self.index.ids])  # rows in index order
         self.calibration_path = calibration_path(self.fine_path, self.index_path)
         self.calibration = load_calibration(self.calibration_path)
         self.scan = scan or ScanConfig()
-        self._mosaic = None  # the tiles as one Mosaic, made on the first scan
 
     @property
     def scan_spacing_m(self) -> float:
@@ -159,7 +155,7 @@ class Locator:
                                      "coordinates (latitude first)")
             keep = [j for j, t in enumerate(ids[0]) if t is not None]
             return scores[:, keep], ids[:, keep]
-        allowed = tiles_near(self.geometry, *area)
+        allowed = tiles_near(self.tiles.geometry, *area)
         if not allowed.any():
             raise CrossviewError(f"no tile of the index {self.index_path} comes within {area[2]:g} m of "
                                  f"{area[0]:.6f},{area[1]:.6f}: widen the radius of --near or check the coordinates "
@@ -307,12 +303,9 @@ class Locator:
         return fine_search
 
     def mosaic(self):
-        """The index's tiles as one :class:`crossview.tiles.mosaic.Mosaic` (made once)."""
-        from crossview.tiles.mosaic import Mosaic
-
-        if self._mosaic is None:
-            self._mosaic = Mosaic([self.tiles[i] for i in self.index.ids])
-        return self._mosaic
+        """The index's tiles as one mosaic (:class:`crossview.tiles.mosaic.Mosaic`; for a region index windows cut
+        from the tiles around them)."""
+        return self.tiles.mosaic()
 
     def _posterior_answer(self, photo: Photo, cands: list[Candidate], prior, area, priors: Priors,
                           common: dict[str, Any]):
@@ -342,7 +335,7 @@ class Locator:
     def _drop_fix_outside_index(self, priors: Priors) -> None:
         """An EXIF GPS fix whose area holds no tile of the index is noted and ignored (every tile is searched)."""
         area = priors.near
-        if area is not None and priors.sources["near"] == "exif" and not tiles_near(self.geometry, *area).any():
+        if area is not None and priors.sources["near"] == "exif" and not self.tiles.any_near(*area):
             priors.notes.append(f"the photo's GPS fix {area[0]:.6f},{area[1]:.6f} (±{area[2]:g} m) is outside the "
                                 f"index {self.index_path.name}: all its tiles were searched (pass --near to choose "
                                 "the area yourself)")
@@ -430,8 +423,7 @@ class Locator:
     def _nearest_id(self, lat: float, lon: float) -> str:
         """The index id of the tile whose centre is nearest to (lat, lon) (ids key ``self.tiles``; they are not
         always the tiles' own ids, e.g. for an index built from a dataset split)."""
-        east, north = latlon_to_offset(lat, lon, self.geometry[:, 0], self.geometry[:, 1])
-        return self.index.ids[int(np.argmin(np.hypot(east, north)))]
+        return self.tiles.nearest(lat, lon)
 
     def _write_result(self, out: Path, result: Result, best: Candidate, cands: list[Candidate],
                       thumbnails: bool, post: Any = None) -> None:
@@ -515,4 +507,4 @@ def locate(photo: str | os.PathLike | Photo, index: str | os.PathLike | Locator,
 
 
 LOAD_OPTIONS = ("model", "arch", "tiles", "fine_model", "fine_arch", "fine_backbone", "device", "precision",
-                "trust_checkpoint")
+                "trust_checkpoint", "tile_cache")

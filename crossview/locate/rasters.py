@@ -35,7 +35,7 @@ from crossview.tiles.raster import RasterOptions
 PLAN = "plan.json"
 
 
-def _tile_ids(paths: list[Path]) -> list[str]:
+def raster_prefixes(paths: list[Path]) -> list[str]:
     """Id prefix per raster: none for one raster (ids as ``crossview tiles`` names them), else its file stem
     (its position too when two stems are equal)."""
     if len(paths) == 1:
@@ -93,7 +93,7 @@ def index_rasters(rasters: Sequence[str | os.PathLike], model: Any, out: str | o
     precision = cpu_precision(precision, device)
     net = load_retrieval(checkpoint or model, device, precision, arch, trust_checkpoint)
     ident = retrieval_identity(net)
-    prefixes = _tile_ids(paths)
+    prefixes = raster_prefixes(paths)
     opened = [OpenRaster(p, tile_px, overlap, mpp, options) for p in paths]
     try:
         counts = [len(r.plan) for r in opened]

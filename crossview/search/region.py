@@ -293,9 +293,10 @@ class RegionIndex:
                 out.append(hx)
         return sorted(out, key=lambda h: self.cells[h][0])
 
-    def near(self, lat: float, lon: float, radius_m: float) -> dict[str, Any]:
+    def near(self, lat: float, lon: float, radius_m: float, descriptors: bool = True) -> dict[str, Any]:
         """The tiles whose footprint comes within ``radius_m`` of the point, in row order: ``rows`` (n,),
-        ``ids``, ``lat_lon`` (n, 2), ``half_m`` (n, 2), ``descriptors`` (n, D) float16."""
+        ``ids``, ``lat_lon`` (n, 2), ``half_m`` (n, 2), and unless ``descriptors=False`` (geometry only: the
+        descriptors are not read) ``descriptors`` (n, D) float16."""
         rows, ids, ll, hm, desc = [], [], [], [], []
         cells = self.cells_near(lat, lon, radius_m)
         for hx in cells:
@@ -308,16 +309,48 @@ class RegionIndex:
             ids.extend(names[i] for i in keep)
             ll.append(np.asarray(f["lat_lon"][keep]))
             hm.append(np.asarray(f["half_m"][keep]))
-            desc.append(np.asarray(f["descriptors"][keep]))
+            if descriptors:
+                desc.append(np.asarray(f["descriptors"][keep]))
         self.cells_opened = len(cells)
         if not rows:
-            return {"rows": np.empty(0, np.int64), "ids": [], "lat_lon": np.empty((0, 2)),
-                    "half_m": np.empty((0, 2), np.float32), "descriptors": np.empty((0, self.dim), np.float16)}
-        return {"rows": np.concatenate(rows), "ids": ids, "lat_lon": np.concatenate(ll), "half_m": np.concatenate(hm),
-                "descriptors": np.concatenate(desc)}
+            got = {"rows": np.empty(0, np.int64), "ids": [], "lat_lon": np.empty((0, 2)),
+                   "half_m": np.empty((0, 2), np.float32)}
+            return {**got, "descriptors": np.empty((0, self.dim), np.float16)} if descriptors else got
+        got = {"rows": np.concatenate(rows), "ids": ids, "lat_lon": np.concatenate(ll), "half_m": np.concatenate(hm)}
+        return {**got, "descriptors": np.concatenate(desc)} if descriptors else got
 
     def any_near(self, lat: float, lon: float, radius_m: float) -> bool:
-        return len(self.near(lat, lon, radius_m)["rows"]) > 0
+        return len(self.near(lat, lon, radius_m, descriptors=False)["rows"]) > 0
+
+    def nearest(self, lat: float, lon: float) -> dict[str, Any] | None:
+        """The tile whose centre is nearest to the point (ties: the lower row) as ``near`` gives one row, or None
+        for an empty index. Opens the cells around the point, widening the search until a tile is found; the
+        nearest centre lies within the found one's distance plus nothing farther, so one more search at that
+        distance settles it."""
+        if not len(self):
+            return None
+        reach = float(np.hypot(*self.info["max_half_m"]))
+        b = self.info["bounds"]
+        mid = ((b["south"] + b["north"]) / 2, (b["west"] + b["east"]) / 2)
+        # every tile centre lies within this of the point
+        upper = (float(np.hypot(*latlon_to_offset(lat, lon, *mid)))
+                 + float(np.hypot(*latlon_to_offset(b["south"], b["west"], b["north"], b["east"]))) + reach)
+        radius = 0.0
+        while True:
+            got = self.near(lat, lon, radius, descriptors=False)
+            if len(got["rows"]):
+                break
+            if radius >= upper:
+                return None
+            radius = min(max(2.0 * radius, reach), upper)
+        east, north = latlon_to_offset(lat, lon, got["lat_lon"][:, 0], got["lat_lon"][:, 1])
+        d = np.hypot(east, north)
+        # a centre at distance d_min from the point: every closer centre's footprint meets that radius too
+        got = self.near(lat, lon, float(d.min()) + 1e-6, descriptors=False)
+        east, north = latlon_to_offset(lat, lon, got["lat_lon"][:, 0], got["lat_lon"][:, 1])
+        j = int(np.argmin(np.hypot(east, north)))
+        return {"row": int(got["rows"][j]), "id": got["ids"][j], "lat_lon": got["lat_lon"][j],
+                "half_m": got["half_m"][j]}
 
     # -- search --
     def search_near(self, q: Any, k: int, area: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:

@@ -49,7 +49,7 @@ from crossview.locate.options import CAMERAS, FINE_SEARCHES, LocateOptions, Opti
 from crossview.serve.janitor import RESULT_ID, Janitor, sweep
 from crossview.serve.jobs import JobQueue
 from crossview.serve.logs import event
-from crossview.serve.maps import footprint, thumbnail, tile_layer
+from crossview.serve.maps import footprint, region_layer, thumbnail, tile_layer
 from crossview.serve.multipart import CHUNK, RequestError, Upload, drain, read_multipart
 
 if TYPE_CHECKING:
@@ -195,8 +195,9 @@ def _static_files() -> dict[str, bytes]:
 class App:
     """State shared by the request handlers: the pipeline, the data folder, the limits, the queue, the tiles.
 
-    ``tiles``: the index's tiles (a list, or index id -> Tile as ``Locator.tiles``) for the map and the candidates'
-    footprints; ``info``: shown by ``/api/config`` (index and model names).
+    ``tiles``: the index's tiles (a list, or index id -> Tile as ``Locator.tiles``; a region index's tiles, which
+    are read when asked, give the map its cells' coverage instead) for the map and the candidates' footprints;
+    ``info``: shown by ``/api/config`` (index and model names).
     """
 
     def __init__(self, pipeline: Pipeline, data_dir: str | Path, limits: Limits = Limits(),
@@ -209,10 +210,13 @@ class App:
             d.mkdir(parents=True, exist_ok=True)
         self.static = _static_files()
         self.info = dict(info or {})
-        by_id = dict(tiles) if isinstance(tiles, Mapping) else {t.id: t for t in tiles or []}
-        self.tiles_by_id = by_id
-        self.tile_list = list({id(t): t for t in by_id.values()}.values())
-        self.layer = tile_layer(self.tile_list)
+        if tiles is not None and not isinstance(tiles, Mapping | list):  # a region index's tiles, read when asked
+            self.tiles_by_id, self.tile_list, self.layer = tiles, [], region_layer(tiles.index)
+        else:
+            by_id = dict(tiles) if isinstance(tiles, Mapping) else {t.id: t for t in tiles or []}
+            self.tiles_by_id = by_id
+            self.tile_list = list({id(t): t for t in by_id.values()}.values())
+            self.layer = tile_layer(self.tile_list)
         self.jobs = JobQueue(limits.workers, limits.queue)
         self.active: set[str] = set()  # request ids in progress: the clean-up leaves them alone
         self._active_lock = threading.Lock()

@@ -82,6 +82,25 @@ def tile_layer(tiles: list[Tile], max_images: int = MAX_IMAGE_TILES) -> dict[str
     return out
 
 
+def region_layer(index: Any, max_cells: int = MAX_COVERAGE_CELLS) -> dict[str, Any]:
+    """The map's layer of a region index (:mod:`crossview.search.region`), read from its sidecar alone: the bounds
+    of its H3 cells (coarser parents when there are more than ``max_cells``) as coverage rectangles."""
+    import h3
+
+    cells, res = list(index.cells), int(index.res)
+    while len(cells) > max_cells and res > 0:
+        res -= 1
+        cells = sorted({h3.cell_to_parent(c, res) for c in cells})
+    rects = []
+    for c in cells:
+        lats, lons = zip(*h3.cell_to_boundary(c))
+        rects.append([[min(lats), min(lons)], [max(lats), max(lons)]])
+    b = np.array([[r[0][0], r[0][1], r[1][0], r[1][1]] for r in rects]).reshape(-1, 4)
+    return {"mode": "coverage", "count": len(index), "rects": rects,
+            "bounds": [[float(b[:, 0].min()), float(b[:, 1].min())], [float(b[:, 2].max()), float(b[:, 3].max())]]
+            if len(b) else None}
+
+
 def thumbnail(tile: Tile, cache: Path, n: int) -> Path:
     """A JPEG of tile ``n`` at most THUMB_PX on a side, made once into ``cache``."""
     from PIL import Image

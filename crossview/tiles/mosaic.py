@@ -20,27 +20,29 @@ from crossview.geometry.geo import latlon_to_offset
 class Mosaic:
     """Windows cut from ``tiles`` (:class:`crossview.tiles.Tile`, north-up, overlapping): each output pixel is read
     (bilinearly) from the tile that holds it most centrally; pixels that no tile covers are black. Tile images are
-    read lazily and the last ``cache`` kept."""
+    read lazily and the last ``cache`` kept (in ``images``, by tile id, when given: mosaics over different tiles
+    of one region can share it)."""
 
-    def __init__(self, tiles: list[Any], cache: int = 64):
+    def __init__(self, tiles: list[Any], cache: int = 64, images: OrderedDict[str, np.ndarray] | None = None):
         if not tiles:
             raise CrossviewError("a mosaic needs at least one tile")
         self.tiles = list(tiles)
         self.geometry = np.array([[t.lat, t.lon, 0.5 * t.width * t.mpp, 0.5 * t.height * t.mpp]
                                   for t in self.tiles], dtype=np.float64)
-        self._images: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._images: OrderedDict[str, np.ndarray] = OrderedDict() if images is None else images
         self._cache = int(cache)
 
     def _image(self, i: int) -> np.ndarray:
-        if i in self._images:
-            self._images.move_to_end(i)
-            return self._images[i]
+        key = self.tiles[i].id
+        if key in self._images:
+            self._images.move_to_end(key)
+            return self._images[key]
         from PIL import Image
 
         with Image.open(self.tiles[i].path) as im:
             arr = np.asarray(im.convert("RGB"), dtype=np.float32)
-        self._images[i] = arr
-        if len(self._images) > self._cache:
+        self._images[key] = arr
+        while len(self._images) > self._cache:
             self._images.popitem(last=False)
         return arr
 

@@ -65,6 +65,13 @@ class RasterOptions:
         return {"bands": list(self.bands) if self.bands else None, "stretch": self.stretch,
                 "min_valid": self.min_valid}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RasterOptions:
+        """The options :meth:`to_json` recorded (the block cache is not recorded: the default)."""
+        bands = data.get("bands")
+        return cls(tuple(int(b) for b in bands) if bands else None, str(data.get("stretch", "auto")),
+                   float(data.get("min_valid", 0.5)))
+
 
 def parse_bands(text: str | tuple | list | None) -> tuple[int, ...] | None:
     """``"3,2,1"`` or ``"1"`` -> band numbers (1-based), checked; None/empty -> None (pick automatically)."""
@@ -332,7 +339,8 @@ def tile_id(r: int, c: int) -> str:
 
 class OpenRaster:
     """A raster opened for tiling (a context manager): ``.source`` (its :class:`_Source`), ``.mpp``,
-    ``.plan`` (:func:`tile_plan`) and ``read(k)`` -> tile ``k``'s (image, valid fraction) or None."""
+    ``.plan`` (:func:`tile_plan`, made on first use), ``read(k)`` -> tile ``k``'s (image, valid fraction) or None,
+    and ``read_at(lat, lon)`` the same for the tile centred there (a plan entry's centre gives that tile)."""
 
     def __init__(self, source: Path, tile_px: int, overlap: float, mpp: float | None,
                  options: RasterOptions = RasterOptions()):
@@ -344,13 +352,23 @@ class OpenRaster:
             self.ds = _open(self.rio, self.path)
             self.source = _Source(self.rio, self.ds, self.path, options)
             self.mpp = float(mpp or self.source.native_mpp())
-            self.plan = tile_plan(self.source, self.tile_px, overlap, self.mpp)
         except BaseException:
             self.close()
             raise
+        self.overlap = float(overlap)
+        self._plan: list[tuple[int, int, float, float]] | None = None
+
+    @property
+    def plan(self) -> list[tuple[int, int, float, float]]:
+        if self._plan is None:
+            self._plan = tile_plan(self.source, self.tile_px, self.overlap, self.mpp)
+        return self._plan
 
     def read(self, k: int) -> tuple[np.ndarray, float] | None:
         r, c, lat, lon = self.plan[k]
+        return self.read_at(lat, lon)
+
+    def read_at(self, lat: float, lon: float) -> tuple[np.ndarray, float] | None:
         return self.source.read_tile(lat, lon, self.tile_px, self.mpp)
 
     def close(self) -> None:
