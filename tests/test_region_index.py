@@ -243,11 +243,10 @@ def test_locate_cli_and_page_on_a_raster_index(raster_world, tmp_path, upload_ph
 
     from PIL import Image
 
-    from crossview.locate import Locator
-    from crossview.serve import locator_pipeline, make_server
-
     from crossview.cli import main
     from crossview.geometry.geo import distance_m
+    from crossview.locate import Locator
+    from crossview.serve import locator_pipeline, make_server
 
     root, tif, ckpt = raster_world
     assert main(["locate-index", str(tif), "--model", str(ckpt), "--tile-px", "64", "--out", str(tmp_path / "idx"),

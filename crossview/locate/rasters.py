@@ -180,12 +180,9 @@ def _embed_shard(opened, prefixes, starts, s, e, embed, size, path, ident, preci
         r, c, lat, lon = raster.plan[k]
         tid = prefixes[ri] + tile_id(r, c)
         if write_tiles is not None:
-            from PIL import Image
+            from crossview.tiles.raster import save_tile
 
-            from crossview.io import atomic_write
-
-            im = Image.fromarray(got[0])
-            atomic_write(Path(write_tiles) / f"{tid}.png", lambda p, im=im: im.save(p, format="PNG"))
+            save_tile(Path(write_tiles) / f"{tid}.png", got[0])
         ids.append(tid)
         gps.append((lat, lon))
         h = 0.5 * raster.tile_px * raster.mpp

@@ -190,9 +190,7 @@ class RegionTiles:
         """Write ``tile``'s image, cut from its raster as when it was embedded, unless it is there already."""
         if tile.path.is_file():
             return
-        from PIL import Image
-
-        from crossview.io import atomic_write
+        from crossview.tiles.raster import save_tile
 
         ri, _ = self._raster_of(tile.id)
         with self._open(ri) as raster:
@@ -201,8 +199,7 @@ class RegionTiles:
             raise CrossviewError(f"tile {tile.id} of index {self.index.path} is outside "
                                  f"{self._rasters[ri]['path']}: the raster changed since the index was built; "
                                  "rebuild it (crossview locate-index)")
-        im = Image.fromarray(got[0])
-        atomic_write(tile.path, lambda p: im.save(p, format="PNG", compress_level=1))
+        save_tile(tile.path, got[0], compress_level=1)
 
     def mosaic(self) -> RegionMosaic:
         """Windows over whichever tiles they meet (:class:`RegionMosaic`)."""
@@ -228,8 +225,10 @@ class RegionMosaic:
         return float(self.tiles[self.tiles.nearest(lat, lon)].mpp)
 
     def window(self, lat: float, lon: float, size_px: int, mpp: float | None = None) -> np.ndarray:
-        mpp = self.mpp_near(lat, lon) if mpp is None else float(mpp)
-        return self._around(lat, lon, 0.5 * np.sqrt(2.0) * int(size_px) * mpp).window(lat, lon, size_px, mpp)
+        """As :meth:`crossview.tiles.mosaic.Mosaic.window`, from the tiles within the window's half-diagonal."""
+        with self.tiles._lock:  # the decoded images are shared: one window at a time
+            mpp = self.mpp_near(lat, lon) if mpp is None else float(mpp)
+            return self._around(lat, lon, 0.5 * np.sqrt(2.0) * int(size_px) * mpp).window(lat, lon, size_px, mpp)
 
 
 def _check_raster(r: dict[str, Any], index: Path) -> None:

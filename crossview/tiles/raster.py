@@ -337,6 +337,14 @@ def tile_id(r: int, c: int) -> str:
     return f"r{r:04d}_c{c:04d}"
 
 
+def save_tile(path: Path, image: np.ndarray, compress_level: int = 6) -> Path:
+    """Write a cut tile (H, W, 3 uint8) as a PNG, atomically (lossless: read back, it is the array cut)."""
+    from PIL import Image
+
+    im = Image.fromarray(image)
+    return atomic_write(path, lambda p: im.save(p, format="PNG", compress_level=compress_level))
+
+
 class OpenRaster:
     """A raster opened for tiling (a context manager): ``.source`` (its :class:`_Source`), ``.mpp``,
     ``.plan`` (:func:`tile_plan`, made on first use), ``read(k)`` -> tile ``k``'s (image, valid fraction) or None,
@@ -391,8 +399,6 @@ def tile_raster(source: Path, out: Path, tile_px: int, overlap: float, mpp: floa
     ``mpp``: the tiles' metres per pixel (default: the raster's own ground resolution at its centre).
     Returns the tiles and what the manifest records about the source (CRS, size, bands, stretch, skipped tiles).
     """
-    from PIL import Image
-
     from crossview.progress import progress
 
     rasterio = import_rasterio(source)
@@ -414,8 +420,7 @@ def tile_raster(source: Path, out: Path, tile_px: int, overlap: float, mpp: floa
                 empty += 1
                 continue
             tid = tile_id(r, c)
-            im = Image.fromarray(got[0])
-            path = atomic_write(out / "tiles" / f"{tid}.png", lambda p, im=im: im.save(p, format="PNG"))
+            path = save_tile(out / "tiles" / f"{tid}.png", got[0])
             tiles.append(Tile(tid, path, lat, lon, mpp, tile_px, tile_px, square_footprint(lat, lon, size_m, size_m)))
         bar.close()
         info = {"source": {"crs": ds.crs.to_string(), "width": ds.width, "height": ds.height, "count": ds.count,
