@@ -189,12 +189,12 @@ class Locator:
             return best
         c = next((c for c in cands if c.tile == tid), None)
         if c is None:
-            t = self.tiles[tid]
+            t = self.tiles.geometry_of(tid)
             c = Candidate(len(cands) + 1, tid, None, t.lat, t.lon, t.mpp, str(t.path), source="recentre")
             cands.append(c)
         if c.pose is None:
             self._refine_candidate(photo, c, prior, area)
-        t = self.tiles[tid]
+        t = self.tiles.geometry_of(tid)
         agree = distance_m(here, (c.pose.lat, c.pose.lon)) <= 0.25 * max(t.width, t.height) * t.mpp
         return c if agree and c.in_area else best
 
@@ -271,7 +271,7 @@ class Locator:
             best, result = self._fine_answer(photo, cands, refine, prior, area, o.recentre, common)
         else:
             best = cands[0]
-            t = self.tiles[best.tile]
+            t = self.tiles.geometry_of(best.tile)
             result = Result("retrieval", best.lat, best.lon, 0.0, 0.0, None, best.score,
                             0.5 * max(t.width, t.height) * t.mpp, best.tile, **common)
             if self.fine is not None and refine > 0:
@@ -315,12 +315,12 @@ class Locator:
         from crossview.locate.posterior import search_area_posterior
 
         if area is None:
-            t = self.tiles[cands[0].tile]
+            t = self.tiles.geometry_of(cands[0].tile)
             area = (cands[0].lat, cands[0].lon, 0.5 * math.hypot(t.width, t.height) * t.mpp)
         ans = search_area_posterior(self.fine, np.asarray(photo.image), photo.camera, photo.fov_deg, self.mosaic(),
                                     area, prior, gps_sigma_m=_gps_sigma(priors))
         tid = self._nearest_id(ans.lat, ans.lon)
-        tile = self.tiles[tid]
+        tile = self.tiles.geometry_of(tid)
         x_m, y_m = (float(v) for v in latlon_to_offset(tile.lat, tile.lon, ans.lat, ans.lon))
         best = Candidate(len(cands) + 1, tid, None, tile.lat, tile.lon, tile.mpp, str(tile.path), source="posterior")
         best.pose = FinePose(x_m, y_m, ans.lat, ans.lon, ans.heading_deg, ans.confidence, True)
@@ -348,7 +348,7 @@ class Locator:
         for rank, (score, tid) in enumerate(zip(scores[0], ids[0]), 1):
             if tid is None:
                 continue
-            t = self.tiles[tid]
+            t = self.tiles.geometry_of(tid)
             cands.append(Candidate(rank, tid, float(score), t.lat, t.lon, t.mpp, str(t.path)))
         if not cands:
             raise CrossviewError(f"index {self.index_path} is empty")
@@ -367,7 +367,8 @@ class Locator:
             refined = [c for c in cands if c.pose is not None]
         p = best.pose
         return best, Result("fine", p.lat, p.lon, p.x_m, p.y_m, p.heading_deg, p.confidence,
-                            raw_uncertainty(best, refined, self.tiles[best.tile], self.fine_median_m), best.tile,
+                            raw_uncertainty(best, refined, self.tiles.geometry_of(best.tile), self.fine_median_m),
+                            best.tile,
                             **common, fine_model=str(self.fine_path) if self.fine_path else self.fine_method,
                             fine_method=self.fine_method)
 
@@ -383,7 +384,7 @@ class Locator:
         base, pose = (end, final) if final is not None else (walk.centres[-1], walk.poses[-1])
         lat, lon = (float(v) for v in offset_to_latlon(base[0], base[1], pose.x_m, pose.y_m))
         tid = self._nearest_id(lat, lon)
-        tile = self.tiles[tid]
+        tile = self.tiles.geometry_of(tid)
         x_m, y_m = (float(v) for v in latlon_to_offset(tile.lat, tile.lon, lat, lon))
         heading = None if pose.heading_deg is None else float(pose.heading_deg)
         best = Candidate(len(cands) + 1, tid, None, tile.lat, tile.lon, tile.mpp, str(tile.path), source="scan")
@@ -413,7 +414,7 @@ class Locator:
         """The fine pose of ``photo`` in the window centred on (lat, lon) (the size and scale of the nearest
         index tile), metres from that centre; None where no window can be cut (outside the tiles). ``options`` go
         to the fine model's ``predict`` (e.g. ``ransac=False``)."""
-        tile = self.tiles[self._nearest_id(lat, lon)]
+        tile = self.tiles.geometry_of(self._nearest_id(lat, lon))
         try:
             window = self.mosaic().window(lat, lon, max(tile.width, tile.height), tile.mpp)
         except CrossviewError:

@@ -43,6 +43,10 @@ class ManifestTiles(Mapping):
     def __getitem__(self, tid: str) -> Tile:
         return self._by_id[tid]
 
+    def geometry_of(self, tid: str) -> Tile:
+        """The tile ``tid`` (its file exists already)."""
+        return self._by_id[tid]
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._by_id)
 
