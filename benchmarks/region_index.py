@@ -104,7 +104,7 @@ for i, area in enumerate(args["areas"] or [None] * len(q)):
 # VmHWM: this process's own peak (ru_maxrss would include the parent's pages at fork, before exec)
 hwm = [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM")][0] / 1024
 print(json.dumps({"open_s": t_open, "latency_s": lat, "ids": ids, "cells_opened": opened, "maxrss_mb": hwm,
-                  "nearest": nearest, "nearest_s": nearest_s, "rows_table_read": idx._all is not None}))
+                  "nearest": nearest, "nearest_s": nearest_s, "rows_table_read": idx.rows_loaded}))
 """
 
 

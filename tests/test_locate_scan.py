@@ -218,7 +218,7 @@ def test_scan_on_a_raster_index_reads_the_area_only_and_answers_as_the_tile_fold
     scan = b.locate(photo, camera="pinhole", fov_deg=70, heading_prior=(30, 20), near=(*fix, 30.0),
                     fine_search="scan")
     assert distance_m((scan["lat"], scan["lon"]), truth) < 1.5
-    assert b.index._all is None  # the row table (every id and centre) was never read
+    assert not b.index.rows_loaded  # the row table (every id and centre) was never read
     cut = sorted((tmp_path / "cache").glob("*.png"))
     assert 0 < len(cut) < len(tiles)
     for p in cut:

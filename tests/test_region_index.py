@@ -78,7 +78,7 @@ def test_nearest_tile_and_coverage_come_from_the_cells_around_the_point(tmp_path
         assert d[ids.index(got["id"])] == pytest.approx(d.min(), abs=1e-6), (lat, lon)
         if k < 30:
             assert idx.cells_opened < len(idx.cells)
-    assert idx._all is None  # no row table was read
+    assert not idx.rows_loaded  # no row table was read
     layer = region_layer(idx)
     assert layer["mode"] == "coverage" and layer["count"] == len(ids)
     inside = [any(r[0][0] <= a <= r[1][0] and r[0][1] <= b <= r[1][1] for r in layer["rects"]) for a, b in ll]

@@ -407,7 +407,12 @@ class RegionIndex:
             ids.extend(f.metadata["ids"])
         return np.concatenate(desc), np.asarray(ids + [None], dtype=object)
 
-    # -- every row (small indexes; locate's tile table) --
+    # -- every row (small indexes, tests) --
+    @property
+    def rows_loaded(self) -> bool:
+        """Whether every row's id and centre has been read (:meth:`rows`): a search near a fix never needs it."""
+        return self._all is not None
+
     def rows(self) -> dict[str, Any]:
         """Every tile, in row order: ``ids`` (list), ``lat_lon`` (N, 2), ``half_m`` (N, 2). Reads every cell's
         header and geometry (not its descriptors)."""
