@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import environment
+from benchmarks.common import environment, write_result
 from crossview.evaluate import evaluate_retrieval
 
 
@@ -134,8 +134,7 @@ def main() -> int:
         evaluate_retrieval(qc, rc, pos.numpy(), semis, device=dev, block=block, ref_block=args.ref_block)
         torch.cuda.synchronize()
         result["eval_s_from_host_memory"] = round(time.perf_counter() - t, 3)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out_path, result)
     print(f"peak RSS {result['peak_rss_gib']:.2f} GiB; wrote {out_path}")
     return 0
 

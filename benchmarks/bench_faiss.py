@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import environment
+from benchmarks.common import environment, write_result
 from crossview.evaluate import top_k
 from crossview.search.index import build_index
 
@@ -140,8 +140,7 @@ def main() -> int:
         "command": " ".join(sys.argv),
     }
     result["other_runs"] = [include_summary(p) for p in args.include]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(f"chosen {best}; wrote {args.out}")
     return 0
 

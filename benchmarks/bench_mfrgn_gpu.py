@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
 
-from benchmarks.common import environment
+from benchmarks.common import environment, write_result
 
 CONFIGS = {"cvusa": ("mfrgn_cvusa", (256, 256), (128, 512)), "vigor": ("mfrgn_vigor", (320, 320), (320, 640))}
 
@@ -126,8 +125,7 @@ def main() -> None:
         print(name, json.dumps(r), flush=True)
         del model
         torch.cuda.empty_cache()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(json.dumps(result, indent=2))
 
 

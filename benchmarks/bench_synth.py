@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import environment
+from benchmarks.common import environment, write_result
 
 
 def _tree_stats(root: Path) -> dict:
@@ -105,8 +105,7 @@ def main() -> int:
                                          if hasattr(os, "sched_getaffinity") else None), "runs": runs,
               "target": "vigor medium (2,000 panoramas 320x640 + tiles) < 300 s on 2 CPU cores",
               "note": "wall times on a shared machine: compare load_avg with cpu_count before trusting them"}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, environment
+from benchmarks.common import RESULTS, environment, write_result
 
 LIMIT_MB = 1024
 
@@ -143,8 +143,7 @@ def main() -> int:
                    "whole_raster_array_mb": round(need_gb * 1e9 / 2**20, 1),
                    "rss_over_time_s_mb": samples[::step]},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(json.dumps({k: result[k] for k in ("raster", "tiling")}, indent=1))
     print(f"peak RSS {result['memory']['peak_rss_mb']:.0f} MB (limit {LIMIT_MB} MB) -> {args.out}")
     return 0 if result["memory"]["under_limit"] else 1

@@ -1,4 +1,5 @@
-"""What every benchmark shares: the environment stamp, a timer, the work folder, and a synthetic world's index.
+"""What every benchmark shares: the environment stamp, a timer, the work folder, writing its result, and a
+synthetic world's index.
 
 Run the scripts as modules from the repository root (``python -m benchmarks.bench_eval``,
 ``python -m benchmarks.experiments.locate_pinhole``); they import crossview as installed (``make .venv/.installed``)
@@ -34,6 +35,20 @@ def environment(**extra: Any) -> dict[str, Any]:
             "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "crossview": getattr(crossview, "__version__", None),
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+
+
+def write_result(path: str | os.PathLike, doc: dict[str, Any], merge: bool = False) -> Path:
+    """Write a benchmark's JSON ``doc`` to ``path`` atomically (its folder made); ``merge``: into the JSON already
+    there, replacing only the keys ``doc`` has (benchmarks that share one results file)."""
+    import json
+
+    from crossview.io import write_text_atomic
+
+    path = Path(path)
+    if merge and path.is_file():
+        doc = {**json.loads(path.read_text()), **doc}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
 
 
 class Timer:

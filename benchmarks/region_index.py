@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, add_work_argument, environment, work_dir
+from benchmarks.common import RESULTS, add_work_argument, environment, work_dir, write_result
 
 LAT0, LON0 = 42.25, -71.8
 STEP_M, HALF_M = 50.0, 50.0
@@ -231,9 +231,7 @@ def main() -> int:
     faiss.omp_set_num_threads(1)
     with work_dir(args.work, "crossview_region_bench_") as work:
         results = [bench_size(int(s), args, work) for s in args.sizes.split(",")]
-    out = Path(args.out)
-    doc = json.loads(out.read_text()) if out.is_file() else {}  # other benchmarks' keys (region_stream) stay
-    doc |= {
+    doc = {
         "what": "crossview.search.region at 100k / 1M / 10M tiles, one thread",
         "simulated": ("a square region of north-up 100 m tiles every 50 m (half overlap) around 42.25 N 71.8 W; "
                       f"random {args.dim}-d descriptors (a cluster centre of {args.clusters} + N(0, {args.noise}^2) "
@@ -243,8 +241,7 @@ def main() -> int:
         "note": ("near-search peak memory is the whole search process's VmHWM (Python + numpy + h3 + faiss "
                  "imports included); latencies exclude opening the index (open_s)."),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    write_result(args.out, doc, merge=True)  # region_stream's keys stay
     print(f"-> {args.out}")
     return 0
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, add_work_argument, work_dir
+from benchmarks.common import RESULTS, add_work_argument, work_dir, write_result
 
 CHILD = r"""
 import json, os, signal, sys, time
@@ -116,9 +116,7 @@ def main() -> int:
             "kill": kill,
         }
     print(json.dumps(res, indent=2))
-    doc = json.loads(Path(a.out).read_text()) if Path(a.out).exists() else {}
-    doc[f"stream_{a.px}px" + ("_full_pass" if a.no_resume else "")] = res
-    Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
+    write_result(a.out, {f"stream_{a.px}px" + ("_full_pass" if a.no_resume else ""): res}, merge=True)
     return 0
 
 
