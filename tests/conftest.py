@@ -122,6 +122,16 @@ def _threads_restored(_session_threads):
 
 
 @pytest.fixture
+def free_port() -> int:
+    """A TCP port free on this machine now (for a torchrun rendezvous: tests run side by side under xdist)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
 def one_thread():
     """Small tensors: one thread is faster than several and does not stall when the machine is busy."""
     import torch

@@ -213,7 +213,7 @@ def test_rasters_stream_into_the_index_like_tile_files_and_resume_after_a_kill(r
 
 
 @pytest.mark.slow
-def test_locate_index_under_torchrun_two_ranks_equals_one_process(raster_world, tmp_path):
+def test_locate_index_under_torchrun_two_ranks_equals_one_process(raster_world, tmp_path, free_port):
     import os
     import subprocess
     import sys
@@ -224,7 +224,7 @@ def test_locate_index_under_torchrun_two_ranks_equals_one_process(raster_world, 
     common = [str(tif), "--model", str(ckpt), "--tile-px", "64", "--shard-size", "10", "--batch", "8",
               "--precision", "fp32"]
     assert main(["locate-index", *common, "--out", str(tmp_path / "one")]) == 0
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port),
            "-m", "crossview.cli", "locate-index", *common, "--out", str(tmp_path / "two"), "--keep-shards"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]

@@ -283,7 +283,7 @@ def test_cli_embed_shards_then_eval_reuses_them_and_index_checks_the_model(vigor
 
 
 @pytest.mark.slow
-def test_embed_under_torchrun_two_ranks_keeps_order(vigor_and_checkpoints, tmp_path):
+def test_embed_under_torchrun_two_ranks_keeps_order(vigor_and_checkpoints, tmp_path, free_port):
     import os
     import subprocess
     import sys
@@ -293,7 +293,7 @@ def test_embed_under_torchrun_two_ranks_keeps_order(vigor_and_checkpoints, tmp_p
 
     root, ckpt, _ = vigor_and_checkpoints
     out = tmp_path / "emb"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port),
            "-m", "crossview.cli", "embed", str(ckpt), str(root), "--dataset", "vigor", "--out", str(out),
            "--shard-size", "5", "--batch", "8", "--device", "cpu", "--precision", "fp32"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
