@@ -51,6 +51,25 @@ def write_result(path: str | os.PathLike, doc: dict[str, Any], merge: bool = Fal
     return write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
 
 
+def write_random_geotiff(path: Path, px: int) -> Path:
+    """A square UTM GeoTIFF (EPSG:32619, 0.5 m pixels) of ``px`` x ``px`` random 8 px blocks, tiled 256 x 256,
+    uncompressed, written 1,024 rows at a time (the region benchmarks' raster; seeded, so always the same)."""
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    rng = np.random.default_rng(0)
+    with rasterio.open(path, "w", driver="GTiff", width=px, height=px, count=3, dtype="uint8", crs="EPSG:32619",
+                       transform=Affine.translation(330000.0, 4690000.0) @ Affine.scale(0.5, -0.5), tiled=True,
+                       blockxsize=256, blockysize=256) as ds:
+        for r0 in range(0, px, 1024):
+            h = min(1024, px - r0)
+            small = rng.integers(0, 255, (3, h // 8 + 1, px // 8 + 1)).astype(np.uint8)
+            block = np.repeat(np.repeat(small, 8, axis=1), 8, axis=2)[:, :h, :px]
+            ds.write(block, window=rasterio.windows.Window(0, r0, px, h))
+    return path
+
+
 class Timer:
     """Wall seconds of a ``with`` block: ``with Timer() as t: ...`` then ``t.s``."""
 

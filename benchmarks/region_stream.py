@@ -20,11 +20,10 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, add_work_argument, work_dir, write_result
+from benchmarks.common import RESULTS, add_work_argument, work_dir, write_random_geotiff, write_result
 
 CHILD = r"""
 import json, os, signal, sys, time
@@ -44,21 +43,6 @@ rasters.index_rasters([a["tif"]], a["model"], a["out"], tile_px=256, overlap=0.5
 rss = [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM")][0] / 1024
 print(json.dumps({"s": time.perf_counter() - t, "maxrss_mb": rss}))
 """
-
-
-def write_tif(path: Path, px: int) -> None:
-    import rasterio
-    from affine import Affine
-
-    rng = np.random.default_rng(0)
-    with rasterio.open(path, "w", driver="GTiff", width=px, height=px, count=3, dtype="uint8", crs="EPSG:32619",
-                       transform=Affine.translation(330000.0, 4690000.0) @ Affine.scale(0.5, -0.5), tiled=True,
-                       blockxsize=256, blockysize=256) as ds:
-        for r0 in range(0, px, 1024):
-            h = min(1024, px - r0)
-            small = rng.integers(0, 255, (3, h // 8 + 1, px // 8 + 1)).astype(np.uint8)
-            block = np.repeat(np.repeat(small, 8, axis=1), 8, axis=2)[:, :h, :px]
-            ds.write(block, window=rasterio.windows.Window(0, r0, px, h))
 
 
 def child(args: dict) -> dict:
@@ -89,7 +73,7 @@ def main() -> int:
         model = save_model(create_model("mfrgn_tiny"), work / "model.pt")
         tif = work / "ortho.tif"
         t = time.perf_counter()
-        write_tif(tif, a.px)
+        write_random_geotiff(tif, a.px)
         t_tif = time.perf_counter() - t
         base = {"tif": str(tif), "model": str(model), "shard": a.shard}
         full = child({**base, "out": str(work / "full")})
