@@ -171,13 +171,30 @@ def _tree_state(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
 
 
+def _made_once(tmp_path_factory, name: str, make) -> Path:
+    """``make(folder)``'s result, made once per session and shared by every pytest-xdist worker: the first worker
+    to ask makes it in the session's common temporary folder (under a file lock) while the others wait for it."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the folder that every worker's own temporary folder is in
+    done = base / f"{name}.done"
+    with FileLock(str(base / f"{name}.lock")):
+        if not done.exists():
+            path = Path(make(base / name))
+            done.write_text(str(path))
+    return Path(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def tiny_vigor_world(tmp_path_factory) -> Path:
     """The tiny synthetic VIGOR world (seed 0), generated once per session and shared by every test that reads it;
     the session fails at its end if a test wrote into it (a test that writes makes its own)."""
     from crossview.synth import generate
 
-    root = Path(generate("vigor", tmp_path_factory.mktemp("tiny_vigor") / "vigor", scale="tiny", seed=0))
+    root = _made_once(tmp_path_factory, "tiny_vigor",
+                      lambda d: generate("vigor", d / "vigor", scale="tiny", seed=0))
     before = _tree_state(root)
     yield root
     after = _tree_state(root)
@@ -187,9 +204,10 @@ def tiny_vigor_world(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def dense_world(tmp_path_factory) -> Path:
+    """The dense synthetic VIGOR world (seed 1), generated once per session (read only)."""
     from crossview.synth import generate
 
-    return Path(generate("vigor", tmp_path_factory.mktemp("dense") / "vigor", scale="dense", seed=1))
+    return _made_once(tmp_path_factory, "dense", lambda d: generate("vigor", d / "vigor", scale="dense", seed=1))
 
 
 @pytest.fixture(scope="session")
