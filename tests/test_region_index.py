@@ -256,8 +256,10 @@ def test_locate_cli_and_page_on_a_raster_index(raster_world, tmp_path, upload_ph
     lat, lon = (float(v) for v in idx.nearest(b["south"], b["west"])["lat_lon"])  # the tile nearest a corner
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(tmp_path / "p.png")
     assert main(["locate", str(tmp_path / "p.png"), "--index", str(tmp_path / "idx"), "--near", f"{lat},{lon}±40",
-                 "--camera", "panorama", "--out", str(tmp_path / "out"), "--precision", "fp32"]) == 0
+                 "--camera", "panorama", "--out", str(tmp_path / "out"), "--precision", "fp32",
+                 "--tile-cache", str(tmp_path / "cache")]) == 0
     r = json.loads((tmp_path / "out" / "locate.json").read_text())
+    assert [p.stem for p in (tmp_path / "cache").glob("*.png")] == [r["tile"]]  # the answer's tile, kept
     assert r["method"] == "retrieval" and distance_m((r["lat"], r["lon"]), (lat, lon)) < 40 + 64 * 0.75
     assert Image.open(tmp_path / "out" / "locate.png").size[0] >= 64
     assert main(["index", "info", str(tmp_path / "idx")]) == 0

@@ -10,6 +10,13 @@ from crossview.locate.options import CAMERAS, FINE_SEARCHES
 from crossview.safe_load import add_trust_argument
 
 
+def add_tile_cache_argument(p: argparse.ArgumentParser) -> None:
+    """``--tile-cache``: where ``locate`` and ``serve`` keep the tiles they cut from a raster-built region index."""
+    p.add_argument("--tile-cache", metavar="DIR",
+                   help="keep the tiles cut from the rasters of a region index here, for later runs (default: a "
+                        "temporary folder, removed at exit)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("locate", help="estimate where a photo was taken (lat/lon, heading) against a tile index",
                        description="Retrieve the top-k aerial tiles for a photo, refine the position inside the "
@@ -46,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", metavar="VARIANT", help="with --model: the released variant of an official retrieval "
                                                      "checkpoint (e.g. mfrgn_vigor, sample4geo_vigor)")
     p.add_argument("--tiles", help="tile manifest, when the index does not record it")
+    add_tile_cache_argument(p)
     p.add_argument("--out", help="folder for locate.json and locate.png")
     p.add_argument("--device", default="cpu")
     add_precision_args(p)
@@ -108,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     result = locate(args.photo, args.index, LocateOptions.from_args(args), out=args.out, fine_model=args.fine_model,
                     fine_arch=args.fine_arch, fine_backbone=args.fine_backbone, model=args.model, arch=args.arch,
                     precision=args.precision, tiles=args.tiles, device=args.device,
-                    trust_checkpoint=args.trust_checkpoint)
+                    trust_checkpoint=args.trust_checkpoint, tile_cache=args.tile_cache)
     for note in (result.get("priors") or {}).get("notes", []):
         print(f"note: {note}", file=sys.stderr)
     for flag in result.get("flags", []):

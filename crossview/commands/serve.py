@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from crossview.commands.fine import add_fine_release_arguments
+from crossview.commands.locate import add_tile_cache_argument
 from crossview.device import add_precision_args
 from crossview.safe_load import add_trust_argument
 
@@ -14,6 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", required=True, help="tile index built by `crossview locate-index` or `crossview embed`")
     p.add_argument("--fine-model", help="fine-localization run folder or checkpoint (default: tile centres only)")
     add_fine_release_arguments(p)
+    add_tile_cache_argument(p)
     p.add_argument("--refine", type=int, default=3, help="tiles refined by the fine model per photo (default 3)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
         configure_threads(args.threads or max(1, usable_cpus() // args.workers))
     locator = Locator(args.index, fine_model=args.fine_model, fine_arch=args.fine_arch, refine=args.refine,
-                      fine_backbone=args.fine_backbone,
+                      fine_backbone=args.fine_backbone, tile_cache=args.tile_cache,
                       device=args.device, precision=args.precision, trust_checkpoint=args.trust_checkpoint)
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="crossview-serve-")
     limits = Limits(max_bytes=int(args.max_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
